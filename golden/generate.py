@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""Builds qaforge's fixtures and goldens with the PyTorch reference (transformers).
+
+Everything under golden/ except README.md, LICENSE-SQuAD.md and this script's inputs is written
+here, deterministically: the same versions (golden/requirements.txt) give byte-identical files.
+
+  python golden/generate.py --shared ../shared/data --out golden
+
+What it writes (see golden/README.md for the why):
+  squad/eval.json          SQuAD v2 evaluation slice (first paragraph of every dev article plus the
+                           longest paragraphs, so that some examples overflow into several features)
+  squad/calibration.json   disjoint calibration slice (second paragraph of every dev article)
+  squad/predictions/*.json the three public systems' predictions for the evaluation slice
+  squad/predictions/metrics.json  official SQuAD v2 metrics of those predictions on eval.json
+  squad/features.safetensors      run_qa.py features of eval.json (max length 384, stride 128)
+  squad/features.json      feature -> example id, and the tokenizer settings used
+  <fixture>/               config.json, vocab.txt, tokenizer.json, tokenizer_config.json,
+                           special_tokens_map.json, weights (model.safetensors or pytorch_model.bin)
+  <fixture>/golden/logits.safetensors    PyTorch start/end logits (float32) for every feature
+  <fixture>/golden/predictions.json      run_qa.py post-processing of those logits
+  <fixture>/golden/metrics.json          official SQuAD v2 metrics of those predictions
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import string
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file as save_numpy
+from transformers import BertTokenizerFast, MobileBertConfig, MobileBertForQuestionAnswering
+
+MAX_LENGTH = 384
+DOC_STRIDE = 128
+N_BEST = 20
+MAX_ANSWER_LENGTH = 30
+NULL_SCORE_DIFF_THRESHOLD = 0.0
+# The evaluation slice takes the first paragraph of this many dev articles (plus the two longest
+# paragraphs of the whole set, which overflow into several features): about 200 questions, so that
+# golden/ stays small.
+EVAL_ARTICLES = 18
+
+# The fixtures: the real MobileBERT architecture at small sizes. Fixture names are directory names.
+FIXTURES = {
+    # google/mobilebert-uncased's switches: NoNorm, trigram embeddings, bottleneck with shared
+    # key/query bottleneck, 4 stacked FFNs, relu. Saved as model.safetensors (float32).
+    "mobilebert-tiny": dict(
+        config=dict(
+            num_hidden_layers=4, hidden_size=64, embedding_size=32, intra_bottleneck_size=32,
+            intermediate_size=64, num_attention_heads=4, num_feedforward_networks=4,
+            hidden_act="relu", normalization_type="no_norm", trigram_input=True, use_bottleneck=True,
+            use_bottleneck_attention=False, key_query_shared_bottleneck=True,
+        ),
+        weights="safetensors", dtype="float32", seed=1, tokenizer=("vocab.txt", "tokenizer.json"),
+    ),
+    # Every switch flipped: LayerNorm, gelu, no trigram (embedding_size == hidden_size, so no
+    # embedding transformation), bottleneck attention without key/query sharing, one FFN.
+    # Saved as pytorch_model.bin in torch's zip format with float16 tensors and the legacy
+    # `embeddings.position_ids` buffer that older checkpoints carry.
+    "mobilebert-flipped": dict(
+        config=dict(
+            num_hidden_layers=2, hidden_size=32, embedding_size=32, intra_bottleneck_size=16,
+            intermediate_size=48, num_attention_heads=2, num_feedforward_networks=1,
+            hidden_act="gelu", normalization_type="layer_norm", trigram_input=False,
+            use_bottleneck=True, use_bottleneck_attention=True, key_query_shared_bottleneck=False,
+        ),
+        weights="pytorch_model.bin", dtype="float16", seed=2, tokenizer=("vocab.txt",),
+    ),
+    # No bottleneck at all (true_hidden_size == hidden_size), trigram input, NoNorm, two FFNs.
+    # Saved as model.safetensors with bfloat16 tensors.
+    "mobilebert-nobottleneck": dict(
+        config=dict(
+            num_hidden_layers=2, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
+            intermediate_size=48, num_attention_heads=4, num_feedforward_networks=2,
+            hidden_act="relu", normalization_type="no_norm", trigram_input=True, use_bottleneck=False,
+            use_bottleneck_attention=False, key_query_shared_bottleneck=False,
+        ),
+        weights="safetensors", dtype="bfloat16", seed=3, tokenizer=("tokenizer.json",),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# SQuAD slices
+# ---------------------------------------------------------------------------------------------
+
+def squad_slice(dev, pick):
+    """A SQuAD v2 file holding, for every article, the paragraphs `pick(article_index, paragraphs)`."""
+    data = []
+    for index, article in enumerate(dev["data"]):
+        paragraphs = pick(index, article["paragraphs"])
+        if paragraphs:
+            data.append({"title": article["title"], "paragraphs": paragraphs})
+    return {"version": "v2.0", "data": data}
+
+
+def longest_paragraphs(dev, count):
+    """(article index, paragraph index) of the `count` longest contexts outside paragraphs 0 and 1."""
+    sized = []
+    for a, article in enumerate(dev["data"]):
+        for p, paragraph in enumerate(article["paragraphs"]):
+            if p >= 2:
+                sized.append((len(paragraph["context"]), a, p))
+    sized.sort(key=lambda t: (-t[0], t[1], t[2]))
+    return {(a, p) for _, a, p in sized[:count]}
+
+
+def examples_of(squad):
+    """Flattens a SQuAD file into run_qa.py's examples (id, question, context, answers)."""
+    out = []
+    for article in squad["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                out.append({
+                    "id": qa["id"],
+                    "question": qa["question"],
+                    "context": paragraph["context"],
+                    "answers": [a["text"] for a in qa["answers"]],
+                })
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Features, exactly as run_qa.py's prepare_validation_features (pad_to_max_length=True)
+# ---------------------------------------------------------------------------------------------
+
+def prepare_validation_features(tokenizer, examples):
+    questions = [e["question"].lstrip() for e in examples]
+    contexts = [e["context"] for e in examples]
+    tokenized = tokenizer(
+        questions, contexts, truncation="only_second", max_length=MAX_LENGTH, stride=DOC_STRIDE,
+        return_overflowing_tokens=True, return_offsets_mapping=True, padding="max_length",
+    )
+    sample_mapping = tokenized.pop("overflow_to_sample_mapping")
+    n = len(tokenized["input_ids"])
+    offsets = np.full((n, MAX_LENGTH, 2), -1, dtype=np.int32)
+    example_ids = []
+    for i in range(n):
+        sequence_ids = tokenized.sequence_ids(i)
+        example_ids.append(examples[sample_mapping[i]]["id"])
+        for k, o in enumerate(tokenized["offset_mapping"][i]):
+            if sequence_ids[k] == 1:
+                offsets[i, k] = o
+    return {
+        "input_ids": np.array(tokenized["input_ids"], dtype=np.int64),
+        "attention_mask": np.array(tokenized["attention_mask"], dtype=np.int64),
+        "token_type_ids": np.array(tokenized["token_type_ids"], dtype=np.int64),
+        "offsets": offsets,
+        "example_ids": example_ids,
+        "example_index": np.array(sample_mapping, dtype=np.int64),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Post-processing, as run_qa.py's utils_qa.postprocess_qa_predictions(version_2_with_negative)
+# ---------------------------------------------------------------------------------------------
+
+def postprocess(examples, features, start_all, end_all):
+    features_per_example = collections.defaultdict(list)
+    for i, e in enumerate(features["example_index"].tolist()):
+        features_per_example[e].append(i)
+    predictions, null_odds = {}, {}
+    for example_index, example in enumerate(examples):
+        min_null = None
+        prelim = []
+        for fi in features_per_example[example_index]:
+            start_logits, end_logits = start_all[fi], end_all[fi]
+            offsets = features["offsets"][fi]
+            null_score = start_logits[0] + end_logits[0]
+            if min_null is None or min_null["score"] > null_score:
+                min_null = {"offsets": (0, 0), "score": null_score,
+                            "start_logit": start_logits[0], "end_logit": end_logits[0]}
+            start_indexes = np.argsort(start_logits)[-1:-N_BEST - 1:-1].tolist()
+            end_indexes = np.argsort(end_logits)[-1:-N_BEST - 1:-1].tolist()
+            for s in start_indexes:
+                for e in end_indexes:
+                    if offsets[s][0] < 0 or offsets[e][0] < 0:
+                        continue
+                    if e < s or e - s + 1 > MAX_ANSWER_LENGTH:
+                        continue
+                    prelim.append({"offsets": (int(offsets[s][0]), int(offsets[e][1])),
+                                   "score": start_logits[s] + end_logits[e],
+                                   "start_logit": start_logits[s], "end_logit": end_logits[e]})
+        prelim.append(min_null)
+        null_score = min_null["score"]
+        preds = sorted(prelim, key=lambda x: x["score"], reverse=True)[:N_BEST]
+        if not any(p["offsets"] == (0, 0) for p in preds):
+            preds.append(min_null)
+        context = example["context"]
+        for p in preds:
+            p["text"] = context[p["offsets"][0]:p["offsets"][1]]
+        if len(preds) == 0 or (len(preds) == 1 and preds[0]["text"] == ""):
+            preds.insert(0, {"text": "empty", "start_logit": np.float32(0.0),
+                             "end_logit": np.float32(0.0), "score": np.float32(0.0)})
+        i = 0
+        while preds[i]["text"] == "":
+            i += 1
+        best = preds[i]
+        score_diff = null_score - best["start_logit"] - best["end_logit"]
+        null_odds[example["id"]] = float(score_diff)
+        predictions[example["id"]] = "" if score_diff > NULL_SCORE_DIFF_THRESHOLD else best["text"]
+    return predictions, null_odds
+
+
+# ---------------------------------------------------------------------------------------------
+# The official SQuAD v2 metric (evaluate-v2.0.py), restated: normalisation, EM, F1, HasAns/NoAns.
+# ---------------------------------------------------------------------------------------------
+
+def normalize_answer(s):
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(re.compile(r"\b(a|an|the)\b", re.UNICODE), " ", s)
+    return " ".join(s.split())
+
+
+def compute_f1(gold, pred):
+    gold_toks = normalize_answer(gold).split() if gold else []
+    pred_toks = normalize_answer(pred).split() if pred else []
+    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
+    num_same = sum(common.values())
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        return float(gold_toks == pred_toks)
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(pred_toks)
+    recall = num_same / len(gold_toks)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def squad_v2_metrics(squad, preds):
+    exact, f1, has_ans = {}, {}, {}
+    for article in squad["data"]:
+        for p in article["paragraphs"]:
+            for qa in p["qas"]:
+                qid = qa["id"]
+                has_ans[qid] = bool(qa["answers"])
+                golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
+                if qid not in preds:
+                    continue
+                pred = preds[qid]
+                exact[qid] = max(int(normalize_answer(g) == normalize_answer(pred)) for g in golds)
+                f1[qid] = max(compute_f1(g, pred) for g in golds)
+    def agg(ids):
+        return (100.0 * sum(exact[k] for k in ids) / len(ids),
+                100.0 * sum(f1[k] for k in ids) / len(ids), len(ids))
+    out = collections.OrderedDict()
+    e, f, t = agg(list(has_ans))
+    out["exact"], out["f1"], out["total"] = e, f, t
+    has = [k for k, v in has_ans.items() if v]
+    no = [k for k, v in has_ans.items() if not v]
+    if has:
+        e, f, t = agg(has)
+        out["HasAns_exact"], out["HasAns_f1"], out["HasAns_total"] = e, f, t
+    if no:
+        e, f, t = agg(no)
+        out["NoAns_exact"], out["NoAns_f1"], out["NoAns_total"] = e, f, t
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------------------------
+
+def randomise(model, seed):
+    """O(1) activations instead of transformers' init (std 0.02, NoNorm at 1/0), which gives
+    near-constant logits that test nothing: fan-in-scaled dense weights, unit-scale embeddings,
+    random NoNorm/LayerNorm scales around 1 and shifts around 0. numpy's PCG64 so the weights do
+    not depend on torch's RNG."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    for name, param in model.named_parameters():
+        shape = tuple(param.shape)
+        if "LayerNorm.weight" in name:
+            value = rng.uniform(0.6, 1.4, size=shape)
+        elif "LayerNorm.bias" in name or name.endswith(".bias"):
+            value = rng.normal(0.0, 0.1, size=shape)
+        elif "embeddings" in name and "transformation" not in name:
+            value = rng.normal(0.0, 1.0, size=shape)
+        elif len(shape) == 2:
+            value = rng.normal(0.0, 1.0 / np.sqrt(shape[1]), size=shape)
+        else:
+            raise SystemExit(f"unexpected parameter {name} {shape}")
+        with torch.no_grad():
+            param.copy_(torch.from_numpy(value.astype(np.float32)))
+
+
+def normalise_no_norm(model, features, seed):
+    """NoNorm is a plain scale and shift, so random weights let residual sums grow layer after layer
+    (logits in the hundreds). Rescale each NoNorm, in forward order, so that its output has unit
+    spread on a few real features, like a trained model's: a data-dependent init (as LSUV)."""
+    rng = np.random.Generator(np.random.PCG64(seed + 1000))
+    done = set()
+
+    def pre_hook(module, inputs):
+        if id(module) in done:
+            return
+        done.add(id(module))
+        spread = inputs[0].detach().std(dim=(0, 1))
+        gain = torch.from_numpy(rng.uniform(0.6, 1.4, size=spread.shape).astype(np.float32))
+        with torch.no_grad():
+            module.weight.copy_(gain / spread.clamp_min(1e-3))
+
+    no_norms = [m for m in model.modules() if type(m).__name__ == "NoNorm"]
+    handles = [m.register_forward_pre_hook(pre_hook) for m in no_norms]
+    with torch.no_grad():
+        model(input_ids=torch.from_numpy(features["input_ids"][:8]),
+              attention_mask=torch.from_numpy(features["attention_mask"][:8]),
+              token_type_ids=torch.from_numpy(features["token_type_ids"][:8]))
+    for h in handles:
+        h.remove()
+
+
+def round_to(model, dtype):
+    """Rounds every parameter to the stored dtype so the float32 reference computes with exactly the
+    weights the checkpoint holds."""
+    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(param.to(torch_dtype).to(torch.float32))
+    return torch_dtype
+
+
+def write_tokenizer_files(vocab_dir, out_dir, files):
+    for name in files + ("special_tokens_map.json",):
+        shutil.copyfile(os.path.join(vocab_dir, name), os.path.join(out_dir, name))
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+        json.dump({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 512,
+                   "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                   "cls_token": "[CLS]", "mask_token": "[MASK]", "strip_accents": None,
+                   "tokenize_chinese_chars": True}, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+
+def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, features):
+    fixture_dir = os.path.join(out, name)
+    os.makedirs(os.path.join(fixture_dir, "golden"), exist_ok=True)
+    torch.manual_seed(spec["seed"])
+    config = MobileBertConfig(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
+                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                              architectures=["MobileBertForQuestionAnswering"], **spec["config"])
+    config._attn_implementation = "eager"
+    model = MobileBertForQuestionAnswering(config).eval()
+    randomise(model, spec["seed"])
+    if config.normalization_type == "no_norm":
+        normalise_no_norm(model, features, spec["seed"])
+    torch_dtype = round_to(model, spec["dtype"])
+
+    # Config and weights, as save_pretrained writes them.
+    config_dict = config.to_diff_dict()
+    config_dict["model_type"] = "mobilebert"
+    config_dict.pop("_attn_implementation_autoset", None)
+    config_dict.pop("transformers_version", None)
+    config_dict["torch_dtype"] = spec["dtype"]
+    with open(os.path.join(fixture_dir, "config.json"), "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+        f.write("\n")
+    state = {k: v.detach().to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
+    for stale in ("model.safetensors", "pytorch_model.bin"):
+        if os.path.exists(os.path.join(fixture_dir, stale)):
+            os.remove(os.path.join(fixture_dir, stale))
+    if spec["weights"] == "safetensors":
+        from safetensors.torch import save_file
+        save_file(state, os.path.join(fixture_dir, "model.safetensors"), metadata={"format": "pt"})
+    else:
+        state["mobilebert.embeddings.position_ids"] = torch.arange(512, dtype=torch.int64).unsqueeze(0)
+        torch.save(state, os.path.join(fixture_dir, "pytorch_model.bin"))
+    write_tokenizer_files(vocab_dir, fixture_dir, spec["tokenizer"])
+
+    # Reference logits, one feature at a time in float32 on one thread.
+    starts, ends = [], []
+    with torch.no_grad():
+        for i in range(features["input_ids"].shape[0]):
+            out_ = model(input_ids=torch.from_numpy(features["input_ids"][i:i + 1]),
+                         attention_mask=torch.from_numpy(features["attention_mask"][i:i + 1]),
+                         token_type_ids=torch.from_numpy(features["token_type_ids"][i:i + 1]))
+            starts.append(out_.start_logits[0].numpy().astype(np.float32))
+            ends.append(out_.end_logits[0].numpy().astype(np.float32))
+    start_all, end_all = np.stack(starts), np.stack(ends)
+    save_numpy({"start_logits": start_all, "end_logits": end_all},
+               os.path.join(fixture_dir, "golden", "logits.safetensors"))
+
+    predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
+    write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
+               {"predictions": predictions, "null_odds": null_odds})
+    metrics = squad_v2_metrics(eval_squad, predictions)
+    write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
+    params = sum(p.numel() for p in model.parameters())
+    answered = sum(1 for v in predictions.values() if v)
+    print(f"{name}: {params} parameters, logit std {start_all.std():.3f}/{end_all.std():.3f}, "
+          f"answered {answered}/{len(predictions)}, EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+    parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+    with open(os.path.join(args.shared, "squad-v2", "dev-v2.0.json")) as f:
+        dev = json.load(f)
+    longest = longest_paragraphs(dev, 2)
+    eval_squad = squad_slice(
+        dev, lambda a, ps: [p for i, p in enumerate(ps) if (i == 0 and a < EVAL_ARTICLES) or (a, i) in longest])
+    calibration_squad = squad_slice(dev, lambda a, ps: ps[1:2])
+    squad_dir = os.path.join(args.out, "squad")
+    os.makedirs(os.path.join(squad_dir, "predictions"), exist_ok=True)
+    write_json(os.path.join(squad_dir, "eval.json"), eval_squad)
+    write_json(os.path.join(squad_dir, "calibration.json"), calibration_squad)
+
+    eval_examples = examples_of(eval_squad)
+    eval_ids = [e["id"] for e in eval_examples]
+    system_metrics = collections.OrderedDict()
+    for system in ("bert-large-single", "nlnet-single", "bidaf-sa-elmo"):
+        with open(os.path.join(args.shared, "squad-v2", "predictions", system + ".json")) as f:
+            all_preds = json.load(f)
+        sliced = collections.OrderedDict((k, all_preds[k]) for k in eval_ids)
+        write_json(os.path.join(squad_dir, "predictions", system + ".json"), sliced)
+        system_metrics[system] = squad_v2_metrics(eval_squad, sliced)
+    write_json(os.path.join(squad_dir, "predictions", "metrics.json"), system_metrics)
+
+    vocab_dir = os.path.join(args.shared, "vocab", "bert-base-uncased")
+    tokenizer = BertTokenizerFast(vocab_file=os.path.join(vocab_dir, "vocab.txt"),
+                                  tokenizer_file=os.path.join(vocab_dir, "tokenizer.json"),
+                                  do_lower_case=True)
+    features = prepare_validation_features(tokenizer, eval_examples)
+    n = features["input_ids"].shape[0]
+    # ids fit int32 and masks fit uint8: stored narrow to keep golden/ small; Rust widens them.
+    save_numpy({
+        "input_ids": features["input_ids"].astype(np.int32),
+        "attention_mask": features["attention_mask"].astype(np.uint8),
+        "token_type_ids": features["token_type_ids"].astype(np.uint8),
+        "offsets": features["offsets"],
+        "example_index": features["example_index"].astype(np.int32),
+    }, os.path.join(squad_dir, "features.safetensors"))
+    write_json(os.path.join(squad_dir, "features.json"), {
+        "max_length": MAX_LENGTH, "doc_stride": DOC_STRIDE, "padding": "max_length",
+        "truncation": "only_second", "question_lstrip": True, "n_best": N_BEST,
+        "max_answer_length": MAX_ANSWER_LENGTH, "null_score_diff_threshold": NULL_SCORE_DIFF_THRESHOLD,
+        "features": n, "examples": len(eval_examples), "example_ids": features["example_ids"],
+    })
+    print(f"eval slice: {len(eval_examples)} questions, {n} features; "
+          f"calibration slice: {len(examples_of(calibration_squad))} questions")
+
+    for name, spec in FIXTURES.items():
+        build_fixture(name, spec, args.out, vocab_dir, eval_examples, eval_squad, features)
+
+
+if __name__ == "__main__":
+    main()
