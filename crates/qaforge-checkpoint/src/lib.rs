@@ -1,0 +1,95 @@
+//! Checkpoint import for qaforge: a Hugging Face model directory in, a validated
+//! [`MobileBertConfig`] and a read-only [`Weights`] view out.
+//!
+//! Formats: `model.safetensors` (memory-mapped), sharded `model.safetensors.index.json`, and
+//! `pytorch_model.bin` / `.pt` in torch's zip format, read through candle-core's pickle VM,
+//! which never executes code, behind an allow-list of globals. Hostile files give a
+//! [`CheckpointError`] naming the file and the problem, never a panic.
+
+mod config;
+mod error;
+mod safetensors_file;
+mod torch_zip;
+mod weights;
+
+use std::path::{Path, PathBuf};
+
+pub use config::{LoadedConfig, MobileBertConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_ARCHITECTURES};
+pub use error::{CheckpointError, Result};
+pub use weights::{DType, TensorEntry, Weights};
+
+/// The file format the weights came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsFormat {
+    /// One `model.safetensors`.
+    Safetensors,
+    /// `model.safetensors.index.json` and its shards.
+    ShardedSafetensors,
+    /// A torch zip archive (`pytorch_model.bin`, `.pt`).
+    TorchZip,
+}
+
+impl std::fmt::Display for WeightsFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WeightsFormat::Safetensors => "safetensors",
+            WeightsFormat::ShardedSafetensors => "sharded safetensors",
+            WeightsFormat::TorchZip => "torch zip pickle",
+        })
+    }
+}
+
+/// A loaded model directory.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The directory it was read from.
+    pub dir: PathBuf,
+    /// The validated configuration.
+    pub config: MobileBertConfig,
+    /// config.json keys that qaforge does not know (reported to the user, not fatal).
+    pub unknown_config_keys: Vec<String>,
+    /// Every tensor in the weights file(s).
+    pub weights: Weights,
+    /// Which format the weights were in.
+    pub format: WeightsFormat,
+}
+
+/// Weight files looked for, in order of preference.
+const WEIGHT_FILES: &[(&str, WeightsFormat)] = &[
+    ("model.safetensors", WeightsFormat::Safetensors),
+    ("model.safetensors.index.json", WeightsFormat::ShardedSafetensors),
+    ("pytorch_model.bin", WeightsFormat::TorchZip),
+    ("model.pt", WeightsFormat::TorchZip),
+    ("pytorch_model.pt", WeightsFormat::TorchZip),
+];
+
+impl Checkpoint {
+    /// Reads `config.json` and the weights of a Hugging Face model directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let loaded = MobileBertConfig::from_file(&dir.join("config.json"))?;
+        let (file, format) = WEIGHT_FILES
+            .iter()
+            .map(|(name, format)| (dir.join(name), *format))
+            .find(|(path, _)| path.is_file())
+            .ok_or_else(|| CheckpointError::NoWeights { dir: dir.to_owned() })?;
+        let weights = Self::read_weights(&file, format)?;
+        Ok(Checkpoint {
+            dir: dir.to_owned(),
+            config: loaded.config,
+            unknown_config_keys: loaded.unknown_keys,
+            weights,
+            format,
+        })
+    }
+
+    /// Reads one weights file (or an index and its shards) in the given format.
+    pub fn read_weights(path: &Path, format: WeightsFormat) -> Result<Weights> {
+        let mut weights = Weights::default();
+        match format {
+            WeightsFormat::Safetensors => safetensors_file::add_file(&mut weights, path)?,
+            WeightsFormat::ShardedSafetensors => safetensors_file::add_sharded(&mut weights, path)?,
+            WeightsFormat::TorchZip => torch_zip::add_file(&mut weights, path)?,
+        }
+        Ok(weights)
+    }
+}

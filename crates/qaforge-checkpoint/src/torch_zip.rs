@@ -1,0 +1,273 @@
+//! `pytorch_model.bin` / `.pt` in torch's zip format (torch >= 1.6).
+//!
+//! The pickle VM is candle-core's (`candle_core::pickle::Stack`), which builds a tree of objects
+//! and never imports or calls anything. On that tree qaforge then enforces an allow-list of
+//! globals (the tensor-rebuild functions and storage classes) and decodes the tensor-rebuild
+//! arguments itself, with bounds checks, instead of candle's `into_tensor_info` (which indexes
+//! tuples without checking their length). Tensor bytes are read in place from the mapped archive:
+//! torch stores them uncompressed.
+
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use candle_core::pickle::{Object, Stack};
+
+use crate::error::{CheckpointError, Result};
+use crate::weights::{checked_numel, map_file, DType, Placement, Source, TensorEntry, Weights};
+
+/// The only globals a state-dict pickle may reference.
+const ALLOWED_GLOBALS: &[(&str, &str)] = &[
+    ("collections", "OrderedDict"),
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch", "FloatStorage"),
+    ("torch", "HalfStorage"),
+    ("torch", "BFloat16Storage"),
+    ("torch", "DoubleStorage"),
+    ("torch", "LongStorage"),
+    ("torch", "IntStorage"),
+    ("torch", "ByteStorage"),
+    ("torch", "BoolStorage"),
+];
+
+/// data.pkl of a state dict is small (names and tuples); anything larger is refused before reading.
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
+pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
+    let bad = |message: String| CheckpointError::Torch { path: path.to_owned(), message };
+    let map = map_file(path)?;
+    if !map.starts_with(b"PK\x03\x04") {
+        if map.first() == Some(&0x80) {
+            return Err(bad("legacy (pre-1.6, non-zip) torch serialization is not read; re-save it with \
+                `torch.save(torch.load(path), path)` under torch >= 1.6, or convert it to safetensors"
+                .into()));
+        }
+        return Err(bad("not a zip archive (torch >= 1.6 checkpoints are zip files)".into()));
+    }
+    let mut archive = zip::ZipArchive::new(Cursor::new(&map[..])).map_err(|e| bad(format!("zip: {e}")))?;
+
+    // Every member name must stay inside the archive's own folder; find the one data.pkl.
+    let mut pickle_index = None;
+    for i in 0..archive.len() {
+        let member = archive.by_index_raw(i).map_err(|e| bad(format!("zip member {i}: {e}")))?;
+        let name = member.name().to_owned();
+        if name.starts_with('/') || name.starts_with('\\') || name.split(['/', '\\']).any(|part| part == "..") {
+            return Err(bad(format!("zip member `{name}` has a path that leaves the archive")));
+        }
+        if name.ends_with("/data.pkl") || name == "data.pkl" {
+            if pickle_index.is_some() {
+                return Err(bad("more than one data.pkl in the archive".into()));
+            }
+            pickle_index = Some((i, name));
+        }
+    }
+    let (pickle_index, pickle_name) = pickle_index.ok_or_else(|| bad("no data.pkl in the archive".into()))?;
+    let prefix = pickle_name.strip_suffix("data.pkl").unwrap_or_default().to_owned();
+
+    let pickle = {
+        let member = archive.by_index(pickle_index).map_err(|e| bad(format!("{pickle_name}: {e}")))?;
+        if member.size() > MAX_PICKLE_BYTES {
+            return Err(bad(format!("{pickle_name} claims {} bytes (limit {MAX_PICKLE_BYTES})", member.size())));
+        }
+        let mut bytes = Vec::new();
+        member.take(MAX_PICKLE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| bad(format!("{pickle_name}: {e}")))?;
+        if bytes.len() as u64 > MAX_PICKLE_BYTES {
+            return Err(bad(format!("{pickle_name} inflates past {MAX_PICKLE_BYTES} bytes")));
+        }
+        bytes
+    };
+    let mut stack = Stack::empty();
+    stack.read_loop(&mut Cursor::new(&pickle)).map_err(|e| bad(format!("{pickle_name}: {e}")))?;
+    let root = stack.finalize().map_err(|e| bad(format!("{pickle_name}: {e}")))?;
+    check_globals(&root).map_err(|(module, class)| {
+        bad(format!(
+            "{pickle_name} references `{module}.{class}`, which is not a tensor-rebuild global; refusing to load it"
+        ))
+    })?;
+
+    let items = state_dict_items(root).ok_or_else(|| bad(format!("{pickle_name} does not hold a state dict")))?;
+    let source = weights.sources.len();
+    let mut entries = Vec::new();
+    for (key, value) in items {
+        let Object::Unicode(name) = key else { continue };
+        let Some(rebuild) = tensor_rebuild(value) else { continue };
+        let rebuild = rebuild.map_err(|message| bad(format!("tensor `{name}`: {message}")))?;
+        let member_name = format!("{prefix}data/{}", rebuild.storage_key);
+        let member = archive
+            .by_name(&member_name)
+            .map_err(|e| bad(format!("tensor `{name}`: storage `{member_name}`: {e}")))?;
+        if member.compression() != zip::CompressionMethod::Stored {
+            return Err(bad(format!("tensor `{name}`: storage `{member_name}` is compressed; torch stores tensors uncompressed")));
+        }
+        let storage_start = member.data_start().ok_or_else(|| bad(format!("storage `{member_name}`: no data offset")))? as usize;
+        let storage_bytes = member.size() as usize;
+        if storage_start.checked_add(storage_bytes).is_none_or(|end| end > map.len()) {
+            return Err(bad(format!("storage `{member_name}` runs past the end of the file")));
+        }
+        let esize = rebuild.dtype.size();
+        if rebuild.storage_elements.checked_mul(esize).is_none_or(|b| b > storage_bytes) {
+            return Err(bad(format!(
+                "tensor `{name}`: storage `{member_name}` claims {} elements of {} but holds {storage_bytes} bytes",
+                rebuild.storage_elements, rebuild.dtype
+            )));
+        }
+        let numel = checked_numel(&rebuild.shape)
+            .ok_or_else(|| bad(format!("tensor `{name}`: shape {:?} overflows", rebuild.shape)))?;
+        // Highest element the view touches, which must lie inside the storage.
+        let extent = if numel == 0 {
+            Some(0)
+        } else {
+            rebuild.shape.iter().zip(&rebuild.strides).try_fold(rebuild.offset, |acc, (&d, &s)| {
+                (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
+            })
+        };
+        if extent.is_none_or(|last| numel > 0 && last >= rebuild.storage_elements) {
+            return Err(bad(format!(
+                "tensor `{name}`: shape {:?} at offset {} with strides {:?} runs past its storage of {} elements",
+                rebuild.shape, rebuild.offset, rebuild.strides, rebuild.storage_elements
+            )));
+        }
+        let placement = if rebuild.strides == row_major_strides(&rebuild.shape) || numel <= 1 {
+            Placement::Contiguous { start: storage_start + rebuild.offset * esize }
+        } else {
+            Placement::Strided { storage_start, start: rebuild.offset, strides: rebuild.strides }
+        };
+        entries.push((name, TensorEntry { dtype: rebuild.dtype, shape: rebuild.shape, source, placement }));
+    }
+    drop(archive);
+    for (name, entry) in entries {
+        if weights.entries.insert(name.clone(), entry).is_some() {
+            return Err(bad(format!("tensor `{name}` appears twice")));
+        }
+    }
+    weights.sources.push(Source { path: path.to_owned(), map });
+    Ok(())
+}
+
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for axis in (0..shape.len().saturating_sub(1)).rev() {
+        strides[axis] = strides[axis + 1].saturating_mul(shape[axis + 1]);
+    }
+    strides
+}
+
+/// Walks the whole object tree; returns the first global outside the allow-list.
+fn check_globals(root: &Object) -> std::result::Result<(), (String, String)> {
+    let mut pending = vec![root];
+    while let Some(object) = pending.pop() {
+        match object {
+            Object::Class { module_name, class_name } => {
+                if !ALLOWED_GLOBALS.iter().any(|(m, c)| m == module_name && c == class_name) {
+                    return Err((module_name.clone(), class_name.clone()));
+                }
+            }
+            Object::Tuple(items) | Object::List(items) => pending.extend(items),
+            Object::Dict(pairs) => pending.extend(pairs.iter().flat_map(|(k, v)| [k, v])),
+            Object::Reduce { callable, args } | Object::Build { callable, args } => {
+                pending.push(callable);
+                pending.push(args);
+            }
+            Object::PersistentLoad(inner) => pending.push(inner),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The (name, value) pairs of the state dict: the root dict itself, or its `state_dict` entry
+/// when the checkpoint wraps one (`{"state_dict": ..., "epoch": ...}`).
+fn state_dict_items(root: Object) -> Option<Vec<(Object, Object)>> {
+    let Object::Dict(pairs) = root else { return None };
+    let has_tensors = pairs.iter().any(|(_, v)| matches!(v, Object::Reduce { .. }));
+    if has_tensors {
+        return Some(pairs);
+    }
+    pairs.into_iter().find_map(|(k, v)| match (k, v) {
+        (Object::Unicode(k), Object::Dict(inner)) if k == "state_dict" || k == "model" => Some(inner),
+        _ => None,
+    })
+}
+
+/// The decoded arguments of `torch._utils._rebuild_tensor_v2`.
+struct Rebuild {
+    storage_key: String,
+    dtype: DType,
+    storage_elements: usize,
+    offset: usize,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+}
+
+/// `None` when `value` is not a tensor at all (state dicts may hold other entries); an error
+/// message when it is one whose arguments are malformed.
+fn tensor_rebuild(value: Object) -> Option<std::result::Result<Rebuild, String>> {
+    let Object::Reduce { callable, args } = value else { return None };
+    let (module, class) = match callable.as_ref() {
+        Object::Class { module_name, class_name } => (module_name.as_str(), class_name.as_str()),
+        _ => return None,
+    };
+    match (module, class) {
+        ("torch._utils", "_rebuild_tensor_v2") => Some(rebuild_tensor_args(*args)),
+        ("torch._utils", "_rebuild_parameter") => match *args {
+            Object::Tuple(mut items) if !items.is_empty() => tensor_rebuild(items.swap_remove(0)),
+            _ => Some(Err("malformed _rebuild_parameter arguments".into())),
+        },
+        _ => None,
+    }
+}
+
+fn as_usize(object: &Object) -> Option<usize> {
+    match object {
+        Object::Int(v) => usize::try_from(*v).ok(),
+        Object::Long(v) => usize::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+fn usize_tuple(object: &Object) -> Option<Vec<usize>> {
+    match object {
+        Object::Tuple(items) | Object::List(items) => items.iter().map(as_usize).collect(),
+        _ => None,
+    }
+}
+
+// Arguments: (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata]),
+// storage = persistent_load(("storage", StorageClass, key, location, numel)).
+fn rebuild_tensor_args(args: Object) -> std::result::Result<Rebuild, String> {
+    let Object::Tuple(items) = args else { return Err("_rebuild_tensor_v2 arguments are not a tuple".into()) };
+    if items.len() < 4 {
+        return Err(format!("_rebuild_tensor_v2 takes at least 4 arguments, found {}", items.len()));
+    }
+    let Object::PersistentLoad(storage) = &items[0] else { return Err("storage is not a persistent id".into()) };
+    let Object::Tuple(storage) = storage.as_ref() else { return Err("storage id is not a tuple".into()) };
+    if storage.len() != 5 {
+        return Err(format!("storage id has {} fields, expected 5", storage.len()));
+    }
+    let dtype = match &storage[1] {
+        Object::Class { class_name, .. } => match class_name.as_str() {
+            "FloatStorage" => DType::F32,
+            "HalfStorage" => DType::F16,
+            "BFloat16Storage" => DType::BF16,
+            "DoubleStorage" => DType::F64,
+            "LongStorage" => DType::I64,
+            "IntStorage" => DType::I32,
+            "ByteStorage" => DType::U8,
+            "BoolStorage" => DType::Bool,
+            other => return Err(format!("unsupported storage type {other}")),
+        },
+        _ => return Err("storage type is not a class".into()),
+    };
+    let storage_key = match &storage[2] {
+        Object::Unicode(key) if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => key.clone(),
+        _ => return Err("storage key is not a plain name".into()),
+    };
+    let storage_elements = as_usize(&storage[4]).ok_or("storage size is not a non-negative integer")?;
+    let offset = as_usize(&items[1]).ok_or("storage offset is not a non-negative integer")?;
+    let shape = usize_tuple(&items[2]).ok_or("size is not a tuple of non-negative integers")?;
+    let strides = usize_tuple(&items[3]).ok_or("stride is not a tuple of non-negative integers")?;
+    if shape.len() != strides.len() {
+        return Err(format!("size {shape:?} and stride {strides:?} differ in rank"));
+    }
+    Ok(Rebuild { storage_key, dtype, storage_elements, offset, shape, strides })
+}

@@ -1,0 +1,40 @@
+//! Verification for qaforge: runs ONNX artifacts with tract over golden features and compares
+//! their logits with the PyTorch reference.
+
+pub mod golden;
+pub mod runtime;
+pub mod stats;
+
+pub use golden::{GoldenFeatures, GoldenLogits};
+pub use runtime::TractSession;
+pub use stats::LogitStats;
+
+/// Errors of verification.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A golden file is malformed or inconsistent.
+    #[error("{path}: invalid golden data: {message}")]
+    Golden {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// tract could not load or run the artifact.
+    #[error("{path}: {message}")]
+    Runtime {
+        /// The artifact.
+        path: std::path::PathBuf,
+        /// tract's error chain.
+        message: String,
+    },
+}
