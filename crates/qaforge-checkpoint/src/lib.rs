@@ -8,6 +8,8 @@
 
 mod config;
 mod error;
+mod parameters;
+pub mod synthetic;
 mod safetensors_file;
 mod torch_zip;
 mod weights;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{LoadedConfig, MobileBertConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_ARCHITECTURES};
 pub use error::{CheckpointError, Result};
+pub use parameters::{parameter_count, parameter_shapes};
 pub use weights::{DType, TensorEntry, Weights};
 
 /// The file format the weights came from.
@@ -73,6 +76,7 @@ impl Checkpoint {
             .find(|(path, _)| path.is_file())
             .ok_or_else(|| CheckpointError::NoWeights { dir: dir.to_owned() })?;
         let weights = Self::read_weights(&file, format)?;
+        check_parameters(&loaded.config, &weights)?;
         Ok(Checkpoint {
             dir: dir.to_owned(),
             config: loaded.config,
@@ -92,4 +96,34 @@ impl Checkpoint {
         }
         Ok(weights)
     }
+}
+
+/// Every parameter the config implies must be present with its shape and a float dtype; extra
+/// tensors (pooler, MLM head, `embeddings.position_ids`) are allowed and reported by the emitter.
+/// The embedding transformation is only required when forward() uses it, so checkpoints that
+/// drop it (embedding_size == hidden_size, no trigram) still load.
+fn check_parameters(config: &MobileBertConfig, weights: &Weights) -> Result<()> {
+    let transformation_used = config.trigram_input || config.embedding_size != config.hidden_size;
+    for (name, expected) in parameter_shapes(config) {
+        if name.contains("embedding_transformation") && !transformation_used {
+            continue;
+        }
+        let entry = weights.entry(&name).ok_or_else(|| CheckpointError::MissingTensor {
+            path: weights.path_of(&name),
+            name: name.clone(),
+            expected: expected.clone(),
+        })?;
+        if entry.shape != expected {
+            return Err(CheckpointError::ShapeMismatch {
+                path: weights.path_of(&name),
+                name,
+                expected,
+                found: entry.shape.clone(),
+            });
+        }
+        if !entry.dtype.is_float() {
+            return Err(CheckpointError::UnsupportedDtype { path: weights.path_of(&name), name, dtype: entry.dtype.to_string() });
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,31 @@
+//! Helpers shared by the end-to-end tests of the qaforge binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The fixtures of golden/, each the real MobileBERT architecture at small sizes.
+pub const FIXTURES: &[&str] = &["mobilebert-tiny", "mobilebert-flipped", "mobilebert-nobottleneck"];
+
+/// The project's golden/ directory.
+pub fn golden() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+/// Runs the qaforge binary with `args`.
+pub fn qaforge(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_qaforge")).args(args).output().expect("qaforge runs")
+}
+
+/// stdout + stderr as text, for assertion messages.
+pub fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+/// Converts a fixture into `dir/<fixture>.onnx` and returns the path; panics with the CLI output on failure.
+pub fn convert(fixture: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{fixture}.onnx"));
+    let output = qaforge(&["convert", golden().join(fixture).to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(output.status.success(), "convert {fixture} failed:\n{}", text(&output));
+    out
+}
