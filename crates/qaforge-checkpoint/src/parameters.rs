@@ -7,7 +7,7 @@ use crate::config::MobileBertConfig;
 /// (`nn.Linear` weights are `[out, in]`).
 pub fn parameter_shapes(c: &MobileBertConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    let mut linear = |out: &mut Vec<(String, Vec<usize>)>, name: String, inputs: usize, outputs: usize| {
+    let linear = |out: &mut Vec<(String, Vec<usize>)>, name: String, inputs: usize, outputs: usize| {
         out.push((format!("{name}.weight"), vec![outputs, inputs]));
         out.push((format!("{name}.bias"), vec![outputs]));
     };

@@ -77,8 +77,8 @@ pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
         bytes
     };
     let mut stack = Stack::empty();
-    stack.read_loop(&mut Cursor::new(&pickle)).map_err(|e| bad(format!("{pickle_name}: {e}")))?;
-    let root = stack.finalize().map_err(|e| bad(format!("{pickle_name}: {e}")))?;
+    stack.read_loop(&mut Cursor::new(&pickle)).map_err(|e| bad(format!("{pickle_name}: {}", first_line(&e))))?;
+    let root = stack.finalize().map_err(|e| bad(format!("{pickle_name}: {}", first_line(&e))))?;
     check_globals(&root).map_err(|(module, class)| {
         bad(format!(
             "{pickle_name} references `{module}.{class}`, which is not a tensor-rebuild global; refusing to load it"
@@ -142,6 +142,11 @@ pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
     }
     weights.sources.push(Source { path: path.to_owned(), map });
     Ok(())
+}
+
+/// candle's errors carry a backtrace when RUST_BACKTRACE is set; users get the message alone.
+fn first_line(error: &candle_core::Error) -> String {
+    error.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {

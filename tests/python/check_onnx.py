@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Checks qaforge artifacts with the ONNX reference tools: onnx.checker (full_check=True) and
+ONNX Runtime, whose start/end logits on every golden feature must match the PyTorch goldens.
+
+  python tests/python/check_onnx.py ARTIFACT_DIR GOLDEN_DIR
+
+ARTIFACT_DIR holds <fixture>.onnx for each fixture directory of GOLDEN_DIR. Exits 1 on any failure.
+"""
+
+import json
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+TOLERANCE = 1e-4
+DTYPES = {"F32": np.float32, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
+
+
+def read_safetensors(path):
+    """The safetensors format is an 8-byte header length, a JSON header and raw data: read it with
+    numpy alone rather than pulling in another package."""
+    data = Path(path).read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        out[name] = np.frombuffer(data[8 + n + start:8 + n + end], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def main():
+    artifacts, golden = Path(sys.argv[1]), Path(sys.argv[2])
+    features = read_safetensors(golden / "squad" / "features.safetensors")
+    mask = features["attention_mask"].astype(np.int64)
+    inputs = {
+        "input_ids": features["input_ids"].astype(np.int64),
+        "attention_mask": mask,
+        "token_type_ids": features["token_type_ids"].astype(np.int64),
+    }
+    fixtures = sorted(p.name for p in golden.iterdir() if (p / "golden" / "logits.safetensors").exists())
+    failures = 0
+    for fixture in fixtures:
+        path = artifacts / f"{fixture}.onnx"
+        onnx.checker.check_model(str(path), full_check=True)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        reference = read_safetensors(golden / fixture / "golden" / "logits.safetensors")
+        worst = 0.0
+        for s in range(0, mask.shape[0], 32):
+            batch = {k: v[s:s + 32] for k, v in inputs.items()}
+            start, end = session.run(["start_logits", "end_logits"], batch)
+            valid = mask[s:s + 32] == 1
+            for got, want in ((start, reference["start_logits"][s:s + 32]), (end, reference["end_logits"][s:s + 32])):
+                if not np.isfinite(got[valid]).all():
+                    raise SystemExit(f"{path}: non-finite logits in ONNX Runtime")
+                worst = max(worst, float(np.abs(got[valid] - want[valid]).max()))
+        status = "ok" if worst <= TOLERANCE else "FAIL"
+        failures += status != "ok"
+        print(f"{path}: onnx.checker full_check ok; ONNX Runtime {ort.__version__} max |Δ| {worst:.3e} on {mask.shape[0]} features: {status}")
+    if not fixtures:
+        raise SystemExit(f"{golden}: no fixtures found")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
