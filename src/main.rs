@@ -30,6 +30,16 @@ enum Command {
         #[arg(long, default_value_t = qaforge_onnx::DEFAULT_OPSET)]
         opset: i64,
     },
+    /// Score SQuAD v2 predictions like the official evaluate-v2.0.py and print its JSON.
+    Eval {
+        /// The SQuAD v2 data file.
+        data: PathBuf,
+        /// Predictions: a JSON object from question id to answer text ("" for no answer).
+        predictions: PathBuf,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out_file: Option<PathBuf>,
+    },
     /// Run an ONNX artifact with tract on a fixture's golden features and compare its logits with PyTorch's.
     Verify {
         /// The ONNX artifact.
@@ -68,6 +78,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert { model_dir, output, opset } => convert(&model_dir, &output, opset),
+        Command::Eval { data, predictions, out_file } => eval(&data, &predictions, out_file),
         Command::Verify { artifact, golden, squad, max_abs_diff, batch_size, report } => {
             verify(&artifact, &golden, squad, max_abs_diff, batch_size, report)
         }
@@ -137,6 +148,20 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, opset: i64) ->
     println!("  file          {} ({} bytes)", human_bytes(bytes.len() as u64), bytes.len());
     println!("  sha256        {}", qaforge_onnx::sha256_hex(&bytes));
     println!("  time          {:.3} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn eval(data: &std::path::Path, predictions: &std::path::Path, out_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let squad = qaforge_squad::SquadFile::load(data)?;
+    let bytes = std::fs::read(predictions).with_context(|| format!("{}", predictions.display()))?;
+    let predictions: std::collections::BTreeMap<String, String> = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: expected a JSON object from question id to answer text", predictions.display()))?;
+    let metrics = qaforge_squad::evaluate(&squad, &predictions);
+    let json = serde_json::to_string_pretty(&metrics)?;
+    println!("{json}");
+    if let Some(path) = out_file {
+        qaforge_onnx::write_atomically(&path, format!("{json}\n").as_bytes())?;
+    }
     Ok(())
 }
 

@@ -1,1 +1,10 @@
-//! placeholder
+//! SQuAD v2 for qaforge: reading data files and the official evaluation metric.
+//!
+//! The metric restates evaluate-v2.0.py exactly (same normalisation, same order of floating-point
+//! operations), so `qaforge eval` prints the same numbers as the official script.
+
+pub mod data;
+pub mod metric;
+
+pub use data::{Example, SquadError, SquadFile};
+pub use metric::{evaluate, normalize_answer, Metrics};
