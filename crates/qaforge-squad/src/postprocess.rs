@@ -1,0 +1,110 @@
+//! run_qa.py's `postprocess_qa_predictions` with `version_2_with_negative`, restated: logits of
+//! every feature of an example → the answer text, or "" when the null score wins.
+//!
+//! Scores are summed in float32, as numpy does on float32 logits, so results are identical to the
+//! reference's, ties included where numpy's order is deterministic.
+
+/// Settings of the post-processing (run_qa.py's defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct PostprocessOptions {
+    /// Candidates per start and end position.
+    pub n_best: usize,
+    /// Longest answer, in tokens.
+    pub max_answer_length: usize,
+    /// Predict "" when null score − best span score exceeds this.
+    pub null_score_diff_threshold: f32,
+}
+
+impl Default for PostprocessOptions {
+    fn default() -> Self {
+        PostprocessOptions { n_best: 20, max_answer_length: 30, null_score_diff_threshold: 0.0 }
+    }
+}
+
+/// One feature's view for post-processing.
+#[derive(Debug, Clone, Copy)]
+pub struct FeatureLogits<'a> {
+    /// Start logits of every position the model computed.
+    pub start: &'a [f32],
+    /// End logits, same length.
+    pub end: &'a [f32],
+    /// Character offsets `(begin, end)` into the context, `None` outside the context.
+    pub offsets: &'a [Option<(usize, usize)>],
+}
+
+/// An example's prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The answer text, "" for no answer.
+    pub text: String,
+    /// Null score minus the best non-null span's score (run_qa.py's `null_odds`).
+    pub null_odds: f32,
+}
+
+#[derive(Clone)]
+struct Candidate {
+    offsets: (usize, usize),
+    score: f32,
+    start_logit: f32,
+    end_logit: f32,
+}
+
+/// Indices of the `n` largest values, largest first (numpy's `argsort(x)[-1:-n-1:-1]`).
+fn top_indices(values: &[f32], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    // numpy's default argsort is not stable (its SIMD sorts differ by CPU), so the order of exactly
+    // equal logits is unspecified there; qaforge takes the lower index first. The golden fixtures
+    // hold such ties (mobilebert-tiny, question 5ad23fded7d075001a4288ff) and agree with this rule.
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    order.truncate(n);
+    order
+}
+
+fn char_slice(text: &str, begin: usize, end: usize) -> String {
+    text.chars().skip(begin).take(end.saturating_sub(begin)).collect()
+}
+
+/// Predicts one example from all its features.
+pub fn predict(context: &str, features: &[FeatureLogits<'_>], options: &PostprocessOptions) -> Prediction {
+    let mut min_null: Option<Candidate> = None;
+    let mut prelim = Vec::new();
+    for f in features {
+        let n = f.start.len().min(f.end.len());
+        if n == 0 {
+            continue;
+        }
+        let null_score = f.start[0] + f.end[0];
+        if min_null.as_ref().is_none_or(|m| m.score > null_score) {
+            min_null = Some(Candidate { offsets: (0, 0), score: null_score, start_logit: f.start[0], end_logit: f.end[0] });
+        }
+        let starts = top_indices(&f.start[..n], options.n_best);
+        let ends = top_indices(&f.end[..n], options.n_best);
+        for &s in &starts {
+            for &e in &ends {
+                let (Some(Some(so)), Some(Some(eo))) = (f.offsets.get(s), f.offsets.get(e)) else { continue };
+                if e < s || e - s + 1 > options.max_answer_length {
+                    continue;
+                }
+                prelim.push(Candidate { offsets: (so.0, eo.1), score: f.start[s] + f.end[e], start_logit: f.start[s], end_logit: f.end[e] });
+            }
+        }
+    }
+    let Some(min_null) = min_null else { return Prediction { text: String::new(), null_odds: 0.0 } };
+    prelim.push(min_null.clone());
+    // Python's sorted(..., reverse=True) is stable: equal scores keep their insertion order.
+    prelim.sort_by(|a, b| b.score.total_cmp(&a.score));
+    prelim.truncate(options.n_best);
+    if !prelim.iter().any(|p| p.offsets == (0, 0)) {
+        prelim.push(min_null.clone());
+    }
+    let texts: Vec<String> = prelim.iter().map(|p| char_slice(context, p.offsets.0, p.offsets.1)).collect();
+    let best = texts.iter().position(|t| !t.is_empty());
+    let (best_text, best_start, best_end) = match best {
+        Some(i) => (texts[i].clone(), prelim[i].start_logit, prelim[i].end_logit),
+        // run_qa.py inserts a fallback "empty" prediction with zero logits.
+        None => ("empty".to_string(), 0.0, 0.0),
+    };
+    let null_odds = min_null.score - best_start - best_end;
+    let text = if null_odds > options.null_score_diff_threshold { String::new() } else { best_text };
+    Prediction { text, null_odds }
+}
