@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::error::{CheckpointError, Result};
-use crate::weights::{checked_numel, map_file, DType, Placement, Source, TensorEntry, Weights};
+use crate::weights::{checked_numel, map_file, DType, Placement, TensorEntry, Weights};
 
 /// Reads one safetensors file into `weights`. The `safetensors` crate validates the header (its
 /// length is bounded, offsets must tile the data exactly, byte counts must match shapes).
@@ -36,13 +36,7 @@ pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
         entries.push((name, TensorEntry { dtype, shape, source, placement: Placement::Contiguous { start } }));
     }
     drop(parsed);
-    for (name, entry) in entries {
-        if weights.entries.insert(name.clone(), entry).is_some() {
-            return Err(bad(format!("tensor `{name}` appears in more than one file")));
-        }
-    }
-    weights.sources.push(Source { path: path.to_owned(), map });
-    Ok(())
+    weights.add_source(path, map, entries).map_err(|name| bad(format!("tensor `{name}` appears in more than one file")))
 }
 
 /// Reads a sharded checkpoint: the index's `weight_map` names, for each tensor, a file beside it.

@@ -13,7 +13,7 @@ use std::path::Path;
 use candle_core::pickle::{Object, Stack};
 
 use crate::error::{CheckpointError, Result};
-use crate::weights::{checked_numel, map_file, DType, Placement, Source, TensorEntry, Weights};
+use crate::weights::{checked_numel, map_file, DType, Placement, TensorEntry, Weights};
 
 /// The only globals a state-dict pickle may reference.
 const ALLOWED_GLOBALS: &[(&str, &str)] = &[
@@ -135,13 +135,7 @@ pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
         entries.push((name, TensorEntry { dtype: rebuild.dtype, shape: rebuild.shape, source, placement }));
     }
     drop(archive);
-    for (name, entry) in entries {
-        if weights.entries.insert(name.clone(), entry).is_some() {
-            return Err(bad(format!("tensor `{name}` appears twice")));
-        }
-    }
-    weights.sources.push(Source { path: path.to_owned(), map });
-    Ok(())
+    weights.add_source(path, map, entries).map_err(|name| bad(format!("tensor `{name}` appears twice")))
 }
 
 /// candle's errors carry a backtrace when RUST_BACKTRACE is set; users get the message alone.

@@ -110,6 +110,17 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
 }
 
 impl Weights {
+    /// Adds a mapped file and its tensors; on a name already present, returns that name.
+    pub(crate) fn add_source(&mut self, path: &Path, map: Mmap, entries: Vec<(String, TensorEntry)>) -> std::result::Result<(), String> {
+        for (name, entry) in entries {
+            if self.entries.insert(name.clone(), entry).is_some() {
+                return Err(name);
+            }
+        }
+        self.sources.push(Source { path: path.to_owned(), map });
+        Ok(())
+    }
+
     /// Names of all tensors, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
