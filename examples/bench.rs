@@ -24,8 +24,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..5 {
         let t = Instant::now();
         let checkpoint = qaforge_checkpoint::Checkpoint::open(&model_dir)?;
-        let metadata = vec![("qaforge.source_sha256".to_string(), qaforge_onnx::source_sha256(&checkpoint)?)];
-        let emitted = qaforge_onnx::emit(&checkpoint, qaforge_onnx::DEFAULT_OPSET, metadata)?;
+        let emitted = qaforge_onnx::convert(&checkpoint, qaforge_onnx::DEFAULT_OPSET)?;
         qaforge_onnx::write_atomically(&artifact, &qaforge_onnx::encode(&emitted.model))?;
         convert_runs.push(t.elapsed().as_secs_f64());
     }
@@ -44,7 +43,7 @@ fn main() -> anyhow::Result<()> {
     let features = qaforge_verify::GoldenFeatures::load(Path::new("golden/squad"))?;
     let tiny = work.join("mobilebert-tiny.onnx");
     let checkpoint = qaforge_checkpoint::Checkpoint::open(Path::new("golden/mobilebert-tiny"))?;
-    qaforge_onnx::write_atomically(&tiny, &qaforge_onnx::encode(&qaforge_onnx::emit(&checkpoint, 17, vec![])?.model))?;
+    qaforge_onnx::write_atomically(&tiny, &qaforge_onnx::encode(&qaforge_onnx::convert(&checkpoint, qaforge_onnx::DEFAULT_OPSET)?.model))?;
     let session = qaforge_verify::TractSession::load(&tiny)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut runs = Vec::new();

@@ -110,14 +110,7 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, opset: i64) ->
     for key in &checkpoint.unknown_config_keys {
         eprintln!("qaforge: warning: {}: unknown config key `{key}` ignored", model_dir.join("config.json").display());
     }
-    let source_sha256 = qaforge_onnx::source_sha256(&checkpoint)?;
-    let metadata = vec![
-        ("qaforge.stage".to_string(), "convert".to_string()),
-        ("qaforge.precision".to_string(), "fp32".to_string()),
-        ("qaforge.source_sha256".to_string(), source_sha256),
-        ("qaforge.source_format".to_string(), checkpoint.format.to_string()),
-    ];
-    let emitted = qaforge_onnx::emit(&checkpoint, opset, metadata)?;
+    let emitted = qaforge_onnx::convert(&checkpoint, opset)?;
     let bytes = qaforge_onnx::encode(&emitted.model);
     qaforge_onnx::write_atomically(output, &bytes)?;
     let c = &checkpoint.config;
@@ -153,9 +146,7 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, opset: i64) ->
 
 fn eval(data: &std::path::Path, predictions: &std::path::Path, out_file: Option<PathBuf>) -> anyhow::Result<()> {
     let squad = qaforge_squad::SquadFile::load(data)?;
-    let bytes = std::fs::read(predictions).with_context(|| format!("{}", predictions.display()))?;
-    let predictions: std::collections::BTreeMap<String, String> = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: expected a JSON object from question id to answer text", predictions.display()))?;
+    let predictions = qaforge_squad::load_predictions(predictions)?;
     let metrics = qaforge_squad::evaluate(&squad, &predictions);
     let json = serde_json::to_string_pretty(&metrics)?;
     println!("{json}");
@@ -183,13 +174,8 @@ fn verify(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let logits = session.run_features(&features, batch_size, threads, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    let m = features.max_length;
-    let positions = |v: &'_ [f32], r: &'_ [f32]| -> Vec<(f32, f32)> {
-        (0..features.count).flat_map(|i| (0..features.length(i)).map(move |t| i * m + t)).map(|k| (v[k], r[k])).collect()
-    };
-    let mut pairs = positions(&logits.start, &reference.start);
-    pairs.extend(positions(&logits.end, &reference.end));
-    let stats = LogitStats::compare(pairs.into_iter());
+    let stats = LogitStats::over_features(&features, &logits, &reference);
+    let pass = stats.within(max_abs_diff);
     let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = report {
         let json = serde_json::json!({
@@ -198,7 +184,7 @@ fn verify(
             "features": features.count,
             "logits": stats,
             "max_abs_diff_tolerance": max_abs_diff,
-            "pass": stats.max_abs_diff <= max_abs_diff,
+            "pass": pass,
             "seconds": seconds,
         });
         qaforge_onnx::write_atomically(&path, format!("{json:#}\n").as_bytes()).context("writing the report")?;
@@ -212,11 +198,13 @@ fn verify(
         stats.cosine,
         seconds
     );
-    if stats.non_finite > 0 {
-        return Err(OutOfTolerance(format!("{} non-finite logits", stats.non_finite)).into());
-    }
-    if stats.max_abs_diff > max_abs_diff {
-        return Err(OutOfTolerance(format!("max |Δ| {:.3e} > tolerance {max_abs_diff:.1e}", stats.max_abs_diff)).into());
+    if !pass {
+        return Err(OutOfTolerance(if stats.non_finite > 0 {
+            format!("{} non-finite logits", stats.non_finite)
+        } else {
+            format!("max |Δ| {:.3e} > tolerance {max_abs_diff:.1e}", stats.max_abs_diff)
+        })
+        .into());
     }
     println!("PASS");
     Ok(())

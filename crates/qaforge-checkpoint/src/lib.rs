@@ -108,22 +108,7 @@ fn check_parameters(config: &MobileBertConfig, weights: &Weights) -> Result<()> 
         if name.contains("embedding_transformation") && !transformation_used {
             continue;
         }
-        let entry = weights.entry(&name).ok_or_else(|| CheckpointError::MissingTensor {
-            path: weights.path_of(&name),
-            name: name.clone(),
-            expected: expected.clone(),
-        })?;
-        if entry.shape != expected {
-            return Err(CheckpointError::ShapeMismatch {
-                path: weights.path_of(&name),
-                name,
-                expected,
-                found: entry.shape.clone(),
-            });
-        }
-        if !entry.dtype.is_float() {
-            return Err(CheckpointError::UnsupportedDtype { path: weights.path_of(&name), name, dtype: entry.dtype.to_string() });
-        }
+        weights.checked_entry(&name, &expected)?;
     }
     Ok(())
 }

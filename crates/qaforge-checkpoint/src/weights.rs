@@ -152,8 +152,8 @@ impl Weights {
         self.sources.get(index).map(|s| s.path.clone()).unwrap_or_default()
     }
 
-    /// The tensor `name` as float32, checked against `expected` shape and for NaN/Inf.
-    pub fn f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+    /// The entry of `name`, checked to exist, to have the `expected` shape and a float dtype.
+    pub fn checked_entry(&self, name: &str, expected: &[usize]) -> Result<&TensorEntry> {
         let entry = self.entries.get(name).ok_or_else(|| CheckpointError::MissingTensor {
             path: self.path_of(name),
             name: name.into(),
@@ -175,6 +175,13 @@ impl Weights {
                 dtype: entry.dtype.to_string(),
             });
         }
+        Ok(entry)
+    }
+
+    /// The tensor `name` as float32, checked against `expected` shape and for NaN/Inf.
+    pub fn f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let entry = self.checked_entry(name, expected)?;
+        let path = &self.sources[entry.source].path;
         let values = self.decode(entry);
         let mut non_finite = values.iter().enumerate().filter(|(_, v)| !v.is_finite());
         if let Some((first, _)) = non_finite.next() {

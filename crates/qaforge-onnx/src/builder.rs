@@ -85,26 +85,24 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
     a
 }
 
-/// A float32 tensor message from row-major values.
-pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+fn raw_tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
     TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data_type: data_type as i32,
+        raw_data,
         ..Default::default()
     }
 }
 
+/// A float32 tensor message from row-major values.
+pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+    raw_tensor(name, dims, DataType::Float, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
 /// An int64 tensor message from row-major values.
 pub fn i64_tensor(name: &str, dims: &[usize], values: &[i64]) -> TensorProto {
-    TensorProto {
-        name: name.to_string(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Int64 as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
+    raw_tensor(name, dims, DataType::Int64, values.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 impl GraphBuilder {

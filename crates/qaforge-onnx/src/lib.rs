@@ -96,3 +96,15 @@ pub fn source_sha256(checkpoint: &qaforge_checkpoint::Checkpoint) -> Result<Stri
     }
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// Emits the QA graph of `checkpoint` with the provenance every fp32 artifact records in its
+/// metadata_props (stage, precision, source sha256 and format).
+pub fn convert(checkpoint: &qaforge_checkpoint::Checkpoint, opset: i64) -> Result<Emitted, EmitError> {
+    let metadata = vec![
+        ("qaforge.stage".to_string(), "convert".to_string()),
+        ("qaforge.precision".to_string(), "fp32".to_string()),
+        ("qaforge.source_sha256".to_string(), source_sha256(checkpoint)?),
+        ("qaforge.source_format".to_string(), checkpoint.format.to_string()),
+    ];
+    emit(checkpoint, opset, metadata)
+}

@@ -144,6 +144,15 @@ impl SquadFile {
     }
 }
 
+/// Reads a predictions file: a JSON object from question id to answer text ("" for no answer).
+pub fn load_predictions(path: &Path) -> Result<std::collections::BTreeMap<String, String>, SquadError> {
+    let bytes = std::fs::read(path).map_err(|source| SquadError::Io { path: path.to_owned(), source })?;
+    serde_json::from_slice(&bytes).map_err(|e| SquadError::Invalid {
+        path: path.to_owned(),
+        message: format!("expected a JSON object from question id to answer text: {e}"),
+    })
+}
+
 /// Byte offset of character `index` (SQuAD offsets count Python characters), if in range.
 fn char_to_byte(text: &str, index: usize) -> Option<usize> {
     if index == text.chars().count() {

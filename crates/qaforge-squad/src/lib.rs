@@ -7,6 +7,6 @@ pub mod data;
 pub mod metric;
 pub mod postprocess;
 
-pub use data::{Example, SquadError, SquadFile};
+pub use data::{load_predictions, Example, SquadError, SquadFile};
 pub use metric::{evaluate, normalize_answer, Metrics};
 pub use postprocess::{predict, FeatureLogits, Prediction, PostprocessOptions};

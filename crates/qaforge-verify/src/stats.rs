@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+use crate::golden::{GoldenFeatures, GoldenLogits};
+use crate::runtime::Logits;
+
 /// How closely two sets of logits agree, over the positions that count (unpadded tokens).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct LogitStats {
@@ -42,6 +45,22 @@ impl LogitStats {
             positions: n,
             non_finite: bad,
         }
+    }
+}
+
+impl LogitStats {
+    /// Compares start and end logits with the reference over every feature's unpadded tokens.
+    pub fn over_features(features: &GoldenFeatures, logits: &Logits, reference: &GoldenLogits) -> Self {
+        let m = features.max_length;
+        let positions = || (0..features.count).flat_map(move |i| (0..features.length(i)).map(move |t| i * m + t));
+        let start = positions().map(|k| (logits.start[k], reference.start[k]));
+        let end = positions().map(|k| (logits.end[k], reference.end[k]));
+        Self::compare(start.chain(end))
+    }
+
+    /// No non-finite value and max |Δ| within `tolerance`.
+    pub fn within(&self, tolerance: f64) -> bool {
+        self.non_finite == 0 && self.max_abs_diff <= tolerance
     }
 }
 
