@@ -4,9 +4,11 @@
 //! operations), so `qaforge eval` prints the same numbers as the official script.
 
 pub mod data;
+pub mod features;
 pub mod metric;
 pub mod postprocess;
 
 pub use data::{load_predictions, Example, SquadError, SquadFile};
+pub use features::{FeatureOptions, Features, QaTokenizer};
 pub use metric::{evaluate, normalize_answer, Metrics};
 pub use postprocess::{predict, FeatureLogits, Prediction, PostprocessOptions};

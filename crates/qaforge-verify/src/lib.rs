@@ -29,6 +29,9 @@ pub enum VerifyError {
         /// What is wrong.
         message: String,
     },
+    /// SQuAD data, features or tokenizer files are malformed.
+    #[error(transparent)]
+    Squad(#[from] qaforge_squad::SquadError),
     /// tract could not load or run the artifact.
     #[error("{path}: {message}")]
     Runtime {

@@ -1,0 +1,295 @@
+//! Tokenization and features exactly as run_qa.py's `prepare_validation_features` builds them with
+//! `BertTokenizerFast`: question first, context second, truncation `only_second` with a doc stride,
+//! overflowing windows as extra features, offsets kept only on context tokens.
+//!
+//! The tokenizer is the `tokenizers` crate (the same Rust code BertTokenizerFast calls), loaded from
+//! the model directory's tokenizer.json, or built from vocab.txt the way transformers' BertConverter
+//! builds it when there is no tokenizer.json.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::data::{Example, SquadError};
+
+/// Largest tokenizer file read (the BERT vocabulary is 0.2 MB, its tokenizer.json 0.7 MB).
+const MAX_TOKENIZER_FILE_BYTES: u64 = 64 << 20;
+
+/// How features are cut (run_qa.py's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureOptions {
+    /// Tokens per feature, special tokens included; features are padded to this length.
+    pub max_length: usize,
+    /// Overlap in tokens between consecutive windows of a long context.
+    pub doc_stride: usize,
+    /// Strip leading whitespace from questions (run_qa.py does: some SQuAD questions start with
+    /// spaces that waste the token budget).
+    pub lstrip_question: bool,
+}
+
+impl Default for FeatureOptions {
+    fn default() -> Self {
+        FeatureOptions { max_length: 384, doc_stride: 128, lstrip_question: true }
+    }
+}
+
+/// Model inputs for a set of examples, every feature padded to `max_length`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features {
+    /// Number of features.
+    pub count: usize,
+    /// Padded length of every feature.
+    pub max_length: usize,
+    /// `[count, max_length]` token ids.
+    pub input_ids: Vec<i64>,
+    /// `[count, max_length]` 1 for tokens, 0 for padding.
+    pub attention_mask: Vec<i64>,
+    /// `[count, max_length]` 0 for the question, 1 for the context.
+    pub token_type_ids: Vec<i64>,
+    /// `[count, max_length, 2]` character offsets into the context, -1 where the token is not context.
+    pub offsets: Vec<i32>,
+    /// Example (question) index of each feature.
+    pub example_index: Vec<usize>,
+    /// Question id of each feature.
+    pub example_ids: Vec<String>,
+}
+
+impl Features {
+    /// Number of real (unpadded) tokens of feature `i`.
+    pub fn length(&self, i: usize) -> usize {
+        self.attention_mask[i * self.max_length..(i + 1) * self.max_length].iter().filter(|&&m| m != 0).count()
+    }
+
+    /// Context offsets of feature `i`, `None` where the token is not part of the context.
+    pub fn context_offsets(&self, i: usize) -> Vec<Option<(usize, usize)>> {
+        let m = self.max_length;
+        self.offsets[i * m * 2..(i + 1) * m * 2]
+            .chunks_exact(2)
+            .map(|o| (o[0] >= 0 && o[1] >= 0).then(|| (o[0] as usize, o[1] as usize)))
+            .collect()
+    }
+
+    /// The first `n` features (all if fewer), e.g. to calibrate on a fixed number of them.
+    pub fn truncated(mut self, n: usize) -> Self {
+        let n = n.min(self.count);
+        let m = self.max_length;
+        self.count = n;
+        self.input_ids.truncate(n * m);
+        self.attention_mask.truncate(n * m);
+        self.token_type_ids.truncate(n * m);
+        self.offsets.truncate(n * m * 2);
+        self.example_index.truncate(n);
+        self.example_ids.truncate(n);
+        self
+    }
+
+    /// Reads features written by golden/generate.py: `features.safetensors` (input_ids,
+    /// attention_mask, token_type_ids, offsets, example_index) and `features.json` (counts, ids).
+    pub fn load(dir: &Path) -> Result<Self, SquadError> {
+        let json_path = dir.join("features.json");
+        let invalid = |path: &Path, message: String| SquadError::Invalid { path: path.to_owned(), message };
+        let bytes = read_bounded(&json_path, MAX_FEATURE_FILE_BYTES)?;
+        let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&json_path, e.to_string()))?;
+        let count = meta["features"].as_u64().ok_or_else(|| invalid(&json_path, "no `features` count".into()))? as usize;
+        let max_length = meta["max_length"].as_u64().ok_or_else(|| invalid(&json_path, "no `max_length`".into()))? as usize;
+        let example_ids: Vec<String> = meta["example_ids"]
+            .as_array()
+            .ok_or_else(|| invalid(&json_path, "no `example_ids`".into()))?
+            .iter()
+            .map(|v| v.as_str().map(String::from).ok_or_else(|| invalid(&json_path, "example id is not a string".into())))
+            .collect::<Result<_, _>>()?;
+        if example_ids.len() != count {
+            return Err(invalid(&json_path, format!("{} example ids for {count} features", example_ids.len())));
+        }
+        let path: PathBuf = dir.join("features.safetensors");
+        let bytes = read_bounded(&path, MAX_FEATURE_FILE_BYTES)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(&path, e.to_string()))?;
+        let int = |name: &str, shape: &[usize]| -> Result<Vec<i64>, SquadError> {
+            let view = st.tensor(name).map_err(|e| invalid(&path, format!("{name}: {e}")))?;
+            if view.shape() != shape {
+                return Err(invalid(&path, format!("{name} has shape {:?}, expected {shape:?}", view.shape())));
+            }
+            let data = view.data();
+            Ok(match view.dtype() {
+                Dtype::U8 => data.iter().map(|&b| b as i64).collect(),
+                Dtype::I32 => data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+                Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+                other => return Err(invalid(&path, format!("{name} has dtype {other:?}, expected an integer dtype"))),
+            })
+        };
+        let shape = [count, max_length];
+        let example_index = int("example_index", &[count])?;
+        if let Some(bad) = example_index.iter().find(|&&e| e < 0) {
+            return Err(invalid(&path, format!("negative example index {bad}")));
+        }
+        Ok(Features {
+            count,
+            max_length,
+            input_ids: int("input_ids", &shape)?,
+            attention_mask: int("attention_mask", &shape)?,
+            token_type_ids: int("token_type_ids", &shape)?,
+            offsets: int("offsets", &[count, max_length, 2])?.into_iter().map(|v| v.clamp(-1, i32::MAX as i64) as i32).collect(),
+            example_index: example_index.into_iter().map(|v| v as usize).collect(),
+            example_ids,
+        })
+    }
+}
+
+/// Largest feature file read (the golden ones are 0.6 MB).
+const MAX_FEATURE_FILE_BYTES: u64 = 1 << 30;
+
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, SquadError> {
+    let io = |source| SquadError::Io { path: path.to_owned(), source };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > limit {
+        return Err(SquadError::Invalid { path: path.to_owned(), message: format!("{len} bytes is more than the {limit} bytes allowed") });
+    }
+    std::fs::read(path).map_err(io)
+}
+
+/// A WordPiece tokenizer for question/context pairs.
+pub struct QaTokenizer {
+    tokenizer: Tokenizer,
+    source: PathBuf,
+    pad_id: u32,
+}
+
+impl std::fmt::Debug for QaTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QaTokenizer").field("source", &self.source).field("pad_id", &self.pad_id).finish()
+    }
+}
+
+/// `tokenizer_config.json` settings that change how vocab.txt is tokenized (transformers' defaults
+/// for BertTokenizer where absent).
+#[derive(Debug, serde::Deserialize)]
+struct TokenizerConfig {
+    #[serde(default = "yes")]
+    do_lower_case: bool,
+    #[serde(default)]
+    strip_accents: Option<bool>,
+    #[serde(default = "yes")]
+    tokenize_chinese_chars: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl QaTokenizer {
+    /// Loads the tokenizer of a model directory: tokenizer.json if present (as AutoTokenizer
+    /// prefers the fast tokenizer), else vocab.txt with tokenizer_config.json's casing.
+    pub fn from_model_dir(dir: &Path) -> Result<Self, SquadError> {
+        let json = dir.join("tokenizer.json");
+        let vocab = dir.join("vocab.txt");
+        if json.is_file() {
+            let bytes = read_bounded(&json, MAX_TOKENIZER_FILE_BYTES)?;
+            let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| tokenizer_error(&json, e))?;
+            Self::with_settings(tokenizer, json)
+        } else if vocab.is_file() {
+            Self::from_vocab(&vocab, &dir.join("tokenizer_config.json"))
+        } else {
+            Err(SquadError::Invalid { path: dir.to_owned(), message: "no tokenizer.json or vocab.txt in the model directory".into() })
+        }
+    }
+
+    /// Builds BertTokenizerFast from a vocab.txt as transformers' BertConverter does: BertNormalizer,
+    /// BertPreTokenizer, WordPiece (`##` continuation, 100 characters per word), `[CLS] A [SEP] B [SEP]`.
+    fn from_vocab(vocab_path: &Path, config_path: &Path) -> Result<Self, SquadError> {
+        let bytes = read_bounded(vocab_path, MAX_TOKENIZER_FILE_BYTES)?;
+        // One token per line, the line's index is its id (transformers' load_vocab).
+        let vocab = WordPiece::read_bytes(&bytes).map_err(|e| tokenizer_error(vocab_path, e))?;
+        let config: TokenizerConfig = if config_path.is_file() {
+            let bytes = read_bounded(config_path, MAX_TOKENIZER_FILE_BYTES)?;
+            serde_json::from_slice(&bytes).map_err(|e| SquadError::Invalid { path: config_path.to_owned(), message: e.to_string() })?
+        } else {
+            TokenizerConfig { do_lower_case: true, strip_accents: None, tokenize_chinese_chars: true }
+        };
+        let id = |token: &str| {
+            vocab.get(token).copied().ok_or_else(|| SquadError::Invalid { path: vocab_path.to_owned(), message: format!("no `{token}` token") })
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        id("[UNK]")?;
+        let model = WordPiece::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .continuing_subword_prefix("##".into())
+            .max_input_chars_per_word(100)
+            .build()
+            .map_err(|e| tokenizer_error(vocab_path, e))?;
+        let mut tokenizer = Tokenizer::new(model);
+        tokenizer.with_normalizer(Some(BertNormalizer::new(true, config.tokenize_chinese_chars, config.strip_accents, config.do_lower_case)));
+        tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
+        tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
+        Self::with_settings(tokenizer, vocab_path.to_owned())
+    }
+
+    fn with_settings(tokenizer: Tokenizer, source: PathBuf) -> Result<Self, SquadError> {
+        let pad_id = tokenizer.token_to_id("[PAD]").ok_or_else(|| SquadError::Invalid { path: source.clone(), message: "no `[PAD]` token".into() })?;
+        Ok(QaTokenizer { tokenizer, source, pad_id })
+    }
+
+    /// Where the tokenizer was loaded from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Builds the features of `examples` like run_qa.py's `prepare_validation_features`.
+    pub fn features(&self, examples: &[Example], options: &FeatureOptions) -> Result<Features, SquadError> {
+        let error = |message: String| SquadError::Invalid { path: self.source.clone(), message };
+        if options.max_length < 8 || options.doc_stride >= options.max_length {
+            return Err(error(format!("max length {} with doc stride {} cannot hold a window", options.max_length, options.doc_stride)));
+        }
+        let mut tokenizer = self.tokenizer.clone();
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: options.max_length,
+                strategy: TruncationStrategy::OnlySecond,
+                stride: options.doc_stride,
+            }))
+            .map_err(|e| error(e.to_string()))?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(options.max_length),
+            pad_id: self.pad_id,
+            pad_token: "[PAD]".into(),
+            ..Default::default()
+        }));
+        let m = options.max_length;
+        let mut f = Features { count: 0, max_length: m, input_ids: vec![], attention_mask: vec![], token_type_ids: vec![], offsets: vec![], example_index: vec![], example_ids: vec![] };
+        for (e, example) in examples.iter().enumerate() {
+            let question = if options.lstrip_question { example.question.trim_start() } else { example.question.as_str() };
+            let mut encoding = tokenizer
+                .encode_char_offsets((question, example.context.as_str()), true)
+                .map_err(|err| error(format!("question `{}`: {err}", example.id)))?;
+            // BertTokenizerFast returns the first window followed by its overflowing windows.
+            let overflowing = encoding.take_overflowing();
+            for window in std::iter::once(encoding).chain(overflowing) {
+                if window.get_ids().len() != m {
+                    return Err(error(format!("question `{}`: a window of {} tokens (the question alone may not fit in {m})", example.id, window.get_ids().len())));
+                }
+                f.input_ids.extend(window.get_ids().iter().map(|&v| v as i64));
+                f.attention_mask.extend(window.get_attention_mask().iter().map(|&v| v as i64));
+                f.token_type_ids.extend(window.get_type_ids().iter().map(|&v| v as i64));
+                for (sequence, &(begin, end)) in window.get_sequence_ids().iter().zip(window.get_offsets()) {
+                    let context = *sequence == Some(1);
+                    f.offsets.push(if context { begin as i32 } else { -1 });
+                    f.offsets.push(if context { end as i32 } else { -1 });
+                }
+                f.example_index.push(e);
+                f.example_ids.push(example.id.clone());
+                f.count += 1;
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> SquadError {
+    SquadError::Invalid { path: path.to_owned(), message: format!("not a usable tokenizer: {e}") }
+}
