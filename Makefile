@@ -26,16 +26,37 @@ $(CHECK_VENV)/.installed: tests/python/requirements.txt
 	$(CHECK_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
-test-onnx: $(CHECK_VENV)/.installed build
-	@mkdir -p $(ARTIFACTS)
-	@for f in $(FIXTURES); do $(QAFORGE) convert golden/$$f -o $(ARTIFACTS)/$$f.onnx > /dev/null || exit 1; done
-	$(CHECK_VENV)/bin/python tests/python/check_onnx.py $(ARTIFACTS) golden
+CALIBRATE = --calibration golden/squad/calibration.json --samples 128
 
-## The main job on the shipped fixture: convert, then verify against the PyTorch goldens.
+test-onnx: $(CHECK_VENV)/.installed build
+	@rm -rf $(ARTIFACTS)/check && mkdir -p $(ARTIFACTS)/check
+	@for f in $(FIXTURES); do \
+	  a=$(ARTIFACTS)/check/$$f; \
+	  $(QAFORGE) convert golden/$$f -o $$a.onnx > /dev/null || exit 1; \
+	  $(QAFORGE) quantize $$a.onnx -o $$a.fp16.onnx --precision fp16 > /dev/null || exit 1; \
+	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-dynamic.onnx --precision int8-dynamic > /dev/null || exit 1; \
+	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-static.onnx --precision int8-static $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
+	done
+	$(CHECK_VENV)/bin/python tests/python/check_onnx.py $(ARTIFACTS)/check golden
+
+## The main job on the shipped fixture: convert, quantize (fp16, int8 dynamic, int8 static with each
+## calibration method), verify every artifact against the PyTorch goldens, print the comparison table.
+DEMO := $(ARTIFACTS)/demo
+DEMO_FIXTURE := mobilebert-tiny
 demo: build
-	@mkdir -p $(ARTIFACTS)/demo
-	$(QAFORGE) convert golden/mobilebert-tiny -o $(ARTIFACTS)/demo/mobilebert-tiny.onnx
-	$(QAFORGE) verify $(ARTIFACTS)/demo/mobilebert-tiny.onnx --golden golden/mobilebert-tiny --report $(ARTIFACTS)/demo/report.json
+	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(QAFORGE) convert golden/$(DEMO_FIXTURE) -o $(DEMO)/fp32.onnx
+	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/fp16.onnx --precision fp16
+	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-dynamic.onnx --precision int8-dynamic
+	@for m in minmax percentile entropy; do \
+	  $(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-static-$$m.onnx --precision int8-static --method $$m $(CALIBRATE) --tokenizer golden/$(DEMO_FIXTURE) || exit 1; \
+	done
+	@status=0; for a in fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-entropy; do \
+	  $(QAFORGE) verify $(DEMO)/$$a.onnx --golden golden/$(DEMO_FIXTURE) --report $(DEMO)/$$a.report.json > /dev/null 2>&1 || status=1; \
+	done; \
+	$(QAFORGE) table $(foreach a,fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-entropy,$(DEMO)/$(a).report.json); \
+	echo "reports: $(DEMO)/*.report.json (JSON) and $(DEMO)/*.report.md (Markdown)"; \
+	if [ $$status -ne 0 ]; then echo "some artifacts are outside their precision's tolerance (FAIL rows above)"; fi
 
 ## Regenerates golden/ with the PyTorch reference (downloads torch: ~3 GB; never run by CI).
 golden:

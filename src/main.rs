@@ -30,6 +30,50 @@ enum Command {
         #[arg(long, default_value_t = qaforge_onnx::DEFAULT_OPSET)]
         opset: i64,
     },
+    /// Quantize a float32 ONNX artifact: fp16, int8 with dynamic activations, or int8 calibrated on SQuAD.
+    Quantize {
+        /// The float32 ONNX artifact (from `qaforge convert`).
+        input: PathBuf,
+        /// Where to write the quantized artifact.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Target precision.
+        #[arg(long, value_enum)]
+        precision: PrecisionArg,
+        /// SQuAD v2 JSON whose questions calibrate int8-static (use a slice disjoint from evaluation).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        /// Model directory with tokenizer.json or vocab.txt, to build calibration features.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Calibration features (windows of 384 tokens) to run.
+        #[arg(long, default_value_t = 128)]
+        samples: usize,
+        /// How calibrated ranges are chosen.
+        #[arg(long, value_enum, default_value_t = MethodArg::Minmax)]
+        method: MethodArg,
+        /// Percentile of |x| kept by --method percentile.
+        #[arg(long, default_value_t = 99.999)]
+        percentile: f64,
+        /// Keep nodes float whose name or op type matches (`*` wildcards; repeatable).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// One weight scale per tensor instead of per output channel.
+        #[arg(long)]
+        per_tensor: bool,
+        /// 7-bit weights, for ONNX Runtime on x86 CPUs without VNNI (u8 × s8 products saturate there).
+        #[arg(long)]
+        reduce_range: bool,
+        /// Features per calibration batch.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+    },
+    /// Print the Markdown comparison table of verify reports (the JSON files of `verify --report`).
+    Table {
+        /// Report files.
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+    },
     /// Score SQuAD v2 predictions like the official evaluate-v2.0.py and print its JSON.
     Eval {
         /// The SQuAD v2 data file.
@@ -40,26 +84,47 @@ enum Command {
         #[arg(long)]
         out_file: Option<PathBuf>,
     },
-    /// Run an ONNX artifact with tract on a fixture's golden features and compare its logits with PyTorch's.
+    /// Run an ONNX artifact with tract on a fixture's golden features: logits against PyTorch's, SQuAD
+    /// scores against the gold answers and the reference predictions, tolerances by precision.
     Verify {
         /// The ONNX artifact.
         artifact: PathBuf,
-        /// The fixture directory (golden/<fixture>), whose golden/logits.safetensors holds the reference.
+        /// The fixture directory (golden/<fixture>): golden/logits.safetensors and golden/predictions.json.
         #[arg(long)]
         golden: PathBuf,
-        /// The golden SQuAD directory with features.safetensors (default: <golden>/../squad).
+        /// The golden SQuAD directory with eval.json and features (default: <golden>/../squad).
         #[arg(long)]
         squad: Option<PathBuf>,
-        /// Largest tolerated |Δ| between the artifact's logits and the reference.
-        #[arg(long, default_value_t = 1e-4)]
-        max_abs_diff: f64,
+        /// Largest tolerated |Δ| between the artifact's logits and the reference (default: 1e-4 for fp32).
+        #[arg(long)]
+        max_abs_diff: Option<f64>,
+        /// Largest tolerated F1 drop in points versus the reference (default: 0.1 for fp16, 1.0 for int8).
+        #[arg(long)]
+        max_f1_drop: Option<f64>,
+        /// Smallest tolerated logit cosine (default: 0.999 for fp16, 0.99 for int8).
+        #[arg(long)]
+        min_cosine: Option<f64>,
         /// Features per batch.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
-        /// Write a JSON report here.
+        /// Write the JSON report here, and the Markdown report beside it (same name, .md).
         #[arg(long)]
         report: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    Fp16,
+    Int8Dynamic,
+    Int8Static,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Minmax,
+    Percentile,
+    Entropy,
 }
 
 /// A failure that maps to exit code 1 (the artifact ran but is outside tolerance).
@@ -78,9 +143,30 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert { model_dir, output, opset } => convert(&model_dir, &output, opset),
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, reduce_range, batch_size } => {
+            let options = qaforge_quantize::QuantizeOptions {
+                precision: match precision {
+                    PrecisionArg::Fp16 => qaforge_quantize::Precision::Fp16,
+                    PrecisionArg::Int8Dynamic => qaforge_quantize::Precision::Int8Dynamic,
+                    PrecisionArg::Int8Static => qaforge_quantize::Precision::Int8Static,
+                },
+                exclude,
+                weights: qaforge_quantize::WeightOptions { per_tensor, reduce_range },
+                method: match method {
+                    MethodArg::Minmax => qaforge_quantize::CalibrationMethod::MinMax,
+                    MethodArg::Percentile => qaforge_quantize::CalibrationMethod::Percentile(percentile),
+                    MethodArg::Entropy => qaforge_quantize::CalibrationMethod::Entropy,
+                },
+                batch_size,
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            };
+            quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples)
+        }
+        Command::Table { reports } => table(&reports),
         Command::Eval { data, predictions, out_file } => eval(&data, &predictions, out_file),
-        Command::Verify { artifact, golden, squad, max_abs_diff, batch_size, report } => {
-            verify(&artifact, &golden, squad, max_abs_diff, batch_size, report)
+        Command::Verify { artifact, golden, squad, max_abs_diff, max_f1_drop, min_cosine, batch_size, report } => {
+            let overrides = Overrides { max_abs_diff, max_f1_drop, min_cosine };
+            verify(&artifact, &golden, squad, overrides, batch_size, report)
         }
     };
     match result {
@@ -144,6 +230,78 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, opset: i64) ->
     Ok(())
 }
 
+fn quantize(
+    input: &std::path::Path,
+    output: &std::path::Path,
+    options: &qaforge_quantize::QuantizeOptions,
+    calibration: Option<&std::path::Path>,
+    tokenizer: Option<&std::path::Path>,
+    samples: usize,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let input_bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let model = qaforge_onnx::read_model(input)?;
+    let features = match (options.precision, calibration, tokenizer) {
+        (qaforge_quantize::Precision::Int8Static, Some(data), Some(tokenizer)) => {
+            let squad = qaforge_squad::SquadFile::load(data)?;
+            let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
+            let features = tokenizer.features(&squad.examples, &qaforge_squad::FeatureOptions::default())?.truncated(samples);
+            Some(features)
+        }
+        (qaforge_quantize::Precision::Int8Static, _, _) => {
+            anyhow::bail!("int8-static needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>")
+        }
+        _ => None,
+    };
+    let passes = if options.method == qaforge_quantize::CalibrationMethod::MinMax { 1 } else { 2 };
+    let bar = indicatif::ProgressBar::new(features.as_ref().map_or(0, |f| f.count * passes) as u64);
+    let (model, summary) = qaforge_quantize::quantize(&model, options, features.as_ref(), &qaforge_onnx::sha256_hex(&input_bytes), &|n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let bytes = qaforge_onnx::encode(&model);
+    qaforge_onnx::write_atomically(output, &bytes)?;
+    println!("quantized {} -> {} ({})", input.display(), output.display(), options.precision.as_str());
+    if options.precision == qaforge_quantize::Precision::Fp16 {
+        println!("  float16 nodes   {}", summary.converted.len());
+        println!("  casts inserted  {}", summary.casts);
+    } else {
+        println!("  int8 MatMuls    {}", summary.converted.len());
+        println!("  int8 tables     {}", summary.int8_tables.join(", "));
+    }
+    if let Some(f) = &features {
+        println!("  calibration     {} features, {} ({} activation ranges)", f.count, options.method, summary.ranges.len());
+    }
+    // Group the kept-float reasons: one line per reason with a count and a few names.
+    let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (name, reason) in &summary.kept_float {
+        by_reason.entry(reason).or_default().push(name);
+    }
+    for (reason, nodes) in by_reason {
+        let shown: Vec<&str> = nodes.iter().take(3).copied().collect();
+        let more = if nodes.len() > 3 { format!(", … {} more", nodes.len() - 3) } else { String::new() };
+        println!("  kept float      {} node(s): {reason} ({}{more})", nodes.len(), shown.join(", "));
+    }
+    println!(
+        "  size            {} -> {} ({:.1}%)",
+        human_bytes(input_bytes.len() as u64),
+        human_bytes(bytes.len() as u64),
+        100.0 * bytes.len() as f64 / input_bytes.len() as f64
+    );
+    println!("  sha256          {}", qaforge_onnx::sha256_hex(&bytes));
+    println!("  time            {:.3} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn table(reports: &[PathBuf]) -> anyhow::Result<()> {
+    println!("{}", qaforge_verify::MARKDOWN_HEADER);
+    for path in reports {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
+        let row = report["table_row"].as_str().with_context(|| format!("{}: not a qaforge verify report (no table_row)", path.display()))?;
+        println!("{row}");
+    }
+    Ok(())
+}
+
 fn eval(data: &std::path::Path, predictions: &std::path::Path, out_file: Option<PathBuf>) -> anyhow::Result<()> {
     let squad = qaforge_squad::SquadFile::load(data)?;
     let predictions = qaforge_squad::load_predictions(predictions)?;
@@ -156,56 +314,57 @@ fn eval(data: &std::path::Path, predictions: &std::path::Path, out_file: Option<
     Ok(())
 }
 
+/// Tolerance flags given on the command line; each replaces its precision default.
+struct Overrides {
+    max_abs_diff: Option<f64>,
+    max_f1_drop: Option<f64>,
+    min_cosine: Option<f64>,
+}
+
 fn verify(
     artifact: &std::path::Path,
     golden: &std::path::Path,
     squad: Option<PathBuf>,
-    max_abs_diff: f64,
+    overrides: Overrides,
     batch_size: usize,
     report: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    use qaforge_verify::{GoldenFeatures, GoldenLogits, LogitStats, TractSession};
-    let started = Instant::now();
-    let squad = squad.unwrap_or_else(|| golden.join("..").join("squad"));
-    let features = GoldenFeatures::load(&squad)?;
-    let reference = GoldenLogits::load(golden, &features)?;
-    let session = TractSession::load(artifact)?;
-    let bar = indicatif::ProgressBar::new(features.count as u64);
+    let paths = qaforge_verify::GoldenPaths { fixture: golden.to_owned(), squad: squad.unwrap_or_else(|| golden.join("..").join("squad")) };
+    // Tolerances: the artifact's precision defaults, with any flag replacing its own entry.
+    let model = qaforge_onnx::read_model(artifact)?;
+    let precision = model.metadata_props.iter().find(|p| p.key == "qaforge.precision").map_or("fp32", |p| p.value.as_str());
+    let mut tolerances = qaforge_verify::Tolerances::for_precision(precision);
+    if let Some(t) = overrides.max_abs_diff {
+        tolerances.max_abs_diff = Some(t);
+    }
+    if let Some(t) = overrides.max_f1_drop {
+        tolerances.max_f1_drop = Some(t);
+    }
+    if let Some(t) = overrides.min_cosine {
+        tolerances.min_cosine = Some(t);
+    }
+    let bar = indicatif::ProgressBar::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let logits = session.run_features(&features, batch_size, threads, &|n| bar.inc(n as u64))?;
+    let result = qaforge_verify::verify(artifact, &paths, Some(tolerances), batch_size, threads, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    let stats = LogitStats::over_features(&features, &logits, &reference);
-    let pass = stats.within(max_abs_diff);
-    let seconds = started.elapsed().as_secs_f64();
     if let Some(path) = report {
-        let json = serde_json::json!({
-            "artifact": artifact.display().to_string(),
-            "golden": golden.display().to_string(),
-            "features": features.count,
-            "logits": stats,
-            "max_abs_diff_tolerance": max_abs_diff,
-            "pass": pass,
-            "seconds": seconds,
-        });
-        qaforge_onnx::write_atomically(&path, format!("{json:#}\n").as_bytes()).context("writing the report")?;
+        let json = serde_json::to_string_pretty(&result)?;
+        qaforge_onnx::write_atomically(&path, format!("{json}\n").as_bytes()).context("writing the JSON report")?;
+        qaforge_onnx::write_atomically(&path.with_extension("md"), result.markdown().as_bytes()).context("writing the Markdown report")?;
     }
+    println!("{}\n{}", qaforge_verify::MARKDOWN_HEADER, result.markdown_row());
     println!(
-        "{}: {} features, max |Δ| {:.3e}, mean |Δ| {:.3e}, cosine {:.6}, {:.2} s",
+        "{}: {} features in {:.2} s; reference F1 {:.2}; {} of {} predictions identical",
         artifact.display(),
-        features.count,
-        stats.max_abs_diff,
-        stats.mean_abs_diff,
-        stats.cosine,
-        seconds
+        result.features,
+        result.seconds,
+        result.squad.reference.f1,
+        result.squad.identical_predictions,
+        result.squad.questions
     );
-    if !pass {
-        return Err(OutOfTolerance(if stats.non_finite > 0 {
-            format!("{} non-finite logits", stats.non_finite)
-        } else {
-            format!("max |Δ| {:.3e} > tolerance {max_abs_diff:.1e}", stats.max_abs_diff)
-        })
-        .into());
+    if !result.pass {
+        return Err(OutOfTolerance(result.failures.join("; ")).into());
     }
-    println!("PASS");
+    println!("PASS ({} tolerances)", result.precision);
     Ok(())
 }

@@ -4,7 +4,10 @@ ONNX Runtime, whose start/end logits on every golden feature must match the PyTo
 
   python tests/python/check_onnx.py ARTIFACT_DIR GOLDEN_DIR
 
-ARTIFACT_DIR holds <fixture>.onnx for each fixture directory of GOLDEN_DIR. Exits 1 on any failure.
+ARTIFACT_DIR holds <fixture>.onnx for each fixture directory of GOLDEN_DIR, and optionally quantized
+artifacts <fixture>.<precision>.onnx (fp16, int8-dynamic, int8-static...). float32 artifacts must match
+PyTorch within 1e-4; quantized ones must run, give finite logits, and keep the logit cosine above
+their precision's floor (the floors qaforge verify applies). Exits 1 on any failure.
 """
 
 import json
@@ -17,6 +20,7 @@ import onnx
 import onnxruntime as ort
 
 TOLERANCE = 1e-4
+COSINE_FLOOR = {"fp16": 0.999, "int8": 0.99}
 DTYPES = {"F32": np.float32, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
 
 
@@ -47,22 +51,32 @@ def main():
     fixtures = sorted(p.name for p in golden.iterdir() if (p / "golden" / "logits.safetensors").exists())
     failures = 0
     for fixture in fixtures:
-        path = artifacts / f"{fixture}.onnx"
-        onnx.checker.check_model(str(path), full_check=True)
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         reference = read_safetensors(golden / fixture / "golden" / "logits.safetensors")
-        worst = 0.0
-        for s in range(0, mask.shape[0], 32):
-            batch = {k: v[s:s + 32] for k, v in inputs.items()}
-            start, end = session.run(["start_logits", "end_logits"], batch)
-            valid = mask[s:s + 32] == 1
-            for got, want in ((start, reference["start_logits"][s:s + 32]), (end, reference["end_logits"][s:s + 32])):
-                if not np.isfinite(got[valid]).all():
-                    raise SystemExit(f"{path}: non-finite logits in ONNX Runtime")
-                worst = max(worst, float(np.abs(got[valid] - want[valid]).max()))
-        status = "ok" if worst <= TOLERANCE else "FAIL"
-        failures += status != "ok"
-        print(f"{path}: onnx.checker full_check ok; ONNX Runtime {ort.__version__} max |Δ| {worst:.3e} on {mask.shape[0]} features: {status}")
+        for path in sorted(artifacts.glob(f"{fixture}*.onnx")):
+            variant = path.name[len(fixture):-len(".onnx")].lstrip(".")
+            if variant and not variant.startswith(("fp16", "int8")):
+                continue
+            onnx.checker.check_model(str(path), full_check=True)
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            worst, dot, n_got, n_want = 0.0, 0.0, 0.0, 0.0
+            for s in range(0, mask.shape[0], 32):
+                batch = {k: v[s:s + 32] for k, v in inputs.items()}
+                start, end = session.run(["start_logits", "end_logits"], batch)
+                valid = mask[s:s + 32] == 1
+                for got, want in ((start, reference["start_logits"][s:s + 32]), (end, reference["end_logits"][s:s + 32])):
+                    got, want = got[valid].astype(np.float64), want[valid].astype(np.float64)
+                    if not np.isfinite(got).all():
+                        raise SystemExit(f"{path}: non-finite logits in ONNX Runtime")
+                    worst = max(worst, float(np.abs(got - want).max()))
+                    dot, n_got, n_want = dot + float(got @ want), n_got + float(got @ got), n_want + float(want @ want)
+            cosine = dot / (n_got ** 0.5 * n_want ** 0.5)
+            if not variant:
+                ok = worst <= TOLERANCE
+            else:
+                ok = cosine >= COSINE_FLOOR[variant[:4]]
+            failures += not ok
+            print(f"{path}: onnx.checker full_check ok; ONNX Runtime {ort.__version__} max |Δ| {worst:.3e}, "
+                  f"cosine {cosine:.6f} on {mask.shape[0]} features: {'ok' if ok else 'FAIL'}")
     if not fixtures:
         raise SystemExit(f"{golden}: no fixtures found")
     sys.exit(1 if failures else 0)

@@ -141,6 +141,21 @@ pub fn evaluate(data: &SquadFile, predictions: &BTreeMap<String, String>) -> Met
     }
 }
 
+/// Agreement of `predictions` with `reference` predictions (question id → text), scored like the
+/// official metric with the reference answer as the only gold answer: (exact, f1) in percent over
+/// the reference's questions, and how many predictions are identical strings.
+pub fn agreement(predictions: &BTreeMap<String, String>, reference: &BTreeMap<String, String>) -> (f64, f64, usize) {
+    let (mut exact, mut f1, mut identical) = (0.0, 0.0, 0);
+    for (id, want) in reference {
+        let got = predictions.get(id).map_or("", String::as_str);
+        exact += f64::from(u8::from(normalize_answer(want) == normalize_answer(got)));
+        f1 += compute_f1(want, got);
+        identical += usize::from(want == got);
+    }
+    let n = reference.len().max(1) as f64;
+    (100.0 * exact / n, 100.0 * f1 / n, identical)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

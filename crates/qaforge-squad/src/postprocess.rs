@@ -108,3 +108,42 @@ pub fn predict(context: &str, features: &[FeatureLogits<'_>], options: &Postproc
     let text = if null_odds > options.null_score_diff_threshold { String::new() } else { best_text };
     Prediction { text, null_odds }
 }
+
+/// Predicts every example of `data` from `[features.count, features.max_length]` start and end
+/// logits of `features` (built from `data`): question id → prediction.
+///
+/// With `real_tokens_only`, padding positions take no part. run_qa.py ranks all max_length
+/// positions, so padding positions (never answers: they have no offsets) can take some of the
+/// n-best slots; a run with dynamic padding does not compute them, and then both sides of a
+/// comparison must leave them out.
+pub fn predict_all(
+    data: &crate::SquadFile,
+    features: &crate::Features,
+    start: &[f32],
+    end: &[f32],
+    options: &PostprocessOptions,
+    real_tokens_only: bool,
+) -> std::collections::BTreeMap<String, Prediction> {
+    let m = features.max_length;
+    let offsets: Vec<Vec<Option<(usize, usize)>>> = (0..features.count).map(|i| features.context_offsets(i)).collect();
+    let mut by_example: Vec<Vec<usize>> = vec![Vec::new(); data.examples.len()];
+    for (i, &e) in features.example_index.iter().enumerate() {
+        if let Some(list) = by_example.get_mut(e) {
+            list.push(i);
+        }
+    }
+    data.examples
+        .iter()
+        .zip(&by_example)
+        .map(|(example, list)| {
+            let views: Vec<FeatureLogits> = list
+                .iter()
+                .map(|&i| {
+                    let n = if real_tokens_only { features.length(i) } else { m };
+                    FeatureLogits { start: &start[i * m..i * m + n], end: &end[i * m..i * m + n], offsets: &offsets[i][..n] }
+                })
+                .collect();
+            (example.id.clone(), predict(&example.context, &views, options))
+        })
+        .collect()
+}

@@ -2,12 +2,13 @@
 //! their logits with the PyTorch reference.
 
 pub mod golden;
-pub mod runtime;
+pub mod report;
 pub mod stats;
 
 pub use golden::{GoldenFeatures, GoldenLogits};
-pub use runtime::TractSession;
+pub use qaforge_runtime::{Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
+pub use report::{verify, GoldenPaths, Report, Tolerances, MARKDOWN_HEADER};
 
 /// Errors of verification.
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +33,10 @@ pub enum VerifyError {
     /// SQuAD data, features or tokenizer files are malformed.
     #[error(transparent)]
     Squad(#[from] qaforge_squad::SquadError),
+    /// The artifact is not a readable ONNX model.
+    #[error("{0}")]
+    Artifact(String),
     /// tract could not load or run the artifact.
-    #[error("{path}: {message}")]
-    Runtime {
-        /// The artifact.
-        path: std::path::PathBuf,
-        /// tract's error chain.
-        message: String,
-    },
+    #[error(transparent)]
+    Runtime(#[from] qaforge_runtime::RuntimeError),
 }

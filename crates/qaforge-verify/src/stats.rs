@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::golden::{GoldenFeatures, GoldenLogits};
-use crate::runtime::Logits;
+use qaforge_runtime::Logits;
 
 /// How closely two sets of logits agree, over the positions that count (unpadded tokens).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]

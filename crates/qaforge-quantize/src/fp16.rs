@@ -1,0 +1,123 @@
+//! FP16: float16 weights and compute, float32 inputs and outputs, with the ops that overflow or
+//! lose too much in float16 kept in float32 and Casts inserted wherever the two meet.
+
+use std::collections::{BTreeSet, HashMap};
+
+use half::f16;
+use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto};
+
+use crate::graph::{attribute_int, element_types, f32_values, int_attribute, matching_pattern, node, GraphIndex, Names, Reasons};
+use crate::QuantizeError;
+
+/// Ops kept in float32 by default, and why:
+/// - LayerNormalization: its variance squares activations, which overflows float16 (max 65504)
+///   once |x| > 256, and MobileBERT's residual stream is that large in places;
+/// - Softmax: sums of exponentials over 384 positions lose most of float16's 11 bits;
+/// - Pow: the cube in tanh-GELU overflows float16 for |x| > 40;
+/// - ReduceMean, ReduceSum, Exp, Log, Sqrt: the same overflow and accumulation error in
+///   graphs from other exporters (decomposed LayerNorm or Softmax).
+pub const FP16_KEEP_FLOAT_OPS: &[&str] = &["LayerNormalization", "Softmax", "Pow", "ReduceMean", "ReduceSum", "Exp", "Log", "Sqrt"];
+
+/// What the FP16 pass did.
+#[derive(Debug, Default)]
+pub struct Fp16Summary {
+    /// Nodes computing in float16.
+    pub half_nodes: usize,
+    /// Float nodes kept in float32, with the reason.
+    pub kept_float: Reasons,
+    /// Cast nodes inserted at float16/float32 boundaries.
+    pub casts: usize,
+    /// Initializers stored as float16.
+    pub half_initializers: usize,
+}
+
+/// Converts the float32 graph of `model` to float16 in place, keeping the ops of
+/// [`FP16_KEEP_FLOAT_OPS`] and nodes matching `exclude` (name or op patterns) in float32.
+pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary, QuantizeError> {
+    let graph = model.graph.as_mut().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+    let types = element_types(graph);
+    let index = GraphIndex::new(graph);
+    let is_f32 = |t: &str| types.get(t) == Some(&(DataType::Float as i32));
+    let mut summary = Fp16Summary::default();
+
+    // Which nodes compute in float16.
+    let mut half = vec![false; graph.node.len()];
+    for (i, n) in graph.node.iter().enumerate() {
+        let float_out = n.output.first().is_some_and(|o| is_f32(o));
+        if !float_out || n.op_type == "Constant" {
+            continue;
+        }
+        let reason = if FP16_KEEP_FLOAT_OPS.contains(&n.op_type.as_str()) {
+            Some(format!("{} stays float32 by default (overflow or accumulation error in float16)", n.op_type))
+        } else if let Some(p) = matching_pattern(exclude, n) {
+            Some(format!("excluded by --exclude {p}"))
+        } else if n.output.iter().any(|o| index.outputs.contains(o)) {
+            Some("produces a graph output, which stays float32".into())
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => {
+                summary.kept_float.insert(n.name.clone(), r);
+            }
+            None => half[i] = true,
+        }
+    }
+    let half_tensors: BTreeSet<String> =
+        graph.node.iter().zip(&half).filter(|(_, h)| **h).flat_map(|(n, _)| n.output.iter().cloned()).collect();
+
+    // Float initializers read only by float16 nodes become float16; others stay and get a Cast.
+    let mut half_initializers = BTreeSet::new();
+    for init in &graph.initializer {
+        if init.data_type != DataType::Float as i32 {
+            continue;
+        }
+        let readers = index.consumers.get(&init.name).map(Vec::as_slice).unwrap_or(&[]);
+        if !readers.is_empty() && readers.iter().all(|&r| half[r]) {
+            half_initializers.insert(init.name.clone());
+        }
+    }
+    for init in graph.initializer.iter_mut().filter(|t| half_initializers.contains(&t.name)) {
+        let values = f32_values(init)?;
+        init.raw_data = values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+        init.float_data.clear();
+        init.data_type = DataType::Float16 as i32;
+        summary.half_initializers += 1;
+    }
+
+    let mut names = Names::of(graph);
+    let mut casts: HashMap<(String, bool), String> = HashMap::new();
+    let old_nodes = std::mem::take(&mut graph.node);
+    let mut new_nodes: Vec<NodeProto> = Vec::with_capacity(old_nodes.len());
+    for (i, mut n) in old_nodes.into_iter().enumerate() {
+        for input in n.input.iter_mut().filter(|s| !s.is_empty()) {
+            let produced_half = half_tensors.contains(input) || half_initializers.contains(input);
+            let to_half = half[i] && is_f32(input) && !produced_half;
+            let to_float = !half[i] && produced_half;
+            if !(to_half || to_float) {
+                continue;
+            }
+            let key = (input.clone(), to_half);
+            let cast = casts.entry(key).or_insert_with(|| {
+                let name = names.fresh(&format!("{input}.{}", if to_half { "to_fp16" } else { "to_fp32" }));
+                let to = if to_half { DataType::Float16 } else { DataType::Float };
+                new_nodes.push(node("Cast", &name, &[input], &[&name], vec![int_attribute("to", to as i64)]));
+                summary.casts += 1;
+                name
+            });
+            *input = cast.clone();
+        }
+        if half[i] {
+            if n.op_type == "Cast" && attribute_int(&n, "to") == Some(DataType::Float as i64) {
+                n.attribute.retain(|a| a.name != "to");
+                n.attribute.push(int_attribute("to", DataType::Float16 as i64));
+            }
+            summary.half_nodes += 1;
+        }
+        new_nodes.push(n);
+    }
+    graph.node = new_nodes;
+    // Shapes and types of intermediate tensors, if any were recorded, are now stale.
+    graph.value_info.clear();
+    Ok(summary)
+}

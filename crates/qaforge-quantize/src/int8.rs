@@ -1,0 +1,295 @@
+//! INT8: symmetric per-channel int8 weights for every MatMul by a constant weight, with the
+//! activation quantized at run time (dynamic: DynamicQuantizeLinear + MatMulInteger) or from
+//! calibrated ranges (static: QuantizeLinear → DequantizeLinear pairs, QDQ format). Large
+//! embedding tables are stored int8 and dequantized before their Gather or Slice.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
+
+use crate::calibrate::ActivationRange;
+use crate::graph::{f32_values, int_attribute, matching_pattern, node, raw_tensor, GraphIndex, Names, Reasons};
+use crate::QuantizeError;
+
+/// Embedding tables smaller than this stay float (token-type embeddings: 2 × hidden).
+const MIN_TABLE_ELEMENTS: usize = 4096;
+
+/// How weights are quantized.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WeightOptions {
+    /// One scale per tensor instead of one per output channel.
+    pub per_tensor: bool,
+    /// 7-bit weights ([-64, 63]) so that u8 × s8 products cannot saturate int16 accumulators on
+    /// x86 CPUs without VNNI (ONNX Runtime's kernels there).
+    pub reduce_range: bool,
+}
+
+/// What happens to one MatMul by a constant weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Weights and activation int8.
+    Quantize,
+    /// Weights stored int8 (dequantized to float), activation float.
+    WeightOnly(String),
+    /// Everything float.
+    Float(String),
+}
+
+/// Decides every MatMul by a constant 2-D float weight, in graph order: the QA head stays float,
+/// `exclude` patterns keep nodes float, the embedding path keeps float activations.
+pub fn weight_matmuls(graph: &GraphProto, exclude: &[String]) -> Vec<(usize, Decision)> {
+    let index = GraphIndex::new(graph);
+    graph
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.op_type == "MatMul" && n.input.len() == 2)
+        .filter(|(_, n)| index.initializers.get(&n.input[1]).is_some_and(|&i| is_float_matrix(&graph.initializer[i])))
+        .map(|(i, n)| {
+            let decision = if n.name == "qa_outputs" || n.name.starts_with("qa_outputs.") {
+                Decision::Float("QA head: start/end logits decide every answer (default)".into())
+            } else if let Some(p) = matching_pattern(exclude, n) {
+                Decision::Float(format!("excluded by --exclude {p}"))
+            } else if n.name.starts_with("embeddings.") {
+                Decision::WeightOnly("embedding path: activations stay float (default), weights stored int8".into())
+            } else {
+                Decision::Quantize
+            };
+            (i, decision)
+        })
+        .collect()
+}
+
+fn is_float_matrix(t: &TensorProto) -> bool {
+    t.data_type == DataType::Float as i32 && t.dims.len() == 2
+}
+
+/// MatMuls whose both inputs are activations (attention scores and context) stay float: the
+/// context MatMul reads Softmax's output, and quantizing Softmax's neighbours is the trap that
+/// tract turns into a fixed-point softmax stuck at 255 (see the softmax_trap test).
+pub fn activation_matmuls(graph: &GraphProto) -> Reasons {
+    let index = GraphIndex::new(graph);
+    graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "MatMul" && n.input.len() == 2 && !index.initializers.contains_key(&n.input[1]))
+        .map(|n| (n.name.clone(), "activation × activation (attention scores or context next to Softmax) stays float".to_string()))
+        .collect()
+}
+
+/// Symmetric int8 quantization of a `[rows, cols]` matrix with one scale per column (`axis` 1)
+/// or per row (`axis` 0), or one scale for all. Returns (int8 values, scales).
+pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize, options: WeightOptions) -> (Vec<i8>, Vec<f32>) {
+    let qmax: f32 = if options.reduce_range { 63.0 } else { 127.0 };
+    let channels = if options.per_tensor { 1 } else if axis == 0 { rows } else { cols };
+    let channel = |r: usize, c: usize| if options.per_tensor { 0 } else if axis == 0 { r } else { c };
+    let mut amax = vec![0f32; channels];
+    for r in 0..rows {
+        for c in 0..cols {
+            let a = &mut amax[channel(r, c)];
+            *a = a.max(values[r * cols + c].abs());
+        }
+    }
+    // An all-zero channel gets scale 1: its values quantize to 0 either way.
+    let scales: Vec<f32> = amax.iter().map(|&a| if a > 0.0 { a / qmax } else { 1.0 }).collect();
+    let mut q = vec![0i8; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            let s = scales[channel(r, c)];
+            q[r * cols + c] = (values[r * cols + c] / s).round().clamp(-qmax - if options.reduce_range { 1.0 } else { 0.0 }, qmax) as i8;
+        }
+    }
+    (q, scales)
+}
+
+/// Adds an int8 copy of the float matrix initializer `name` with its scales and zero points, and
+/// returns a DequantizeLinear node producing the float matrix again.
+fn dequantized_weight(graph: &mut GraphProto, names: &mut Names, name: &str, axis: usize, options: WeightOptions) -> Result<(NodeProto, String, usize), QuantizeError> {
+    let init = graph.initializer.iter().find(|t| t.name == name).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{name}`")))?;
+    let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
+    let values = f32_values(init)?;
+    let (q, scales) = quantize_symmetric(&values, rows, cols, axis, options);
+    let q_name = names.fresh(&format!("{name}.quantized"));
+    let s_name = names.fresh(&format!("{name}.scale"));
+    let z_name = names.fresh(&format!("{name}.zero_point"));
+    let channel_dims: Vec<i64> = if options.per_tensor { vec![] } else { vec![scales.len() as i64] };
+    graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], DataType::Int8, q.iter().map(|&v| v as u8).collect()));
+    graph.initializer.push(raw_tensor(&s_name, &channel_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    graph.initializer.push(raw_tensor(&z_name, &channel_dims, DataType::Int8, vec![0; scales.len()]));
+    let out = names.fresh(&format!("{name}.dequantized"));
+    let mut attributes = vec![];
+    if !options.per_tensor {
+        attributes.push(int_attribute("axis", axis as i64));
+    }
+    Ok((node("DequantizeLinear", &out, &[&q_name, &s_name, &z_name], &[&out], attributes), out, rows * cols))
+}
+
+/// Removes initializers no node reads any more (the float originals of quantized weights).
+fn drop_unused_initializers(graph: &mut GraphProto) {
+    let index = GraphIndex::new(graph);
+    graph.initializer.retain(|t| index.consumers.contains_key(&t.name) || index.outputs.contains(&t.name));
+}
+
+/// How activations of quantized MatMuls are quantized.
+pub enum Activations<'a> {
+    /// At run time: DynamicQuantizeLinear + MatMulInteger.
+    Dynamic,
+    /// From calibrated ranges, by tensor name: QuantizeLinear → DequantizeLinear.
+    Static(&'a BTreeMap<String, ActivationRange>),
+}
+
+/// What the INT8 pass did.
+#[derive(Debug, Default)]
+pub struct Int8Summary {
+    /// MatMuls with int8 weights and activations.
+    pub quantized: Vec<String>,
+    /// Nodes kept float, or with float activations, and why.
+    pub kept_float: Reasons,
+    /// Weight elements stored int8 (MatMul weights and embedding tables).
+    pub int8_weights: usize,
+    /// Embedding tables stored int8.
+    pub tables: Vec<String>,
+}
+
+/// Quantizes `graph` in place.
+pub fn quantize(graph: &mut GraphProto, exclude: &[String], weights: WeightOptions, activations: Activations<'_>) -> Result<Int8Summary, QuantizeError> {
+    let decisions = weight_matmuls(graph, exclude);
+    let mut summary = Int8Summary { kept_float: activation_matmuls(graph), ..Default::default() };
+    let mut names = Names::of(graph);
+    // New nodes to insert before node i.
+    let mut before: HashMap<usize, Vec<NodeProto>> = HashMap::new();
+    // Replacement nodes for node i (dynamic MatMuls).
+    let mut replace: HashMap<usize, Vec<NodeProto>> = HashMap::new();
+    let mut activation_qdq: HashMap<String, String> = HashMap::new();
+    let mut dynamic_inputs: HashMap<String, [String; 3]> = HashMap::new();
+
+    for (i, decision) in decisions {
+        let (x, w, name) = {
+            let n = &graph.node[i];
+            (n.input[0].clone(), n.input[1].clone(), n.name.clone())
+        };
+        if let Decision::Float(reason) = &decision {
+            summary.kept_float.insert(name, reason.clone());
+            continue;
+        }
+        let quantize_activation = decision == Decision::Quantize;
+        if let Decision::WeightOnly(reason) = &decision {
+            summary.kept_float.insert(name.clone(), reason.clone());
+        }
+        match (&activations, quantize_activation) {
+            (Activations::Dynamic, true) => {
+                let init = graph.initializer.iter().find(|t| t.name == w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
+                let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
+                let (q, scales) = quantize_symmetric(&f32_values(init)?, rows, cols, 1, weights);
+                let q_name = names.fresh(&format!("{w}.quantized"));
+                let s_name = names.fresh(&format!("{w}.scale"));
+                let scale_dims: Vec<i64> = if weights.per_tensor { vec![] } else { vec![cols as i64] };
+                graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], DataType::Int8, q.iter().map(|&v| v as u8).collect()));
+                graph.initializer.push(raw_tensor(&s_name, &scale_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+                summary.int8_weights += rows * cols;
+                let mut nodes = vec![];
+                let [xq, xs, xz] = dynamic_inputs
+                    .entry(x.clone())
+                    .or_insert_with(|| {
+                        let base = names.fresh(&format!("{x}.quantize_dynamic"));
+                        let outs = [base.clone(), names.fresh(&format!("{base}.scale")), names.fresh(&format!("{base}.zero_point"))];
+                        nodes.push(node("DynamicQuantizeLinear", &base, &[&x], &[&outs[0], &outs[1], &outs[2]], vec![]));
+                        outs
+                    })
+                    .clone();
+                let product = names.fresh(&format!("{name}.integer"));
+                nodes.push(node("MatMulInteger", &product, &[&xq, &q_name, &xz], &[&product], vec![]));
+                let cast = names.fresh(&format!("{name}.integer.float"));
+                nodes.push(node("Cast", &cast, &[&product], &[&cast], vec![int_attribute("to", DataType::Float as i64)]));
+                let scale = names.fresh(&format!("{name}.output_scale"));
+                nodes.push(node("Mul", &scale, &[&xs, &s_name], &[&scale], vec![]));
+                // The last node keeps the MatMul's name and output, so the rest of the graph is untouched.
+                let output = graph.node[i].output[0].clone();
+                nodes.push(node("Mul", &name, &[&cast, &scale], &[&output], vec![]));
+                replace.insert(i, nodes);
+                summary.quantized.push(name);
+            }
+            _ => {
+                let (dq, dq_out, count) = dequantized_weight(graph, &mut names, &w, 1, weights)?;
+                summary.int8_weights += count;
+                let mut nodes = vec![dq];
+                if let (Activations::Static(ranges), true) = (&activations, quantize_activation) {
+                    let range = ranges.get(&x).ok_or_else(|| QuantizeError::Calibration(format!("no calibrated range for `{x}` (input of {name})")))?;
+                    let qdq = match activation_qdq.get(&x) {
+                        Some(q) => q.clone(),
+                        None => {
+                            let (scale, zero_point) = range.scale_zero_point();
+                            let s = names.fresh(&format!("{x}.scale"));
+                            let z = names.fresh(&format!("{x}.zero_point"));
+                            graph.initializer.push(raw_tensor(&s, &[], DataType::Float, scale.to_le_bytes().to_vec()));
+                            graph.initializer.push(raw_tensor(&z, &[], DataType::Uint8, vec![zero_point]));
+                            let q = names.fresh(&format!("{x}.quantized"));
+                            nodes.push(node("QuantizeLinear", &q, &[&x, &s, &z], &[&q], vec![]));
+                            let d = names.fresh(&format!("{x}.dequantized"));
+                            nodes.push(node("DequantizeLinear", &d, &[&q, &s, &z], &[&d], vec![]));
+                            activation_qdq.insert(x.clone(), d.clone());
+                            d
+                        }
+                    };
+                    graph.node[i].input[0] = qdq;
+                    summary.quantized.push(name.clone());
+                }
+                graph.node[i].input[1] = dq_out;
+                before.entry(i).or_default().extend(nodes);
+            }
+        }
+    }
+
+    // Embedding tables: int8 per row, dequantized before the Gather/Slice that reads them.
+    let index = GraphIndex::new(graph);
+    let tables: Vec<(String, Vec<usize>)> = graph
+        .initializer
+        .iter()
+        .filter(|t| is_float_matrix(t) && crate::graph::element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
+        .filter_map(|t| {
+            let readers = index.consumers.get(&t.name)?;
+            readers.iter().all(|&r| matches!(graph.node[r].op_type.as_str(), "Gather" | "Slice") && graph.node[r].input[0] == t.name).then(|| (t.name.clone(), readers.clone()))
+        })
+        .collect();
+    for (table, readers) in tables {
+        let (dq, dq_out, count) = dequantized_weight(graph, &mut names, &table, 0, WeightOptions { per_tensor: false, ..weights })?;
+        summary.int8_weights += count;
+        before.entry(readers[0]).or_default().push(dq);
+        for r in readers {
+            graph.node[r].input[0] = dq_out.clone();
+        }
+        summary.tables.push(table);
+    }
+
+    let old = std::mem::take(&mut graph.node);
+    for (i, n) in old.into_iter().enumerate() {
+        if let Some(nodes) = before.remove(&i) {
+            graph.node.extend(nodes);
+        }
+        match replace.remove(&i) {
+            Some(nodes) => graph.node.extend(nodes),
+            None => graph.node.push(n),
+        }
+    }
+    drop_unused_initializers(graph);
+    graph.value_info.clear();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symmetric_per_column_scales_cover_each_column() {
+        // [[1, -4], [-2, 8]]: column scales 2/127 and 8/127.
+        let (q, s) = quantize_symmetric(&[1.0, -4.0, -2.0, 8.0], 2, 2, 1, WeightOptions::default());
+        assert_eq!(s, vec![2.0 / 127.0, 8.0 / 127.0]);
+        assert_eq!(q, vec![64, -64, -127, 127]);
+        let (q, s) = quantize_symmetric(&[1.0, -3.0, -2.0, 8.0], 2, 2, 1, WeightOptions { per_tensor: true, reduce_range: true });
+        assert_eq!(s, vec![8.0 / 63.0]);
+        assert_eq!(q, vec![8, -24, -16, 63]);
+        let (q, s) = quantize_symmetric(&[0.0, 0.0], 1, 2, 0, WeightOptions::default());
+        assert_eq!((q, s), (vec![0, 0], vec![1.0]));
+    }
+}

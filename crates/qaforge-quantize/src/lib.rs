@@ -1,0 +1,178 @@
+//! Quantization of qaforge's float32 ONNX graphs: FP16, INT8 dynamic, and INT8 static calibrated
+//! on SQuAD features (QDQ format), with MobileBERT-aware defaults for what stays float.
+//!
+//! - [`fp16`]: float16 weights and compute, float32 at the boundary, overflow-prone ops in float32.
+//! - [`int8`]: per-channel symmetric int8 weights; dynamic (DynamicQuantizeLinear + MatMulInteger)
+//!   or static (QuantizeLinear/DequantizeLinear pairs from calibrated ranges); int8 embedding tables.
+//! - [`calibrate`]: streaming ranges over SQuAD features with minmax, percentile or entropy.
+//!
+//! Every artifact records its provenance in metadata_props; the same inputs give the same bytes.
+
+pub mod calibrate;
+pub mod fp16;
+pub mod graph;
+pub mod int8;
+
+use std::collections::BTreeMap;
+
+use qaforge_squad::Features;
+use tract_onnx::pb::{ModelProto, StringStringEntryProto};
+
+pub use calibrate::{ActivationRange, CalibrationMethod};
+pub use int8::WeightOptions;
+
+/// Errors of quantization.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantizeError {
+    /// The input graph is not something qaforge can quantize.
+    #[error("cannot quantize this graph: {0}")]
+    Graph(String),
+    /// Calibration failed or was not given what it needs.
+    #[error("calibration: {0}")]
+    Calibration(String),
+    /// tract could not run the float graph during calibration.
+    #[error(transparent)]
+    Runtime(#[from] qaforge_runtime::RuntimeError),
+}
+
+/// Target precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// float16 weights and compute.
+    Fp16,
+    /// int8 weights, activations quantized at run time.
+    Int8Dynamic,
+    /// int8 weights and calibrated int8 activations (QDQ).
+    Int8Static,
+}
+
+impl Precision {
+    /// The name used on the command line and in metadata.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::Fp16 => "fp16",
+            Precision::Int8Dynamic => "int8-dynamic",
+            Precision::Int8Static => "int8-static",
+        }
+    }
+}
+
+/// Everything that decides the output of [`quantize`].
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    /// Target precision.
+    pub precision: Precision,
+    /// Node name or op type patterns (`*` wildcards) kept float.
+    pub exclude: Vec<String>,
+    /// Weight quantization (int8 modes).
+    pub weights: WeightOptions,
+    /// Calibration method (int8-static).
+    pub method: CalibrationMethod,
+    /// Features per calibration batch.
+    pub batch_size: usize,
+    /// Threads running calibration batches.
+    pub threads: usize,
+}
+
+/// What quantization did, for the summary and the report.
+#[derive(Debug, Default)]
+pub struct QuantizeSummary {
+    /// Nodes converted (fp16: float16 nodes; int8: MatMuls with int8 weights and activations).
+    pub converted: Vec<String>,
+    /// Nodes kept float (or with float activations), with the reason.
+    pub kept_float: BTreeMap<String, String>,
+    /// Cast nodes inserted (fp16).
+    pub casts: usize,
+    /// Embedding tables stored int8.
+    pub int8_tables: Vec<String>,
+    /// Calibrated activation ranges (int8-static).
+    pub ranges: BTreeMap<String, ActivationRange>,
+    /// Calibration features used.
+    pub calibration_features: usize,
+}
+
+/// Float32 tensors that static quantization quantizes: the activation inputs of the MatMuls it
+/// will quantize, in graph order without repeats.
+pub fn calibration_tensors(model: &ModelProto, exclude: &[String]) -> Result<Vec<String>, QuantizeError> {
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+    let mut tensors = Vec::new();
+    for (i, decision) in int8::weight_matmuls(graph, exclude) {
+        let x = &graph.node[i].input[0];
+        if decision == int8::Decision::Quantize && !tensors.contains(x) {
+            tensors.push(x.clone());
+        }
+    }
+    Ok(tensors)
+}
+
+fn check_float_input(model: &ModelProto) -> Result<(), QuantizeError> {
+    let precision = model.metadata_props.iter().find(|p| p.key == "qaforge.precision").map(|p| p.value.as_str());
+    match precision {
+        None | Some("fp32") => Ok(()),
+        Some(other) => Err(QuantizeError::Graph(format!("the input is already {other}; quantize the fp32 artifact instead"))),
+    }
+}
+
+/// Quantizes a float32 model. `calibration` (features from the calibration slice) is required
+/// for int8-static; `input_sha256` identifies the input file in the provenance metadata.
+pub fn quantize(
+    model: &ModelProto,
+    options: &QuantizeOptions,
+    calibration: Option<&Features>,
+    input_sha256: &str,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+    check_float_input(model)?;
+    let mut out = model.clone();
+    let mut summary = QuantizeSummary::default();
+    match options.precision {
+        Precision::Fp16 => {
+            let s = fp16::convert(&mut out, &options.exclude)?;
+            let graph = out.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+            summary.converted = graph.node.iter().filter(|n| !s.kept_float.contains_key(&n.name) && n.op_type != "Cast").map(|n| n.name.clone()).take(s.half_nodes).collect();
+            summary.kept_float = s.kept_float;
+            summary.casts = s.casts;
+        }
+        Precision::Int8Dynamic | Precision::Int8Static => {
+            let activations = if options.precision == Precision::Int8Static {
+                let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
+                let tensors = calibration_tensors(model, &options.exclude)?;
+                summary.ranges = calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?;
+                summary.calibration_features = features.count;
+                int8::Activations::Static(&summary.ranges)
+            } else {
+                int8::Activations::Dynamic
+            };
+            let graph = out.graph.as_mut().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+            let s = int8::quantize(graph, &options.exclude, options.weights, activations)?;
+            summary.converted = s.quantized;
+            summary.kept_float = s.kept_float;
+            summary.int8_tables = s.tables;
+        }
+    }
+    let mut metadata: Vec<(String, String)> = out
+        .metadata_props
+        .iter()
+        .filter(|p| !matches!(p.key.as_str(), "qaforge.stage" | "qaforge.precision"))
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect();
+    metadata.push(("qaforge.stage".into(), "quantize".into()));
+    metadata.push(("qaforge.precision".into(), options.precision.as_str().into()));
+    metadata.push(("qaforge.quantize.tool".into(), format!("qaforge {}", env!("CARGO_PKG_VERSION"))));
+    metadata.push(("qaforge.quantize.input_sha256".into(), input_sha256.into()));
+    metadata.push(("qaforge.quantize.exclude".into(), options.exclude.join(",")));
+    if options.precision != Precision::Fp16 {
+        let weights = format!(
+            "int8 symmetric {}{}",
+            if options.weights.per_tensor { "per-tensor" } else { "per-channel" },
+            if options.weights.reduce_range { ", 7-bit (reduce range)" } else { "" }
+        );
+        metadata.push(("qaforge.quantize.weights".into(), weights));
+    }
+    if options.precision == Precision::Int8Static {
+        metadata.push(("qaforge.quantize.method".into(), options.method.to_string()));
+        metadata.push(("qaforge.quantize.samples".into(), summary.calibration_features.to_string()));
+    }
+    out.metadata_props = metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
+    Ok((out, summary))
+}

@@ -1,0 +1,304 @@
+//! One verification run: the artifact's logits against PyTorch's, its SQuAD scores against the
+//! gold answers and against the reference predictions, tolerances by precision, and the report
+//! as JSON (machines) and Markdown (people).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use qaforge_runtime::TractSession;
+use qaforge_squad::{agreement, evaluate, predict_all, Features, Metrics, PostprocessOptions, SquadFile};
+use serde::Serialize;
+
+use crate::golden::GoldenLogits;
+use crate::stats::LogitStats;
+use crate::VerifyError;
+
+/// What an artifact must meet. `None` disables a check.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Tolerances {
+    /// Largest |Δ| between the artifact's and the reference logits.
+    pub max_abs_diff: Option<f64>,
+    /// Every prediction must equal the reference prediction.
+    pub identical_predictions: bool,
+    /// Largest drop of F1 (points, versus gold answers) below the reference's F1.
+    pub max_f1_drop: Option<f64>,
+    /// Smallest cosine similarity between the artifact's and the reference logits.
+    pub min_cosine: Option<f64>,
+}
+
+impl Tolerances {
+    /// Defaults by precision (the artifact's `qaforge.precision` metadata): fp32 must reproduce
+    /// PyTorch (max |Δ| ≤ 1e-4 and identical predictions); fp16 may lose 0.1 F1 and int8 1.0 F1,
+    /// with a cosine floor that catches broken logits even when F1 is insensitive.
+    pub fn for_precision(precision: &str) -> Self {
+        match precision {
+            "fp16" => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(0.1), min_cosine: Some(0.999) },
+            p if p.starts_with("int8") => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(1.0), min_cosine: Some(0.99) },
+            _ => Tolerances { max_abs_diff: Some(1e-4), identical_predictions: true, max_f1_drop: None, min_cosine: None },
+        }
+    }
+}
+
+/// SQuAD v2 scores of the artifact and the reference on the golden evaluation slice.
+#[derive(Debug, Clone, Serialize)]
+pub struct SquadScores {
+    /// The artifact's predictions against the gold answers.
+    pub artifact: Metrics,
+    /// The reference predictions (PyTorch's logits, post-processed like the artifact's) against the gold answers.
+    pub reference: Metrics,
+    /// reference F1 − artifact F1, in points (positive: the artifact is worse).
+    pub f1_drop: f64,
+    /// Exact match of the artifact's predictions with the reference predictions, in percent.
+    pub agreement_exact: f64,
+    /// F1 of the artifact's predictions against the reference predictions, in percent.
+    pub agreement_f1: f64,
+    /// Predictions identical to the reference's.
+    pub identical_predictions: usize,
+    /// Questions.
+    pub questions: usize,
+    /// Question ids whose prediction differs from the reference's (first 20).
+    pub differing: Vec<String>,
+}
+
+/// The result of verifying one artifact.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The artifact.
+    pub artifact: PathBuf,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// Its sha256.
+    pub sha256: String,
+    /// Its precision (metadata `qaforge.precision`; fp32 when absent).
+    pub precision: String,
+    /// Its provenance metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// The fixture whose goldens it was compared with.
+    pub fixture: PathBuf,
+    /// Engine and CPU the figures were measured with.
+    pub engine: String,
+    /// CPU features relevant to int8 kernels.
+    pub cpu: String,
+    /// Features run.
+    pub features: usize,
+    /// Wall time of loading and running the artifact.
+    pub seconds: f64,
+    /// Logit agreement with the reference.
+    pub logits: LogitStats,
+    /// Share of features whose start and end argmax equal the reference's.
+    pub argmax_agreement: f64,
+    /// SQuAD scores.
+    pub squad: SquadScores,
+    /// The tolerances applied.
+    pub tolerances: Tolerances,
+    /// Every tolerance the artifact misses, in words.
+    pub failures: Vec<String>,
+    /// No failures.
+    pub pass: bool,
+    /// This report's row of the Markdown comparison table (under [`MARKDOWN_HEADER`]).
+    pub table_row: String,
+}
+
+/// The CPU features that decide how int8 kernels behave (ONNX Runtime saturates u8 × s8 without VNNI).
+pub fn cpu_description() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut f = vec!["x86_64"];
+        if std::arch::is_x86_feature_detected!("avx2") {
+            f.push("avx2");
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            f.push("avx512f");
+        }
+        if std::arch::is_x86_feature_detected!("avx512vnni") {
+            f.push("avx512vnni");
+        }
+        f.join(" ")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
+    }
+}
+
+/// Where verification reads its goldens.
+#[derive(Debug, Clone)]
+pub struct GoldenPaths {
+    /// The fixture directory (holds golden/logits.safetensors).
+    pub fixture: PathBuf,
+    /// The golden SQuAD directory (eval.json, features.safetensors, features.json).
+    pub squad: PathBuf,
+}
+
+/// Runs `artifact` with tract over the golden features and checks it against `tolerances`
+/// (`None`: the defaults of its precision).
+pub fn verify(
+    artifact: &Path,
+    golden: &GoldenPaths,
+    tolerances: Option<Tolerances>,
+    batch_size: usize,
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let bytes = std::fs::read(artifact).map_err(|source| VerifyError::Io { path: artifact.to_owned(), source })?;
+    let model = qaforge_onnx::read_model(artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?;
+    let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+    let precision = metadata.get("qaforge.precision").cloned().unwrap_or_else(|| "fp32".into());
+    let tolerances = tolerances.unwrap_or_else(|| Tolerances::for_precision(&precision));
+
+    let data = SquadFile::load(&golden.squad.join("eval.json"))?;
+    let features = Features::load(&golden.squad)?;
+    let reference = GoldenLogits::load(&golden.fixture, &features)?;
+
+    let session = TractSession::load(artifact)?;
+    let logits = session.run_features(&features, batch_size, threads, progress)?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    let stats = LogitStats::over_features(&features, &logits, &reference);
+    let m = features.max_length;
+    let argmax = |v: &[f32], i: usize| {
+        let row = &v[i * m..i * m + features.length(i)];
+        row.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (k, &x)| if x > best.1 { (k, x) } else { best }).0
+    };
+    let agree = (0..features.count)
+        .filter(|&i| argmax(&logits.start, i) == argmax(&reference.start, i) && argmax(&logits.end, i) == argmax(&reference.end, i))
+        .count();
+
+    // Both sides are post-processed the same way over real tokens only: dynamic padding does not
+    // compute padding positions, which run_qa.py lets compete for n-best slots.
+    let texts = |start: &[f32], end: &[f32]| -> BTreeMap<String, String> {
+        predict_all(&data, &features, start, end, &PostprocessOptions::default(), true).into_iter().map(|(id, p)| (id, p.text)).collect()
+    };
+    let predictions = texts(&logits.start, &logits.end);
+    let reference_predictions = texts(&reference.start, &reference.end);
+    let artifact_metrics = evaluate(&data, &predictions);
+    let reference_metrics = evaluate(&data, &reference_predictions);
+    let (agreement_exact, agreement_f1, identical) = agreement(&predictions, &reference_predictions);
+    let differing = reference_predictions.iter().filter(|(id, want)| predictions.get(*id) != Some(want)).map(|(id, _)| id.clone()).take(20).collect();
+    let squad = SquadScores {
+        f1_drop: reference_metrics.f1 - artifact_metrics.f1,
+        artifact: artifact_metrics,
+        reference: reference_metrics,
+        agreement_exact,
+        agreement_f1,
+        identical_predictions: identical,
+        questions: reference_predictions.len(),
+        differing,
+    };
+
+    let mut failures = Vec::new();
+    if stats.non_finite > 0 {
+        let bad = (0..features.count)
+            .find(|&i| (0..features.length(i)).any(|t| !logits.start[i * m + t].is_finite() || !logits.end[i * m + t].is_finite()))
+            .unwrap_or(0);
+        failures.push(format!("{} non-finite logits (NaN or Inf), first in feature {bad} (question {})", stats.non_finite, features.example_ids[bad]));
+    }
+    if let Some(t) = tolerances.max_abs_diff {
+        if stats.max_abs_diff > t {
+            failures.push(format!("max |Δ| {:.3e} > {t:.1e}", stats.max_abs_diff));
+        }
+    }
+    if let Some(t) = tolerances.min_cosine {
+        if stats.cosine.is_nan() || stats.cosine < t {
+            failures.push(format!("logit cosine {:.6} < {t}", stats.cosine));
+        }
+    }
+    if tolerances.identical_predictions && squad.identical_predictions != squad.questions {
+        failures.push(format!(
+            "{} of {} predictions differ from the reference (e.g. {})",
+            squad.questions - squad.identical_predictions,
+            squad.questions,
+            squad.differing.first().map_or("", String::as_str)
+        ));
+    }
+    if let Some(t) = tolerances.max_f1_drop {
+        if squad.f1_drop.is_nan() || squad.f1_drop > t {
+            failures.push(format!("F1 {:.2} is {:.2} points below the reference's {:.2} (tolerance {t})", squad.artifact.f1, squad.f1_drop, squad.reference.f1));
+        }
+    }
+    let mut report = Report {
+        artifact: artifact.to_owned(),
+        size_bytes: bytes.len() as u64,
+        sha256: qaforge_onnx::sha256_hex(&bytes),
+        precision,
+        metadata,
+        fixture: golden.fixture.clone(),
+        engine: format!("tract {}", tract_version()),
+        cpu: cpu_description(),
+        features: features.count,
+        seconds,
+        logits: stats,
+        argmax_agreement: agree as f64 / features.count.max(1) as f64,
+        squad,
+        tolerances,
+        pass: failures.is_empty(),
+        failures,
+        table_row: String::new(),
+    };
+    report.table_row = report.markdown_row();
+    Ok(report)
+}
+
+fn tract_version() -> &'static str {
+    // tract-onnx's version, pinned by Cargo.lock; kept in one place for reports.
+    "0.23"
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    }
+}
+
+/// The header of the Markdown table of [`Report::markdown_row`].
+pub const MARKDOWN_HEADER: &str = "| artifact | precision | size | max abs Δ | cosine | argmax agree | EM | F1 | ΔF1 | agreement F1 | time | verdict |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|";
+
+impl Report {
+    /// One row of the Markdown comparison table.
+    pub fn markdown_row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {:.2e} | {:.6} | {:.1}% | {:.2} | {:.2} | {:+.2} | {:.2} | {:.2} s | {} |",
+            self.artifact.file_name().map_or_else(|| self.artifact.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            self.precision,
+            size(self.size_bytes),
+            self.logits.max_abs_diff,
+            self.logits.cosine,
+            100.0 * self.argmax_agreement,
+            self.squad.artifact.exact,
+            self.squad.artifact.f1,
+            -self.squad.f1_drop,
+            self.squad.agreement_f1,
+            self.seconds,
+            if self.pass { "PASS" } else { "FAIL" },
+        )
+    }
+
+    /// The report for people: the table, the reference's scores, tolerances and failures.
+    pub fn markdown(&self) -> String {
+        let mut s = format!("# qaforge verify: {}\n\n{MARKDOWN_HEADER}\n{}\n\n", self.artifact.display(), self.markdown_row());
+        s += &format!(
+            "Reference (PyTorch) on the same {} questions: EM {:.2}, F1 {:.2}. Fixture `{}`, {} features, engine {} on {}.\n\n",
+            self.squad.questions,
+            self.squad.reference.exact,
+            self.squad.reference.f1,
+            self.fixture.display(),
+            self.features,
+            self.engine,
+            self.cpu
+        );
+        s += &format!("Tolerances ({}): {}\n\n", self.precision, serde_json::to_string(&self.tolerances).unwrap_or_default());
+        if self.failures.is_empty() {
+            s += "All tolerances met.\n";
+        } else {
+            s += "Failures:\n";
+            for f in &self.failures {
+                s += &format!("- {f}\n");
+            }
+        }
+        s
+    }
+}
