@@ -1,0 +1,159 @@
+//! End-to-end: `qaforge quantize` in every mode on every fixture; each artifact passes `qaforge
+//! verify` with its precision's default tolerances, is deterministic, records its provenance, and
+//! never puts quantization next to a Softmax.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{convert, golden, qaforge, text, FIXTURES};
+
+fn quantize(input: &Path, output: &Path, fixture: &str, args: &[&str]) -> std::process::Output {
+    let tokenizer = golden().join(fixture);
+    let calibration = golden().join("squad/calibration.json");
+    let mut all = vec!["quantize", input.to_str().unwrap(), "-o", output.to_str().unwrap()];
+    all.extend_from_slice(args);
+    if args.contains(&"int8-static") {
+        all.extend_from_slice(&["--calibration", calibration.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--samples", "64"]);
+    }
+    qaforge(&all)
+}
+
+fn verify_report(artifact: &Path, fixture: &str) -> (std::process::Output, serde_json::Value) {
+    let report = artifact.with_extension("report.json");
+    let output = qaforge(&["verify", artifact.to_str().unwrap(), "--golden", golden().join(fixture).to_str().unwrap(), "--report", report.to_str().unwrap()]);
+    let json = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default()).unwrap_or(serde_json::Value::Null);
+    (output, json)
+}
+
+fn metadata(path: &Path) -> BTreeMap<String, String> {
+    qaforge_onnx::read_model(path).unwrap().metadata_props.into_iter().map(|p| (p.key, p.value)).collect()
+}
+
+#[test]
+fn every_mode_passes_verify_on_every_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in FIXTURES {
+        let fp32 = convert(fixture, dir.path());
+        let fp32_size = std::fs::metadata(&fp32).unwrap().len();
+        for precision in ["fp16", "int8-dynamic", "int8-static"] {
+            let out: PathBuf = dir.path().join(format!("{fixture}.{precision}.onnx"));
+            let run = quantize(&fp32, &out, fixture, &["--precision", precision]);
+            assert!(run.status.success(), "{fixture} {precision}: {}", text(&run));
+            let (verified, report) = verify_report(&out, fixture);
+            assert!(verified.status.success(), "{fixture} {precision}: {}", text(&verified));
+            assert_eq!(report["precision"], precision);
+            assert_eq!(report["logits"]["non_finite"], 0);
+            // Not bit-exact (that is fp32's bar), but close: a broken pass would not be.
+            let cosine = report["logits"]["cosine"].as_f64().unwrap();
+            assert!(cosine >= if precision == "fp16" { 0.999 } else { 0.99 }, "{fixture} {precision}: cosine {cosine}");
+            let size = std::fs::metadata(&out).unwrap().len();
+            if precision == "fp16" {
+                assert!(size as f64 <= 0.51 * fp32_size as f64, "{fixture}: fp16 is {size} of {fp32_size} bytes");
+            } else {
+                assert!(size as f64 <= 0.35 * fp32_size as f64, "{fixture}: {precision} is {size} of {fp32_size} bytes");
+            }
+            let meta = metadata(&out);
+            assert_eq!(meta["qaforge.precision"], precision);
+            assert_eq!(meta["qaforge.stage"], "quantize");
+            assert_eq!(meta["qaforge.quantize.input_sha256"], qaforge_onnx::sha256_hex(&std::fs::read(&fp32).unwrap()));
+            assert_eq!(meta["qaforge.source_sha256"].len(), 64, "the checkpoint's provenance is kept");
+            if precision == "int8-static" {
+                assert_eq!(meta["qaforge.quantize.method"], "minmax");
+                assert_eq!(meta["qaforge.quantize.samples"], "64");
+            }
+        }
+    }
+}
+
+#[test]
+fn quantization_is_byte_identical_and_keeps_softmax_float() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    for (precision, method) in [("fp16", "minmax"), ("int8-dynamic", "minmax"), ("int8-static", "percentile"), ("int8-static", "entropy")] {
+        let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+        for out in [&a, &b] {
+            let run = quantize(&fp32, out, "mobilebert-tiny", &["--precision", precision, "--method", method]);
+            assert!(run.status.success(), "{precision}: {}", text(&run));
+        }
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{precision} {method}: two runs differ");
+        let graph = qaforge_onnx::read_model(&a).unwrap().graph.unwrap();
+        let producer: BTreeMap<&str, &str> = graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
+        for softmax in graph.node.iter().filter(|n| n.op_type == "Softmax") {
+            let before = producer.get(softmax.input[0].as_str()).copied().unwrap_or("");
+            assert!(!before.contains("Quantize"), "{precision}: {} reads a {before}", softmax.name);
+            for reader in graph.node.iter().filter(|n| n.input.contains(&softmax.output[0])) {
+                assert!(!reader.op_type.contains("Quantize"), "{precision}: {} feeds a {}", softmax.name, reader.op_type);
+            }
+            if precision == "fp16" {
+                assert!(before == "Cast", "{precision}: {} should compute in float32 behind a Cast", softmax.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn exclusions_keep_matching_nodes_float() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let out = dir.path().join("int8.onnx");
+    let run = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-dynamic", "--exclude", "layer.0.*", "--exclude", "*.intermediate"]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("excluded by --exclude layer.0.*"), "{}", text(&run));
+    let graph = qaforge_onnx::read_model(&out).unwrap().graph.unwrap();
+    let op_of = |name: &str| graph.node.iter().find(|n| n.name == name).map(|n| n.op_type.clone()).unwrap_or_default();
+    assert_eq!(op_of("layer.0.attention.query"), "MatMul");
+    assert_eq!(op_of("layer.2.intermediate"), "MatMul");
+    assert_eq!(op_of("qa_outputs"), "MatMul", "the QA head stays float by default");
+    // Quantized MatMuls keep their name on the final rescaling Mul.
+    assert_eq!(op_of("layer.1.attention.query"), "Mul");
+    assert!(graph.node.iter().any(|n| n.op_type == "MatMulInteger" && n.name == "layer.1.attention.query.integer"));
+    let meta = metadata(&out);
+    assert_eq!(meta["qaforge.quantize.exclude"], "layer.0.*,*.intermediate");
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let int8 = dir.path().join("int8.onnx");
+    assert!(quantize(&fp32, &int8, "mobilebert-tiny", &["--precision", "int8-dynamic"]).status.success());
+
+    let again = quantize(&int8, &dir.path().join("x.onnx"), "mobilebert-tiny", &["--precision", "fp16"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again).contains("already int8-dynamic"), "{}", text(&again));
+
+    let out = dir.path().join("static.onnx");
+    let no_calibration = qaforge(&["quantize", fp32.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", "int8-static"]);
+    assert_eq!(no_calibration.status.code(), Some(2));
+    assert!(text(&no_calibration).contains("needs --calibration"), "{}", text(&no_calibration));
+
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x07not a model at all").unwrap();
+    let bad = quantize(&garbage, &out, "mobilebert-tiny", &["--precision", "fp16"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("garbage.onnx"), "{}", text(&bad));
+    assert!(!out.exists(), "no artifact is written on error");
+
+    let bad_percentile = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "percentile", "--percentile", "120"]);
+    assert_eq!(bad_percentile.status.code(), Some(2));
+    assert!(text(&bad_percentile).contains("percentile 120"), "{}", text(&bad_percentile));
+}
+
+#[test]
+fn verify_fails_a_broken_quantization_with_a_report() {
+    // Entropy calibration clips the tiny fixture's heavy-tailed activations hard; an artifact with
+    // a tighter F1 tolerance and the default cosine floor must fail with exit 1 and say why.
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let out = dir.path().join("entropy.onnx");
+    assert!(quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "entropy"]).status.success());
+    let (verified, report) = verify_report(&out, "mobilebert-tiny");
+    assert_eq!(verified.status.code(), Some(1), "{}", text(&verified));
+    assert_eq!(report["pass"], false);
+    let failures = report["failures"].to_string();
+    assert!(failures.contains("cosine"), "{failures}");
+    let markdown = std::fs::read_to_string(out.with_extension("report.md")).unwrap();
+    assert!(markdown.contains("| FAIL |") && markdown.contains("Failures:"), "{markdown}");
+}
