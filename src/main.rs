@@ -64,6 +64,14 @@ enum Command {
         /// 7-bit weights, for ONNX Runtime on x86 CPUs without VNNI (u8 × s8 products saturate there).
         #[arg(long)]
         reduce_range: bool,
+        /// With --golden: keep the most harmful layers float until the F1 drop on the golden
+        /// evaluation slice is at most this many points.
+        #[arg(long, requires = "golden")]
+        max_f1_drop: Option<f64>,
+        /// Fixture directory (golden/<fixture>) whose evaluation slice and PyTorch logits the
+        /// sensitivity search measures F1 against.
+        #[arg(long, requires = "max_f1_drop")]
+        golden: Option<PathBuf>,
         /// Features per calibration batch (memory grows with it: every calibrated activation of a
         /// batch is held at once, about 1.8 GB per thread at 8 for full-size MobileBERT).
         #[arg(long, default_value_t = 2)]
@@ -158,7 +166,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert { model_dir, output, opset } => convert(&model_dir, &output, opset),
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, reduce_range, batch_size } => {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, reduce_range, max_f1_drop, golden, batch_size } => {
             let options = qaforge_quantize::QuantizeOptions {
                 precision: match precision {
                     PrecisionArg::Fp16 => qaforge_quantize::Precision::Fp16,
@@ -175,7 +183,8 @@ fn main() -> ExitCode {
                 batch_size,
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             };
-            quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples)
+            let search = max_f1_drop.zip(golden);
+            quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples, search)
         }
         Command::Table { reports } => table(&reports),
         Command::Answer { artifact, tokenizer, question, context } => answer(&artifact, &tokenizer, question, context),
@@ -253,6 +262,7 @@ fn quantize(
     calibration: Option<&std::path::Path>,
     tokenizer: Option<&std::path::Path>,
     samples: usize,
+    search: Option<(f64, PathBuf)>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let input_bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
@@ -271,7 +281,31 @@ fn quantize(
     };
     let passes = if options.method == qaforge_quantize::CalibrationMethod::MinMax { 1 } else { 2 };
     let bar = indicatif::ProgressBar::new(features.as_ref().map_or(0, |f| f.count * passes) as u64);
-    let (model, summary) = qaforge_quantize::quantize(&model, options, features.as_ref(), &qaforge_onnx::sha256_hex(&input_bytes), &|n| bar.inc(n as u64))?;
+    let input_sha256 = qaforge_onnx::sha256_hex(&input_bytes);
+    let (model, summary, search_log) = match search {
+        None => {
+            let (m, s) = qaforge_quantize::quantize(&model, options, features.as_ref(), &input_sha256, &|n| bar.inc(n as u64))?;
+            (m, s, None)
+        }
+        Some((max_f1_drop, fixture)) => {
+            let squad_dir = fixture.join("..").join("squad");
+            let data = qaforge_squad::SquadFile::load(&squad_dir.join("eval.json"))?;
+            let eval_features = qaforge_squad::Features::load(&squad_dir)?;
+            let reference = qaforge_verify::GoldenLogits::load(&fixture, &eval_features)?;
+            let options_pp = qaforge_squad::PostprocessOptions::default();
+            let reference_predictions: std::collections::BTreeMap<String, String> =
+                qaforge_squad::predict_all(&data, &eval_features, &reference.start, &reference.end, &options_pp, true).into_iter().map(|(k, p)| (k, p.text)).collect();
+            let slice = qaforge_quantize::sensitivity::EvaluationSlice {
+                data: &data,
+                features: &eval_features,
+                reference_f1: qaforge_squad::evaluate(&data, &reference_predictions).f1,
+            };
+            // The cosine floor verify applies to this precision.
+            let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision.as_str()).min_cosine.unwrap_or(0.0);
+            let (m, s, log) = qaforge_quantize::sensitivity::search(&model, options, features.as_ref(), &slice, max_f1_drop, min_cosine, &input_sha256, &|n| bar.inc(n as u64))?;
+            (m, s, Some(log))
+        }
+    };
     bar.finish_and_clear();
     let bytes = qaforge_onnx::encode(&model);
     qaforge_onnx::write_atomically(output, &bytes)?;
@@ -302,6 +336,14 @@ fn quantize(
         human_bytes(bytes.len() as u64),
         100.0 * bytes.len() as f64 / input_bytes.len() as f64
     );
+    if let Some(log) = search_log {
+        for step in &log.steps {
+            println!("  search          F1 drop {:+.2}, cosine {:.6} with {} group(s) float: {}", step.f1_drop, step.cosine, step.kept_float.len(), step.kept_float.join(", "));
+        }
+        if let Some((worst, mse)) = log.sensitivity.first() {
+            println!("  sensitivity     most harmful group {worst} (logit MSE {mse:.3e} when quantized alone)");
+        }
+    }
     println!("  sha256          {}", qaforge_onnx::sha256_hex(&bytes));
     println!("  time            {:.3} s", started.elapsed().as_secs_f64());
     Ok(())

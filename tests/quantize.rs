@@ -157,3 +157,23 @@ fn verify_fails_a_broken_quantization_with_a_report() {
     let markdown = std::fs::read_to_string(out.with_extension("report.md")).unwrap();
     assert!(markdown.contains("| FAIL |") && markdown.contains("Failures:"), "{markdown}");
 }
+
+#[test]
+fn sensitivity_search_keeps_harmful_layers_float_until_verify_passes() {
+    // Entropy calibration fails verify on this fixture (see above); with a search, qaforge keeps the
+    // most harmful layers float until the F1 drop and the logit cosine are within bounds.
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let out = dir.path().join("searched.onnx");
+    let fixture = golden().join("mobilebert-tiny");
+    let run = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "entropy", "--max-f1-drop", "0.5", "--golden", fixture.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("kept float by the sensitivity search"), "{}", text(&run));
+    let (verified, report) = verify_report(&out, "mobilebert-tiny");
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(report["squad"]["f1_drop"].as_f64().unwrap() <= 0.5);
+    assert!(metadata(&out)["qaforge.quantize.exclude"].contains("layer."), "the kept layers are recorded as exclusions");
+
+    let missing = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-dynamic", "--max-f1-drop", "0.5"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+}

@@ -12,6 +12,7 @@ pub mod calibrate;
 pub mod fp16;
 pub mod graph;
 pub mod int8;
+pub mod sensitivity;
 
 use std::collections::BTreeMap;
 
@@ -123,6 +124,26 @@ pub fn quantize(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     check_float_input(model)?;
+    let ranges = match options.precision {
+        Precision::Int8Static => {
+            let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
+            let tensors = calibration_tensors(model, &options.exclude)?;
+            Some((calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?, features.count))
+        }
+        _ => None,
+    };
+    apply(model, options, ranges.as_ref().map(|(r, n)| (r, *n)), input_sha256)
+}
+
+/// Quantizes with activation ranges already calibrated (int8-static; `(ranges, features used)`):
+/// lets a search re-quantize with other exclusions without calibrating again.
+pub fn apply(
+    model: &ModelProto,
+    options: &QuantizeOptions,
+    ranges: Option<(&BTreeMap<String, ActivationRange>, usize)>,
+    input_sha256: &str,
+) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+    check_float_input(model)?;
     let mut out = model.clone();
     let mut summary = QuantizeSummary::default();
     match options.precision {
@@ -135,10 +156,9 @@ pub fn quantize(
         }
         Precision::Int8Dynamic | Precision::Int8Static => {
             let activations = if options.precision == Precision::Int8Static {
-                let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
-                let tensors = calibration_tensors(model, &options.exclude)?;
-                summary.ranges = calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?;
-                summary.calibration_features = features.count;
+                let (ranges, count) = ranges.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibrated ranges".into()))?;
+                summary.ranges = ranges.clone();
+                summary.calibration_features = count;
                 int8::Activations::Static(&summary.ranges)
             } else {
                 int8::Activations::Dynamic

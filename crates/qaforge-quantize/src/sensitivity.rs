@@ -1,0 +1,186 @@
+//! Sensitivity search: when the fully quantized graph loses more F1 than allowed, rank node groups
+//! (one per encoder layer, plus the embedding path) by the logit error that quantizing that group
+//! alone causes on calibration features, then keep the most harmful groups float, one at a time,
+//! until the F1 drop on the evaluation slice is within the limit and the logits' cosine with the
+//! float graph's stays above the precision's floor (the two checks `qaforge verify` applies; on a
+//! model whose F1 barely depends on its logits, the cosine is what catches a broken graph).
+
+use std::collections::BTreeMap;
+
+use qaforge_runtime::TractSession;
+use qaforge_squad::{evaluate, predict_all, Features, PostprocessOptions, SquadFile};
+use tract_onnx::pb::ModelProto;
+
+use crate::{apply, calibrate, calibration_tensors, int8, Precision, QuantizeError, QuantizeOptions, QuantizeSummary};
+
+/// The evaluation slice the F1 drop is measured on.
+pub struct EvaluationSlice<'a> {
+    /// Questions and gold answers.
+    pub data: &'a SquadFile,
+    /// Their features.
+    pub features: &'a Features,
+    /// F1 of the reference (PyTorch) on this slice, computed the way [`f1_of`] computes it.
+    pub reference_f1: f64,
+}
+
+/// One step of the search, for the report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchStep {
+    /// Groups kept float at this step.
+    pub kept_float: Vec<String>,
+    /// F1 drop on the evaluation slice.
+    pub f1_drop: f64,
+    /// Cosine of the candidate's logits with the float graph's on the evaluation slice.
+    pub cosine: f64,
+}
+
+/// What the search did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SearchLog {
+    /// Mean squared logit error of quantizing each group alone, most harmful first.
+    pub sensitivity: Vec<(String, f64)>,
+    /// Each evaluated configuration.
+    pub steps: Vec<SearchStep>,
+}
+
+/// F1 (real tokens only, as verify scores) of a graph on a slice, with its logits.
+pub fn f1_of(model: &ModelProto, slice: &EvaluationSlice<'_>, threads: usize) -> Result<(f64, qaforge_runtime::Logits), QuantizeError> {
+    let session = TractSession::from_proto(model, "candidate graph")?;
+    let logits = session.run_features(slice.features, 8, threads, &|_| {})?;
+    let predictions: BTreeMap<String, String> =
+        predict_all(slice.data, slice.features, &logits.start, &logits.end, &PostprocessOptions::default(), true).into_iter().map(|(k, p)| (k, p.text)).collect();
+    Ok((evaluate(slice.data, &predictions).f1, logits))
+}
+
+fn cosine(a: &qaforge_runtime::Logits, b: &qaforge_runtime::Logits, features: &Features) -> f64 {
+    let m = features.max_length;
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for i in 0..features.count {
+        for t in 0..features.length(i) {
+            for (x, y) in [(a.start[i * m + t], b.start[i * m + t]), (a.end[i * m + t], b.end[i * m + t])] {
+                let (x, y) = (x as f64, y as f64);
+                dot += x * y;
+                na += x * x;
+                nb += y * y;
+            }
+        }
+    }
+    if na > 0.0 && nb > 0.0 { dot / (na.sqrt() * nb.sqrt()) } else { 0.0 }
+}
+
+/// The group of a node: `layer.N` for encoder layer N, else the first name component.
+fn group_of(name: &str) -> String {
+    let mut parts = name.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("layer"), Some(n)) => format!("layer.{n}"),
+        (Some(first), _) => first.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn logit_mse(a: &qaforge_runtime::Logits, b: &qaforge_runtime::Logits, features: &Features) -> f64 {
+    let m = features.max_length;
+    let (mut sum, mut n) = (0f64, 0usize);
+    for i in 0..features.count {
+        for t in 0..features.length(i) {
+            for (x, y) in [(a.start[i * m + t], b.start[i * m + t]), (a.end[i * m + t], b.end[i * m + t])] {
+                sum += ((x - y) as f64).powi(2);
+                n += 1;
+            }
+        }
+    }
+    sum / n.max(1) as f64
+}
+
+/// Quantizes `model` keeping as few groups float as needed for an F1 drop ≤ `max_f1_drop` and a
+/// logit cosine ≥ `min_cosine`.
+#[allow(clippy::too_many_arguments)]
+pub fn search(
+    model: &ModelProto,
+    options: &QuantizeOptions,
+    calibration: Option<&Features>,
+    slice: &EvaluationSlice<'_>,
+    max_f1_drop: f64,
+    min_cosine: f64,
+    input_sha256: &str,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(ModelProto, QuantizeSummary, SearchLog), QuantizeError> {
+    let ranges = match options.precision {
+        Precision::Int8Static => {
+            let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
+            let tensors = calibration_tensors(model, &options.exclude)?;
+            Some((calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?, features.count))
+        }
+        _ => None,
+    };
+    let ranges = ranges.as_ref().map(|(r, n)| (r, *n));
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+    let mut log = SearchLog::default();
+    let with_groups = |groups: &[String]| -> QuantizeOptions {
+        let mut o = options.clone();
+        o.exclude.extend(groups.iter().map(|g| format!("{g}.*")));
+        o
+    };
+    let mut kept: Vec<String> = Vec::new();
+    let (_, float_eval) = f1_of(model, slice, options.threads)?;
+    let measure = |candidate: &ModelProto| -> Result<(f64, f64), QuantizeError> {
+        let (f1, logits) = f1_of(candidate, slice, options.threads)?;
+        Ok((slice.reference_f1 - f1, cosine(&logits, &float_eval, slice.features)))
+    };
+    let (mut best, mut summary) = apply(model, options, ranges, input_sha256)?;
+    let (mut drop, mut cos) = measure(&best)?;
+    log.steps.push(SearchStep { kept_float: vec![], f1_drop: drop, cosine: cos });
+    if drop <= max_f1_drop && cos >= min_cosine {
+        return Ok((best, summary, log));
+    }
+
+    // Rank groups by the logit error of quantizing each alone, on (at most 32) calibration
+    // features, or on the evaluation features when there are no calibration features (dynamic, fp16).
+    let probe = calibration.cloned().unwrap_or_else(|| slice.features.clone()).truncated(32);
+    let float_logits = TractSession::from_proto(model, "float graph")?.run_features(&probe, 8, options.threads, &|_| {})?;
+    let mut groups: Vec<String> = Vec::new();
+    for (i, decision) in int8::weight_matmuls(graph, &options.exclude) {
+        let g = group_of(&graph.node[i].name);
+        if !matches!(decision, int8::Decision::Float(_)) && !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    if options.precision == Precision::Fp16 {
+        groups.clear();
+        for g in graph.node.iter().map(|n| group_of(&n.name)).filter(|g| g.starts_with("layer.")) {
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+    }
+    for g in &groups {
+        let others: Vec<String> = groups.iter().filter(|o| *o != g).cloned().collect();
+        let (candidate, _) = apply(model, &with_groups(&others), ranges, input_sha256)?;
+        let logits = TractSession::from_proto(&candidate, "candidate graph")?.run_features(&probe, 8, options.threads, &|_| {})?;
+        log.sensitivity.push((g.clone(), logit_mse(&logits, &float_logits, &probe)));
+    }
+    log.sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+
+    for (g, _) in log.sensitivity.clone() {
+        kept.push(g);
+        let (candidate, mut s) = apply(model, &with_groups(&kept), ranges, input_sha256)?;
+        for reason in s.kept_float.values_mut() {
+            if let Some(g) = reason.strip_prefix("excluded by --exclude ").and_then(|p| p.strip_suffix(".*")) {
+                if kept.iter().any(|k| k == g) {
+                    *reason = format!("kept float by the sensitivity search ({g} ranks among the most harmful groups)");
+                }
+            }
+        }
+        (drop, cos) = measure(&candidate)?;
+        log.steps.push(SearchStep { kept_float: kept.clone(), f1_drop: drop, cosine: cos });
+        best = candidate;
+        summary = s;
+        if drop <= max_f1_drop && cos >= min_cosine {
+            return Ok((best, summary, log));
+        }
+    }
+    Err(QuantizeError::Graph(format!(
+        "F1 drop {drop:.2} (limit {max_f1_drop}), cosine {cos:.6} (floor {min_cosine}) with every group ({}) kept float",
+        kept.join(", ")
+    )))
+}
