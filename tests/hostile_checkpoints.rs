@@ -206,3 +206,57 @@ fn torch_storage_smaller_than_its_tensor_is_refused() {
     std::fs::write(dir.join("pytorch_model.bin"), torch_zip(&[("archive/data.pkl", pickle), ("archive/data/0", &[0u8; 40])])).unwrap();
     assert_refused(&dir, &["pytorch_model.bin", "tensor `w`", "claims 1000 elements"]);
 }
+
+/// Splits the tiny fixture into two safetensors shards plus an index; `edit_index` may change the
+/// weight map before it is written.
+fn sharded_dir(root: &Path, name: &str, edit_index: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> PathBuf {
+    let dir = model_dir(root, name);
+    let bytes = tiny_safetensors();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (k, part) in names.chunks(names.len().div_ceil(2)).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", k + 1);
+        let views: Vec<_> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        std::fs::write(dir.join(&file), safetensors::serialize(views, None).unwrap()).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), serde_json::Value::String(file.clone()));
+        }
+    }
+    edit_index(&mut weight_map);
+    let index = serde_json::json!({"metadata": {"total_size": bytes.len()}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn sharded_safetensors_convert_to_the_same_graph() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = sharded_dir(root.path(), "sharded", |_| {});
+    let sharded = root.path().join("sharded.onnx");
+    let output = qaforge(&["convert", dir.to_str().unwrap(), "-o", sharded.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("model-00002-of-00002.safetensors"), "{}", text(&output));
+    let whole = common::convert("mobilebert-tiny", root.path());
+    // Same nodes and initializers; only the provenance (source files and their hash) differs.
+    let (a, b) = (qaforge_onnx::read_model(&sharded).unwrap(), qaforge_onnx::read_model(&whole).unwrap());
+    assert!(a.graph == b.graph, "a sharded checkpoint gives a different graph");
+}
+
+#[test]
+fn broken_shard_indexes_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let escaping = sharded_dir(root.path(), "escaping", |map| {
+        map.insert("qa_outputs.bias".into(), "../model.safetensors".into());
+    });
+    assert_refused(&escaping, &["model.safetensors.index.json", "not a plain file name"]);
+    let misplaced = sharded_dir(root.path(), "misplaced", |map| {
+        map.insert("qa_outputs.bias".into(), "model-00001-of-00002.safetensors".into());
+    });
+    assert_refused(&misplaced, &["qa_outputs.bias", "is not in shard"]);
+    let missing = sharded_dir(root.path(), "missing", |map| {
+        map.insert("qa_outputs.bias".into(), "model-00003-of-00003.safetensors".into());
+    });
+    assert_refused(&missing, &["model-00003-of-00003.safetensors"]);
+}
