@@ -421,7 +421,9 @@ fn verify(
     if let Some(t) = overrides.min_cosine {
         tolerances.min_cosine = Some(t);
     }
-    let bar = indicatif::ProgressBar::new(0);
+    // The bar's length: the feature count (the features file is small; verify reads it again).
+    let count = qaforge_squad::Features::load(&paths.squad).map_or(0, |f| f.count);
+    let bar = indicatif::ProgressBar::new(count as u64);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let result = qaforge_verify::verify(artifact, &paths, Some(tolerances), batch_size, threads, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
