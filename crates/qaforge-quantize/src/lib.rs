@@ -124,15 +124,25 @@ pub fn quantize(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     check_float_input(model)?;
-    let ranges = match options.precision {
-        Precision::Int8Static => {
-            let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
-            let tensors = calibration_tensors(model, &options.exclude)?;
-            Some((calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?, features.count))
-        }
-        _ => None,
-    };
+    let ranges = calibrated_ranges(model, options, calibration, progress)?;
     apply(model, options, ranges.as_ref().map(|(r, n)| (r, *n)), input_sha256)
+}
+
+/// For int8-static, the calibrated ranges of every activation to quantize and the number of
+/// features they were measured on; `None` for the other precisions.
+pub fn calibrated_ranges(
+    model: &ModelProto,
+    options: &QuantizeOptions,
+    calibration: Option<&Features>,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Option<(BTreeMap<String, ActivationRange>, usize)>, QuantizeError> {
+    if options.precision != Precision::Int8Static {
+        return Ok(None);
+    }
+    let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
+    let tensors = calibration_tensors(model, &options.exclude)?;
+    let ranges = calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?;
+    Ok(Some((ranges, features.count)))
 }
 
 /// Quantizes with activation ranges already calibrated (int8-static; `(ranges, features used)`):

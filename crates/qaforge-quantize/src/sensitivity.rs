@@ -11,7 +11,7 @@ use qaforge_runtime::TractSession;
 use qaforge_squad::{evaluate, predict_all, Features, PostprocessOptions, SquadFile};
 use tract_onnx::pb::ModelProto;
 
-use crate::{apply, calibrate, calibration_tensors, int8, Precision, QuantizeError, QuantizeOptions, QuantizeSummary};
+use crate::{apply, calibrated_ranges, int8, Precision, QuantizeError, QuantizeOptions, QuantizeSummary};
 
 /// The evaluation slice the F1 drop is measured on.
 pub struct EvaluationSlice<'a> {
@@ -105,14 +105,7 @@ pub fn search(
     input_sha256: &str,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(ModelProto, QuantizeSummary, SearchLog), QuantizeError> {
-    let ranges = match options.precision {
-        Precision::Int8Static => {
-            let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
-            let tensors = calibration_tensors(model, &options.exclude)?;
-            Some((calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?, features.count))
-        }
-        _ => None,
-    };
+    let ranges = calibrated_ranges(model, options, calibration, progress)?;
     let ranges = ranges.as_ref().map(|(r, n)| (r, *n));
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
     let mut log = SearchLog::default();
