@@ -190,7 +190,7 @@ fn main() -> ExitCode {
         Command::Answer { artifact, tokenizer, question, context } => answer(&artifact, &tokenizer, question, context),
         Command::Eval { data, predictions, out_file } => eval(&data, &predictions, out_file),
         Command::Verify { artifact, golden, squad, max_abs_diff, max_f1_drop, min_cosine, batch_size, report } => {
-            let overrides = Overrides { max_abs_diff, max_f1_drop, min_cosine };
+            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine };
             verify(&artifact, &golden, squad, overrides, batch_size, report)
         }
     };
@@ -392,40 +392,22 @@ fn eval(data: &std::path::Path, predictions: &std::path::Path, out_file: Option<
     Ok(())
 }
 
-/// Tolerance flags given on the command line; each replaces its precision default.
-struct Overrides {
-    max_abs_diff: Option<f64>,
-    max_f1_drop: Option<f64>,
-    min_cosine: Option<f64>,
-}
-
 fn verify(
     artifact: &std::path::Path,
     golden: &std::path::Path,
     squad: Option<PathBuf>,
-    overrides: Overrides,
+    overrides: qaforge_verify::ToleranceOverrides,
     batch_size: usize,
     report: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let paths = qaforge_verify::GoldenPaths { fixture: golden.to_owned(), squad: squad.unwrap_or_else(|| golden.join("..").join("squad")) };
-    // Tolerances: the artifact's precision defaults, with any flag replacing its own entry.
-    let model = qaforge_onnx::read_model(artifact)?;
-    let precision = model.metadata_props.iter().find(|p| p.key == "qaforge.precision").map_or("fp32", |p| p.value.as_str());
-    let mut tolerances = qaforge_verify::Tolerances::for_precision(precision);
-    if let Some(t) = overrides.max_abs_diff {
-        tolerances.max_abs_diff = Some(t);
-    }
-    if let Some(t) = overrides.max_f1_drop {
-        tolerances.max_f1_drop = Some(t);
-    }
-    if let Some(t) = overrides.min_cosine {
-        tolerances.min_cosine = Some(t);
-    }
-    // The bar's length: the feature count (the features file is small; verify reads it again).
-    let count = qaforge_squad::Features::load(&paths.squad).map_or(0, |f| f.count);
-    let bar = indicatif::ProgressBar::new(count as u64);
+    let bar = indicatif::ProgressBar::new(0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let result = qaforge_verify::verify(artifact, &paths, Some(tolerances), batch_size, threads, &|n| bar.inc(n as u64))?;
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.inc(done as u64);
+    };
+    let result = qaforge_verify::verify(artifact, &paths, overrides, batch_size, threads, &progress)?;
     bar.finish_and_clear();
     if let Some(path) = report {
         let json = serde_json::to_string_pretty(&result)?;

@@ -57,7 +57,12 @@ pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
 /// Reads an ONNX model file.
 pub fn read_model(path: &Path) -> Result<pb::ModelProto, EmitError> {
     let bytes = std::fs::read(path).map_err(|source| EmitError::Io { path: path.to_owned(), source })?;
-    let model = pb::ModelProto::decode(bytes.as_slice())
+    decode_model(&bytes, path)
+}
+
+/// Decodes the bytes of an ONNX model file; `path` names it in errors.
+pub fn decode_model(bytes: &[u8], path: &Path) -> Result<pb::ModelProto, EmitError> {
+    let model = pb::ModelProto::decode(bytes)
         .map_err(|e| EmitError::InvalidModel { path: path.to_owned(), message: e.to_string() })?;
     if model.graph.is_none() {
         return Err(EmitError::InvalidModel { path: path.to_owned(), message: "no graph".into() });

@@ -22,7 +22,7 @@ pub const FP16_KEEP_FLOAT_OPS: &[&str] = &["LayerNormalization", "Softmax", "Pow
 #[derive(Debug, Default)]
 pub struct Fp16Summary {
     /// Nodes computing in float16.
-    pub half_nodes: usize,
+    pub half_nodes: Vec<String>,
     /// Float nodes kept in float32, with the reason.
     pub kept_float: Reasons,
     /// Cast nodes inserted at float16/float32 boundaries.
@@ -112,7 +112,7 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
                 n.attribute.retain(|a| a.name != "to");
                 n.attribute.push(int_attribute("to", DataType::Float16 as i64));
             }
-            summary.half_nodes += 1;
+            summary.half_nodes.push(n.name.clone());
         }
         new_nodes.push(n);
     }

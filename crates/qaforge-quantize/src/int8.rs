@@ -80,7 +80,8 @@ pub fn activation_matmuls(graph: &GraphProto) -> Reasons {
 /// Symmetric int8 quantization of a `[rows, cols]` matrix with one scale per column (`axis` 1)
 /// or per row (`axis` 0), or one scale for all. Returns (int8 values, scales).
 pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize, options: WeightOptions) -> (Vec<i8>, Vec<f32>) {
-    let qmax: f32 = if options.reduce_range { 63.0 } else { 127.0 };
+    // Full range is symmetric [-127, 127]; reduce range is 7-bit two's complement [-64, 63].
+    let (qmin, qmax): (f32, f32) = if options.reduce_range { (-64.0, 63.0) } else { (-127.0, 127.0) };
     let channels = if options.per_tensor { 1 } else if axis == 0 { rows } else { cols };
     let channel = |r: usize, c: usize| if options.per_tensor { 0 } else if axis == 0 { r } else { c };
     let mut amax = vec![0f32; channels];
@@ -96,7 +97,7 @@ pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize,
     for r in 0..rows {
         for c in 0..cols {
             let s = scales[channel(r, c)];
-            q[r * cols + c] = (values[r * cols + c] / s).round().clamp(-qmax - if options.reduce_range { 1.0 } else { 0.0 }, qmax) as i8;
+            q[r * cols + c] = (values[r * cols + c] / s).round().clamp(qmin, qmax) as i8;
         }
     }
     (q, scales)

@@ -159,8 +159,7 @@ pub fn apply(
     match options.precision {
         Precision::Fp16 => {
             let s = fp16::convert(&mut out, &options.exclude)?;
-            let graph = out.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-            summary.converted = graph.node.iter().filter(|n| !s.kept_float.contains_key(&n.name) && n.op_type != "Cast").map(|n| n.name.clone()).take(s.half_nodes).collect();
+            summary.converted = s.half_nodes;
             summary.kept_float = s.kept_float;
             summary.casts = s.casts;
         }

@@ -37,25 +37,19 @@ pub struct Logits {
 impl TractSession {
     /// Loads and optimises an ONNX file.
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
-        let runtime = |e: TractError| RuntimeError { path: path.to_owned(), message: format!("{e:#}") };
-        let plan = tract_onnx::onnx()
-            .model_for_path(path)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(runtime)?;
-        Ok(TractSession { path: path.to_owned(), plan })
+        Self::optimized(tract_onnx::onnx().model_for_path(path), path.to_owned())
     }
 
-    /// Loads and optimises an in-memory model; `label` names it in errors.
+    /// Loads and optimises an in-memory model; `label` (a file name or a description) names it in errors.
     pub fn from_proto(model: &ModelProto, label: &str) -> Result<Self, RuntimeError> {
-        let path = PathBuf::from(label);
-        let runtime = |e: TractError| RuntimeError { path: path.clone(), message: format!("{e:#}") };
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(model)
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(runtime)?;
-        Ok(TractSession { path, plan })
+        Self::optimized(tract_onnx::onnx().model_for_proto_model(model), PathBuf::from(label))
+    }
+
+    fn optimized(model: TractResult<InferenceModel>, path: PathBuf) -> Result<Self, RuntimeError> {
+        match model.and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()) {
+            Ok(plan) => Ok(TractSession { path, plan }),
+            Err(e) => Err(RuntimeError { path, message: format!("{e:#}") }),
+        }
     }
 
     /// Runs one batch given as `[batch, len]` row-major inputs and returns every output as f32

@@ -8,7 +8,7 @@ pub mod stats;
 pub use golden::{GoldenFeatures, GoldenLogits};
 pub use qaforge_runtime::{Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
-pub use report::{verify, GoldenPaths, Report, Tolerances, MARKDOWN_HEADER};
+pub use report::{verify, GoldenPaths, Report, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
 
 /// Errors of verification.
 #[derive(Debug, thiserror::Error)]

@@ -40,6 +40,29 @@ impl Tolerances {
     }
 }
 
+/// Tolerances given explicitly (command-line flags); each replaces its precision default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ToleranceOverrides {
+    /// Replaces [`Tolerances::max_abs_diff`].
+    pub max_abs_diff: Option<f64>,
+    /// Replaces [`Tolerances::max_f1_drop`].
+    pub max_f1_drop: Option<f64>,
+    /// Replaces [`Tolerances::min_cosine`].
+    pub min_cosine: Option<f64>,
+}
+
+impl Tolerances {
+    /// These tolerances with every given override in place of its default.
+    pub fn with(self, overrides: ToleranceOverrides) -> Self {
+        Tolerances {
+            max_abs_diff: overrides.max_abs_diff.or(self.max_abs_diff),
+            max_f1_drop: overrides.max_f1_drop.or(self.max_f1_drop),
+            min_cosine: overrides.min_cosine.or(self.min_cosine),
+            identical_predictions: self.identical_predictions,
+        }
+    }
+}
+
 /// SQuAD v2 scores of the artifact and the reference on the golden evaluation slice.
 #[derive(Debug, Clone, Serialize)]
 pub struct SquadScores {
@@ -131,29 +154,31 @@ pub struct GoldenPaths {
     pub squad: PathBuf,
 }
 
-/// Runs `artifact` with tract over the golden features and checks it against `tolerances`
-/// (`None`: the defaults of its precision).
+/// Runs `artifact` with tract over the golden features and checks it against its precision's
+/// default tolerances with `overrides` in place. `progress` gets (features just done, total).
 pub fn verify(
     artifact: &Path,
     golden: &GoldenPaths,
-    tolerances: Option<Tolerances>,
+    overrides: ToleranceOverrides,
     batch_size: usize,
     threads: usize,
-    progress: &(dyn Fn(usize) + Sync),
+    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Report, VerifyError> {
     let started = Instant::now();
+    // The file is read once: its bytes give the size and sha256, their decoding the metadata and
+    // the graph tract runs.
     let bytes = std::fs::read(artifact).map_err(|source| VerifyError::Io { path: artifact.to_owned(), source })?;
-    let model = qaforge_onnx::read_model(artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?;
+    let model = qaforge_onnx::decode_model(&bytes, artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?;
     let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
     let precision = metadata.get("qaforge.precision").cloned().unwrap_or_else(|| "fp32".into());
-    let tolerances = tolerances.unwrap_or_else(|| Tolerances::for_precision(&precision));
+    let tolerances = Tolerances::for_precision(&precision).with(overrides);
 
     let data = SquadFile::load(&golden.squad.join("eval.json"))?;
     let features = Features::load(&golden.squad)?;
     let reference = GoldenLogits::load(&golden.fixture, &features)?;
 
-    let session = TractSession::load(artifact)?;
-    let logits = session.run_features(&features, batch_size, threads, progress)?;
+    let session = TractSession::from_proto(&model, &artifact.display().to_string())?;
+    let logits = session.run_features(&features, batch_size, threads, &|n| progress(n, features.count))?;
     let seconds = started.elapsed().as_secs_f64();
 
     let stats = LogitStats::over_features(&features, &logits, &reference);
@@ -225,7 +250,7 @@ pub fn verify(
         precision,
         metadata,
         fixture: golden.fixture.clone(),
-        engine: format!("tract {}", tract_version()),
+        engine: format!("tract {}", env!("QAFORGE_TRACT_VERSION")),
         cpu: cpu_description(),
         features: features.count,
         seconds,
@@ -239,11 +264,6 @@ pub fn verify(
     };
     report.table_row = report.markdown_row();
     Ok(report)
-}
-
-fn tract_version() -> &'static str {
-    // tract-onnx's version, pinned by Cargo.lock; kept in one place for reports.
-    "0.23"
 }
 
 fn size(bytes: u64) -> String {
