@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::time::Instant;
 
+use qaforge_verify::Engine;
+
 fn summary(mut seconds: Vec<f64>) -> (f64, f64, f64) {
     seconds.sort_by(f64::total_cmp);
     (seconds[0], seconds[seconds.len() / 2], seconds[seconds.len() - 1])

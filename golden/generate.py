@@ -19,6 +19,13 @@ What it writes (see golden/README.md for the why):
   <fixture>/golden/logits.safetensors    PyTorch start/end logits (float32) for every feature
   <fixture>/golden/predictions.json      run_qa.py post-processing of those logits
   <fixture>/golden/metrics.json          official SQuAD v2 metrics of those predictions
+  <fixture>/golden/metrics-na-probs.json the same with null_odds as no-answer probabilities
+                                         (best_exact / best_f1 thresholds)
+  squad/predictions/bert-large-single.na-probs*.json  a tie-heavy no-answer probability file and
+                                         its metrics (see write_system_threshold_metrics)
+
+The metric itself is restated in squad_v2_eval.py (pure Python). `--metrics-only` rewrites just the
+metric files from the committed predictions, without running a model.
 """
 
 import argparse
@@ -33,6 +40,9 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file as save_numpy
 from transformers import BertTokenizerFast, MobileBertConfig, MobileBertForQuestionAnswering
+
+# The official SQuAD v2 metric, restated in a module of its own (no torch needed to run it).
+from squad_v2_eval import evaluate as squad_v2_evaluate
 
 MAX_LENGTH = 384
 DOC_STRIDE = 128
@@ -207,61 +217,6 @@ def postprocess(examples, features, start_all, end_all):
 
 
 # ---------------------------------------------------------------------------------------------
-# The official SQuAD v2 metric (evaluate-v2.0.py), restated: normalisation, EM, F1, HasAns/NoAns.
-# ---------------------------------------------------------------------------------------------
-
-def normalize_answer(s):
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(re.compile(r"\b(a|an|the)\b", re.UNICODE), " ", s)
-    return " ".join(s.split())
-
-
-def compute_f1(gold, pred):
-    gold_toks = normalize_answer(gold).split() if gold else []
-    pred_toks = normalize_answer(pred).split() if pred else []
-    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
-    num_same = sum(common.values())
-    if len(gold_toks) == 0 or len(pred_toks) == 0:
-        return float(gold_toks == pred_toks)
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(pred_toks)
-    recall = num_same / len(gold_toks)
-    return (2 * precision * recall) / (precision + recall)
-
-
-def squad_v2_metrics(squad, preds):
-    exact, f1, has_ans = {}, {}, {}
-    for article in squad["data"]:
-        for p in article["paragraphs"]:
-            for qa in p["qas"]:
-                qid = qa["id"]
-                has_ans[qid] = bool(qa["answers"])
-                golds = [a["text"] for a in qa["answers"] if normalize_answer(a["text"])] or [""]
-                if qid not in preds:
-                    continue
-                pred = preds[qid]
-                exact[qid] = max(int(normalize_answer(g) == normalize_answer(pred)) for g in golds)
-                f1[qid] = max(compute_f1(g, pred) for g in golds)
-    def agg(ids):
-        return (100.0 * sum(exact[k] for k in ids) / len(ids),
-                100.0 * sum(f1[k] for k in ids) / len(ids), len(ids))
-    out = collections.OrderedDict()
-    e, f, t = agg(list(has_ans))
-    out["exact"], out["f1"], out["total"] = e, f, t
-    has = [k for k, v in has_ans.items() if v]
-    no = [k for k, v in has_ans.items() if not v]
-    if has:
-        e, f, t = agg(has)
-        out["HasAns_exact"], out["HasAns_f1"], out["HasAns_total"] = e, f, t
-    if no:
-        e, f, t = agg(no)
-        out["NoAns_exact"], out["NoAns_f1"], out["NoAns_total"] = e, f, t
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # Fixtures
 # ---------------------------------------------------------------------------------------------
 
@@ -340,6 +295,30 @@ def write_json(path, obj):
         f.write("\n")
 
 
+def write_fixture_threshold_metrics(fixture_dir, eval_squad):
+    """evaluate-v2.0.py with run_qa.py's null_odds as the no-answer probability file (as run_qa.py
+    hands them to the metric): best_exact/best_f1 and their thresholds, at the default threshold
+    and at -2.0 (questions whose null score comes within 2 of the best span answered with "")."""
+    with open(os.path.join(fixture_dir, "golden", "predictions.json")) as f:
+        golden = json.load(f)
+    write_json(os.path.join(fixture_dir, "golden", "metrics-na-probs.json"), collections.OrderedDict(
+        (f"thresh={t}", squad_v2_evaluate(eval_squad, golden["predictions"], golden["null_odds"], t))
+        for t in (1.0, -2.0)))
+
+
+def write_system_threshold_metrics(squad_dir, eval_squad):
+    """A tie-heavy no-answer probability file for bert-large-single (1.0 where it answered "",
+    0.5 for one-word answers, 0.0 otherwise), so that the best-threshold search's stable order of
+    equal probabilities (the file's order) is exercised, and its metrics."""
+    with open(os.path.join(squad_dir, "predictions", "bert-large-single.json")) as f:
+        preds = json.load(f, object_pairs_hook=collections.OrderedDict)
+    na_probs = collections.OrderedDict(
+        (qid, 1.0 if not text else 0.5 if len(text.split()) == 1 else 0.0) for qid, text in reversed(preds.items()))
+    write_json(os.path.join(squad_dir, "predictions", "bert-large-single.na-probs.json"), na_probs)
+    write_json(os.path.join(squad_dir, "predictions", "bert-large-single.na-probs.metrics.json"), collections.OrderedDict(
+        (f"thresh={t}", squad_v2_evaluate(eval_squad, preds, na_probs, t)) for t in (1.0, 0.4)))
+
+
 def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, features):
     fixture_dir = os.path.join(out, name)
     os.makedirs(os.path.join(fixture_dir, "golden"), exist_ok=True)
@@ -391,19 +370,44 @@ def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, feature
     predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
     write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
                {"predictions": predictions, "null_odds": null_odds})
-    metrics = squad_v2_metrics(eval_squad, predictions)
+    metrics = squad_v2_evaluate(eval_squad, predictions)
     write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
+    write_fixture_threshold_metrics(fixture_dir, eval_squad)
     params = sum(p.numel() for p in model.parameters())
     answered = sum(1 for v in predictions.values() if v)
     print(f"{name}: {params} parameters, logit std {start_all.std():.3f}/{end_all.std():.3f}, "
           f"answered {answered}/{len(predictions)}, EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f}")
 
 
+def rewrite_metrics(out):
+    """The metric files of every fixture and system from the committed eval slice and predictions."""
+    squad_dir = os.path.join(out, "squad")
+    with open(os.path.join(squad_dir, "eval.json")) as f:
+        eval_squad = json.load(f)
+    system_metrics = collections.OrderedDict()
+    for system in ("bert-large-single", "nlnet-single", "bidaf-sa-elmo"):
+        with open(os.path.join(squad_dir, "predictions", system + ".json")) as f:
+            system_metrics[system] = squad_v2_evaluate(eval_squad, json.load(f))
+    write_json(os.path.join(squad_dir, "predictions", "metrics.json"), system_metrics)
+    write_system_threshold_metrics(squad_dir, eval_squad)
+    for name in FIXTURES:
+        fixture_dir = os.path.join(out, name)
+        with open(os.path.join(fixture_dir, "golden", "predictions.json")) as f:
+            predictions = json.load(f)["predictions"]
+        write_json(os.path.join(fixture_dir, "golden", "metrics.json"), squad_v2_evaluate(eval_squad, predictions))
+        write_fixture_threshold_metrics(fixture_dir, eval_squad)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    parser.add_argument("--metrics-only", action="store_true",
+                        help="only rewrite the metric files from the committed predictions (no model runs)")
     args = parser.parse_args()
+    if args.metrics_only:
+        rewrite_metrics(args.out)
+        return
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
 
@@ -426,8 +430,9 @@ def main():
             all_preds = json.load(f)
         sliced = collections.OrderedDict((k, all_preds[k]) for k in eval_ids)
         write_json(os.path.join(squad_dir, "predictions", system + ".json"), sliced)
-        system_metrics[system] = squad_v2_metrics(eval_squad, sliced)
+        system_metrics[system] = squad_v2_evaluate(eval_squad, sliced)
     write_json(os.path.join(squad_dir, "predictions", "metrics.json"), system_metrics)
+    write_system_threshold_metrics(squad_dir, eval_squad)
 
     vocab_dir = os.path.join(args.shared, "vocab", "bert-base-uncased")
     tokenizer = BertTokenizerFast(vocab_file=os.path.join(vocab_dir, "vocab.txt"),

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use qaforge_verify::Engine;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -106,9 +107,17 @@ enum Command {
         /// Also write the JSON here.
         #[arg(long)]
         out_file: Option<PathBuf>,
+        /// No-answer probabilities (question id → number, e.g. run_qa.py's null_odds.json): adds
+        /// best_exact, best_exact_thresh, best_f1 and best_f1_thresh.
+        #[arg(long)]
+        na_prob_file: Option<PathBuf>,
+        /// Count a question as answered with "" when its no-answer probability exceeds this.
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        na_prob_thresh: f64,
     },
-    /// Run an ONNX artifact with tract on a fixture's golden features: logits against PyTorch's, SQuAD
-    /// scores against the gold answers and the reference predictions, tolerances by precision.
+    /// Run an ONNX artifact (tract, or ONNX Runtime) on a fixture's golden features: logits against
+    /// PyTorch's, SQuAD scores against the gold answers and the reference predictions, tolerances by
+    /// precision.
     Verify {
         /// The ONNX artifact.
         artifact: PathBuf,
@@ -133,6 +142,14 @@ enum Command {
         /// Write the JSON report here, and the Markdown report beside it (same name, .md).
         #[arg(long)]
         report: Option<PathBuf>,
+        /// The engine that runs the artifact: tract (built in) or ort (ONNX Runtime, the runtime
+        /// phones use; needs a build with `--features ort` and libonnxruntime).
+        #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
+        engine: EngineArg,
+        /// libonnxruntime for `--engine ort` (default: $ORT_DYLIB_PATH), e.g. the one inside the
+        /// onnxruntime PyPI wheel (site-packages/onnxruntime/capi/libonnxruntime.so.*).
+        #[arg(long, env = "ORT_DYLIB_PATH")]
+        ort_library: Option<PathBuf>,
     },
 }
 
@@ -141,6 +158,12 @@ enum PrecisionArg {
     Fp16,
     Int8Dynamic,
     Int8Static,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    Tract,
+    Ort,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -188,10 +211,10 @@ fn main() -> ExitCode {
         }
         Command::Table { reports } => table(&reports),
         Command::Answer { artifact, tokenizer, question, context } => answer(&artifact, &tokenizer, question, context),
-        Command::Eval { data, predictions, out_file } => eval(&data, &predictions, out_file),
-        Command::Verify { artifact, golden, squad, max_abs_diff, max_f1_drop, min_cosine, batch_size, report } => {
+        Command::Eval { data, predictions, out_file, na_prob_file, na_prob_thresh } => eval(&data, &predictions, out_file, na_prob_file, na_prob_thresh),
+        Command::Verify { artifact, golden, squad, max_abs_diff, max_f1_drop, min_cosine, batch_size, report, engine, ort_library } => {
             let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine };
-            verify(&artifact, &golden, squad, overrides, batch_size, report)
+            engine_choice(engine, ort_library).and_then(|engine| verify(&artifact, &golden, squad, overrides, batch_size, engine, report))
         }
     };
     match result {
@@ -266,10 +289,11 @@ fn quantize(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let input_bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let model = qaforge_onnx::read_model(input)?;
+    let model = qaforge_onnx::decode_model(&input_bytes, input)?;
     let features = match (options.precision, calibration, tokenizer) {
         (qaforge_quantize::Precision::Int8Static, Some(data), Some(tokenizer)) => {
             let squad = qaforge_squad::SquadFile::load(data)?;
+            println!("calibration data {}: {}", data.display(), squad.summary());
             let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
             let features = tokenizer.features(&squad.examples, &qaforge_squad::FeatureOptions::default())?.truncated(samples);
             Some(features)
@@ -356,7 +380,7 @@ fn answer(artifact: &std::path::Path, tokenizer: &std::path::Path, question: Str
     let features = tokenizer.features(std::slice::from_ref(&example), &qaforge_squad::FeatureOptions::default())?;
     let session = qaforge_verify::TractSession::load(artifact)?;
     let logits = session.run_features(&features, 8, 1, &|_| {})?;
-    let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1 };
+    let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1, paragraphs: 1 };
     let options = qaforge_squad::PostprocessOptions::default();
     let prediction = qaforge_squad::predict_all(&squad, &features, &logits.start, &logits.end, &options, true).remove("question");
     let prediction = prediction.context("no prediction")?;
@@ -380,10 +404,18 @@ fn table(reports: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn eval(data: &std::path::Path, predictions: &std::path::Path, out_file: Option<PathBuf>) -> anyhow::Result<()> {
+fn eval(data: &std::path::Path, predictions_path: &std::path::Path, out_file: Option<PathBuf>, na_prob_file: Option<PathBuf>, na_prob_thresh: f64) -> anyhow::Result<()> {
     let squad = qaforge_squad::SquadFile::load(data)?;
-    let predictions = qaforge_squad::load_predictions(predictions)?;
-    let metrics = qaforge_squad::evaluate(&squad, &predictions);
+    let predictions = qaforge_squad::load_predictions(predictions_path)?;
+    let scored = squad.examples.iter().filter(|e| predictions.contains_key(&e.id)).count();
+    anyhow::ensure!(scored > 0, "{}: none of its {} predictions is a question of {}", predictions_path.display(), predictions.len(), data.display());
+    let na_probs = na_prob_file.as_deref().map(qaforge_squad::NoAnswerProbabilities::load).transpose()?;
+    let metrics = qaforge_squad::evaluate_with_thresholds(&squad, &predictions, na_probs.as_ref(), na_prob_thresh)?;
+    // stdout carries exactly the official script's JSON; the summary goes to stderr.
+    eprintln!("{}: {}; {} predicted", data.display(), squad.summary(), scored);
+    if scored < squad.examples.len() {
+        eprintln!("warning: {} questions have no prediction and are left out of the totals", squad.examples.len() - scored);
+    }
     let json = serde_json::to_string_pretty(&metrics)?;
     println!("{json}");
     if let Some(path) = out_file {
@@ -392,22 +424,36 @@ fn eval(data: &std::path::Path, predictions: &std::path::Path, out_file: Option<
     Ok(())
 }
 
+fn engine_choice(engine: EngineArg, ort_library: Option<PathBuf>) -> anyhow::Result<qaforge_verify::EngineChoice> {
+    Ok(match engine {
+        EngineArg::Tract => qaforge_verify::EngineChoice::Tract,
+        EngineArg::Ort => {
+            anyhow::ensure!(cfg!(feature = "ort"), "this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`");
+            let library = ort_library.context("--engine ort needs libonnxruntime: pass --ort-library or set ORT_DYLIB_PATH")?;
+            anyhow::ensure!(library.is_file(), "{}: no such file (libonnxruntime for --engine ort)", library.display());
+            qaforge_verify::EngineChoice::OnnxRuntime { library }
+        }
+    })
+}
+
 fn verify(
     artifact: &std::path::Path,
     golden: &std::path::Path,
     squad: Option<PathBuf>,
     overrides: qaforge_verify::ToleranceOverrides,
     batch_size: usize,
+    engine: qaforge_verify::EngineChoice,
     report: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let paths = qaforge_verify::GoldenPaths { fixture: golden.to_owned(), squad: squad.unwrap_or_else(|| golden.join("..").join("squad")) };
     let bar = indicatif::ProgressBar::new(0);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.inc(done as u64);
     };
-    let result = qaforge_verify::verify(artifact, &paths, overrides, batch_size, threads, &progress)?;
+    let run = qaforge_verify::RunOptions { engine, batch_size, cores };
+    let result = qaforge_verify::verify(artifact, &paths, overrides, &run, &progress)?;
     bar.finish_and_clear();
     if let Some(path) = report {
         let json = serde_json::to_string_pretty(&result)?;
@@ -416,10 +462,12 @@ fn verify(
     }
     println!("{}\n{}", qaforge_verify::MARKDOWN_HEADER, result.markdown_row());
     println!(
-        "{}: {} features in {:.2} s; reference F1 {:.2}; {} of {} predictions identical",
+        "{}: {}; {} features in {:.2} s ({}); reference F1 {:.2}; {} of {} predictions identical",
         artifact.display(),
+        result.data,
         result.features,
         result.seconds,
+        result.engine,
         result.squad.reference.f1,
         result.squad.identical_predictions,
         result.squad.questions

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{convert, golden, qaforge, text, FIXTURES};
+use qaforge_verify::Engine;
 
 #[test]
 fn every_fixture_matches_the_pytorch_logits() {
@@ -115,4 +116,23 @@ fn full_size_mobilebert_converts_and_runs() {
     let (start, end) = session.run_batch(1, n, ids, vec![1; n], types).unwrap();
     assert!(start.iter().chain(&end).all(|v| v.is_finite()));
     assert!(start.iter().any(|&v| v != start[0]), "constant logits");
+}
+
+/// `--engine ort` is a usage error (exit 2, a message saying what to do) when the build lacks the
+/// `ort` feature or libonnxruntime cannot be found. The passing runs with ONNX Runtime are in
+/// `make test-onnx`, which has the onnxruntime wheel's library.
+#[test]
+fn verify_with_onnx_runtime_explains_what_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = convert("mobilebert-tiny", dir.path());
+    let golden_tiny = golden().join("mobilebert-tiny");
+    let missing = dir.path().join("libonnxruntime.so.missing");
+    let args = ["verify", artifact.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap(), "--engine", "ort", "--ort-library", missing.to_str().unwrap()];
+    let output = qaforge(&args);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    if cfg!(feature = "ort") {
+        assert!(text(&output).contains("libonnxruntime.so.missing: no such file"), "{}", text(&output));
+    } else {
+        assert!(text(&output).contains("built without ONNX Runtime support"), "{}", text(&output));
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use qaforge_runtime::TractSession;
+use qaforge_runtime::{Engine, TractSession};
 use qaforge_squad::Features;
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, TypeProto, ValueInfoProto};
 
@@ -109,8 +109,8 @@ fn sweep<A: Send>(
                     loop {
                         let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(&(s, e)) = batches.get(b) else { break };
-                        let len = TractSession::padded_length(features, s, e);
-                        let rows = |src: &[i64]| TractSession::gather_rows(features, src, s, e, len);
+                        let len = qaforge_runtime::padded_length(features, s, e);
+                        let rows = |src: &[i64]| qaforge_runtime::gather_rows(features, src, s, e, len);
                         let mask = rows(&features.attention_mask);
                         let outputs = match session.run_outputs(e - s, len, rows(&features.input_ids), mask.clone(), rows(&features.token_type_ids)) {
                             Ok(o) => o,

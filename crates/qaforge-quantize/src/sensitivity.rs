@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use qaforge_runtime::TractSession;
+use qaforge_runtime::{Engine, TractSession};
 use qaforge_squad::{evaluate, predict_all, Features, PostprocessOptions, SquadFile};
 use tract_onnx::pb::ModelProto;
 

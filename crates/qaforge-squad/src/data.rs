@@ -83,6 +83,8 @@ pub struct SquadFile {
     pub examples: Vec<Example>,
     /// Number of articles.
     pub articles: usize,
+    /// Number of paragraphs (contexts).
+    pub paragraphs: usize,
 }
 
 impl SquadFile {
@@ -135,12 +137,26 @@ impl SquadFile {
         if examples.is_empty() {
             return Err(invalid("no questions".into()));
         }
-        Ok(SquadFile { examples, articles: raw.data.len() })
+        let paragraphs = raw.data.iter().map(|a| a.paragraphs.len()).sum();
+        Ok(SquadFile { examples, articles: raw.data.len(), paragraphs })
     }
 
     /// Number of answerable questions.
     pub fn answerable(&self) -> usize {
         self.examples.iter().filter(|e| !e.answers.is_empty()).count()
+    }
+
+    /// One line for people: articles, paragraphs, questions, answerable / unanswerable.
+    pub fn summary(&self) -> String {
+        let answerable = self.answerable();
+        format!(
+            "{} articles, {} paragraphs, {} questions ({} answerable, {} unanswerable)",
+            self.articles,
+            self.paragraphs,
+            self.examples.len(),
+            answerable,
+            self.examples.len() - answerable
+        )
     }
 }
 

@@ -10,5 +10,5 @@ pub mod postprocess;
 
 pub use data::{load_predictions, Example, SquadError, SquadFile};
 pub use features::{FeatureOptions, Features, QaTokenizer};
-pub use metric::{agreement, evaluate, normalize_answer, Metrics};
+pub use metric::{agreement, evaluate, evaluate_with_thresholds, normalize_answer, Metrics, NoAnswerProbabilities};
 pub use postprocess::{predict, predict_all, FeatureLogits, PostprocessOptions, Prediction};

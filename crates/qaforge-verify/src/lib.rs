@@ -1,4 +1,5 @@
-//! Verification for qaforge: runs ONNX artifacts with tract over golden features and compares
+//! Verification for qaforge: runs ONNX artifacts (with tract, or ONNX Runtime behind the `ort`
+//! feature) over golden features and compares
 //! their logits with the PyTorch reference.
 
 pub mod golden;
@@ -6,9 +7,9 @@ pub mod report;
 pub mod stats;
 
 pub use golden::{GoldenFeatures, GoldenLogits};
-pub use qaforge_runtime::{Logits, RuntimeError, TractSession};
+pub use qaforge_runtime::{load_engine, Engine, EngineChoice, Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
-pub use report::{verify, GoldenPaths, Report, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
+pub use report::{verify, GoldenPaths, RunOptions, Report, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
 
 /// Errors of verification.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ pub enum VerifyError {
     /// The artifact is not a readable ONNX model.
     #[error("{0}")]
     Artifact(String),
-    /// tract could not load or run the artifact.
+    /// The engine could not load or run the artifact.
     #[error(transparent)]
     Runtime(#[from] qaforge_runtime::RuntimeError),
 }

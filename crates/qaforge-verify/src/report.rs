@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use qaforge_runtime::TractSession;
+use qaforge_runtime::{load_engine, EngineChoice};
 use qaforge_squad::{agreement, evaluate, predict_all, Features, Metrics, PostprocessOptions, SquadFile};
 use serde::Serialize;
 
@@ -103,6 +103,8 @@ pub struct Report {
     pub engine: String,
     /// CPU features relevant to int8 kernels.
     pub cpu: String,
+    /// The golden SQuAD slice in words (articles, questions, answerable / unanswerable).
+    pub data: String,
     /// Features run.
     pub features: usize,
     /// Wall time of loading and running the artifact.
@@ -154,14 +156,24 @@ pub struct GoldenPaths {
     pub squad: PathBuf,
 }
 
-/// Runs `artifact` with tract over the golden features and checks it against its precision's
-/// default tolerances with `overrides` in place. `progress` gets (features just done, total).
+/// How verification runs the artifact.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The engine (tract unless asked otherwise).
+    pub engine: EngineChoice,
+    /// Features per batch (each batch padded to its longest feature).
+    pub batch_size: usize,
+    /// Cores to use.
+    pub cores: usize,
+}
+
+/// Runs `artifact` over the golden features and checks it against its precision's default
+/// tolerances with `overrides` in place. `progress` gets (features just done, total).
 pub fn verify(
     artifact: &Path,
     golden: &GoldenPaths,
     overrides: ToleranceOverrides,
-    batch_size: usize,
-    threads: usize,
+    run: &RunOptions,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<Report, VerifyError> {
     let started = Instant::now();
@@ -177,8 +189,8 @@ pub fn verify(
     let features = Features::load(&golden.squad)?;
     let reference = GoldenLogits::load(&golden.fixture, &features)?;
 
-    let session = TractSession::from_proto(&model, &artifact.display().to_string())?;
-    let logits = session.run_features(&features, batch_size, threads, &|n| progress(n, features.count))?;
+    let engine = load_engine(&run.engine, &model, &bytes, artifact, run.cores)?;
+    let logits = engine.run_features(&features, run.batch_size, engine.preferred_threads(run.cores), &|n| progress(n, features.count))?;
     let seconds = started.elapsed().as_secs_f64();
 
     let stats = LogitStats::over_features(&features, &logits, &reference);
@@ -250,8 +262,9 @@ pub fn verify(
         precision,
         metadata,
         fixture: golden.fixture.clone(),
-        engine: format!("tract {}", env!("QAFORGE_TRACT_VERSION")),
+        engine: engine.description(),
         cpu: cpu_description(),
+        data: data.summary(),
         features: features.count,
         seconds,
         logits: stats,

@@ -1,0 +1,58 @@
+//! The default engine: tract, pure Rust, the engine qaforge verifies and calibrates with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_onnx::pb::ModelProto;
+use tract_onnx::prelude::*;
+
+use crate::{Engine, RuntimeError, TensorOutputs};
+
+/// An optimised tract plan for one artifact (symbolic batch and sequence).
+pub struct TractSession {
+    path: PathBuf,
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl TractSession {
+    /// Loads and optimises an ONNX file.
+    pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        Self::optimized(tract_onnx::onnx().model_for_path(path), path.to_owned())
+    }
+
+    /// Loads and optimises an in-memory model; `label` (a file name or a description) names it in errors.
+    pub fn from_proto(model: &ModelProto, label: &str) -> Result<Self, RuntimeError> {
+        Self::optimized(tract_onnx::onnx().model_for_proto_model(model), PathBuf::from(label))
+    }
+
+    fn optimized(model: TractResult<InferenceModel>, path: PathBuf) -> Result<Self, RuntimeError> {
+        match model.and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()) {
+            Ok(plan) => Ok(TractSession { path, plan }),
+            Err(e) => Err(RuntimeError { path, message: format!("{e:#}") }),
+        }
+    }
+}
+
+impl Engine for TractSession {
+    fn label(&self) -> &Path {
+        &self.path
+    }
+
+    fn description(&self) -> String {
+        format!("tract {}", env!("QAFORGE_TRACT_VERSION"))
+    }
+
+    fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
+        let runtime = |e: TractError| RuntimeError { path: self.path.clone(), message: format!("{e:#}") };
+        let tensor = |v: Vec<i64>| Tensor::from_shape(&[batch, len], &v).map(|t| t.into_tvalue());
+        let inputs = tvec![tensor(ids).map_err(runtime)?, tensor(mask).map_err(runtime)?, tensor(types).map_err(runtime)?];
+        let outputs = self.plan.run(inputs).map_err(runtime)?;
+        outputs
+            .iter()
+            .map(|t| {
+                let t = t.cast_to::<f32>().map_err(runtime)?;
+                Ok((t.shape().to_vec(), t.to_plain_array_view::<f32>().map_err(runtime)?.iter().copied().collect()))
+            })
+            .collect()
+    }
+}
