@@ -10,7 +10,7 @@ QAFORGE := target/debug/qaforge
 # stays lean. Both use one feature set so that cargo does not rebuild between them.
 FEATURES := --features ort
 
-.PHONY: all build test test-rust test-onnx demo golden bench clean
+.PHONY: all build test test-rust test-onnx demo golden bench fuzz clean
 
 all: build
 
@@ -78,9 +78,31 @@ golden:
 	$(GOLDEN_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements.txt
 	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden
 
-## Benchmarks (never part of make test): conversion of a full-size MobileBERT and verify throughput.
+## Benchmarks (never part of make test): qaforge against torch.onnx.export, onnxruntime.quantization
+## and ONNX Runtime inference on a full-size random MobileBERT; prints the table and writes
+## bench/results/bench-<date>.{json,md}. Sets up its peers in $(BENCH_VENV) (torch: ~3 GB download;
+## point BENCH_VENV at an existing venv with bench/requirements.txt to skip it). About 30 minutes.
+BENCH_VENV ?= .venv/bench
 bench:
-	cargo run --release -p qaforge --example bench
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	cargo build --release $(FEATURES) --bins --examples
+	$(BENCH_VENV)/bin/python bench/run.py --ort-library $$(ls $(BENCH_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
+
+## Fuzzing (never part of make test): every parser of outside data under libFuzzer (cargo-fuzz,
+## nightly toolchain), FUZZ_SECONDS per target, seeded from the fixtures and tests/hostile/.
+## Findings land in fuzz/artifacts/<target>/; each becomes a file in tests/hostile/ and a test.
+FUZZ_SECONDS ?= 120
+FUZZ_TARGETS := safetensors torch_zip config tokenizer squad predictions onnx
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cargo build --release $(FEATURES) --bins --examples
+	bash fuzz/seed.sh
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  cargo +nightly fuzz run --fuzz-dir fuzz $$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -print_final_stats=1 2>&1 \
+	    | grep -E "^(#[0-9]+ *DONE|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY|artifact_prefix|Test unit written)" || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -30,6 +30,9 @@ enum Command {
         /// ONNX opset to emit (17 to 21).
         #[arg(long, default_value_t = qaforge_onnx::DEFAULT_OPSET)]
         opset: i64,
+        /// Emit weights holding NaN or Inf with a warning instead of refusing the checkpoint.
+        #[arg(long)]
+        allow_non_finite: bool,
     },
     /// Quantize a float32 ONNX artifact: fp16, int8 with dynamic activations, or int8 calibrated on SQuAD.
     Quantize {
@@ -188,7 +191,9 @@ impl std::error::Error for OutOfTolerance {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert { model_dir, output, opset } => convert(&model_dir, &output, opset),
+        Command::Convert { model_dir, output, opset, allow_non_finite } => {
+            convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite })
+        }
         Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, reduce_range, max_f1_drop, golden, batch_size } => {
             let options = qaforge_quantize::QuantizeOptions {
                 precision: match precision {
@@ -238,13 +243,17 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn convert(model_dir: &std::path::Path, output: &std::path::Path, opset: i64) -> anyhow::Result<()> {
+fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qaforge_onnx::EmitOptions) -> anyhow::Result<()> {
+    let opset = options.opset;
     let started = Instant::now();
     let checkpoint = qaforge_checkpoint::Checkpoint::open(model_dir)?;
     for key in &checkpoint.unknown_config_keys {
         eprintln!("qaforge: warning: {}: unknown config key `{key}` ignored", model_dir.join("config.json").display());
     }
-    let emitted = qaforge_onnx::convert(&checkpoint, opset)?;
+    let emitted = qaforge_onnx::convert(&checkpoint, options)?;
+    for (name, count) in &emitted.non_finite {
+        eprintln!("qaforge: warning: tensor `{name}` holds {count} non-finite value(s) (NaN or Inf), emitted as they are (--allow-non-finite)");
+    }
     let bytes = qaforge_onnx::encode(&emitted.model);
     qaforge_onnx::write_atomically(output, &bytes)?;
     let c = &checkpoint.config;

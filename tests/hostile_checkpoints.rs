@@ -120,6 +120,12 @@ fn nan_weights_are_refused() {
     )
     .unwrap();
     assert_refused(&dir, &[name, "non-finite", "flat index 2"]);
+    // By flag, the same checkpoint converts with a warning naming the tensor.
+    let out = dir.join("out.onnx");
+    let output = qaforge(&["convert", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--allow-non-finite"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains(&format!("warning: tensor `{name}` holds 1 non-finite value(s)")), "{}", text(&output));
+    assert!(out.exists());
 }
 
 #[test]

@@ -81,6 +81,30 @@ pub struct MobileBertConfig {
 }
 
 /// config.json as written by transformers; `None` means "use MobileBertConfig's default".
+/// The top-level keys of a JSON object in document order, repeats included.
+struct TopLevelKeys(Vec<String>);
+
+impl<'de> Deserialize<'de> for TopLevelKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> serde::de::Visitor<'de> for Keys {
+            type Value = TopLevelKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<TopLevelKeys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(TopLevelKeys(keys))
+            }
+        }
+        deserializer.deserialize_map(Keys)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct RawConfig {
     model_type: Option<String>,
@@ -143,10 +167,28 @@ impl MobileBertConfig {
         let config_error = |message: String| CheckpointError::Config { path: path.to_owned(), message };
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| config_error(e.to_string()))?;
-        if !value.is_object() {
+        let Some(object) = value.as_object() else {
             return Err(config_error("expected a JSON object".into()));
+        };
+        // serde_json keeps the last of repeated keys silently (as Python does); a config that
+        // says two things about one key is refused instead.
+        let TopLevelKeys(keys) = serde_json::from_slice(bytes).map_err(|e| config_error(e.to_string()))?;
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(repeated) = keys.iter().find(|k| !seen.insert(k.as_str())) {
+            return Err(config_error(format!("duplicate key `{repeated}`")));
         }
-        let raw: RawConfig = serde_json::from_value(value).map_err(|e| config_error(e.to_string()))?;
+        let raw: RawConfig = serde_json::from_value(value.clone()).map_err(|e| {
+            // serde's message does not say which key held the wrong type: find it by trying the
+            // keys one at a time (every field is optional).
+            let key = object.iter().find(|(k, v)| {
+                let single = serde_json::Value::Object([((*k).clone(), (*v).clone())].into_iter().collect());
+                serde_json::from_value::<RawConfig>(single).is_err()
+            });
+            config_error(match key {
+                Some((k, _)) => format!("`{k}`: {e}"),
+                None => e.to_string(),
+            })
+        })?;
         let unsupported = |message: String| CheckpointError::Unsupported { path: path.to_owned(), message };
 
         match raw.model_type.as_deref() {

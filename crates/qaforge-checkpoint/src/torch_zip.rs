@@ -30,6 +30,83 @@ const ALLOWED_GLOBALS: &[(&str, &str)] = &[
     ("torch", "BoolStorage"),
 ];
 
+/// Walks a pickle's opcodes without running them and checks that every length-prefixed argument
+/// fits in the bytes that remain. Hand-written because candle's VM allocates a string or bytes
+/// argument at its claimed length before reading it (a 5-byte BINUNICODE8 can ask for 2^64 bytes,
+/// a BINUNICODE for 4 GiB): such claims are refused here, so no allocation exceeds the pickle's
+/// own size (itself capped at [`MAX_PICKLE_BYTES`]). Unknown opcodes are refused too.
+fn check_pickle_lengths(pickle: &[u8]) -> std::result::Result<(), String> {
+    let mut at = 0usize;
+    let take = |at: &mut usize, n: usize, what: &str| -> std::result::Result<usize, String> {
+        let start = *at;
+        match start.checked_add(n) {
+            Some(end) if end <= pickle.len() => {
+                *at = end;
+                Ok(start)
+            }
+            _ => Err(format!("pickle truncated in the argument of {what} at byte {}", start.saturating_sub(1))),
+        }
+    };
+    let uint = |bytes: &[u8]| bytes.iter().rev().fold(0u128, |acc, &b| (acc << 8) | u128::from(b));
+    while at < pickle.len() {
+        let op = pickle[at];
+        let position = at;
+        at += 1;
+        let fixed = match op {
+            // No argument.
+            b'}' | b']' | b')' | b'(' | b'N' | 0x88 | 0x89 | b't' | 0x85 | 0x86 | 0x87 | b'R' | b's' | b'u' | b'a' | b'e' | b'b' | b'Q'
+            | 0x81 | b'0' | b'1' | b'2' | b'l' | b'd' | 0x94 | 0x93 | 0x8f | 0x90 | 0x91 | 0x92 | 0x97 | 0x98 => Some(0),
+            b'.' => return Ok(()),
+            // Fixed-size arguments.
+            0x80 | b'q' | b'h' | b'K' | 0x82 => Some(1),
+            b'M' | 0x83 => Some(2),
+            b'r' | b'j' | b'J' | 0x84 => Some(4),
+            b'G' | 0x95 => Some(8),
+            _ => None,
+        };
+        if let Some(n) = fixed {
+            take(&mut at, n, "an opcode")?;
+            continue;
+        }
+        // Length-prefixed arguments: (bytes of the length, opcode name).
+        let prefixed = match op {
+            0x8a => Some((1, "LONG1")),
+            0x8b => Some((4, "LONG4")),
+            b'X' => Some((4, "BINUNICODE")),
+            0x8c => Some((1, "SHORT_BINUNICODE")),
+            0x8d => Some((8, "BINUNICODE8")),
+            b'T' => Some((4, "BINSTRING")),
+            b'U' => Some((1, "SHORT_BINSTRING")),
+            b'B' => Some((4, "BINBYTES")),
+            b'C' => Some((1, "SHORT_BINBYTES")),
+            0x8e => Some((8, "BINBYTES8")),
+            0x96 => Some((8, "BYTEARRAY8")),
+            _ => None,
+        };
+        if let Some((width, name)) = prefixed {
+            let start = take(&mut at, width, name)?;
+            let claimed = uint(&pickle[start..start + width]);
+            let remaining = (pickle.len() - at) as u128;
+            if claimed > remaining {
+                return Err(format!("pickle opcode {name} at byte {position} claims {claimed} bytes but only {remaining} remain"));
+            }
+            at += claimed as usize;
+            continue;
+        }
+        // Newline-terminated text arguments (GLOBAL has two lines).
+        let lines = match op {
+            b'c' => 2,
+            b'I' | b'L' | b'F' | b'S' | b'V' | b'P' | b'p' | b'g' => 1,
+            _ => return Err(format!("unknown pickle opcode 0x{op:02x} at byte {position}")),
+        };
+        for _ in 0..lines {
+            let end = pickle[at..].iter().position(|&b| b == b'\n').ok_or_else(|| format!("pickle truncated in a text argument at byte {position}"))?;
+            at += end + 1;
+        }
+    }
+    Err("pickle ends without STOP".into())
+}
+
 /// data.pkl of a state dict is small (names and tuples); anything larger is refused before reading.
 const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
@@ -76,6 +153,7 @@ pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
         }
         bytes
     };
+    check_pickle_lengths(&pickle).map_err(|message| bad(format!("{pickle_name}: {message}")))?;
     let mut stack = Stack::empty();
     stack.read_loop(&mut Cursor::new(&pickle)).map_err(|e| bad(format!("{pickle_name}: {}", first_line(&e))))?;
     let root = stack.finalize().map_err(|e| bad(format!("{pickle_name}: {}", first_line(&e))))?;
@@ -270,3 +348,23 @@ fn rebuild_tensor_args(args: Object) -> std::result::Result<Rebuild, String> {
     }
     Ok(Rebuild { storage_key, dtype, storage_elements, offset, shape, strides })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pickle_length_claims_beyond_the_data_are_refused() {
+        // BINUNICODE claiming 4 GiB - 1, then three bytes.
+        let claim = b"\x80\x02X\xff\xff\xff\xffabc.";
+        assert!(check_pickle_lengths(claim).unwrap_err().contains("BINUNICODE at byte 2 claims 4294967295 bytes but only 4 remain"));
+        // BINUNICODE8 claiming 2^64 - 1.
+        let claim = b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\xff.";
+        assert!(check_pickle_lengths(claim).unwrap_err().contains("BINUNICODE8"));
+        assert!(check_pickle_lengths(b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01.").is_ok());
+        assert!(check_pickle_lengths(b"\x80\x02\xffN.").unwrap_err().contains("unknown pickle opcode 0xff"));
+        assert!(check_pickle_lengths(b"\x80\x02ctorch\nFloat").unwrap_err().contains("truncated"));
+        assert!(check_pickle_lengths(b"\x80\x02}").unwrap_err().contains("without STOP"));
+    }
+}
+

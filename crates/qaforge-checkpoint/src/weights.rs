@@ -180,19 +180,21 @@ impl Weights {
 
     /// The tensor `name` as float32, checked against `expected` shape and for NaN/Inf.
     pub fn f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let (values, non_finite) = self.f32_counting_non_finite(name, expected)?;
+        match non_finite {
+            Some((count, first)) => Err(CheckpointError::NonFinite { path: self.path_of(name), name: name.into(), count, first }),
+            None => Ok(values),
+        }
+    }
+
+    /// The tensor `name` as float32, checked against `expected` shape, with the number of NaN/Inf
+    /// values and the first one's flat index (for callers that warn instead of refusing).
+    pub fn f32_counting_non_finite(&self, name: &str, expected: &[usize]) -> Result<(Vec<f32>, Option<(usize, usize)>)> {
         let entry = self.checked_entry(name, expected)?;
-        let path = &self.sources[entry.source].path;
         let values = self.decode(entry);
         let mut non_finite = values.iter().enumerate().filter(|(_, v)| !v.is_finite());
-        if let Some((first, _)) = non_finite.next() {
-            return Err(CheckpointError::NonFinite {
-                path: path.clone(),
-                name: name.into(),
-                count: 1 + non_finite.count(),
-                first,
-            });
-        }
-        Ok(values)
+        let found = non_finite.next().map(|(first, _)| (1 + non_finite.count(), first));
+        Ok((values, found))
     }
 
     /// Decodes a float tensor whose byte range the loader has already checked against the file.

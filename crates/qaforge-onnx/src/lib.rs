@@ -18,7 +18,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 pub use tract_onnx::pb;
-pub use mobilebert::{emit, Emitted, ATTENTION_MASK_VALUE, DEFAULT_OPSET, SUPPORTED_OPSETS};
+pub use mobilebert::{emit, EmitOptions, Emitted, ATTENTION_MASK_VALUE, DEFAULT_OPSET, SUPPORTED_OPSETS};
 
 /// Errors of graph emission and artifact I/O.
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +104,12 @@ pub fn source_sha256(checkpoint: &qaforge_checkpoint::Checkpoint) -> Result<Stri
 
 /// Emits the QA graph of `checkpoint` with the provenance every fp32 artifact records in its
 /// metadata_props (stage, precision, source sha256 and format).
-pub fn convert(checkpoint: &qaforge_checkpoint::Checkpoint, opset: i64) -> Result<Emitted, EmitError> {
+pub fn convert(checkpoint: &qaforge_checkpoint::Checkpoint, options: EmitOptions) -> Result<Emitted, EmitError> {
     let metadata = vec![
         ("qaforge.stage".to_string(), "convert".to_string()),
         ("qaforge.precision".to_string(), "fp32".to_string()),
         ("qaforge.source_sha256".to_string(), source_sha256(checkpoint)?),
         ("qaforge.source_format".to_string(), checkpoint.format.to_string()),
     ];
-    emit(checkpoint, opset, metadata)
+    emit(checkpoint, options, metadata)
 }

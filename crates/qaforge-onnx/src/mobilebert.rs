@@ -35,6 +35,23 @@ pub struct Emitted {
     pub tensors_used: usize,
     /// Checkpoint tensors the QA forward pass does not need (pooler, MLM head, position_ids...).
     pub unused_tensors: Vec<String>,
+    /// Tensors holding NaN/Inf (only with [`EmitOptions::allow_non_finite`]): name, count.
+    pub non_finite: Vec<(String, usize)>,
+}
+
+/// How to emit.
+#[derive(Debug, Clone, Copy)]
+pub struct EmitOptions {
+    /// ONNX opset (see [`SUPPORTED_OPSETS`]).
+    pub opset: i64,
+    /// Emit tensors holding NaN/Inf (reported in [`Emitted::non_finite`]) instead of refusing.
+    pub allow_non_finite: bool,
+}
+
+impl Default for EmitOptions {
+    fn default() -> Self {
+        EmitOptions { opset: DEFAULT_OPSET, allow_non_finite: false }
+    }
 }
 
 /// LayerNorm epsilon transformers uses where it builds `nn.LayerNorm(size)` without passing
@@ -47,12 +64,22 @@ struct Emitter<'a> {
     config: &'a MobileBertConfig,
     used: BTreeSet<String>,
     parameters: usize,
+    allow_non_finite: bool,
+    non_finite: Vec<(String, usize)>,
 }
 
 impl<'a> Emitter<'a> {
     /// A float32 weight from the checkpoint, checked against the shape the config implies.
     fn weight(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, EmitError> {
-        let values = self.checkpoint.weights.f32(name, shape)?;
+        let values = if self.allow_non_finite {
+            let (values, non_finite) = self.checkpoint.weights.f32_counting_non_finite(name, shape)?;
+            if let Some((count, _)) = non_finite {
+                self.non_finite.push((name.to_string(), count));
+            }
+            values
+        } else {
+            self.checkpoint.weights.f32(name, shape)?
+        };
         self.used.insert(name.to_string());
         self.parameters += values.len();
         Ok(values)
@@ -263,12 +290,21 @@ impl<'a> Emitter<'a> {
 }
 
 /// Emits the MobileBERT QA graph of `checkpoint` at `opset`, with `metadata` as metadata_props.
-pub fn emit(checkpoint: &Checkpoint, opset: i64, metadata: Vec<(String, String)>) -> Result<Emitted, EmitError> {
+pub fn emit(checkpoint: &Checkpoint, options: EmitOptions, metadata: Vec<(String, String)>) -> Result<Emitted, EmitError> {
+    let opset = options.opset;
     if !SUPPORTED_OPSETS.contains(&opset) {
         return Err(EmitError::Opset(opset));
     }
     let config = &checkpoint.config;
-    let mut e = Emitter { g: GraphBuilder::new(), checkpoint, config, used: BTreeSet::new(), parameters: 0 };
+    let mut e = Emitter {
+        g: GraphBuilder::new(),
+        checkpoint,
+        config,
+        used: BTreeSet::new(),
+        parameters: 0,
+        allow_non_finite: options.allow_non_finite,
+        non_finite: Vec::new(),
+    };
     let dims = [Dim::Symbol("batch"), Dim::Symbol("sequence")];
     let input_ids = e.g.input("input_ids", DataType::Int64, &dims);
     let attention_mask = e.g.input("attention_mask", DataType::Int64, &dims);
@@ -291,6 +327,7 @@ pub fn emit(checkpoint: &Checkpoint, opset: i64, metadata: Vec<(String, String)>
         tensors_used: e.used.len(),
         parameters: e.parameters,
         unused_tensors,
+        non_finite: e.non_finite,
         model: e.g.finish("mobilebert_qa", opset, metadata),
     })
 }

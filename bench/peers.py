@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""The Python tools qaforge is compared with, one job per process so that bench/run.py measures
+each whole process (imports included) and its peak RSS. Prints one JSON object on stdout.
+
+  peers.py export MODEL_DIR OUT.onnx            torch.onnx.export of MobileBertForQuestionAnswering
+  peers.py quantize-dynamic IN.onnx OUT.onnx    onnxruntime.quantization.quantize_dynamic
+  peers.py quantize-static IN.onnx OUT.onnx FEATURES.safetensors minmax|minmax-bounded|percentile
+                                                onnxruntime.quantization.quantize_static (QDQ)
+"""
+
+import json
+import sys
+import time
+
+started = time.perf_counter()
+
+
+def export(model_dir, out):
+    import torch
+    from transformers import MobileBertForQuestionAnswering
+    imported = time.perf_counter()
+    model = MobileBertForQuestionAnswering.from_pretrained(model_dir).eval()
+    loaded = time.perf_counter()
+    ids = torch.ones(1, 16, dtype=torch.int64)
+    with torch.no_grad():
+        # The TorchScript exporter (dynamo=False) is what optimum and most tutorials run; the dynamo
+        # exporter needs onnxscript, which is not part of this comparison.
+        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), out,
+                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["start_logits", "end_logits"],
+                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in
+                                        ["input_ids", "attention_mask", "token_type_ids", "start_logits", "end_logits"]},
+                          opset_version=17, dynamo=False)
+    done = time.perf_counter()
+    return {"import_s": imported - started, "load_s": loaded - imported, "export_s": done - loaded}
+
+
+def quantize_dynamic(src, out):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    imported = time.perf_counter()
+    # Per-channel int8 weights, as qaforge writes them.
+    quantize_dynamic(src, out, per_channel=True, weight_type=QuantType.QInt8)
+    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported}
+
+
+def quantize_static(src, out, features, method):
+    import numpy as np
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from safetensors.numpy import load_file
+    imported = time.perf_counter()
+    tensors = load_file(features)
+    lengths = tensors["attention_mask"].sum(axis=1)
+
+    class Features(CalibrationDataReader):
+        """The same features qaforge calibrates on, one at a time, each cut one token past its
+        last real token (qaforge pads its calibration batches the same way)."""
+
+        def __init__(self):
+            self.i = 0
+
+        def get_next(self):
+            if self.i >= len(lengths):
+                return None
+            n = min(int(lengths[self.i]) + 1, tensors["input_ids"].shape[1])
+            row = {k: np.ascontiguousarray(v[self.i:self.i + 1, :n]) for k, v in tensors.items()}
+            self.i += 1
+            return row
+
+    method_enum = {"minmax": CalibrationMethod.MinMax, "minmax-bounded": CalibrationMethod.MinMax,
+                   "percentile": CalibrationMethod.Percentile}[method]
+    extra = {"CalibPercentile": 99.999}
+    if method == "minmax-bounded":
+        # ONNX Runtime's own remedy for MinMax memory: fold min/max every 15 features instead of
+        # keeping every intermediate output of every feature (not the default, and not available
+        # for Percentile or Entropy). 15, not 16: with a count that divides the number of
+        # features, onnxruntime 1.23.2 empties its list at the last fold and then raises
+        # "No data is collected".
+        extra["CalibMaxIntermediateOutputs"] = 15
+    # qaforge's choices: QDQ, uint8 activations, per-channel int8 weights, percentile 99.999.
+    quantize_static(src, out, Features(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=method_enum, extra_options=extra)
+    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "features": len(lengths)}
+
+
+def main():
+    job, args = sys.argv[1], sys.argv[2:]
+    result = {"export": export, "quantize-dynamic": quantize_dynamic, "quantize-static": quantize_static}[job](*args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

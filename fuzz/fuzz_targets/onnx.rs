@@ -1,0 +1,24 @@
+//! ONNX files given to quantize, verify and answer: decoding (prost, size-checked) and
+//! qaforge's own graph passes (fp16 and int8-dynamic) on whatever graph decodes. tract's loading
+//! of such graphs is tract's parser, not fuzzed here.
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use qaforge_quantize::{CalibrationMethod, Precision, QuantizeOptions, WeightOptions};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(model) = qaforge_onnx::decode_model(data, Path::new("model.onnx")) else { return };
+    for precision in [Precision::Fp16, Precision::Int8Dynamic] {
+        let options = QuantizeOptions {
+            precision,
+            exclude: vec!["layer.1.*".into()],
+            weights: WeightOptions::default(),
+            method: CalibrationMethod::MinMax,
+            batch_size: 1,
+            threads: 1,
+        };
+        let _ = qaforge_quantize::quantize(&model, &options, None, "fuzz", &|_| {});
+    }
+});
