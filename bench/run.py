@@ -6,7 +6,7 @@ Python with the pinned peers (bench/requirements.txt). Writes bench/results/<dat
 and prints the Markdown table: for every row qaforge's figure, the peer's and the ratio
 (how many times better qaforge is; below 1 means the peer wins). Figures are medians of --runs
 runs with [min–max]; whole commands are timed as processes (imports included) and their peak
-RSS is read from the kernel (wait4).
+RSS is read from the kernel (wait4; it includes the ~10 MB this driver had when it forked them).
 """
 
 import argparse
@@ -162,14 +162,18 @@ def main():
 
     log("machine and GEMM ceiling")
     facts = machine(table)
-    import onnxruntime
-    import torch
-    facts["peers"] = {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    # Versions come from a child: importing torch here would grow this process to ~500 MB, and a
+    # forked child's peak RSS (what wait4 reports) counts the parent's pages it had before exec.
+    versions = subprocess.run([py, "-c", "import json, torch, onnxruntime; print(json.dumps("
+                               "{'torch': torch.__version__, 'onnxruntime': onnxruntime.__version__}))"],
+                              capture_output=True, text=True, check=True).stdout
+    facts["peers"] = json.loads(versions)
     run_process([BENCH, "checkpoint", MODEL], 2**40, 600)
 
     log("1. convert: qaforge convert vs torch.onnx.export")
     fp32 = os.path.join(WORK, "full.onnx")
-    ours = repeat([QAFORGE, "convert", MODEL, "-o", fp32], args.runs, 2**40, args.timeout)
+    quick = max(args.runs, 5)  # sub-second commands get more runs: their spread is larger
+    ours = repeat([QAFORGE, "convert", MODEL, "-o", fp32], quick, 2**40, args.timeout)
     theirs = repeat([py, PEERS, "export", MODEL, os.path.join(WORK, "torch-export.onnx")], args.runs, limit, args.timeout)
     export_only = [r.json_lines()[0]["export_s"] for r in theirs if not r.killed]
     table.add("1", "convert full-size MobileBERT, whole process (imports included)", spread([r.seconds for r in ours]),
@@ -194,7 +198,7 @@ def main():
         out = os.path.join(WORK, f"full.{name}.onnx")
         calib = ["--calibration", CALIBRATION, "--tokenizer", MODEL, "--samples", str(SAMPLES)] if "static" in name else []
         if name not in our_runs:  # the MinMax rows share qaforge's runs
-            our_runs[name] = repeat([QAFORGE, "quantize", fp32, "-o", out] + our_args + calib, args.runs, 2**40, args.timeout)
+            our_runs[name] = repeat([QAFORGE, "quantize", fp32, "-o", out] + our_args + calib, quick if not calib else args.runs, 2**40, args.timeout)
         ours = our_runs[name]
         peer_out = os.path.join(WORK, f"ort.{name}.{peer_args[-1]}.onnx")
         peer_cmd = [py, PEERS, peer_args[0], fp32, peer_out] + ([features, peer_args[1]] if len(peer_args) > 1 else [])
@@ -209,7 +213,7 @@ def main():
         peak.append((f"quantize {label}", ours, theirs))
         artifacts[name] = out
     fp16 = os.path.join(WORK, "full.fp16.onnx")
-    ours = repeat([QAFORGE, "quantize", fp32, "-o", fp16, "--precision", "fp16"], args.runs, 2**40, args.timeout)
+    ours = repeat([QAFORGE, "quantize", fp32, "-o", fp16, "--precision", "fp16"], quick, 2**40, args.timeout)
     table.add("2", "quantize fp16, whole process (no peer in onnxruntime.quantization)", spread([r.seconds for r in ours]),
               None, "s", False, note=f"{100 * os.path.getsize(fp16) / os.path.getsize(fp32):.1f}% of fp32")
     artifacts["fp16"] = fp16

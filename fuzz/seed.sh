@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Seeds fuzz/corpus/<target>/ from the project's fixtures and its hostile corpus (tests/hostile/).
 # Large fixture files are cut down (a 1000-word vocabulary, one SQuAD article) so that libFuzzer
-# mutates small inputs quickly. Needs python3 (stdlib) and a built qaforge (for the micro ONNX).
+# mutates small inputs quickly. Needs python3 (stdlib) and the release builds of qaforge and examples/bench (make fuzz builds them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C=fuzz/corpus
@@ -32,7 +32,7 @@ open(f"{C}/predictions/na-probs.json", "w").write(json.dumps({i: k / 10 for k, i
 PY
 # A micro MobileBERT (vocabulary 64, hidden 16, 2 layers) converted by qaforge: a small valid ONNX.
 micro=$(mktemp -d)
-cargo run --quiet --release --example bench -- micro "$micro"
+target/release/examples/bench micro "$micro"  # built by make fuzz
 target/release/qaforge convert "$micro" -o $C/onnx/micro-mobilebert.onnx > /dev/null
 rm -rf "$micro"
 echo "seeded $(find $C -type f | wc -l) files under $C"

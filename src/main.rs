@@ -255,7 +255,12 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qafor
         eprintln!("qaforge: warning: tensor `{name}` holds {count} non-finite value(s) (NaN or Inf), emitted as they are (--allow-non-finite)");
     }
     let bytes = qaforge_onnx::encode(&emitted.model);
-    qaforge_onnx::write_atomically(output, &bytes)?;
+    // The printed sha256 is computed while the file is written.
+    let (written, sha256) = std::thread::scope(|scope| {
+        let sha256 = scope.spawn(|| qaforge_onnx::sha256_hex(&bytes));
+        (qaforge_onnx::write_atomically(output, &bytes), sha256.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    written?;
     let c = &checkpoint.config;
     println!("converted {} -> {}", model_dir.display(), output.display());
     println!(
@@ -282,7 +287,7 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qafor
     let graph = emitted.model.graph.as_ref().map_or(0, |g| g.node.len());
     println!("  graph         opset {opset}, {graph} nodes, inputs input_ids/attention_mask/token_type_ids [batch, sequence]");
     println!("  file          {} ({} bytes)", human_bytes(bytes.len() as u64), bytes.len());
-    println!("  sha256        {}", qaforge_onnx::sha256_hex(&bytes));
+    println!("  sha256        {sha256}");
     println!("  time          {:.3} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -218,3 +218,27 @@ fn exit_codes_are_0_for_success_and_2_for_usage_errors() {
     let missing = qaforge(&["convert", "/nonexistent/model", "-o", "/nonexistent/out.onnx"]);
     assert_bad_input(&missing, &["/nonexistent/model/config.json"]);
 }
+
+/// `answer` with a tokenizer.json from the corpus (the artifact is never opened: the tokenizer
+/// fails first).
+fn answer_with_tokenizer(file: &str, needles: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(corpus(file), dir.path().join("tokenizer.json")).unwrap();
+    let artifact = golden().join("mobilebert-tiny/model.safetensors");
+    let output = qaforge(&["answer", artifact.to_str().unwrap(), "--tokenizer", dir.path().to_str().unwrap(), "--question", "Who?", "--context", "Nobody."]);
+    assert_bad_input(&output, needles);
+}
+
+/// Found by `make fuzz` (target tokenizer): a tokenizer.json whose decoder makes the tokenizers
+/// crate panic while reading it (`expect("Helper")` in its deserializer).
+#[test]
+fn tokenizer_json_whose_decoder_crashes_the_tokenizers_crate() {
+    answer_with_tokenizer("tokenizer/decoder-crashes-tokenizers.json", &["tokenizer.json", "malformed tokenizer.json", "Helper"]);
+}
+
+/// Found by `make fuzz` (target tokenizer): a tokenizer.json whose post-processor template names
+/// a special token it does not define; the tokenizers crate panics while encoding.
+#[test]
+fn tokenizer_json_whose_template_crashes_the_tokenizers_crate() {
+    answer_with_tokenizer("tokenizer/template-crashes-tokenizers.json", &["tokenizer.json", "malformed tokenizer"]);
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the committed corpus of hostile inputs in tests/hostile/ (stdlib only; re-run to
-regenerate: the output is deterministic). tests/hostile_corpus.rs holds one test per file, each
+regenerate: the output is deterministic). Files that fuzzing found (tokenizer/) are committed as
+found and not written here. tests/hostile_corpus.rs holds one test per file, each
 asserting the specific error qaforge must give.
 
   python3 tests/hostile/make_corpus.py

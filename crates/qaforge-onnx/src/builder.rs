@@ -97,7 +97,11 @@ fn raw_tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>
 
 /// A float32 tensor message from row-major values.
 pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
-    raw_tensor(name, dims, DataType::Float, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    let mut bytes = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    raw_tensor(name, dims, DataType::Float, bytes)
 }
 
 /// An int64 tensor message from row-major values.
