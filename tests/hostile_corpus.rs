@@ -29,6 +29,35 @@ fn assert_bad_input(output: &Output, needles: &[&str]) {
     }
 }
 
+/// One test per corpus file: `kind` is the corpus folder and names the function that feeds the
+/// file to qaforge (`kind(file, needles)`).
+macro_rules! cases {
+    ($kind:ident; $($test:ident: $file:literal => [$($needle:literal),*];)*) => {$(
+        #[test]
+        fn $test() {
+            $kind(concat!(stringify!($kind), "/", $file), &[$($needle),*]);
+        }
+    )*};
+}
+
+fn safetensors(file: &str, needles: &[&str]) {
+    convert_dir(Some((file, "model.safetensors")), None, &[&["model.safetensors"], needles].concat());
+}
+
+fn torch(file: &str, needles: &[&str]) {
+    convert_dir(Some((file, "pytorch_model.bin")), None, &[&["pytorch_model.bin"], needles].concat());
+}
+
+fn config(file: &str, needles: &[&str]) {
+    convert_dir(None, Some(file), &[&["config.json"], needles].concat());
+}
+
+fn squad(file: &str, needles: &[&str]) {
+    let predictions = golden().join("squad/predictions/nlnet-single.json");
+    let name = file.rsplit('/').next().unwrap_or(file);
+    eval(&corpus(file), &predictions, &[], &[&[name], needles].concat());
+}
+
 /// A model directory with the tiny fixture's config.json (or `config`) and `weights` under `name`.
 fn convert_dir(weights: Option<(&str, &str)>, config: Option<&str>, needles: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
@@ -49,16 +78,7 @@ fn convert_dir(weights: Option<(&str, &str)>, config: Option<&str>, needles: &[&
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-macro_rules! safetensors {
-    ($($test:ident: $file:literal => [$($needle:literal),*];)*) => {$(
-        #[test]
-        fn $test() {
-            convert_dir(Some((concat!("safetensors/", $file), "model.safetensors")), None, &["model.safetensors", $($needle),*]);
-        }
-    )*};
-}
-
-safetensors! {
+cases! { safetensors;
     safetensors_valid_file_loads_and_then_lacks_mobilebert_tensors: "valid-2x2.safetensors" => ["missing tensor `mobilebert.embeddings.word_embeddings.weight`"];
     safetensors_truncated_in_length: "truncated-in-length.safetensors" => ["invalid safetensors file", "header too small"];
     safetensors_truncated_in_header: "truncated-in-header.safetensors" => ["invalid safetensors file", "invalid header length"];
@@ -75,16 +95,7 @@ safetensors! {
     safetensors_duplicate_keys: "duplicate-keys.safetensors" => ["invalid safetensors file", "invalid offset for tensor `w`"];
 }
 
-macro_rules! torch {
-    ($($test:ident: $file:literal => [$($needle:literal),*];)*) => {$(
-        #[test]
-        fn $test() {
-            convert_dir(Some((concat!("torch/", $file), "pytorch_model.bin")), None, &["pytorch_model.bin", $($needle),*]);
-        }
-    )*};
-}
-
-torch! {
+cases! { torch;
     torch_valid_archive_loads_and_then_lacks_mobilebert_tensors: "valid-2x2.bin" => ["missing tensor `mobilebert.embeddings.word_embeddings.weight`"];
     torch_not_a_zip: "not-a-zip.bin" => ["not a zip archive"];
     torch_truncated_central_directory: "truncated-central-directory.bin" => ["invalid Zip archive"];
@@ -101,16 +112,7 @@ torch! {
     torch_view_past_storage: "view-past-storage.bin" => ["tensor `w`", "runs past its storage"];
 }
 
-macro_rules! config {
-    ($($test:ident: $file:literal => [$($needle:literal),*];)*) => {$(
-        #[test]
-        fn $test() {
-            convert_dir(None, Some(concat!("config/", $file)), &["config.json", $($needle),*]);
-        }
-    )*};
-}
-
-config! {
+cases! { config;
     config_zero_heads: "zero-heads.json" => ["num_attention_heads = 0 is out of range"];
     config_hidden_not_divisible_by_heads: "hidden-not-divisible-by-heads.json" => ["true hidden size 32 is not divisible by num_attention_heads = 3"];
     config_negative_size: "negative-size.json" => ["intermediate_size = -64 is out of range"];
@@ -127,17 +129,7 @@ fn eval(data: &Path, predictions: &Path, extra: &[&str], needles: &[&str]) {
     assert_bad_input(&qaforge(&args), needles);
 }
 
-macro_rules! squad {
-    ($($test:ident: $file:literal => [$($needle:literal),*];)*) => {$(
-        #[test]
-        fn $test() {
-            let predictions = golden().join("squad/predictions/nlnet-single.json");
-            eval(&corpus(concat!("squad/", $file)), &predictions, &[], &[$file, $($needle),*]);
-        }
-    )*};
-}
-
-squad! {
+cases! { squad;
     squad_missing_context: "missing-context.json" => ["not SQuAD JSON: missing field `context`"];
     squad_missing_id: "missing-id.json" => ["not SQuAD JSON: missing field `id`"];
     squad_qas_wrong_type: "qas-wrong-type.json" => ["invalid type: string \"q1\", expected a sequence"];

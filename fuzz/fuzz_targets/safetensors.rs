@@ -4,14 +4,5 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use qaforge_checkpoint::{Checkpoint, WeightsFormat};
 
-fuzz_target!(|data: &[u8]| {
-    let path = common::scratch_file("model.safetensors", data);
-    if let Ok(weights) = Checkpoint::read_weights(&path, WeightsFormat::Safetensors) {
-        let entries: Vec<(String, Vec<usize>)> = weights.names().map(|n| (n.to_string(), weights.entry(n).map(|e| e.shape.clone()).unwrap_or_default())).collect();
-        for (name, shape) in entries {
-            let _ = weights.f32(&name, &shape);
-        }
-    }
-});
+fuzz_target!(|data: &[u8]| common::read_every_tensor("model.safetensors", data, qaforge_checkpoint::WeightsFormat::Safetensors));
