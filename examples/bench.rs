@@ -15,7 +15,6 @@
 //! ENGINE is `tract` or a path to libonnxruntime.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -128,26 +127,9 @@ fn spread(features: Features, n: usize) -> Features {
 /// Runs every batch of `features` (`batch` features each, at `fixed` length or padded to each
 /// batch's longest feature + 1 as verify does) on the engine's preferred number of threads.
 fn run_all(engine: &dyn Engine, features: &Features, batch: usize, fixed: Option<usize>, cores: usize) -> anyhow::Result<()> {
-    let batches: Vec<(usize, usize)> = (0..features.count).step_by(batch).map(|s| (s, (s + batch).min(features.count))).collect();
-    let next = AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..engine.preferred_threads(cores) {
-            scope.spawn(|| loop {
-                let Some(&(s, e)) = batches.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                let len = fixed.unwrap_or_else(|| qaforge_runtime::padded_length(features, s, e));
-                let rows = |v: &[i64]| qaforge_runtime::gather_rows(features, v, s, e, len);
-                if let Err(err) = engine.run_batch(e - s, len, rows(&features.input_ids), rows(&features.attention_mask), rows(&features.token_type_ids)) {
-                    failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(err);
-                    break;
-                }
-            });
-        }
-    });
-    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(err) => Err(err.into()),
-        None => Ok(()),
-    }
+    let length = |s: usize, e: usize| fixed.unwrap_or_else(|| qaforge_runtime::padded_length(features, s, e));
+    engine.run_batches(features, batch, engine.preferred_threads(cores), &length, &|_, _, _, _| {})?;
+    Ok(())
 }
 
 fn infer(artifact: &Path, engine_name: &str, n: usize, runs: usize) -> anyhow::Result<()> {

@@ -189,6 +189,14 @@ impl std::fmt::Display for OutOfTolerance {
 impl std::error::Error for OutOfTolerance {}
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so `qaforge eval ... | head` would panic in println! once head exits;
+    // restore the default, under which a closed pipe ends the process quietly, as it does for
+    // other Unix tools.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert { model_dir, output, opset, allow_non_finite } => {

@@ -127,3 +127,20 @@ fn a_probability_file_missing_a_question_is_refused_by_name() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("na.json: expected a JSON object from question id to no-answer probability"), "{}", text(&output));
 }
+
+/// A reader that goes away (`qaforge eval ... | head -c 0`) ends qaforge quietly, as it ends other
+/// Unix tools, instead of a panic in println!.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    let squad = golden().join("squad");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qaforge"))
+        .args(["eval", squad.join("eval.json").to_str().unwrap(), squad.join("predictions/nlnet-single.json").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}

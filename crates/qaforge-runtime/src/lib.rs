@@ -76,25 +76,47 @@ pub trait Engine: Sync {
     /// batches spread over `threads` threads. `progress` is called with the number of features done.
     fn run_features(&self, features: &Features, batch_size: usize, threads: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<Logits, RuntimeError> {
         let m = features.max_length;
-        let batch_size = batch_size.max(1);
-        let batches: Vec<(usize, usize)> = (0..features.count).step_by(batch_size).map(|s| (s, (s + batch_size).min(features.count))).collect();
         let mut start = vec![0f32; features.count * m];
         let mut end = vec![0f32; features.count * m];
-        let next = std::sync::atomic::AtomicUsize::new(0);
         let results = std::sync::Mutex::new(Vec::new());
+        let padded = |s: usize, e: usize| padded_length(features, s, e);
+        self.run_batches(features, batch_size, threads, &padded, &|s, e, len, out| {
+            results.lock().unwrap_or_else(|p| p.into_inner()).push((s, e, len, out));
+            progress(e - s);
+        })?;
+        for (s, e, len, (bs, be)) in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            for (row, i) in (s..e).enumerate() {
+                start[i * m..i * m + len].copy_from_slice(&bs[row * len..(row + 1) * len]);
+                end[i * m..i * m + len].copy_from_slice(&be[row * len..(row + 1) * len]);
+            }
+        }
+        Ok(Logits { start, end })
+    }
+
+    /// Runs features `s..e` in batches of `batch_size`, each at the length `length(s, e)` gives,
+    /// spread over `threads` threads; `done(s, e, length, (start, end))` receives each batch's
+    /// logits. Stops at the first error.
+    fn run_batches(
+        &self,
+        features: &Features,
+        batch_size: usize,
+        threads: usize,
+        length: &(dyn Fn(usize, usize) -> usize + Sync),
+        done: &(dyn Fn(usize, usize, usize, (Vec<f32>, Vec<f32>)) + Sync),
+    ) -> Result<(), RuntimeError> {
+        let batch_size = batch_size.max(1);
+        let batches: Vec<(usize, usize)> = (0..features.count).step_by(batch_size).map(|s| (s, (s + batch_size).min(features.count))).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let first_error = std::sync::Mutex::new(None);
         std::thread::scope(|scope| {
             for _ in 0..threads.max(1) {
                 scope.spawn(|| loop {
                     let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(&(s, e)) = batches.get(b) else { break };
-                    let len = padded_length(features, s, e);
+                    let len = length(s, e);
                     let gather = |src: &[i64]| gather_rows(features, src, s, e, len);
                     match self.run_batch(e - s, len, gather(&features.input_ids), gather(&features.attention_mask), gather(&features.token_type_ids)) {
-                        Ok(out) => {
-                            results.lock().unwrap_or_else(|p| p.into_inner()).push((s, e, len, out));
-                            progress(e - s);
-                        }
+                        Ok(out) => done(s, e, len, out),
                         Err(err) => {
                             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(err);
                             break;
@@ -103,16 +125,10 @@ pub trait Engine: Sync {
                 });
             }
         });
-        if let Some(err) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(err);
+        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(err) => Err(err),
+            None => Ok(()),
         }
-        for (s, e, len, (bs, be)) in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            for (row, i) in (s..e).enumerate() {
-                start[i * m..i * m + len].copy_from_slice(&bs[row * len..(row + 1) * len]);
-                end[i * m..i * m + len].copy_from_slice(&be[row * len..(row + 1) * len]);
-            }
-        }
-        Ok(Logits { start, end })
     }
 }
 
