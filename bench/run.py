@@ -129,8 +129,6 @@ def machine(table):
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name") and not model.strip():
-                    model = line.split(":", 1)[1].strip()
                 if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
                 if line.startswith("flags"):

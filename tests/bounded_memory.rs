@@ -13,6 +13,15 @@ use common::{golden, text};
 /// for the debug binary's own mappings.
 const LIMIT_KIB: u64 = 2 << 20;
 
+/// `qaforge convert MODEL -o OUT` under `ulimit -v LIMIT_KIB`.
+fn convert_limited(model: &Path, out: &Path) -> std::process::Output {
+    let script = format!("ulimit -v {LIMIT_KIB} && exec \"$0\" convert \"$1\" -o \"$2\"");
+    std::process::Command::new("bash")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_qaforge"), model.to_str().unwrap(), out.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 fn convert_under_limit(weights: &str, target_name: &str, config: Option<&str>, needle: &str) {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile");
     let dir = tempfile::tempdir().unwrap();
@@ -24,11 +33,7 @@ fn convert_under_limit(weights: &str, target_name: &str, config: Option<&str>, n
     };
     std::fs::copy(if weights.is_empty() { golden().join("mobilebert-tiny/model.safetensors") } else { corpus.join(weights) }, model.join(target_name)).unwrap();
     let out = dir.path().join("out.onnx");
-    let script = format!("ulimit -v {LIMIT_KIB} && exec \"$0\" convert \"$1\" -o \"$2\"");
-    let output = std::process::Command::new("bash")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_qaforge"), model.to_str().unwrap(), out.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = convert_limited(&model, &out);
     let message = text(&output);
     assert_eq!(output.status.code(), Some(2), "under ulimit -v {LIMIT_KIB}: {message}");
     assert!(message.contains(needle), "expected `{needle}` in:\n{message}");
@@ -41,11 +46,7 @@ fn a_sane_model_converts_under_the_limit() {
     // limit failing everything.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
-    let script = format!("ulimit -v {LIMIT_KIB} && exec \"$0\" convert \"$1\" -o \"$2\"");
-    let output = std::process::Command::new("bash")
-        .args(["-c", &script, env!("CARGO_BIN_EXE_qaforge"), golden().join("mobilebert-tiny").to_str().unwrap(), out.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = convert_limited(&golden().join("mobilebert-tiny"), &out);
     assert!(output.status.success(), "{}", text(&output));
 }
 

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{convert, golden, qaforge, text, FIXTURES};
+use common::{convert, full_size_checkpoint, golden, qaforge, text, FIXTURES};
 use qaforge_verify::Engine;
 
 #[test]
@@ -102,9 +102,7 @@ fn opset_21_artifacts_also_match() {
 #[test]
 fn full_size_mobilebert_converts_and_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("mobilebert-uncased");
-    std::fs::create_dir(&model_dir).unwrap();
-    qaforge_checkpoint::synthetic::write_random_checkpoint(&model_dir, qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG, 7).unwrap();
+    let model_dir = full_size_checkpoint(dir.path(), 7);
     let out = dir.path().join("full.onnx");
     let output = qaforge(&["convert", model_dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output));

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{qaforge, text};
+use common::{full_size_checkpoint, qaforge, text};
 
 const PREVIOUS: &[u8] = b"the previous artifact, which an interrupted run must leave intact";
 
@@ -87,9 +87,7 @@ fn interrupt_until_done(args: &[&str], target: &Path) -> usize {
 #[test]
 fn killed_convert_and_quantize_leave_the_previous_file_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("mobilebert-uncased");
-    std::fs::create_dir(&model_dir).unwrap();
-    qaforge_checkpoint::synthetic::write_random_checkpoint(&model_dir, qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG, 3).unwrap();
+    let model_dir = full_size_checkpoint(dir.path(), 3);
 
     let fp32 = dir.path().join("full.onnx");
     let convert = ["convert", model_dir.to_str().unwrap(), "-o", fp32.to_str().unwrap()];

@@ -29,3 +29,12 @@ pub fn convert(fixture: &str, dir: &Path) -> PathBuf {
     assert!(output.status.success(), "convert {fixture} failed:\n{}", text(&output));
     out
 }
+
+/// Writes a full-size MobileBERT checkpoint (google/mobilebert-uncased topology, 24,582,914
+/// random parameters from `seed`) into `root/mobilebert-uncased` and returns that directory.
+pub fn full_size_checkpoint(root: &Path, seed: u64) -> PathBuf {
+    let dir = root.join("mobilebert-uncased");
+    std::fs::create_dir(&dir).unwrap();
+    qaforge_checkpoint::synthetic::write_random_checkpoint(&dir, qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG, seed).unwrap();
+    dir
+}

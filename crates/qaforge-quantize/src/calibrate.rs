@@ -87,7 +87,7 @@ fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
 
 /// Runs `session` over `features`, calling `visit(tensor index, values of real tokens)` for every
 /// extra output (outputs after start/end logits) of every batch. Batches run on `threads` threads,
-/// each folding into its own accumulator; accumulators are merged in batch order at the end.
+/// each folding into its own accumulator; the accumulators come back in thread order.
 fn sweep<A: Send>(
     session: &TractSession,
     features: &Features,
@@ -97,56 +97,31 @@ fn sweep<A: Send>(
     visit: impl Fn(&mut A, usize, &[f32]) + Sync,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<A>, QuantizeError> {
-    let batch_size = batch_size.max(1);
-    let batches: Vec<(usize, usize)> = (0..features.count).step_by(batch_size).map(|s| (s, (s + batch_size).min(features.count))).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failed = std::sync::Mutex::new(None);
-    let accumulators = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads.max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut acc = init();
-                    loop {
-                        let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&(s, e)) = batches.get(b) else { break };
-                        let len = qaforge_runtime::padded_length(features, s, e);
-                        let rows = |src: &[i64]| qaforge_runtime::gather_rows(features, src, s, e, len);
-                        let mask = rows(&features.attention_mask);
-                        let outputs = match session.run_outputs(e - s, len, rows(&features.input_ids), mask.clone(), rows(&features.token_type_ids)) {
-                            Ok(o) => o,
-                            Err(err) => {
-                                failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(err);
-                                break;
-                            }
-                        };
-                        for (t, (shape, values)) in outputs.iter().enumerate().skip(2) {
-                            // Activations of shape [batch, len, ...]: only rows of real tokens count
-                            // (padding rows hold values no real input produces).
-                            if shape.len() >= 2 && shape[0] == e - s && shape[1] == len {
-                                let width = values.len() / ((e - s) * len).max(1);
-                                let mut kept = Vec::with_capacity(values.len());
-                                for (row, &m) in mask.iter().enumerate() {
-                                    if m != 0 {
-                                        kept.extend_from_slice(&values[row * width..(row + 1) * width]);
-                                    }
-                                }
-                                visit(&mut acc, t - 2, &kept);
-                            } else {
-                                visit(&mut acc, t - 2, values);
-                            }
-                        }
-                        progress(e - s);
+    let accumulators = qaforge_runtime::for_each_batch(features.count, batch_size, threads, init, |acc, s, e| {
+        let len = qaforge_runtime::padded_length(features, s, e);
+        let rows = |src: &[i64]| qaforge_runtime::gather_rows(features, src, s, e, len);
+        let mask = rows(&features.attention_mask);
+        let outputs = session.run_outputs(e - s, len, rows(&features.input_ids), mask.clone(), rows(&features.token_type_ids))?;
+        for (t, (shape, values)) in outputs.iter().enumerate().skip(2) {
+            // Activations of shape [batch, len, ...]: only rows of real tokens count (padding rows
+            // hold values no real input produces).
+            if shape.len() >= 2 && shape[0] == e - s && shape[1] == len {
+                let width = values.len() / ((e - s) * len).max(1);
+                let mut kept = Vec::with_capacity(values.len());
+                for (row, &m) in mask.iter().enumerate() {
+                    if m != 0 {
+                        kept.extend_from_slice(&values[row * width..(row + 1) * width]);
                     }
-                    acc
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+                }
+                visit(acc, t - 2, &kept);
+            } else {
+                visit(acc, t - 2, values);
+            }
+        }
+        progress(e - s);
+        Ok(())
     });
-    if let Some(err) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(QuantizeError::Runtime(err));
-    }
-    accumulators.into_iter().map(|a| a.map_err(|_| QuantizeError::Calibration("a calibration thread panicked".into()))).collect()
+    accumulators.map_err(QuantizeError::Runtime)
 }
 
 /// Calibrates the ranges of `tensors` (float32 tensors of `model`) on `features`.

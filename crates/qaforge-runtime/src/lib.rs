@@ -11,7 +11,7 @@ mod onnxruntime;
 mod tract;
 
 #[cfg(feature = "ort")]
-pub use onnxruntime::{OrtSession, DYLIB_VARIABLE};
+pub use onnxruntime::OrtSession;
 pub use tract::TractSession;
 
 /// An engine could not load or run a graph.
@@ -93,7 +93,7 @@ pub trait Engine: Sync {
         Ok(Logits { start, end })
     }
 
-    /// Runs features `s..e` in batches of `batch_size`, each at the length `length(s, e)` gives,
+    /// Runs every feature in batches of `batch_size`, each at the length `length(s, e)` gives,
     /// spread over `threads` threads; `done(s, e, length, (start, end))` receives each batch's
     /// logits. Stops at the first error.
     fn run_batches(
@@ -104,31 +104,51 @@ pub trait Engine: Sync {
         length: &(dyn Fn(usize, usize) -> usize + Sync),
         done: &(dyn Fn(usize, usize, usize, (Vec<f32>, Vec<f32>)) + Sync),
     ) -> Result<(), RuntimeError> {
-        let batch_size = batch_size.max(1);
-        let batches: Vec<(usize, usize)> = (0..features.count).step_by(batch_size).map(|s| (s, (s + batch_size).min(features.count))).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let first_error = std::sync::Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..threads.max(1) {
-                scope.spawn(|| loop {
-                    let b = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(&(s, e)) = batches.get(b) else { break };
-                    let len = length(s, e);
-                    let gather = |src: &[i64]| gather_rows(features, src, s, e, len);
-                    match self.run_batch(e - s, len, gather(&features.input_ids), gather(&features.attention_mask), gather(&features.token_type_ids)) {
-                        Ok(out) => done(s, e, len, out),
-                        Err(err) => {
+        for_each_batch(features.count, batch_size, threads, || (), |_, s, e| {
+            let len = length(s, e);
+            let gather = |src: &[i64]| gather_rows(features, src, s, e, len);
+            done(s, e, len, self.run_batch(e - s, len, gather(&features.input_ids), gather(&features.attention_mask), gather(&features.token_type_ids))?);
+            Ok(())
+        })
+        .map(|_| ())
+    }
+}
+
+/// The thread pool behind [`Engine::run_batches`] and calibration: splits features `0..count`
+/// into batches of `batch_size` and works through them on `threads` threads, each thread with
+/// its own state from `init`; `work(state, s, e)` handles features `s..e`. A thread stops at its
+/// first error, and the first error is returned; otherwise the states, in thread order.
+pub fn for_each_batch<A: Send, E: Send>(
+    count: usize,
+    batch_size: usize,
+    threads: usize,
+    init: impl Fn() -> A + Sync,
+    work: impl Fn(&mut A, usize, usize) -> Result<(), E> + Sync,
+) -> Result<Vec<A>, E> {
+    let batch_size = batch_size.max(1);
+    let batches: Vec<(usize, usize)> = (0..count).step_by(batch_size).map(|s| (s, (s + batch_size).min(count))).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let first_error = std::sync::Mutex::new(None);
+    let states = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut state = init();
+                    while let Some(&(s, e)) = batches.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                        if let Err(err) = work(&mut state, s, e) {
                             first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(err);
                             break;
                         }
                     }
-                });
-            }
-        });
-        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(err) => Err(err),
-            None => Ok(()),
-        }
+                    state
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect::<Vec<_>>()
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(err) => Err(err),
+        None => Ok(states),
     }
 }
 

@@ -10,9 +10,6 @@ use ort::value::Tensor;
 
 use crate::{Engine, RuntimeError, TensorOutputs};
 
-/// The environment variable naming libonnxruntime (as the `ort` crate itself reads it).
-pub const DYLIB_VARIABLE: &str = "ORT_DYLIB_PATH";
-
 /// ONNX Runtime's process-wide environment, created once from the first library loaded.
 static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
 
