@@ -1,7 +1,8 @@
 //! qaforge: turns BERT-family extractive QA checkpoints into verified ONNX artifacts.
 //!
 //! This binary only parses arguments and calls the library crates; exit codes are 0 for
-//! success, 1 for an artifact outside tolerance, 2 for bad input or usage.
+//! success, 1 for an artifact outside tolerance, 2 for bad input or usage, 3 for an artifact
+//! that the chosen engine cannot compute on this machine as its target does (not verified).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,7 +66,13 @@ enum Command {
         /// One weight scale per tensor instead of per output channel.
         #[arg(long)]
         per_tensor: bool,
-        /// 7-bit weights, for ONNX Runtime on x86 CPUs without VNNI (u8 × s8 products saturate there).
+        /// The CPUs the int8 artifact is for: its weights are stored so that ONNX Runtime's integer
+        /// kernels there compute it exactly. arm64 (phones) and x86-vnni: int8 weights; x86-avx2
+        /// (x86 without VNNI, whose u8 × s8 kernels saturate): uint8 weights offset by 128.
+        #[arg(long, value_enum, default_value_t = TargetArg::Arm64)]
+        target: TargetArg,
+        /// 7-bit int8 weights (ONNX Runtime's reduce_range) instead of the target's storage: exact
+        /// on every CPU, one bit coarser.
         #[arg(long)]
         reduce_range: bool,
         /// With --golden: keep the most harmful layers float until the F1 drop on the golden
@@ -164,6 +171,13 @@ enum PrecisionArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetArg {
+    Arm64,
+    X86Vnni,
+    X86Avx2,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum EngineArg {
     Tract,
     Ort,
@@ -188,6 +202,19 @@ impl std::fmt::Display for OutOfTolerance {
 
 impl std::error::Error for OutOfTolerance {}
 
+/// A failure that maps to exit code 3: the engine does not compute the artifact exactly on this
+/// machine, so it was neither passed nor failed.
+#[derive(Debug)]
+struct NotVerified(String);
+
+impl std::fmt::Display for NotVerified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotVerified {}
+
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so `qaforge eval ... | head` would panic in println! once head exits;
     // restore the default, under which a closed pipe ends the process quietly, as it does for
@@ -202,7 +229,12 @@ fn main() -> ExitCode {
         Command::Convert { model_dir, output, opset, allow_non_finite } => {
             convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite })
         }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, reduce_range, max_f1_drop, golden, batch_size } => {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, target, reduce_range, max_f1_drop, golden, batch_size } => {
+            let target = match target {
+                TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
+                TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
+                TargetArg::X86Avx2 => qaforge_quantize::Target::X86Avx2,
+            };
             let options = qaforge_quantize::QuantizeOptions {
                 precision: match precision {
                     PrecisionArg::Fp16 => qaforge_quantize::Precision::Fp16,
@@ -210,7 +242,8 @@ fn main() -> ExitCode {
                     PrecisionArg::Int8Static => qaforge_quantize::Precision::Int8Static,
                 },
                 exclude,
-                weights: qaforge_quantize::WeightOptions { per_tensor, reduce_range },
+                target,
+                weights: qaforge_quantize::WeightOptions::for_target(target, per_tensor, reduce_range),
                 method: match method {
                     MethodArg::Minmax => qaforge_quantize::CalibrationMethod::MinMax,
                     MethodArg::Percentile => qaforge_quantize::CalibrationMethod::Percentile(percentile),
@@ -235,6 +268,10 @@ fn main() -> ExitCode {
         Err(err) if err.is::<OutOfTolerance>() => {
             eprintln!("qaforge: FAIL: {err}");
             ExitCode::from(1)
+        }
+        Err(err) if err.is::<NotVerified>() => {
+            eprintln!("qaforge: NOT VERIFIED: {err}");
+            ExitCode::from(3)
         }
         Err(err) => {
             eprintln!("qaforge: error: {err:#}");
@@ -484,16 +521,20 @@ fn verify(
     }
     println!("{}\n{}", qaforge_verify::MARKDOWN_HEADER, result.markdown_row());
     println!(
-        "{}: {}; {} features in {:.2} s ({}); reference F1 {:.2}; {} of {} predictions identical",
+        "{}: {}; {} features in {:.2} s ({} on {}); reference F1 {:.2}; {} of {} predictions identical",
         artifact.display(),
         result.data,
         result.features,
         result.seconds,
         result.engine,
+        result.cpu,
         result.squad.reference.f1,
         result.squad.identical_predictions,
         result.squad.questions
     );
+    if let Some(note) = &result.engine_note {
+        return Err(NotVerified(note.clone()).into());
+    }
     if !result.pass {
         return Err(OutOfTolerance(result.failures.join("; ")).into());
     }

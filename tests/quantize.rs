@@ -177,3 +177,50 @@ fn sensitivity_search_keeps_harmful_layers_float_until_verify_passes() {
     let missing = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-dynamic", "--max-f1-drop", "0.5"]);
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
 }
+
+#[test]
+fn targets_store_weights_for_their_cpus_and_are_exact_in_tract() {
+    // arm64 (the default) and x86-vnni store int8 weights in [-127, 127], which ONNX Runtime's
+    // u8 × s8 kernels without VNNI saturate; x86-avx2 stores uint8 weights offset by 128 (same
+    // levels, run by the exact u8 × u8 kernels); --reduce-range stores 7-bit int8. Every one
+    // passes verify in tract (exact integer arithmetic) and records its target.
+    use qaforge_runtime::integer_kernels::{onnxruntime_exactness, CpuFeatures, Exactness, IntegerProducts};
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let avx2_only = CpuFeatures::from_flags("x86_64", &["avx2", "fma"]);
+    for precision in ["int8-dynamic", "int8-static"] {
+        let mut cosines = BTreeMap::new();
+        for (target, extra) in [("arm64", None), ("x86-vnni", None), ("x86-avx2", None), ("arm64", Some("--reduce-range"))] {
+            let out = dir.path().join(format!("{precision}.{target}{}.onnx", extra.map_or("", |_| ".reduced")));
+            let mut args = vec!["--precision", precision, "--target", target];
+            args.extend(extra);
+            let run = quantize(&fp32, &out, "mobilebert-tiny", &args);
+            assert!(run.status.success(), "{precision} {target}: {}", text(&run));
+            let meta = metadata(&out);
+            assert_eq!(meta["qaforge.quantize.target"], target);
+            let products = IntegerProducts::of(&qaforge_onnx::read_model(&out).unwrap());
+            let (int8, uint8) = (products.int8_weights, products.uint8_weights);
+            match (target, extra) {
+                ("x86-avx2", None) => {
+                    assert!(int8 == 0 && uint8 > 0, "{precision}: {products:?}");
+                    assert!(meta["qaforge.quantize.weights"].contains("uint8 [1, 255], zero point 128"));
+                }
+                (_, Some(_)) => {
+                    assert!(int8 > 0 && products.int8_max_abs <= 64, "{precision}: {products:?}");
+                    assert!(meta["qaforge.quantize.weights"].contains("7-bit"));
+                }
+                _ => assert!(int8 > 0 && uint8 == 0 && products.int8_max_abs == 127, "{precision} {target}: {products:?}"),
+            }
+            // What verify --engine ort decides for this artifact on an AVX2-only CPU.
+            let needs_vnni = matches!(onnxruntime_exactness(&avx2_only, &products), Exactness::Inexact { .. });
+            assert_eq!(needs_vnni, extra.is_none() && target != "x86-avx2", "{precision} {target} {extra:?}");
+            let (verified, report) = verify_report(&out, "mobilebert-tiny");
+            assert!(verified.status.success(), "{precision} {target}: {}", text(&verified));
+            assert_eq!(report["engine_exact"], true, "tract is exact for every target");
+            assert_eq!(report["verdict"], "PASS");
+            cosines.insert(format!("{target}{extra:?}"), report["logits"]["cosine"].as_f64().unwrap());
+        }
+        // x86-avx2 keeps the same 255 weight levels as arm64, so tract computes the same logits.
+        assert_eq!(cosines["arm64None"], cosines["x86-avx2None"], "{precision}: {cosines:?}");
+    }
+}

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use qaforge_quantize::{CalibrationMethod, Precision, QuantizeOptions, WeightOptions};
+use qaforge_quantize::{CalibrationMethod, Precision, QuantizeOptions, Target, WeightOptions};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(model) = qaforge_onnx::decode_model(data, Path::new("model.onnx")) else { return };
@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let options = QuantizeOptions {
             precision,
             exclude: vec!["layer.1.*".into()],
+            target: Target::default(),
             weights: WeightOptions::default(),
             method: CalibrationMethod::MinMax,
             batch_size: 1,

@@ -8,9 +8,17 @@ ARTIFACT_DIR holds <fixture>.onnx for each fixture directory of GOLDEN_DIR, and 
 artifacts <fixture>.<precision>.onnx (fp16, int8-dynamic, int8-static...). float32 artifacts must match
 PyTorch within 1e-4; quantized ones must run, give finite logits, and keep the logit cosine above
 their precision's floor (the floors qaforge verify applies). Exits 1 on any failure.
+
+ONNX Runtime's u8 x s8 kernels on x86 without VNNI (AVX2, or AVX-512 without VNNI) add pairs of
+products into int16 with saturation, so int8 weights beyond |64| give wrong sums there. On such a
+CPU an artifact with such weights is loaded and checked for finite logits, but its cosine is not
+checked here: the output says so, and `make test` verifies it in tract (exact) and verifies its
+x86-avx2 twin (uint8 weights, exact u8 x u8 kernels) in ONNX Runtime. This decision is restated
+here from MLAS's platform.cpp on its own, sharing no code with qaforge's.
 """
 
 import json
+import platform
 import struct
 import sys
 from pathlib import Path
@@ -39,6 +47,51 @@ def read_safetensors(path):
     return out
 
 
+def cpu_flags():
+    """The CPU's feature flags as Linux names them (empty where /proc/cpuinfo is absent)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def onnxruntime_u8s8_saturates(machine, flags):
+    """MLAS's u8 x s8 kernel choice: vpmaddubsw (saturating) on AVX2 or AVX-512 core without the
+    matching VNNI; VNNI, SSE, ARM64 and portable kernels accumulate exactly."""
+    if machine not in ("x86_64", "AMD64") or "avx2" not in flags:
+        return False
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "avx512_vnni" not in flags
+    return "avx_vnni" not in flags
+
+
+def largest_int8_weight(model):
+    """The largest |value| of int8 initializers that feed integer products: MatMulInteger's B, or a
+    DequantizeLinear whose output a MatMul multiplies with a dequantized activation."""
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def dq_input(name):
+        n = producer.get(name)
+        return n.input[0] if n is not None and n.op_type == "DequantizeLinear" else None
+
+    weights = []
+    for n in model.graph.node:
+        if n.op_type == "MatMulInteger":
+            weights.append(n.input[1])
+        elif n.op_type == "MatMul" and dq_input(n.input[0]) not in (None, *inits) and dq_input(n.input[1]) in inits:
+            weights.append(dq_input(n.input[1]))
+    largest = 0
+    for w in weights:
+        t = inits.get(w)
+        if t is not None and t.data_type == onnx.TensorProto.INT8:
+            largest = max(largest, int(np.abs(onnx.numpy_helper.to_array(t).astype(np.int32)).max()))
+    return largest
+
+
 def main():
     artifacts, golden = Path(sys.argv[1]), Path(sys.argv[2])
     features = read_safetensors(golden / "squad" / "features.safetensors")
@@ -50,6 +103,7 @@ def main():
     }
     fixtures = sorted(p.name for p in golden.iterdir() if (p / "golden" / "logits.safetensors").exists())
     failures = 0
+    saturating = onnxruntime_u8s8_saturates(platform.machine(), cpu_flags())
     for fixture in fixtures:
         reference = read_safetensors(golden / fixture / "golden" / "logits.safetensors")
         for path in sorted(artifacts.glob(f"{fixture}*.onnx")):
@@ -57,6 +111,7 @@ def main():
             if variant and not variant.startswith(("fp16", "int8")):
                 continue
             onnx.checker.check_model(str(path), full_check=True)
+            inexact = saturating and largest_int8_weight(onnx.load(str(path))) > 64
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
             worst, dot, n_got, n_want = 0.0, 0.0, 0.0, 0.0
             for s in range(0, mask.shape[0], 32):
@@ -72,11 +127,17 @@ def main():
             cosine = dot / (n_got ** 0.5 * n_want ** 0.5)
             if not variant:
                 ok = worst <= TOLERANCE
+            elif inexact:
+                ok = True
             else:
                 ok = cosine >= COSINE_FLOOR[variant[:4]]
             failures += not ok
+            verdict = "ok" if ok else "FAIL"
+            if inexact:
+                verdict = ("loads and runs, finite; cosine not checked: this CPU's u8 x s8 kernel saturates "
+                           "full-range int8 weights (tract verifies this artifact, ONNX Runtime its x86-avx2 twin)")
             print(f"{path}: onnx.checker full_check ok; ONNX Runtime {ort.__version__} max |Δ| {worst:.3e}, "
-                  f"cosine {cosine:.6f} on {mask.shape[0]} features: {'ok' if ok else 'FAIL'}")
+                  f"cosine {cosine:.6f} on {mask.shape[0]} features: {verdict}")
     if not fixtures:
         raise SystemExit(f"{golden}: no fixtures found")
     sys.exit(1 if failures else 0)

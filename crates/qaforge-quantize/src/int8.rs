@@ -15,13 +15,55 @@ use crate::QuantizeError;
 const MIN_TABLE_ELEMENTS: usize = 4096;
 
 /// How weights are quantized.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WeightOptions {
     /// One scale per tensor instead of one per output channel.
     pub per_tensor: bool,
-    /// 7-bit weights ([-64, 63]) so that u8 × s8 products cannot saturate int16 accumulators on
-    /// x86 CPUs without VNNI (ONNX Runtime's kernels there).
-    pub reduce_range: bool,
+    /// How the quantized values are stored, which decides the integer kernels that run them.
+    pub storage: WeightStorage,
+}
+
+/// How int8 weight values are stored. The choice decides which ONNX Runtime kernel multiplies
+/// them with the uint8 activations and whether it is exact on a CPU (see
+/// `qaforge_runtime::integer_kernels`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightStorage {
+    /// int8 in [-127, 127]: 255 levels, exact in ONNX Runtime on ARM64 and on x86 with VNNI.
+    #[default]
+    Int8,
+    /// int8 in [-64, 63], ONNX Runtime's `reduce_range`: exact on every CPU, one bit coarser.
+    Int8SevenBit,
+    /// uint8 in [1, 255] with zero point 128: the same 255 levels as [`WeightStorage::Int8`],
+    /// multiplied by ONNX Runtime's u8 × u8 kernels, which widen to 16 bits and are exact on
+    /// every x86 CPU (its u8 × s8 kernels saturate without VNNI).
+    Uint8Offset,
+}
+
+impl WeightStorage {
+    /// The symmetric integer range of the quantized values before any offset.
+    fn range(self) -> (f32, f32) {
+        match self {
+            WeightStorage::Int8 | WeightStorage::Uint8Offset => (-127.0, 127.0),
+            WeightStorage::Int8SevenBit => (-64.0, 63.0),
+        }
+    }
+
+    /// The ONNX element type, the zero point, and the stored bytes of symmetric values `q`.
+    fn encode(self, q: &[i8]) -> (DataType, u8, Vec<u8>) {
+        match self {
+            WeightStorage::Int8 | WeightStorage::Int8SevenBit => (DataType::Int8, 0, q.iter().map(|&v| v as u8).collect()),
+            WeightStorage::Uint8Offset => (DataType::Uint8, 128, q.iter().map(|&v| (v as i16 + 128) as u8).collect()),
+        }
+    }
+
+    /// In words, for provenance and summaries.
+    pub fn describe(self) -> &'static str {
+        match self {
+            WeightStorage::Int8 => "int8 [-127, 127]",
+            WeightStorage::Int8SevenBit => "int8 7-bit [-64, 63] (reduce range)",
+            WeightStorage::Uint8Offset => "uint8 [1, 255], zero point 128",
+        }
+    }
 }
 
 /// What happens to one MatMul by a constant weight.
@@ -80,8 +122,7 @@ pub fn activation_matmuls(graph: &GraphProto) -> Reasons {
 /// Symmetric int8 quantization of a `[rows, cols]` matrix with one scale per column (`axis` 1)
 /// or per row (`axis` 0), or one scale for all. Returns (int8 values, scales).
 pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize, options: WeightOptions) -> (Vec<i8>, Vec<f32>) {
-    // Full range is symmetric [-127, 127]; reduce range is 7-bit two's complement [-64, 63].
-    let (qmin, qmax): (f32, f32) = if options.reduce_range { (-64.0, 63.0) } else { (-127.0, 127.0) };
+    let (qmin, qmax) = options.storage.range();
     let channels = if options.per_tensor { 1 } else if axis == 0 { rows } else { cols };
     let channel = |r: usize, c: usize| if options.per_tensor { 0 } else if axis == 0 { r } else { c };
     let mut amax = vec![0f32; channels];
@@ -114,9 +155,10 @@ fn dequantized_weight(graph: &mut GraphProto, names: &mut Names, name: &str, axi
     let s_name = names.fresh(&format!("{name}.scale"));
     let z_name = names.fresh(&format!("{name}.zero_point"));
     let channel_dims: Vec<i64> = if options.per_tensor { vec![] } else { vec![scales.len() as i64] };
-    graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], DataType::Int8, q.iter().map(|&v| v as u8).collect()));
+    let (data_type, zero_point, stored) = options.storage.encode(&q);
+    graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], data_type, stored));
     graph.initializer.push(raw_tensor(&s_name, &channel_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
-    graph.initializer.push(raw_tensor(&z_name, &channel_dims, DataType::Int8, vec![0; scales.len()]));
+    graph.initializer.push(raw_tensor(&z_name, &channel_dims, data_type, vec![zero_point; scales.len()]));
     let out = names.fresh(&format!("{name}.dequantized"));
     let mut attributes = vec![];
     if !options.per_tensor {
@@ -185,8 +227,16 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], weights: WeightOptio
                 let q_name = names.fresh(&format!("{w}.quantized"));
                 let s_name = names.fresh(&format!("{w}.scale"));
                 let scale_dims: Vec<i64> = if weights.per_tensor { vec![] } else { vec![cols as i64] };
-                graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], DataType::Int8, q.iter().map(|&v| v as u8).collect()));
+                let (data_type, zero_point, stored) = weights.storage.encode(&q);
+                graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], data_type, stored));
                 graph.initializer.push(raw_tensor(&s_name, &scale_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+                // uint8 weights carry their offset as MatMulInteger's b_zero_point (one scalar:
+                // every column is offset by 128).
+                let weight_zero_point = (zero_point != 0).then(|| {
+                    let z = names.fresh(&format!("{w}.zero_point"));
+                    graph.initializer.push(raw_tensor(&z, &[], data_type, vec![zero_point]));
+                    z
+                });
                 summary.int8_weights += rows * cols;
                 let mut nodes = vec![];
                 let [xq, xs, xz] = dynamic_inputs
@@ -199,7 +249,9 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], weights: WeightOptio
                     })
                     .clone();
                 let product = names.fresh(&format!("{name}.integer"));
-                nodes.push(node("MatMulInteger", &product, &[&xq, &q_name, &xz], &[&product], vec![]));
+                let mut inputs = vec![xq.as_str(), q_name.as_str(), xz.as_str()];
+                inputs.extend(weight_zero_point.as_deref());
+                nodes.push(node("MatMulInteger", &product, &inputs, &[&product], vec![]));
                 let cast = names.fresh(&format!("{name}.integer.float"));
                 nodes.push(node("Cast", &cast, &[&product], &[&cast], vec![int_attribute("to", DataType::Float as i64)]));
                 let scale = names.fresh(&format!("{name}.output_scale"));
@@ -253,7 +305,9 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], weights: WeightOptio
         })
         .collect();
     for (table, readers) in tables {
-        let (dq, dq_out, count) = dequantized_weight(graph, &mut names, &table, 0, WeightOptions { per_tensor: false, ..weights })?;
+        // Tables are only dequantized (exact on every engine), never multiplied as integers:
+        // full-range int8 per row whatever the target.
+        let (dq, dq_out, count) = dequantized_weight(graph, &mut names, &table, 0, WeightOptions { per_tensor: false, storage: WeightStorage::Int8 })?;
         summary.int8_weights += count;
         before.entry(readers[0]).or_default().push(dq);
         for r in readers {
@@ -287,10 +341,22 @@ mod tests {
         let (q, s) = quantize_symmetric(&[1.0, -4.0, -2.0, 8.0], 2, 2, 1, WeightOptions::default());
         assert_eq!(s, vec![2.0 / 127.0, 8.0 / 127.0]);
         assert_eq!(q, vec![64, -64, -127, 127]);
-        let (q, s) = quantize_symmetric(&[1.0, -3.0, -2.0, 8.0], 2, 2, 1, WeightOptions { per_tensor: true, reduce_range: true });
+        let (q, s) = quantize_symmetric(&[1.0, -3.0, -2.0, 8.0], 2, 2, 1, WeightOptions { per_tensor: true, storage: WeightStorage::Int8SevenBit });
         assert_eq!(s, vec![8.0 / 63.0]);
         assert_eq!(q, vec![8, -24, -16, 63]);
         let (q, s) = quantize_symmetric(&[0.0, 0.0], 1, 2, 0, WeightOptions::default());
         assert_eq!((q, s), (vec![0, 0], vec![1.0]));
+    }
+
+    #[test]
+    fn uint8_offset_keeps_the_int8_levels() {
+        let values = [1.0, -4.0, -2.0, 8.0];
+        let int8 = quantize_symmetric(&values, 2, 2, 1, WeightOptions::default());
+        let uint8 = quantize_symmetric(&values, 2, 2, 1, WeightOptions { per_tensor: false, storage: WeightStorage::Uint8Offset });
+        assert_eq!(int8, uint8);
+        let (ty, zero_point, bytes) = WeightStorage::Uint8Offset.encode(&uint8.0);
+        assert_eq!((ty, zero_point), (DataType::Uint8, 128));
+        assert_eq!(bytes, vec![192, 64, 1, 255]);
+        assert_eq!(bytes.iter().zip(&int8.0).filter(|(&b, &q)| b as i32 - 128 != q as i32).count(), 0);
     }
 }

@@ -20,7 +20,7 @@ use qaforge_squad::Features;
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
 pub use calibrate::{ActivationRange, CalibrationMethod};
-pub use int8::WeightOptions;
+pub use int8::{WeightOptions, WeightStorage};
 
 /// Errors of quantization.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,49 @@ impl Precision {
     }
 }
 
+/// The CPUs an int8 artifact is for. Its weights are stored so that ONNX Runtime's integer
+/// kernels on those CPUs compute it exactly (see `qaforge_runtime::integer_kernels`); every
+/// target's artifact is exact in tract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Target {
+    /// Phones and ARM64 servers: int8 weights in [-127, 127] (exact in every ARM64 kernel).
+    #[default]
+    Arm64,
+    /// x86-64 with AVX-512 VNNI or AVX-VNNI: int8 weights in [-127, 127] (`vpdpbusd` is exact).
+    X86Vnni,
+    /// x86-64 without VNNI (AVX2, or AVX-512 without VNNI): uint8 weights offset by 128, which
+    /// ONNX Runtime multiplies with its exact u8 × u8 kernels (its u8 × s8 kernels saturate there).
+    X86Avx2,
+}
+
+impl Target {
+    /// The name used on the command line and in metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Arm64 => "arm64",
+            Target::X86Vnni => "x86-vnni",
+            Target::X86Avx2 => "x86-avx2",
+        }
+    }
+
+    /// How this target stores int8 weights.
+    pub fn weight_storage(self) -> WeightStorage {
+        match self {
+            Target::Arm64 | Target::X86Vnni => WeightStorage::Int8,
+            Target::X86Avx2 => WeightStorage::Uint8Offset,
+        }
+    }
+}
+
+impl WeightOptions {
+    /// The weight options for `target`; `reduce_range` asks for 7-bit int8 weights instead
+    /// (ONNX Runtime's reduce_range: exact on every CPU, one bit coarser).
+    pub fn for_target(target: Target, per_tensor: bool, reduce_range: bool) -> Self {
+        let storage = if reduce_range { WeightStorage::Int8SevenBit } else { target.weight_storage() };
+        WeightOptions { per_tensor, storage }
+    }
+}
+
 /// Everything that decides the output of [`quantize`].
 #[derive(Debug, Clone)]
 pub struct QuantizeOptions {
@@ -65,6 +108,8 @@ pub struct QuantizeOptions {
     pub precision: Precision,
     /// Node name or op type patterns (`*` wildcards) kept float.
     pub exclude: Vec<String>,
+    /// The CPUs the artifact is for (int8 modes; recorded in its provenance).
+    pub target: Target,
     /// Weight quantization (int8 modes).
     pub weights: WeightOptions,
     /// Calibration method (int8-static).
@@ -191,11 +236,8 @@ pub fn apply(
     metadata.push(("qaforge.quantize.input_sha256".into(), input_sha256.into()));
     metadata.push(("qaforge.quantize.exclude".into(), options.exclude.join(",")));
     if options.precision != Precision::Fp16 {
-        let weights = format!(
-            "int8 symmetric {}{}",
-            if options.weights.per_tensor { "per-tensor" } else { "per-channel" },
-            if options.weights.reduce_range { ", 7-bit (reduce range)" } else { "" }
-        );
+        let weights = format!("symmetric {}, {}", if options.weights.per_tensor { "per-tensor" } else { "per-channel" }, options.weights.storage.describe());
+        metadata.push(("qaforge.quantize.target".into(), options.target.as_str().into()));
         metadata.push(("qaforge.quantize.weights".into(), weights));
     }
     if options.precision == Precision::Int8Static {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use qaforge_squad::Features;
 
+pub mod integer_kernels;
 #[cfg(feature = "ort")]
 mod onnxruntime;
 mod tract;

@@ -9,7 +9,8 @@ pub mod stats;
 pub use golden::{GoldenFeatures, GoldenLogits};
 pub use qaforge_runtime::{load_engine, Engine, EngineChoice, Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
-pub use report::{verify, GoldenPaths, RunOptions, Report, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
+pub use qaforge_runtime::integer_kernels::{CpuFeatures, Exactness};
+pub use report::{engine_exactness, verify, GoldenPaths, RunOptions, Report, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
 
 /// Errors of verification.
 #[derive(Debug, thiserror::Error)]

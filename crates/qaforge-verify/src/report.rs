@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use qaforge_runtime::integer_kernels::{onnxruntime_exactness, CpuFeatures, Exactness, IntegerProducts};
 use qaforge_runtime::{load_engine, EngineChoice};
 use qaforge_squad::{agreement, evaluate, predict_all, Features, Metrics, PostprocessOptions, SquadFile};
 use serde::Serialize;
@@ -103,6 +104,11 @@ pub struct Report {
     pub engine: String,
     /// CPU features relevant to int8 kernels.
     pub cpu: String,
+    /// Whether the engine computes this artifact's integer products exactly on this CPU, as its
+    /// target does. When false the figures are not the artifact's: it is neither passed nor failed.
+    pub engine_exact: bool,
+    /// Why the engine is not exact here, and what to do instead.
+    pub engine_note: Option<String>,
     /// The golden SQuAD slice in words (articles, questions, answerable / unanswerable).
     pub data: String,
     /// Features run.
@@ -119,31 +125,21 @@ pub struct Report {
     pub tolerances: Tolerances,
     /// Every tolerance the artifact misses, in words.
     pub failures: Vec<String>,
-    /// No failures.
+    /// No failures, and an exact engine.
     pub pass: bool,
+    /// PASS, FAIL (outside tolerance) or NOT VERIFIED (the engine is not exact for it here).
+    pub verdict: String,
     /// This report's row of the Markdown comparison table (under [`MARKDOWN_HEADER`]).
     pub table_row: String,
 }
 
-/// The CPU features that decide how int8 kernels behave (ONNX Runtime saturates u8 × s8 without VNNI).
-pub fn cpu_description() -> String {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut f = vec!["x86_64"];
-        if std::arch::is_x86_feature_detected!("avx2") {
-            f.push("avx2");
-        }
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            f.push("avx512f");
-        }
-        if std::arch::is_x86_feature_detected!("avx512vnni") {
-            f.push("avx512vnni");
-        }
-        f.join(" ")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        std::env::consts::ARCH.to_string()
+/// Whether `engine` computes `model`'s integer products on `cpu` as exactly as the artifact's
+/// target does: tract always (its integer kernels widen before multiplying); ONNX Runtime unless
+/// full-range int8 weights meet its saturating u8 × s8 kernel.
+pub fn engine_exactness(engine: &EngineChoice, cpu: &CpuFeatures, model: &tract_onnx::pb::ModelProto) -> Exactness {
+    match engine {
+        EngineChoice::Tract => Exactness::Exact,
+        EngineChoice::OnnxRuntime { .. } => onnxruntime_exactness(cpu, &IntegerProducts::of(model)),
     }
 }
 
@@ -189,6 +185,8 @@ pub fn verify(
     let features = Features::load(&golden.squad)?;
     let reference = GoldenLogits::load(&golden.fixture, &features)?;
 
+    let cpu = CpuFeatures::detect();
+    let exactness = engine_exactness(&run.engine, &cpu, &model);
     let engine = load_engine(&run.engine, &model, &bytes, artifact, run.cores)?;
     let logits = engine.run_features(&features, run.batch_size, engine.preferred_threads(run.cores), &|n| progress(n, features.count))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -263,7 +261,12 @@ pub fn verify(
         metadata,
         fixture: golden.fixture.clone(),
         engine: engine.description(),
-        cpu: cpu_description(),
+        cpu: cpu.describe(),
+        engine_exact: exactness == Exactness::Exact,
+        engine_note: match exactness {
+            Exactness::Exact => None,
+            Exactness::Inexact { reason } => Some(reason),
+        },
         data: data.summary(),
         features: features.count,
         seconds,
@@ -271,9 +274,18 @@ pub fn verify(
         argmax_agreement: agree as f64 / features.count.max(1) as f64,
         squad,
         tolerances,
-        pass: failures.is_empty(),
+        pass: false,
+        verdict: String::new(),
         failures,
         table_row: String::new(),
+    };
+    report.pass = report.failures.is_empty() && report.engine_exact;
+    report.verdict = if !report.engine_exact {
+        "NOT VERIFIED".into()
+    } else if report.pass {
+        "PASS".into()
+    } else {
+        "FAIL".into()
     };
     report.table_row = report.markdown_row();
     Ok(report)
@@ -306,7 +318,7 @@ impl Report {
             -self.squad.f1_drop,
             self.squad.agreement_f1,
             self.seconds,
-            if self.pass { "PASS" } else { "FAIL" },
+            self.verdict,
         )
     }
 
@@ -324,6 +336,9 @@ impl Report {
             self.cpu
         );
         s += &format!("Tolerances ({}): {}\n\n", self.precision, serde_json::to_string(&self.tolerances).unwrap_or_default());
+        if let Some(note) = &self.engine_note {
+            s += &format!("**Not verified on this machine.** {note}.\n\n");
+        }
         if self.failures.is_empty() {
             s += "All tolerances met.\n";
         } else {
