@@ -4,7 +4,7 @@
 //! - [`fp16`]: float16 weights and compute, float32 at the boundary, overflow-prone ops in float32.
 //! - [`int8`]: per-channel symmetric int8 weights; dynamic (DynamicQuantizeLinear + MatMulInteger)
 //!   or static (QuantizeLinear/DequantizeLinear pairs from calibrated ranges); int8 embedding tables.
-//! - [`calibrate`]: streaming ranges over SQuAD features with minmax, percentile or entropy.
+//! - [`calibrate`]: streaming ranges over SQuAD features with minmax, percentile or MSE.
 //!
 //! Every artifact records its provenance in metadata_props; the same inputs give the same bytes.
 
