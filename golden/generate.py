@@ -39,7 +39,7 @@ import string
 import numpy as np
 import torch
 from safetensors.numpy import save_file as save_numpy
-from transformers import BertTokenizerFast, MobileBertConfig, MobileBertForQuestionAnswering
+from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast, MobileBertConfig, MobileBertForQuestionAnswering
 
 # The official SQuAD v2 metric, restated in a module of its own (no torch needed to run it).
 from squad_v2_eval import evaluate as squad_v2_evaluate
@@ -92,6 +92,28 @@ FIXTURES = {
         weights="safetensors", dtype="bfloat16", seed=3, tokenizer=("tokenizer.json",),
     ),
 }
+
+
+# The trained fixture: MiniLM-L6-H384 (a pretrained BERT) fine-tuned on SQuAD v2 by golden/train.py,
+# stored in MobileBERT's format. MobileBERT with LayerNorm, gelu, no bottleneck, one FFN and no
+# trigram input (embedding size = hidden size) computes BERT's layers; only the tensor names
+# differ, and transformers' MobileBERT builds two of its LayerNorms with epsilon 1e-5 where BERT
+# uses 1e-12 (the embeddings' and each layer's output LayerNorm), which generate.py measures.
+TRAINED_FIXTURE = "minilm-l6-squad2"
+TRAINED_CONFIG = dict(
+    num_hidden_layers=6, hidden_size=384, embedding_size=384, intra_bottleneck_size=384,
+    intermediate_size=1536, num_attention_heads=12, num_feedforward_networks=1, hidden_act="gelu",
+    normalization_type="layer_norm", trigram_input=False, use_bottleneck=False,
+    use_bottleneck_attention=False, key_query_shared_bottleneck=False, layer_norm_eps=1e-12,
+)
+
+
+def mobilebert_name(bert_name):
+    """BertForQuestionAnswering's tensor name → MobileBertForQuestionAnswering's (the layers' module
+    paths are the same; only the model prefix differs)."""
+    if bert_name.startswith("bert."):
+        return "mobilebert." + bert_name[len("bert."):]
+    return bert_name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,6 +401,95 @@ def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, feature
           f"answered {answered}/{len(predictions)}, EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f}")
 
 
+def reference_logits(model, features):
+    """Start/end logits of every feature, one at a time in float32 on one thread."""
+    starts, ends = [], []
+    with torch.no_grad():
+        for i in range(features["input_ids"].shape[0]):
+            out_ = model(input_ids=torch.from_numpy(features["input_ids"][i:i + 1]),
+                         attention_mask=torch.from_numpy(features["attention_mask"][i:i + 1]),
+                         token_type_ids=torch.from_numpy(features["token_type_ids"][i:i + 1]))
+            starts.append(out_.start_logits[0].numpy().astype(np.float32))
+            ends.append(out_.end_logits[0].numpy().astype(np.float32))
+    return np.stack(starts), np.stack(ends)
+
+
+def build_trained_fixture(out, vocab_dir, eval_examples, eval_squad, features, trained_dir):
+    """The trained fixture in MobileBERT's format and its goldens. `trained_dir` is golden/train.py's
+    output (BertForQuestionAnswering names, float16); without it the committed fixture's weights
+    are read back, so its goldens can be regenerated without training again."""
+    from safetensors.torch import load_file, save_file
+    fixture_dir = os.path.join(out, TRAINED_FIXTURE)
+    os.makedirs(os.path.join(fixture_dir, "golden"), exist_ok=True)
+    if trained_dir:
+        weights = {mobilebert_name(k): v for k, v in load_file(os.path.join(trained_dir, "model.safetensors")).items()}
+        shutil.copyfile(os.path.join(trained_dir, "train-report.json"), os.path.join(fixture_dir, "golden", "train-report.json"))
+    else:
+        weights = load_file(os.path.join(fixture_dir, "model.safetensors"))
+    config = MobileBertConfig(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
+                              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                              architectures=["MobileBertForQuestionAnswering"], **TRAINED_CONFIG)
+    config._attn_implementation = "eager"
+    model = MobileBertForQuestionAnswering(config).eval()
+    # The embedding transformation exists in MobileBERT's module but is unused when embedding size
+    # equals hidden size without trigram input: stored as zeros so that nothing random is shipped.
+    transformation = {k: torch.zeros_like(v) for k, v in model.state_dict().items() if "embedding_transformation" in k}
+    weights = {**transformation, **{k: v for k, v in weights.items() if "embedding_transformation" not in k}}
+    missing, unexpected = model.load_state_dict({k: v.to(torch.float32) for k, v in weights.items()}, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise SystemExit(f"trained weights do not fit MobileBERT: missing {missing}, unexpected {unexpected}")
+
+    config_dict = config.to_diff_dict()
+    config_dict["model_type"] = "mobilebert"
+    config_dict.pop("_attn_implementation_autoset", None)
+    config_dict.pop("transformers_version", None)
+    config_dict["torch_dtype"] = "float16"
+    with open(os.path.join(fixture_dir, "config.json"), "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+        f.write("\n")
+    state = {k: v.to(torch.float16).contiguous() for k, v in sorted(weights.items())}
+    save_file(state, os.path.join(fixture_dir, "model.safetensors"), metadata={"format": "pt"})
+    write_tokenizer_files(vocab_dir, fixture_dir, ("vocab.txt", "tokenizer.json"))
+
+    start_all, end_all = reference_logits(model, features)
+    save_numpy({"start_logits": start_all, "end_logits": end_all},
+               os.path.join(fixture_dir, "golden", "logits.safetensors"))
+    predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
+    write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
+               {"predictions": predictions, "null_odds": null_odds})
+    metrics = squad_v2_evaluate(eval_squad, predictions)
+    write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
+    write_fixture_threshold_metrics(fixture_dir, eval_squad)
+
+    # The same weights under BERT's own module (epsilon 1e-12 everywhere): how far MobileBERT's
+    # format moves the logits and the answers.
+    bert_config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                             intermediate_size=1536, hidden_act="gelu", max_position_embeddings=512,
+                             type_vocab_size=2, layer_norm_eps=1e-12, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0)
+    bert_config._attn_implementation = "eager"
+    bert = BertForQuestionAnswering(bert_config).eval()
+    bert_state = {("bert." + k[len("mobilebert."):] if k.startswith("mobilebert.") else k): v.to(torch.float32)
+                  for k, v in weights.items() if "embedding_transformation" not in k}
+    missing, unexpected = bert.load_state_dict(bert_state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise SystemExit(f"trained weights do not fit BERT: missing {missing}, unexpected {unexpected}")
+    bert_start, bert_end = reference_logits(bert, features)
+    bert_predictions, _ = postprocess(eval_examples, features, bert_start, bert_end)
+    bert_metrics = squad_v2_evaluate(eval_squad, bert_predictions)
+    valid = features["attention_mask"] == 1
+    write_json(os.path.join(fixture_dir, "golden", "bert-format.json"), {
+        "max_abs_logit_diff": float(max(np.abs(bert_start - start_all)[valid].max(), np.abs(bert_end - end_all)[valid].max())),
+        "identical_predictions": sum(bert_predictions[k] == predictions[k] for k in predictions),
+        "questions": len(predictions),
+        "bert_metrics": bert_metrics,
+    })
+    params = sum(p.numel() for p in model.parameters())
+    answered = sum(1 for v in predictions.values() if v)
+    print(f"{TRAINED_FIXTURE}: {params} parameters, answered {answered}/{len(predictions)}, "
+          f"EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f} (BERT's module: F1 {bert_metrics['f1']:.2f})")
+
+
 def rewrite_metrics(out):
     """The metric files of every fixture and system from the committed eval slice and predictions."""
     squad_dir = os.path.join(out, "squad")
@@ -390,7 +501,7 @@ def rewrite_metrics(out):
             system_metrics[system] = squad_v2_evaluate(eval_squad, json.load(f))
     write_json(os.path.join(squad_dir, "predictions", "metrics.json"), system_metrics)
     write_system_threshold_metrics(squad_dir, eval_squad)
-    for name in FIXTURES:
+    for name in (*FIXTURES, TRAINED_FIXTURE):
         fixture_dir = os.path.join(out, name)
         with open(os.path.join(fixture_dir, "golden", "predictions.json")) as f:
             predictions = json.load(f)["predictions"]
@@ -402,6 +513,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
+    parser.add_argument("--trained", help="golden/train.py's output directory: (re)builds the trained fixture from it "
+                        "(without it, the committed trained fixture's weights are reused)")
     parser.add_argument("--metrics-only", action="store_true",
                         help="only rewrite the metric files from the committed predictions (no model runs)")
     args = parser.parse_args()
@@ -459,6 +572,8 @@ def main():
 
     for name, spec in FIXTURES.items():
         build_fixture(name, spec, args.out, vocab_dir, eval_examples, eval_squad, features)
+    if args.trained or os.path.exists(os.path.join(args.out, TRAINED_FIXTURE, "model.safetensors")):
+        build_trained_fixture(args.out, vocab_dir, eval_examples, eval_squad, features, args.trained)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{golden, FIXTURES};
+use common::{golden, GOLDEN_FIXTURES};
 use qaforge_verify::{GoldenFeatures, GoldenLogits};
 
 fn json(path: &std::path::Path) -> serde_json::Value {
@@ -60,7 +60,7 @@ fn every_fixture_has_consistent_goldens() {
     let squad = golden().join("squad");
     let features = GoldenFeatures::load(&squad).unwrap();
     let ids: BTreeSet<String> = question_ids(&json(&squad.join("eval.json"))).into_iter().collect();
-    for fixture in FIXTURES {
+    for fixture in GOLDEN_FIXTURES {
         let dir = golden().join(fixture);
         let checkpoint = qaforge_checkpoint::Checkpoint::open(&dir).unwrap();
         assert!(checkpoint.unknown_config_keys.is_empty(), "{fixture}: {:?}", checkpoint.unknown_config_keys);

@@ -4,8 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The fixtures of golden/, each the real MobileBERT architecture at small sizes.
+/// The fixtures of golden/, each the real MobileBERT architecture at small sizes, random weights.
 pub const FIXTURES: &[&str] = &["mobilebert-tiny", "mobilebert-flipped", "mobilebert-nobottleneck"];
+
+/// Every fixture with goldens: the random ones and the trained one (MiniLM-L6 fine-tuned on SQuAD
+/// v2, in MobileBERT's format; its quantization bounds run in tests/trained_fixture.sh).
+pub const GOLDEN_FIXTURES: &[&str] = &["mobilebert-tiny", "mobilebert-flipped", "mobilebert-nobottleneck", "minilm-l6-squad2"];
 
 /// The project's golden/ directory.
 pub fn golden() -> PathBuf {
