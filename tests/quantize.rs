@@ -239,3 +239,38 @@ fn targets_store_weights_for_their_cpus_and_are_exact_in_tract() {
         assert_eq!(cosines["arm64None"], cosines["x86-avx2None"], "{precision}: {cosines:?}");
     }
 }
+
+#[test]
+fn defaults_find_the_qa_head_and_embedding_path_by_structure_not_names() {
+    // Another exporter names nodes its own way (`/qa_outputs/MatMul`, `MatMul_123`): rename every
+    // node of our graph to an opaque name and check that int8 quantization keeps the same defaults:
+    // the QA head float, the embedding transformation with float activations.
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let mut model = qaforge_onnx::read_model(&fp32).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let original: Vec<String> = graph.node.iter().map(|n| n.name.clone()).collect();
+    for (i, n) in graph.node.iter_mut().enumerate() {
+        n.name = format!("node_{i}");
+    }
+    let renamed = dir.path().join("renamed.onnx");
+    std::fs::write(&renamed, qaforge_onnx::encode(&model)).unwrap();
+    let head = format!("node_{}", original.iter().position(|n| n == "qa_outputs").unwrap());
+    let transformation = format!("node_{}", original.iter().position(|n| n == "embeddings.transformation").unwrap());
+
+    let (a, b) = (dir.path().join("named.int8.onnx"), dir.path().join("renamed.int8.onnx"));
+    for (input, out) in [(&fp32, &a), (&renamed, &b)] {
+        let run = quantize(input, out, "mobilebert-tiny", &["--precision", "int8-dynamic"]);
+        assert!(run.status.success(), "{}", text(&run));
+    }
+    let graph = qaforge_onnx::read_model(&b).unwrap().graph.unwrap();
+    let node = |name: &str| graph.node.iter().find(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"));
+    assert_eq!(node(&head).op_type, "MatMul", "the QA head stays float under any name");
+    let transformation = node(&transformation);
+    assert_eq!(transformation.op_type, "MatMul", "the embedding transformation keeps float activations");
+    assert!(transformation.input[1].contains("dequantized"), "its weights are stored int8: {:?}", transformation.input);
+    let count = |path: &Path, op: &str| qaforge_onnx::read_model(path).unwrap().graph.unwrap().node.iter().filter(|n| n.op_type == op).count();
+    for op in ["MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear", "MatMul"] {
+        assert_eq!(count(&a, op), count(&b, op), "{op}: the same decisions with and without our names");
+    }
+}

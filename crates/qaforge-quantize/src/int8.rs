@@ -78,21 +78,26 @@ pub enum Decision {
 }
 
 /// Decides every MatMul by a constant 2-D float weight, in graph order: the QA head stays float,
-/// `exclude` patterns keep nodes float, the embedding path keeps float activations.
+/// `exclude` patterns keep nodes float, the embedding path keeps float activations. The QA head and
+/// the embedding path are found by the graph's structure, not by node names, so that graphs from
+/// other exporters get the same defaults.
 pub fn weight_matmuls(graph: &GraphProto, exclude: &[String]) -> Vec<(usize, Decision)> {
     let index = GraphIndex::new(graph);
+    let is_weight_matmul = |n: &NodeProto| {
+        n.op_type == "MatMul" && n.input.len() == 2 && index.initializers.get(&n.input[1]).is_some_and(|&i| is_float_matrix(&graph.initializer[i]))
+    };
+    let heads = qa_heads(graph, &index);
     graph
         .node
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.op_type == "MatMul" && n.input.len() == 2)
-        .filter(|(_, n)| index.initializers.get(&n.input[1]).is_some_and(|&i| is_float_matrix(&graph.initializer[i])))
+        .filter(|(_, n)| is_weight_matmul(n))
         .map(|(i, n)| {
-            let decision = if n.name == "qa_outputs" || n.name.starts_with("qa_outputs.") {
-                Decision::Float("QA head: start/end logits decide every answer (default)".into())
+            let decision = if heads.contains(&i) {
+                Decision::Float("QA head (the last MatMul before the start/end logits): it decides every answer (default)".into())
             } else if let Some(p) = matching_pattern(exclude, n) {
                 Decision::Float(format!("excluded by --exclude {p}"))
-            } else if n.name.starts_with("embeddings.") {
+            } else if reads_embedding_tables(graph, &index, &n.input[0]) {
                 Decision::WeightOnly("embedding path: activations stay float (default), weights stored int8".into())
             } else {
                 Decision::Quantize
@@ -100,6 +105,56 @@ pub fn weight_matmuls(graph: &GraphProto, exclude: &[String]) -> Vec<(usize, Dec
             (i, decision)
         })
         .collect()
+}
+
+/// Ops that only select, move or re-type data: a tensor that passes through them keeps its role.
+const DATA_MOVEMENT: &[&str] = &["Gather", "Slice", "Pad", "Concat", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Split", "Identity", "Flatten", "Expand", "Cast", "Shape", "Constant", "ConstantOfShape"];
+
+/// The QA head: the MatMuls from which a graph output is reached without passing another MatMul
+/// (walking back from every output, stopping at the first MatMul on each path).
+fn qa_heads(graph: &GraphProto, index: &GraphIndex) -> std::collections::BTreeSet<usize> {
+    let mut heads = std::collections::BTreeSet::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    while let Some(tensor) = stack.pop() {
+        if !seen.insert(tensor) {
+            continue;
+        }
+        let Some(&p) = index.producer.get(tensor) else { continue };
+        let n = &graph.node[p];
+        if n.op_type == "MatMul" {
+            heads.insert(p);
+            continue;
+        }
+        stack.extend(n.input.iter().filter(|i| !i.is_empty()).map(String::as_str));
+    }
+    heads
+}
+
+/// Whether `tensor` is rows of embedding tables moved into place: every path back from it passes
+/// only data-movement ops and reaches a Gather from an initializer table (MobileBERT's embedding
+/// transformation reads the word embeddings' trigram concatenation). A normalization, an
+/// addition or any other computation on the way means it is not.
+fn reads_embedding_tables(graph: &GraphProto, index: &GraphIndex, tensor: &str) -> bool {
+    let mut found_table = false;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![tensor];
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        let Some(&p) = index.producer.get(t) else { continue };
+        let n = &graph.node[p];
+        if !DATA_MOVEMENT.contains(&n.op_type.as_str()) {
+            return false;
+        }
+        if n.op_type == "Gather" && n.input.first().is_some_and(|table| index.initializers.contains_key(table)) {
+            found_table = true;
+            continue;
+        }
+        stack.extend(n.input.iter().filter(|i| !i.is_empty() && !index.initializers.contains_key(*i)).map(String::as_str));
+    }
+    found_table
 }
 
 fn is_float_matrix(t: &TensorProto) -> bool {
