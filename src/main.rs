@@ -444,7 +444,10 @@ fn answer(artifact: &std::path::Path, tokenizer: &std::path::Path, question: Str
     let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
     let example = qaforge_squad::Example { id: "question".into(), title: String::new(), question, context, answers: vec![] };
     let features = tokenizer.features(std::slice::from_ref(&example), &qaforge_squad::FeatureOptions::default())?;
-    let session = qaforge_verify::TractSession::load(artifact)?;
+    // Decoded by qaforge first, so that a hostile file is refused with its problem named before
+    // tract reads tensors by their claimed dims.
+    let model = qaforge_onnx::read_model(artifact)?;
+    let session = qaforge_verify::TractSession::from_proto(&model, &artifact.display().to_string())?;
     let logits = session.run_features(&features, 8, 1, &|_| {})?;
     let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1, paragraphs: 1 };
     let options = qaforge_squad::PostprocessOptions::default();

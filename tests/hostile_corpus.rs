@@ -234,3 +234,13 @@ fn tokenizer_json_whose_decoder_crashes_the_tokenizers_crate() {
 fn tokenizer_json_whose_template_crashes_the_tokenizers_crate() {
     answer_with_tokenizer("tokenizer/template-crashes-tokenizers.json", &["tokenizer.json", "malformed tokenizer"]);
 }
+
+#[test]
+fn onnx_initializer_claims_1e18_floats() {
+    onnx("onnx/initializer-claims-1e18-floats.onnx", &["initializer-claims-1e18-floats.onnx", "tensor `huge`", "claim 1000000000000000000 Float values, the file holds 16"]);
+}
+
+#[test]
+fn onnx_external_data_outside_the_folder() {
+    onnx("onnx/external-data-outside.onnx", &["external-data-outside.onnx", "tensor `weights`", "external data is not supported"]);
+}

@@ -153,11 +153,42 @@ def squad():
     write("predictions/na-prob-not-number.json", b'{"q1": "high"}\n')
 
 
+def protobuf_varint(n):
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def protobuf_field(number, value):
+    """One protobuf field: an int as a varint, bytes as a length-delimited value."""
+    if isinstance(value, int):
+        return protobuf_varint(number << 3) + protobuf_varint(value)
+    return protobuf_varint(number << 3 | 2) + protobuf_varint(len(value)) + value
+
+
+def onnx_model_with_initializer(*tensor_fields):
+    """ModelProto(ir_version 8, opset 17, graph(initializer = TensorProto(fields)))."""
+    tensor = b"".join(protobuf_field(n, v) for n, v in tensor_fields)
+    graph = protobuf_field(5, tensor) + protobuf_field(2, b"hostile")
+    opset = protobuf_field(1, b"") + protobuf_field(2, 17)
+    return protobuf_field(1, 8) + protobuf_field(8, opset) + protobuf_field(7, graph)
+
+
 def onnx():
     write("onnx/garbage.onnx", b"\x08\x07\x12\x04junk" + bytes(range(256)) * 4)
     write("onnx/empty.onnx", b"")
     # A protobuf field 7 (graph) claiming 2 GiB of bytes in a 20-byte file.
     write("onnx/length-claims-2gib.onnx", b"\x08\x07\x3a\xff\xff\xff\xff\x07" + b"\0" * 12)
+    # An initializer whose dims claim 10^18 float32 values (4 EB) backed by 64 bytes.
+    write("onnx/initializer-claims-1e18-floats.onnx", onnx_model_with_initializer(
+        (1, 10**9), (1, 10**9), (2, 1), (8, b"huge"), (9, b"\0" * 64)))
+    # An initializer whose data lives in an external file outside the model's folder.
+    write("onnx/external-data-outside.onnx", onnx_model_with_initializer(
+        (1, 4), (2, 1), (8, b"weights"), (14, 1),
+        (13, protobuf_field(1, b"location") + protobuf_field(2, b"../../../../etc/passwd"))))
 
 
 if __name__ == "__main__":

@@ -60,14 +60,115 @@ pub fn read_model(path: &Path) -> Result<pb::ModelProto, EmitError> {
     decode_model(&bytes, path)
 }
 
-/// Decodes the bytes of an ONNX model file; `path` names it in errors.
+/// Decodes the bytes of an ONNX model file; `path` names it in errors. Every initializer (and
+/// Constant node value) must hold exactly the data its dims and type claim, inside the file:
+/// passes read tensors by their dims, so a claim the bytes do not back is refused here, before
+/// any work, instead of being passed through or read past.
 pub fn decode_model(bytes: &[u8], path: &Path) -> Result<pb::ModelProto, EmitError> {
-    let model = pb::ModelProto::decode(bytes)
-        .map_err(|e| EmitError::InvalidModel { path: path.to_owned(), message: e.to_string() })?;
-    if model.graph.is_none() {
-        return Err(EmitError::InvalidModel { path: path.to_owned(), message: "no graph".into() });
+    let invalid = |message: String| EmitError::InvalidModel { path: path.to_owned(), message };
+    let model = pb::ModelProto::decode(bytes).map_err(|e| invalid(e.to_string()))?;
+    let Some(graph) = model.graph.as_ref() else {
+        return Err(invalid("no graph".into()));
+    };
+    let constants = graph.node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()));
+    for tensor in graph.initializer.iter().chain(constants) {
+        check_tensor_data(tensor).map_err(|message| invalid(format!("tensor `{}`: {message}", tensor.name)))?;
     }
     Ok(model)
+}
+
+/// Bytes per element of the ONNX data types whose raw data qaforge can size; `None` for strings
+/// and unknown types.
+fn element_size(data_type: i32) -> Option<usize> {
+    use pb::tensor_proto::DataType as T;
+    let t = T::try_from(data_type).ok()?;
+    Some(match t {
+        T::Uint8 | T::Int8 | T::Bool => 1,
+        T::Uint16 | T::Int16 | T::Float16 | T::Bfloat16 => 2,
+        T::Float | T::Int32 | T::Uint32 => 4,
+        T::Double | T::Int64 | T::Uint64 | T::Complex64 => 8,
+        T::Complex128 => 16,
+        _ => return None,
+    })
+}
+
+/// Whether a tensor's stored data matches its dims and type (element counts overflow-checked).
+fn check_tensor_data(t: &pb::TensorProto) -> Result<(), String> {
+    use pb::tensor_proto::DataType as T;
+    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty() {
+        return Err("its data is stored outside the model file (external data is not supported: save the model with its weights inside)".into());
+    }
+    let count = t.dims.iter().try_fold(1u64, |acc, &d| u64::try_from(d).ok().and_then(|d| acc.checked_mul(d)));
+    let count = count.ok_or_else(|| format!("dims {:?} are negative or their product overflows", t.dims))?;
+    let data_type = T::try_from(t.data_type).map_err(|_| format!("unknown data type {}", t.data_type))?;
+    if data_type == T::Undefined {
+        return Err("undefined data type".into());
+    }
+    let held = |n: usize, what: &str| -> Result<(), String> {
+        if n as u64 == count {
+            Ok(())
+        } else {
+            Err(format!("dims {:?} claim {count} {data_type:?} values, the file holds {n} ({what})", t.dims))
+        }
+    };
+    if !t.raw_data.is_empty() {
+        let size = element_size(t.data_type).ok_or_else(|| format!("{data_type:?} values cannot be stored as raw data"))?;
+        if t.raw_data.len() % size != 0 {
+            return Err(format!("{} bytes of raw data are not a whole number of {size}-byte {data_type:?} values", t.raw_data.len()));
+        }
+        return held(t.raw_data.len() / size, "raw data");
+    }
+    match data_type {
+        T::Float => held(t.float_data.len(), "float_data"),
+        T::Complex64 => held(t.float_data.len() / 2, "float_data"),
+        T::Int32 | T::Int16 | T::Int8 | T::Uint16 | T::Uint8 | T::Bool | T::Float16 | T::Bfloat16 => held(t.int32_data.len(), "int32_data"),
+        T::Int64 => held(t.int64_data.len(), "int64_data"),
+        T::Double => held(t.double_data.len(), "double_data"),
+        T::Complex128 => held(t.double_data.len() / 2, "double_data"),
+        T::Uint32 | T::Uint64 => held(t.uint64_data.len(), "uint64_data"),
+        T::String => held(t.string_data.len(), "string_data"),
+        _ => held(0, "no data field for this type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_with(tensor: pb::TensorProto) -> Vec<u8> {
+        encode(&pb::ModelProto { graph: Some(pb::GraphProto { initializer: vec![tensor], ..Default::default() }), ..Default::default() })
+    }
+
+    fn tensor(dims: &[i64], data_type: pb::tensor_proto::DataType) -> pb::TensorProto {
+        pb::TensorProto { name: "w".into(), dims: dims.to_vec(), data_type: data_type as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn initializers_must_hold_what_their_dims_claim() {
+        use pb::tensor_proto::DataType as T;
+        let decode = |t: pb::TensorProto| decode_model(&model_with(t), Path::new("m.onnx")).map(|_| ()).map_err(|e| e.to_string());
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 24], ..tensor(&[2, 3], T::Float) }).is_ok());
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 20], ..tensor(&[2, 3], T::Float) }).is_err());
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 24], ..tensor(&[2, 3], T::Float16) }).is_err());
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 12], ..tensor(&[2, 3], T::Float16) }).is_ok());
+        assert!(decode(pb::TensorProto { float_data: vec![0.0; 6], ..tensor(&[2, 3], T::Float) }).is_ok());
+        assert!(decode(pb::TensorProto { int64_data: vec![1], ..tensor(&[], T::Int64) }).is_ok());
+        let err = decode(pb::TensorProto { raw_data: vec![0; 64], ..tensor(&[1_000_000_000, 1_000_000_000], T::Float) }).unwrap_err();
+        assert!(err.contains("m.onnx") && err.contains("tensor `w`") && err.contains("claim 1000000000000000000 Float values, the file holds 16"), "{err}");
+        let err = decode(pb::TensorProto { raw_data: vec![0; 8], ..tensor(&[i64::MAX, 4], T::Float) }).unwrap_err();
+        assert!(err.contains("overflows"), "{err}");
+        let err = decode(pb::TensorProto { raw_data: vec![0; 8], ..tensor(&[-2], T::Float) }).unwrap_err();
+        assert!(err.contains("negative"), "{err}");
+        let err = decode(pb::TensorProto { data_type: 99, ..tensor(&[1], T::Float) }).unwrap_err();
+        assert!(err.contains("unknown data type 99"), "{err}");
+        let external = pb::TensorProto {
+            data_location: Some(pb::tensor_proto::DataLocation::External as i32),
+            external_data: vec![pb::StringStringEntryProto { key: "location".into(), value: "../../etc/passwd".into() }],
+            ..tensor(&[4], T::Float)
+        };
+        assert!(decode(external).unwrap_err().contains("external data is not supported"));
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 7], ..tensor(&[2], T::Float) }).unwrap_err().contains("whole number"));
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, flushed to disk and
