@@ -134,3 +134,36 @@ fn verify_with_onnx_runtime_explains_what_it_needs() {
         assert!(text(&output).contains("built without ONNX Runtime support"), "{}", text(&output));
     }
 }
+
+/// An exported graph whose inputs come in another order would be fed the wrong tensors by
+/// position: verify refuses it naming the order, and an artifact whose inputs have other names
+/// (in the same order) verifies by position.
+#[test]
+fn verify_checks_the_input_order_it_feeds_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = convert("mobilebert-tiny", dir.path());
+    let golden_tiny = golden().join("mobilebert-tiny");
+    let mut model = qaforge_onnx::read_model(&artifact).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    graph.input.swap(1, 2);
+    let swapped = dir.path().join("swapped.onnx");
+    std::fs::write(&swapped, qaforge_onnx::encode(&model)).unwrap();
+    let run = qaforge(&["verify", swapped.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(text(&run).contains("in the order input_ids, token_type_ids, attention_mask"), "{}", text(&run));
+
+    let mut model = qaforge_onnx::read_model(&artifact).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    for (from, to) in [("input_ids", "ids"), ("attention_mask", "mask"), ("token_type_ids", "segments")] {
+        for n in graph.node.iter_mut() {
+            for i in n.input.iter_mut().filter(|i| *i == from) {
+                *i = to.to_string();
+            }
+        }
+        graph.input.iter_mut().filter(|i| i.name == from).for_each(|i| i.name = to.to_string());
+    }
+    let renamed = dir.path().join("renamed.onnx");
+    std::fs::write(&renamed, qaforge_onnx::encode(&model)).unwrap();
+    let run = qaforge(&["verify", renamed.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run));
+}

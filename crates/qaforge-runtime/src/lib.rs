@@ -165,9 +165,52 @@ pub enum EngineChoice {
     },
 }
 
+/// The inputs every engine feeds, by position, in this order.
+pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
+
+/// Checks that `model` takes what the engines feed it: three integer inputs, fed by position as
+/// [`INPUT_NAMES`]. Inputs under other names are taken by position; the standard names in another
+/// order would be fed the wrong tensors, so they are refused with the order found.
+pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<(), RuntimeError> {
+    use tract_onnx::pb::{tensor_proto::DataType, type_proto::Value};
+    let error = |message: String| RuntimeError { path: label.to_owned(), message };
+    let Some(graph) = model.graph.as_ref() else { return Err(error("no graph".into())) };
+    // Before IR 4, initializers were listed among the inputs too.
+    let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
+    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    if inputs.len() != INPUT_NAMES.len() {
+        return Err(error(format!(
+            "the graph has {} input(s) ({}); qaforge feeds 3 by position: {}",
+            inputs.len(),
+            names.join(", "),
+            INPUT_NAMES.join(", ")
+        )));
+    }
+    for input in &inputs {
+        let element = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            Some(Value::TensorType(t)) => t.elem_type,
+            _ => DataType::Undefined as i32,
+        };
+        if ![DataType::Int64 as i32, DataType::Int32 as i32].contains(&element) {
+            return Err(error(format!("input `{}` is not an integer tensor (element type {element}); qaforge feeds token ids and masks", input.name)));
+        }
+    }
+    let standard = names.iter().filter(|n| INPUT_NAMES.contains(n)).count();
+    if standard == INPUT_NAMES.len() && names != INPUT_NAMES {
+        return Err(error(format!(
+            "the graph's inputs are in the order {}; qaforge feeds {} by position: re-export with the inputs in that order",
+            names.join(", "),
+            INPUT_NAMES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Loads `model` (the decoded `bytes` of `label`) into the chosen engine. `cores` sizes ONNX
 /// Runtime's intra-op thread pool.
 pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, bytes: &[u8], label: &Path, cores: usize) -> Result<Box<dyn Engine>, RuntimeError> {
+    check_inputs(model, label)?;
     match choice {
         EngineChoice::Tract => {
             let _ = (bytes, cores);
@@ -183,6 +226,35 @@ pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, by
             path: label.to_owned(),
             message: "this qaforge was built without ONNX Runtime support; rebuild with `cargo build --features ort`".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::{tensor_proto::DataType, type_proto, GraphProto, ModelProto, TypeProto, ValueInfoProto};
+
+    fn model(inputs: &[(&str, DataType)]) -> ModelProto {
+        let input = |(name, ty): &(&str, DataType)| ValueInfoProto {
+            name: name.to_string(),
+            r#type: Some(TypeProto { denotation: String::new(), value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: *ty as i32, shape: None })) }),
+            doc_string: String::new(),
+        };
+        ModelProto { graph: Some(GraphProto { input: inputs.iter().map(input).collect(), ..Default::default() }), ..Default::default() }
+    }
+
+    #[test]
+    fn inputs_are_checked_before_feeding_them_by_position() {
+        let check = |inputs: &[(&str, DataType)]| check_inputs(&model(inputs), Path::new("m.onnx")).map_err(|e| e.to_string());
+        let i64 = DataType::Int64;
+        assert!(check(&[("input_ids", i64), ("attention_mask", i64), ("token_type_ids", i64)]).is_ok());
+        assert!(check(&[("ids", i64), ("mask", i64), ("segments", DataType::Int32)]).is_ok(), "other names go by position");
+        let err = check(&[("input_ids", i64), ("token_type_ids", i64), ("attention_mask", i64)]).unwrap_err();
+        assert!(err.contains("m.onnx") && err.contains("in the order input_ids, token_type_ids, attention_mask"), "{err}");
+        let err = check(&[("input_ids", i64), ("attention_mask", i64)]).unwrap_err();
+        assert!(err.contains("2 input(s)"), "{err}");
+        let err = check(&[("input_ids", i64), ("attention_mask", i64), ("pixels", DataType::Float)]).unwrap_err();
+        assert!(err.contains("`pixels` is not an integer tensor"), "{err}");
     }
 }
 

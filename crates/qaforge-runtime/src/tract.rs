@@ -22,6 +22,7 @@ impl TractSession {
 
     /// Loads and optimises an in-memory model; `label` (a file name or a description) names it in errors.
     pub fn from_proto(model: &ModelProto, label: &str) -> Result<Self, RuntimeError> {
+        crate::check_inputs(model, Path::new(label))?;
         Self::optimized(tract_onnx::onnx().model_for_proto_model(model), PathBuf::from(label))
     }
 
