@@ -29,6 +29,8 @@ $(CHECK_VENV)/.installed: tests/python/requirements.txt
 	$(CHECK_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
+# The onnxruntime wheel's shared library, for `verify --engine ort` (evaluated when used).
+ORT_LIBRARY = $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
 CALIBRATE = --calibration golden/squad/calibration.json --samples 128
 
 test-onnx: $(CHECK_VENV)/.installed build
@@ -45,11 +47,9 @@ test-onnx: $(CHECK_VENV)/.installed build
 	$(CHECK_VENV)/bin/python tests/python/check_onnx.py $(ARTIFACTS)/check golden
 	@# qaforge verify in ONNX Runtime (the wheel's libonnxruntime through the ort crate) for every
 	@# artifact; full-range int8 artifacts go to tract where this CPU's ONNX Runtime is not exact.
-	bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden \
-	  $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1) $(FIXTURES)
+	bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden $(ORT_LIBRARY) $(FIXTURES)
 	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
-	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained \
-	  $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1) $(CHECK_VENV)/bin/python
+	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 
 ## The main job on the shipped fixture: convert, quantize (fp16, int8 dynamic, int8 static with each
 ## calibration method), verify every artifact against the PyTorch goldens, print the comparison table.

@@ -193,30 +193,22 @@ enum MethodArg {
     Entropy,
 }
 
-/// A failure that maps to exit code 1 (the artifact ran but is outside tolerance).
+/// A verification outcome that is not success: exit code 1 (FAIL, outside tolerance) or 3 (NOT
+/// VERIFIED, the engine does not compute the artifact exactly on this machine).
 #[derive(Debug)]
-struct OutOfTolerance(String);
+struct Verdict {
+    code: u8,
+    label: &'static str,
+    message: String,
+}
 
-impl std::fmt::Display for OutOfTolerance {
+impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for OutOfTolerance {}
-
-/// A failure that maps to exit code 3: the engine does not compute the artifact exactly on this
-/// machine, so it was neither passed nor failed.
-#[derive(Debug)]
-struct NotVerified(String);
-
-impl std::fmt::Display for NotVerified {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for NotVerified {}
+impl std::error::Error for Verdict {}
 
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so `qaforge eval ... | head` would panic in println! once head exits;
@@ -232,7 +224,7 @@ fn main() -> ExitCode {
         Command::Convert { model_dir, output, opset, allow_non_finite } => {
             convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite })
         }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, target, reduce_range, max_f1_drop, golden, batch_size } => {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, target, reduce_range, max_f1_drop, golden, batch_size } => (|| {
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -251,17 +243,16 @@ fn main() -> ExitCode {
                     MethodArg::Minmax => qaforge_quantize::CalibrationMethod::MinMax,
                     MethodArg::Percentile => qaforge_quantize::CalibrationMethod::Percentile(percentile),
                     MethodArg::Mse => qaforge_quantize::CalibrationMethod::Mse,
-                    MethodArg::Entropy => {
-                        eprintln!("qaforge: error: --method entropy was removed: its KL-divergence ranges clip BERT's outlier features (F1 -19.4 on the trained fixture golden/minilm-l6-squad2); use --method mse (squared-error-optimal ranges) or percentile");
-                        return ExitCode::from(2);
-                    }
+                    MethodArg::Entropy => anyhow::bail!(
+                        "--method entropy was removed: its KL-divergence ranges clip BERT's outlier features (F1 -19.4 on the trained fixture golden/minilm-l6-squad2); use --method mse (squared-error-optimal ranges) or percentile"
+                    ),
                 },
                 batch_size,
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             };
             let search = max_f1_drop.zip(golden);
             quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples, search)
-        }
+        })(),
         Command::Table { reports } => table(&reports),
         Command::Answer { artifact, tokenizer, question, context } => answer(&artifact, &tokenizer, question, context),
         Command::Eval { data, predictions, out_file, na_prob_file, na_prob_thresh } => eval(&data, &predictions, out_file, na_prob_file, na_prob_thresh),
@@ -272,13 +263,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<OutOfTolerance>() => {
-            eprintln!("qaforge: FAIL: {err}");
-            ExitCode::from(1)
-        }
-        Err(err) if err.is::<NotVerified>() => {
-            eprintln!("qaforge: NOT VERIFIED: {err}");
-            ExitCode::from(3)
+        Err(err) if err.is::<Verdict>() => {
+            let verdict = err.downcast_ref::<Verdict>().map_or((2, "error"), |v| (v.code, v.label));
+            eprintln!("qaforge: {}: {err}", verdict.1);
+            ExitCode::from(verdict.0)
         }
         Err(err) => {
             eprintln!("qaforge: error: {err:#}");
@@ -543,10 +531,10 @@ fn verify(
         result.squad.questions
     );
     if let Some(note) = &result.engine_note {
-        return Err(NotVerified(note.clone()).into());
+        return Err(Verdict { code: 3, label: "NOT VERIFIED", message: note.clone() }.into());
     }
     if !result.pass {
-        return Err(OutOfTolerance(result.failures.join("; ")).into());
+        return Err(Verdict { code: 1, label: "FAIL", message: result.failures.join("; ") }.into());
     }
     println!("PASS ({} tolerances)", result.precision);
     Ok(())

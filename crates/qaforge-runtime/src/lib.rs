@@ -210,15 +210,15 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<
 /// Loads `model` (the decoded `bytes` of `label`) into the chosen engine. `cores` sizes ONNX
 /// Runtime's intra-op thread pool.
 pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, bytes: &[u8], label: &Path, cores: usize) -> Result<Box<dyn Engine>, RuntimeError> {
-    check_inputs(model, label)?;
     match choice {
+        // TractSession::from_proto checks the inputs itself (calibration and answer build one directly).
         EngineChoice::Tract => {
             let _ = (bytes, cores);
             Ok(Box::new(TractSession::from_proto(model, &label.display().to_string())?))
         }
         #[cfg(feature = "ort")]
         EngineChoice::OnnxRuntime { library } => {
-            let _ = model;
+            check_inputs(model, label)?;
             Ok(Box::new(OrtSession::from_bytes(library, bytes, label, cores)?))
         }
         #[cfg(not(feature = "ort"))]
