@@ -1,6 +1,6 @@
 # qaforge: `make test` runs everything CI runs; `make demo` shows the main job on a shipped fixture.
 SHELL := /bin/bash
-FIXTURES := mobilebert-tiny mobilebert-flipped mobilebert-nobottleneck
+FIXTURES := mobilebert-tiny mobilebert-flipped mobilebert-nobottleneck bert-tiny distilbert-tiny roberta-tiny electra-tiny
 PYTHON ?= python3
 CHECK_VENV := .venv/check
 GOLDEN_VENV := golden/.venv

@@ -39,7 +39,10 @@ import string
 import numpy as np
 import torch
 from safetensors.numpy import save_file as save_numpy
-from transformers import BertConfig, BertForQuestionAnswering, BertTokenizerFast, MobileBertConfig, MobileBertForQuestionAnswering
+from transformers import (BertConfig, BertForQuestionAnswering, BertTokenizerFast, DistilBertConfig,
+                          DistilBertForQuestionAnswering, ElectraConfig, ElectraForQuestionAnswering,
+                          MobileBertConfig, MobileBertForQuestionAnswering, RobertaConfig,
+                          RobertaForQuestionAnswering, RobertaTokenizerFast)
 
 # The official SQuAD v2 metric, restated in a module of its own (no torch needed to run it).
 from squad_v2_eval import evaluate as squad_v2_evaluate
@@ -92,6 +95,47 @@ FIXTURES = {
         weights="safetensors", dtype="bfloat16", seed=3, tokenizer=("tokenizer.json",),
     ),
 }
+
+
+# The BERT family at small sizes, random weights: one fixture per architecture `convert` takes
+# besides MobileBERT, each in another weights format. BERT, DistilBERT and ELECTRA read the BERT
+# vocabulary (the shared features); RoBERTa has a byte-level BPE tokenizer of its own, trained on
+# the calibration slice, and features of its own (`<s> question </s></s> context </s>`, no token
+# types).
+FAMILY_FIXTURES = {
+    "bert-tiny": dict(
+        model=(BertConfig, BertForQuestionAnswering),
+        config=dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=48,
+                    hidden_act="gelu", vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+        weights="safetensors", dtype="float32", seed=11, tokenizer=("vocab.txt", "tokenizer.json"),
+        tokenizer_class="BertTokenizer",
+    ),
+    "distilbert-tiny": dict(
+        model=(DistilBertConfig, DistilBertForQuestionAnswering),
+        config=dict(n_layers=2, dim=32, n_heads=2, hidden_dim=64, activation="gelu", vocab_size=30522,
+                    max_position_embeddings=512, dropout=0.0, attention_dropout=0.0, qa_dropout=0.0),
+        weights="safetensors", dtype="float16", seed=12, tokenizer=("vocab.txt",),
+        tokenizer_class="DistilBertTokenizer",
+    ),
+    "roberta-tiny": dict(
+        model=(RobertaConfig, RobertaForQuestionAnswering),
+        config=dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                    hidden_act="gelu", max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                    bos_token_id=0, eos_token_id=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+        weights="safetensors", dtype="float32", seed=13, tokenizer="byte-level-bpe",
+    ),
+    "electra-tiny": dict(
+        model=(ElectraConfig, ElectraForQuestionAnswering),
+        config=dict(embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                    intermediate_size=64, hidden_act="gelu", vocab_size=30522, max_position_embeddings=512,
+                    type_vocab_size=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+        weights="pytorch_model.bin", dtype="float32", seed=14, tokenizer=("vocab.txt", "tokenizer.json"),
+        tokenizer_class="ElectraTokenizer",
+    ),
+}
+# The byte-level BPE vocabulary of the RoBERTa fixture (trained on the calibration slice's text).
+BPE_VOCAB_SIZE = 2000
 
 
 # The trained fixture: MiniLM-L6-H384 (a pretrained BERT) fine-tuned on SQuAD v2 by golden/train.py,
@@ -180,7 +224,9 @@ def prepare_validation_features(tokenizer, examples):
     return {
         "input_ids": np.array(tokenized["input_ids"], dtype=np.int64),
         "attention_mask": np.array(tokenized["attention_mask"], dtype=np.int64),
-        "token_type_ids": np.array(tokenized["token_type_ids"], dtype=np.int64),
+        # RoBERTa's tokenizer returns no token types: zeros, which is what RoBERTa uses.
+        "token_type_ids": np.array(tokenized["token_type_ids"] if "token_type_ids" in tokenized
+                                   else np.zeros_like(tokenized["input_ids"]), dtype=np.int64),
         "offsets": offsets,
         "example_ids": example_ids,
         "example_index": np.array(sample_mapping, dtype=np.int64),
@@ -250,11 +296,11 @@ def randomise(model, seed):
     rng = np.random.Generator(np.random.PCG64(seed))
     for name, param in model.named_parameters():
         shape = tuple(param.shape)
-        if "LayerNorm.weight" in name:
+        if len(shape) == 1 and name.endswith(".weight"):  # LayerNorm / NoNorm scales
             value = rng.uniform(0.6, 1.4, size=shape)
         elif "LayerNorm.bias" in name or name.endswith(".bias"):
             value = rng.normal(0.0, 0.1, size=shape)
-        elif "embeddings" in name and "transformation" not in name:
+        elif "embeddings" in name and "transformation" not in name and "project" not in name:
             value = rng.normal(0.0, 1.0, size=shape)
         elif len(shape) == 2:
             value = rng.normal(0.0, 1.0 / np.sqrt(shape[1]), size=shape)
@@ -300,11 +346,11 @@ def round_to(model, dtype):
     return torch_dtype
 
 
-def write_tokenizer_files(vocab_dir, out_dir, files):
+def write_tokenizer_files(vocab_dir, out_dir, files, tokenizer_class="BertTokenizer"):
     for name in files + ("special_tokens_map.json",):
         shutil.copyfile(os.path.join(vocab_dir, name), os.path.join(out_dir, name))
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-        json.dump({"do_lower_case": True, "tokenizer_class": "BertTokenizer", "model_max_length": 512,
+        json.dump({"do_lower_case": True, "tokenizer_class": tokenizer_class, "model_max_length": 512,
                    "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
                    "cls_token": "[CLS]", "mask_token": "[MASK]", "strip_accents": None,
                    "tokenize_chinese_chars": True}, f, indent=2, sort_keys=True)
@@ -401,17 +447,104 @@ def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, feature
           f"answered {answered}/{len(predictions)}, EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f}")
 
 
-def reference_logits(model, features):
-    """Start/end logits of every feature, one at a time in float32 on one thread."""
+def reference_logits(model, features, token_types=True):
+    """Start/end logits of every feature, one at a time in float32 on one thread; without token type
+    ids where the model is fed none (DistilBERT, RoBERTa)."""
     starts, ends = [], []
     with torch.no_grad():
         for i in range(features["input_ids"].shape[0]):
+            types = {"token_type_ids": torch.from_numpy(features["token_type_ids"][i:i + 1])} if token_types else {}
             out_ = model(input_ids=torch.from_numpy(features["input_ids"][i:i + 1]),
-                         attention_mask=torch.from_numpy(features["attention_mask"][i:i + 1]),
-                         token_type_ids=torch.from_numpy(features["token_type_ids"][i:i + 1]))
+                         attention_mask=torch.from_numpy(features["attention_mask"][i:i + 1]), **types)
             starts.append(out_.start_logits[0].numpy().astype(np.float32))
             ends.append(out_.end_logits[0].numpy().astype(np.float32))
     return np.stack(starts), np.stack(ends)
+
+
+def train_byte_level_bpe(out_dir, texts):
+    """A RoBERTa tokenizer as users have it (vocab.json, merges.txt, tokenizer.json with RoBERTa's
+    post-processor): a byte-level BPE trained on `texts`, converted by RobertaTokenizerFast."""
+    from tokenizers import ByteLevelBPETokenizer
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=BPE_VOCAB_SIZE, min_frequency=2, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(out_dir)
+    tokenizer = RobertaTokenizerFast(vocab_file=os.path.join(out_dir, "vocab.json"),
+                                     merges_file=os.path.join(out_dir, "merges.txt"), model_max_length=512)
+    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def save_features(directory, features, eval_examples, extra=None):
+    """features.safetensors and features.json (the layout Features::load reads)."""
+    # ids fit int32 and masks fit uint8: stored narrow to keep golden/ small; Rust widens them.
+    save_numpy({
+        "input_ids": features["input_ids"].astype(np.int32),
+        "attention_mask": features["attention_mask"].astype(np.uint8),
+        "token_type_ids": features["token_type_ids"].astype(np.uint8),
+        "offsets": features["offsets"],
+        "example_index": features["example_index"].astype(np.int32),
+    }, os.path.join(directory, "features.safetensors"))
+    write_json(os.path.join(directory, "features.json"), {
+        "max_length": MAX_LENGTH, "doc_stride": DOC_STRIDE, "padding": "max_length",
+        "truncation": "only_second", "question_lstrip": True, "n_best": N_BEST,
+        "max_answer_length": MAX_ANSWER_LENGTH, "null_score_diff_threshold": NULL_SCORE_DIFF_THRESHOLD,
+        "features": int(features["input_ids"].shape[0]), "examples": len(eval_examples),
+        "example_ids": features["example_ids"], **(extra or {}),
+    })
+
+
+def build_family_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, features, calibration_texts):
+    """A BERT-family fixture: random weights, its tokenizer, and (RoBERTa) its own features."""
+    fixture_dir = os.path.join(out, name)
+    if os.path.isdir(fixture_dir):
+        shutil.rmtree(fixture_dir)
+    os.makedirs(os.path.join(fixture_dir, "golden"))
+    config_class, model_class = spec["model"]
+    if spec["tokenizer"] == "byte-level-bpe":
+        tokenizer = train_byte_level_bpe(fixture_dir, calibration_texts)
+        features = prepare_validation_features(tokenizer, eval_examples)
+        save_features(os.path.join(fixture_dir, "golden"), features, eval_examples, {"tokenizer": "byte-level BPE (roberta-tiny)"})
+        config = config_class(vocab_size=len(tokenizer), architectures=[model_class.__name__], **spec["config"])
+    else:
+        write_tokenizer_files(vocab_dir, fixture_dir, spec["tokenizer"], spec["tokenizer_class"])
+        config = config_class(architectures=[model_class.__name__], **spec["config"])
+    config._attn_implementation = "eager"
+    torch.manual_seed(spec["seed"])
+    model = model_class(config).eval()
+    randomise(model, spec["seed"])
+    torch_dtype = round_to(model, spec["dtype"])
+
+    config_dict = config.to_diff_dict()
+    config_dict["model_type"] = config_class.model_type
+    config_dict.pop("_attn_implementation_autoset", None)
+    config_dict.pop("transformers_version", None)
+    config_dict["torch_dtype"] = spec["dtype"]
+    with open(os.path.join(fixture_dir, "config.json"), "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+        f.write("\n")
+    state = {k: v.detach().to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
+    if spec["weights"] == "safetensors":
+        from safetensors.torch import save_file
+        save_file(state, os.path.join(fixture_dir, "model.safetensors"), metadata={"format": "pt"})
+    else:
+        torch.save(state, os.path.join(fixture_dir, "pytorch_model.bin"))
+
+    token_types = config_class.model_type in ("bert", "electra")
+    start_all, end_all = reference_logits(model, features, token_types)
+    save_numpy({"start_logits": start_all, "end_logits": end_all},
+               os.path.join(fixture_dir, "golden", "logits.safetensors"))
+    predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
+    write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
+               {"predictions": predictions, "null_odds": null_odds})
+    metrics = squad_v2_evaluate(eval_squad, predictions)
+    write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
+    write_fixture_threshold_metrics(fixture_dir, eval_squad)
+    params = sum(p.numel() for p in model.parameters())
+    answered = sum(1 for v in predictions.values() if v)
+    print(f"{name}: {params} parameters, {features['input_ids'].shape[0]} features, logit std "
+          f"{start_all.std():.3f}/{end_all.std():.3f}, answered {answered}/{len(predictions)}, "
+          f"EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f}")
 
 
 def build_trained_fixture(out, vocab_dir, eval_examples, eval_squad, features, trained_dir):
@@ -501,7 +634,7 @@ def rewrite_metrics(out):
             system_metrics[system] = squad_v2_evaluate(eval_squad, json.load(f))
     write_json(os.path.join(squad_dir, "predictions", "metrics.json"), system_metrics)
     write_system_threshold_metrics(squad_dir, eval_squad)
-    for name in (*FIXTURES, TRAINED_FIXTURE):
+    for name in (*FIXTURES, *FAMILY_FIXTURES, TRAINED_FIXTURE):
         fixture_dir = os.path.join(out, name)
         with open(os.path.join(fixture_dir, "golden", "predictions.json")) as f:
             predictions = json.load(f)["predictions"]
@@ -515,6 +648,8 @@ def main():
     parser.add_argument("--out", default=os.path.dirname(os.path.abspath(__file__)))
     parser.add_argument("--trained", help="golden/train.py's output directory: (re)builds the trained fixture from it "
                         "(without it, the committed trained fixture's weights are reused)")
+    parser.add_argument("--only", help="comma-separated fixture names: build just these (the other files are "
+                        "left as they are)")
     parser.add_argument("--metrics-only", action="store_true",
                         help="only rewrite the metric files from the committed predictions (no model runs)")
     args = parser.parse_args()
@@ -531,48 +666,45 @@ def main():
         dev, lambda a, ps: [p for i, p in enumerate(ps) if (i == 0 and a < EVAL_ARTICLES) or (a, i) in longest])
     calibration_squad = squad_slice(dev, lambda a, ps: ps[1:2])
     squad_dir = os.path.join(args.out, "squad")
-    os.makedirs(os.path.join(squad_dir, "predictions"), exist_ok=True)
-    write_json(os.path.join(squad_dir, "eval.json"), eval_squad)
-    write_json(os.path.join(squad_dir, "calibration.json"), calibration_squad)
-
     eval_examples = examples_of(eval_squad)
-    eval_ids = [e["id"] for e in eval_examples]
-    system_metrics = collections.OrderedDict()
-    for system in ("bert-large-single", "nlnet-single", "bidaf-sa-elmo"):
-        with open(os.path.join(args.shared, "squad-v2", "predictions", system + ".json")) as f:
-            all_preds = json.load(f)
-        sliced = collections.OrderedDict((k, all_preds[k]) for k in eval_ids)
-        write_json(os.path.join(squad_dir, "predictions", system + ".json"), sliced)
-        system_metrics[system] = squad_v2_evaluate(eval_squad, sliced)
-    write_json(os.path.join(squad_dir, "predictions", "metrics.json"), system_metrics)
-    write_system_threshold_metrics(squad_dir, eval_squad)
-
     vocab_dir = os.path.join(args.shared, "vocab", "bert-base-uncased")
     tokenizer = BertTokenizerFast(vocab_file=os.path.join(vocab_dir, "vocab.txt"),
                                   tokenizer_file=os.path.join(vocab_dir, "tokenizer.json"),
                                   do_lower_case=True)
     features = prepare_validation_features(tokenizer, eval_examples)
-    n = features["input_ids"].shape[0]
-    # ids fit int32 and masks fit uint8: stored narrow to keep golden/ small; Rust widens them.
-    save_numpy({
-        "input_ids": features["input_ids"].astype(np.int32),
-        "attention_mask": features["attention_mask"].astype(np.uint8),
-        "token_type_ids": features["token_type_ids"].astype(np.uint8),
-        "offsets": features["offsets"],
-        "example_index": features["example_index"].astype(np.int32),
-    }, os.path.join(squad_dir, "features.safetensors"))
-    write_json(os.path.join(squad_dir, "features.json"), {
-        "max_length": MAX_LENGTH, "doc_stride": DOC_STRIDE, "padding": "max_length",
-        "truncation": "only_second", "question_lstrip": True, "n_best": N_BEST,
-        "max_answer_length": MAX_ANSWER_LENGTH, "null_score_diff_threshold": NULL_SCORE_DIFF_THRESHOLD,
-        "features": n, "examples": len(eval_examples), "example_ids": features["example_ids"],
-    })
-    print(f"eval slice: {len(eval_examples)} questions, {n} features; "
-          f"calibration slice: {len(examples_of(calibration_squad))} questions")
+    calibration_examples = examples_of(calibration_squad)
+    calibration_texts = [e["question"] for e in calibration_examples] + sorted({e["context"] for e in calibration_examples})
+    only = set(args.only.split(",")) if args.only else None
+    known = {*FIXTURES, *FAMILY_FIXTURES, TRAINED_FIXTURE}
+    if only and not only <= known:
+        raise SystemExit(f"--only: unknown fixture(s) {sorted(only - known)}; fixtures: {sorted(known)}")
+    wanted = lambda name: only is None or name in only
+
+    if only is None:
+        os.makedirs(os.path.join(squad_dir, "predictions"), exist_ok=True)
+        write_json(os.path.join(squad_dir, "eval.json"), eval_squad)
+        write_json(os.path.join(squad_dir, "calibration.json"), calibration_squad)
+        eval_ids = [e["id"] for e in eval_examples]
+        system_metrics = collections.OrderedDict()
+        for system in ("bert-large-single", "nlnet-single", "bidaf-sa-elmo"):
+            with open(os.path.join(args.shared, "squad-v2", "predictions", system + ".json")) as f:
+                all_preds = json.load(f)
+            sliced = collections.OrderedDict((k, all_preds[k]) for k in eval_ids)
+            write_json(os.path.join(squad_dir, "predictions", system + ".json"), sliced)
+            system_metrics[system] = squad_v2_evaluate(eval_squad, sliced)
+        write_json(os.path.join(squad_dir, "predictions", "metrics.json"), system_metrics)
+        write_system_threshold_metrics(squad_dir, eval_squad)
+        save_features(squad_dir, features, eval_examples)
+    print(f"eval slice: {len(eval_examples)} questions, {features['input_ids'].shape[0]} features; "
+          f"calibration slice: {len(calibration_examples)} questions")
 
     for name, spec in FIXTURES.items():
-        build_fixture(name, spec, args.out, vocab_dir, eval_examples, eval_squad, features)
-    if args.trained or os.path.exists(os.path.join(args.out, TRAINED_FIXTURE, "model.safetensors")):
+        if wanted(name):
+            build_fixture(name, spec, args.out, vocab_dir, eval_examples, eval_squad, features)
+    for name, spec in FAMILY_FIXTURES.items():
+        if wanted(name):
+            build_family_fixture(name, spec, args.out, vocab_dir, eval_examples, eval_squad, features, calibration_texts)
+    if wanted(TRAINED_FIXTURE) and (args.trained or os.path.exists(os.path.join(args.out, TRAINED_FIXTURE, "model.safetensors"))):
         build_trained_fixture(args.out, vocab_dir, eval_examples, eval_squad, features, args.trained)
 
 

@@ -303,21 +303,7 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qafor
     written?;
     let c = &checkpoint.config;
     println!("converted {} -> {}", model_dir.display(), output.display());
-    println!(
-        "  architecture  MobileBertForQuestionAnswering: {} layers, hidden {}, bottleneck {}, embedding {}, {} heads, {} FFN(s), {}, {}{}",
-        c.num_hidden_layers,
-        c.hidden_size,
-        if c.use_bottleneck { c.intra_bottleneck_size.to_string() } else { "none".into() },
-        c.embedding_size,
-        c.num_attention_heads,
-        c.num_feedforward_networks,
-        c.hidden_act,
-        match c.normalization {
-            qaforge_checkpoint::Normalization::NoNorm => "NoNorm",
-            qaforge_checkpoint::Normalization::LayerNorm => "LayerNorm",
-        },
-        if c.trigram_input { ", trigram input" } else { "" },
-    );
+    println!("  architecture  {}: {}", c.architecture(), c.describe());
     println!("  weights       {} ({})", checkpoint.format, checkpoint.weights.files().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     println!("  parameters    {}", emitted.parameters);
     println!("  tensors read  {} of {}", emitted.tensors_used, checkpoint.weights.len());
@@ -325,7 +311,8 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qafor
         println!("  unused        {}", emitted.unused_tensors.join(", "));
     }
     let graph = emitted.model.graph.as_ref().map_or(0, |g| g.node.len());
-    println!("  graph         opset {opset}, {graph} nodes, inputs input_ids/attention_mask/token_type_ids [batch, sequence]");
+    let inputs = emitted.model.graph.as_ref().map_or_else(Vec::new, |g| g.input.iter().map(|i| i.name.as_str()).collect());
+    println!("  graph         opset {opset}, {graph} nodes, inputs {} [batch, sequence]", inputs.join("/"));
     println!("  file          {} ({} bytes)", human_bytes(bytes.len() as u64), bytes.len());
     println!("  sha256        {sha256}");
     println!("  time          {:.3} s", started.elapsed().as_secs_f64());
@@ -366,9 +353,9 @@ fn quantize(
             (m, s, None)
         }
         Some((max_f1_drop, fixture)) => {
-            let squad_dir = fixture.join("..").join("squad");
-            let data = qaforge_squad::SquadFile::load(&squad_dir.join("eval.json"))?;
-            let eval_features = qaforge_squad::Features::load(&squad_dir)?;
+            let paths = qaforge_verify::GoldenPaths { fixture: fixture.clone(), squad: fixture.join("..").join("squad") };
+            let data = qaforge_squad::SquadFile::load(&paths.squad.join("eval.json"))?;
+            let eval_features = qaforge_squad::Features::load(&paths.features_dir())?;
             let reference = qaforge_verify::GoldenLogits::load(&fixture, &eval_features)?;
             let options_pp = qaforge_squad::PostprocessOptions::default();
             let reference_predictions: std::collections::BTreeMap<String, String> =

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{convert, full_size_checkpoint, golden, qaforge, text, FIXTURES};
+use common::{convert, fixture_features, full_size_checkpoint, golden, qaforge, text, FIXTURES};
 use qaforge_verify::Engine;
 
 #[test]
@@ -23,7 +23,7 @@ fn every_fixture_matches_the_pytorch_logits() {
         let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         let max = report["logits"]["max_abs_diff"].as_f64().unwrap();
         assert!(max <= 1e-4, "{fixture}: max |Δ| {max}");
-        assert_eq!(report["features"].as_u64(), Some(289));
+        assert_eq!(report["features"].as_u64(), Some(fixture_features(fixture).count as u64));
     }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{golden, GOLDEN_FIXTURES};
+use common::{fixture_features, golden, GOLDEN_FIXTURES};
 use qaforge_verify::{GoldenFeatures, GoldenLogits};
 
 fn json(path: &std::path::Path) -> serde_json::Value {
@@ -58,10 +58,10 @@ fn features_agree_with_the_evaluation_slice() {
 #[test]
 fn every_fixture_has_consistent_goldens() {
     let squad = golden().join("squad");
-    let features = GoldenFeatures::load(&squad).unwrap();
     let ids: BTreeSet<String> = question_ids(&json(&squad.join("eval.json"))).into_iter().collect();
     for fixture in GOLDEN_FIXTURES {
         let dir = golden().join(fixture);
+        let features = fixture_features(fixture);
         let checkpoint = qaforge_checkpoint::Checkpoint::open(&dir).unwrap();
         assert!(checkpoint.unknown_config_keys.is_empty(), "{fixture}: {:?}", checkpoint.unknown_config_keys);
         let logits = GoldenLogits::load(&dir, &features).unwrap();
@@ -79,6 +79,8 @@ fn every_fixture_has_consistent_goldens() {
             ids.len() as u64
         );
         assert!(dir.join("vocab.txt").exists() || dir.join("tokenizer.json").exists(), "{fixture}: no tokenizer");
+        // Every feature of the fixture's own features belongs to a question of the slice.
+        assert!(features.example_ids.iter().all(|id| ids.contains(id)), "{fixture}: features of unknown questions");
     }
 }
 

@@ -3,21 +3,21 @@
 
 mod common;
 
-use common::{golden, FIXTURES};
+use common::{fixture_features, golden, FIXTURES};
 use qaforge_squad::{predict, FeatureLogits, PostprocessOptions, SquadFile};
 use qaforge_verify::{GoldenFeatures, GoldenLogits};
 
 #[test]
 fn golden_logits_give_the_golden_predictions() {
     let squad = SquadFile::load(&golden().join("squad/eval.json")).unwrap();
-    let features = GoldenFeatures::load(&golden().join("squad")).unwrap();
-    let m = features.max_length;
-    let offsets: Vec<Option<(usize, usize)>> = features
-        .offsets
-        .chunks_exact(2)
-        .map(|o| (o[0] >= 0).then(|| (o[0] as usize, o[1] as usize)))
-        .collect();
     for fixture in FIXTURES {
+        let features: GoldenFeatures = fixture_features(fixture);
+        let m = features.max_length;
+        let offsets: Vec<Option<(usize, usize)>> = features
+            .offsets
+            .chunks_exact(2)
+            .map(|o| (o[0] >= 0).then(|| (o[0] as usize, o[1] as usize)))
+            .collect();
         let logits = GoldenLogits::load(&golden().join(fixture), &features).unwrap();
         let want: serde_json::Value = serde_json::from_slice(&std::fs::read(golden().join(fixture).join("golden/predictions.json")).unwrap()).unwrap();
         let mut answered = 0;

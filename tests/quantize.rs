@@ -48,12 +48,11 @@ fn every_mode_passes_verify_on_every_fixture() {
             // Not bit-exact (that is fp32's bar), but close: a broken pass would not be.
             let cosine = report["logits"]["cosine"].as_f64().unwrap();
             assert!(cosine >= if precision == "fp16" { 0.999 } else { 0.99 }, "{fixture} {precision}: cosine {cosine}");
-            let size = std::fs::metadata(&out).unwrap().len();
-            if precision == "fp16" {
-                assert!(size as f64 <= 0.51 * fp32_size as f64, "{fixture}: fp16 is {size} of {fp32_size} bytes");
-            } else {
-                assert!(size as f64 <= 0.35 * fp32_size as f64, "{fixture}: {precision} is {size} of {fp32_size} bytes");
-            }
+            // The weights shrink; the graph itself (nodes, names, casts, scales) does not: 16 KiB
+            // allowance for it, which matters only for roberta-tiny's 0.4 MB.
+            let size = std::fs::metadata(&out).unwrap().len() as f64;
+            let share = if precision == "fp16" { 0.51 } else { 0.35 };
+            assert!(size <= share * fp32_size as f64 + 16384.0, "{fixture}: {precision} is {size} of {fp32_size} bytes");
             let meta = metadata(&out);
             assert_eq!(meta["qaforge.precision"], precision);
             assert_eq!(meta["qaforge.stage"], "quantize");

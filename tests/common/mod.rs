@@ -4,12 +4,37 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The fixtures of golden/, each the real MobileBERT architecture at small sizes, random weights.
-pub const FIXTURES: &[&str] = &["mobilebert-tiny", "mobilebert-flipped", "mobilebert-nobottleneck"];
+/// The random-weight fixtures of golden/: the real MobileBERT architecture at small sizes (three
+/// sets of config switches), then one of each BERT-family architecture `convert` takes.
+pub const FIXTURES: &[&str] = &[
+    "mobilebert-tiny",
+    "mobilebert-flipped",
+    "mobilebert-nobottleneck",
+    "bert-tiny",
+    "distilbert-tiny",
+    "roberta-tiny",
+    "electra-tiny",
+];
 
 /// Every fixture with goldens: the random ones and the trained one (MiniLM-L6 fine-tuned on SQuAD
 /// v2, in MobileBERT's format; its quantization bounds run in tests/trained_fixture.sh).
-pub const GOLDEN_FIXTURES: &[&str] = &["mobilebert-tiny", "mobilebert-flipped", "mobilebert-nobottleneck", "minilm-l6-squad2"];
+pub const GOLDEN_FIXTURES: &[&str] = &[
+    "mobilebert-tiny",
+    "mobilebert-flipped",
+    "mobilebert-nobottleneck",
+    "bert-tiny",
+    "distilbert-tiny",
+    "roberta-tiny",
+    "electra-tiny",
+    "minilm-l6-squad2",
+];
+
+/// The golden features of `fixture`: its own (a tokenizer of its own, as RoBERTa's byte-level
+/// BPE) or the shared ones of golden/squad.
+pub fn fixture_features(fixture: &str) -> qaforge_squad::Features {
+    let paths = qaforge_verify::GoldenPaths { fixture: golden().join(fixture), squad: golden().join("squad") };
+    qaforge_squad::Features::load(&paths.features_dir()).unwrap()
+}
 
 /// The project's golden/ directory.
 pub fn golden() -> PathBuf {

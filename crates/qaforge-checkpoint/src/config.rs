@@ -1,18 +1,214 @@
-//! `config.json`: transformers' `MobileBertConfig`, with its defaults for missing fields.
+//! `config.json`: the model type it names, dispatched to that architecture's config
+//! ([`MobileBertConfig`] here, the BERT family in [`crate::bert_family`]), with transformers'
+//! defaults for missing fields, and the checks every architecture shares.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::bert_family::BertConfig;
 use crate::error::{CheckpointError, Result};
 
 /// Activation functions of transformers' `ACT2FN` that the ONNX emitter implements exactly.
 pub const SUPPORTED_ACTIVATIONS: &[&str] =
     &["relu", "gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "silu", "swish", "tanh"];
 
+/// The models qaforge converts: config.json's `model_type` and the one `architectures` entry
+/// each admits (the question-answering head).
+pub const SUPPORTED_MODELS: &[(&str, &str)] = &[
+    ("mobilebert", "MobileBertForQuestionAnswering"),
+    ("bert", "BertForQuestionAnswering"),
+    ("distilbert", "DistilBertForQuestionAnswering"),
+    ("roberta", "RobertaForQuestionAnswering"),
+    ("electra", "ElectraForQuestionAnswering"),
+];
+
 /// Architectures qaforge converts (the `architectures` field of config.json).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["MobileBertForQuestionAnswering"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "MobileBertForQuestionAnswering",
+    "BertForQuestionAnswering",
+    "DistilBertForQuestionAnswering",
+    "RobertaForQuestionAnswering",
+    "ElectraForQuestionAnswering",
+];
+
+/// "model_type (Architecture), ..." for messages.
+fn supported_list() -> String {
+    SUPPORTED_MODELS.iter().map(|(t, a)| format!("{t} ({a})")).collect::<Vec<_>>().join(", ")
+}
+
+/// A validated configuration of any architecture qaforge converts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    /// `MobileBertForQuestionAnswering`.
+    MobileBert(MobileBertConfig),
+    /// BERT, DistilBERT, RoBERTa or ELECTRA question answering.
+    Bert(BertConfig),
+}
+
+impl ModelConfig {
+    /// Reads and validates `config.json`, whichever architecture it names.
+    pub fn from_file(path: &Path) -> Result<LoadedConfig> {
+        let text = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
+        Self::from_json_bytes(&text, path)
+    }
+
+    /// Parses config.json's bytes: its `model_type` picks the architecture's parser.
+    pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<LoadedConfig> {
+        #[derive(Deserialize)]
+        struct ModelType {
+            model_type: Option<serde_json::Value>,
+        }
+        let probe: ModelType = parse_object(bytes, path)?;
+        let unsupported = |message: String| CheckpointError::Unsupported { path: path.to_owned(), message };
+        let model_type = match probe.model_type {
+            Some(serde_json::Value::String(t)) => t,
+            Some(other) => return Err(CheckpointError::Config { path: path.to_owned(), message: format!("`model_type`: expected a string, found {other}") }),
+            None => return Err(unsupported(format!("config.json has no model_type; qaforge converts: {}", supported_list()))),
+        };
+        match model_type.as_str() {
+            "mobilebert" => MobileBertConfig::from_json_bytes(bytes, path).map(|l| l.map(ModelConfig::MobileBert)),
+            "bert" | "distilbert" | "roberta" | "electra" => BertConfig::from_json_bytes(bytes, path).map(|l| l.map(ModelConfig::Bert)),
+            other => Err(unsupported(format!("model_type `{other}`; qaforge converts: {}", supported_list()))),
+        }
+    }
+
+    /// The transformers class this config builds.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            ModelConfig::MobileBert(_) => "MobileBertForQuestionAnswering",
+            ModelConfig::Bert(c) => c.family.architecture(),
+        }
+    }
+
+    /// Whether the model reads token type ids (the graph's third input).
+    pub fn uses_token_type_ids(&self) -> bool {
+        match self {
+            ModelConfig::MobileBert(_) => true,
+            ModelConfig::Bert(c) => c.family.uses_token_type_ids(),
+        }
+    }
+
+    /// One line describing the topology, for `convert`'s summary.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelConfig::MobileBert(c) => format!(
+                "{} layers, hidden {}, bottleneck {}, embedding {}, {} heads, {} FFN(s), {}, {}{}",
+                c.num_hidden_layers,
+                c.hidden_size,
+                if c.use_bottleneck { c.intra_bottleneck_size.to_string() } else { "none".into() },
+                c.embedding_size,
+                c.num_attention_heads,
+                c.num_feedforward_networks,
+                c.hidden_act,
+                match c.normalization {
+                    Normalization::NoNorm => "NoNorm",
+                    Normalization::LayerNorm => "LayerNorm",
+                },
+                if c.trigram_input { ", trigram input" } else { "" },
+            ),
+            ModelConfig::Bert(c) => format!(
+                "{} layers, hidden {}, embedding {}, {} heads, intermediate {}, {}, vocabulary {}{}",
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.embedding_size,
+                c.num_attention_heads,
+                c.intermediate_size,
+                c.hidden_act,
+                c.vocab_size,
+                if c.family.uses_token_type_ids() { "" } else { ", no token type ids" },
+            ),
+        }
+    }
+}
+
+/// Parses config.json's bytes into `R`: a JSON object without repeated keys, and when a field
+/// has the wrong type, the message names it.
+pub(crate) fn parse_object<R: serde::de::DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<R> {
+    let config_error = |message: String| CheckpointError::Config { path: path.to_owned(), message };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| config_error(e.to_string()))?;
+    let Some(object) = value.as_object() else {
+        return Err(config_error("expected a JSON object".into()));
+    };
+    // serde_json keeps the last of repeated keys silently (as Python does); a config that says
+    // two things about one key is refused instead.
+    let TopLevelKeys(keys) = serde_json::from_slice(bytes).map_err(|e| config_error(e.to_string()))?;
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(repeated) = keys.iter().find(|k| !seen.insert(k.as_str())) {
+        return Err(config_error(format!("duplicate key `{repeated}`")));
+    }
+    serde_json::from_value(value.clone()).map_err(|e| {
+        // serde's message does not say which key held the wrong type: find it by trying the keys
+        // one at a time (every field is optional).
+        let key = object.iter().find(|(k, v)| {
+            let single = serde_json::Value::Object([((*k).clone(), (*v).clone())].into_iter().collect());
+            serde_json::from_value::<R>(single).is_err()
+        });
+        config_error(match key {
+            Some((k, _)) => format!("`{k}`: {e}"),
+            None => e.to_string(),
+        })
+    })
+}
+
+/// `model_type` must be `expected`, and `architectures`, where given, its QA head only.
+pub(crate) fn check_model_type(model_type: Option<&str>, architectures: Option<&[String]>, expected: &str, path: &Path) -> Result<()> {
+    let unsupported = |message: String| CheckpointError::Unsupported { path: path.to_owned(), message };
+    if model_type != Some(expected) {
+        return Err(unsupported(format!("model_type `{}`; qaforge converts: {}", model_type.unwrap_or("none"), supported_list())));
+    }
+    let admitted = SUPPORTED_MODELS.iter().find(|(t, _)| *t == expected).map(|(_, a)| *a).unwrap_or_default();
+    if let Some(other) = architectures.unwrap_or_default().iter().find(|a| a.as_str() != admitted) {
+        return Err(unsupported(format!("architecture `{other}` (model_type {expected}); qaforge converts: {}", supported_list())));
+    }
+    Ok(())
+}
+
+/// A size field: `default` when absent, refused outside `1..=max`.
+pub(crate) fn checked_size(name: &str, value: Option<i64>, default: usize, max: usize, path: &Path) -> Result<usize> {
+    let v = value.unwrap_or(default as i64);
+    if v <= 0 || v as u64 > max as u64 {
+        return Err(CheckpointError::Config { path: path.to_owned(), message: format!("{name} = {v} is out of range (1..={max})") });
+    }
+    Ok(v as usize)
+}
+
+/// A question-answering head has two labels.
+pub(crate) fn check_num_labels(num_labels: Option<i64>, id2label: Option<&BTreeMap<String, serde_json::Value>>, path: &Path) -> Result<()> {
+    let n = match (num_labels, id2label) {
+        (Some(n), _) => n,
+        (None, Some(labels)) => labels.len() as i64,
+        (None, None) => 2,
+    };
+    if n != 2 {
+        return Err(CheckpointError::Unsupported { path: path.to_owned(), message: format!("a question-answering head has 2 labels (start, end), this one has {n}") });
+    }
+    Ok(())
+}
+
+/// The activation, `default` when absent, one of [`SUPPORTED_ACTIVATIONS`].
+pub(crate) fn checked_activation(act: Option<String>, default: &str, path: &Path) -> Result<String> {
+    let act = act.unwrap_or_else(|| default.into());
+    if !SUPPORTED_ACTIVATIONS.contains(&act.as_str()) {
+        return Err(CheckpointError::Unsupported { path: path.to_owned(), message: format!("hidden_act `{act}`; supported: {}", SUPPORTED_ACTIVATIONS.join(", ")) });
+    }
+    Ok(act)
+}
+
+/// `layer_norm_eps` (1e-12 when absent) in (0, 1).
+pub(crate) fn checked_eps(eps: Option<f64>, path: &Path) -> Result<f32> {
+    let eps = eps.unwrap_or(1e-12);
+    if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+        return Err(CheckpointError::Config { path: path.to_owned(), message: format!("layer_norm_eps = {eps} is out of range (0, 1)") });
+    }
+    Ok(eps as f32)
+}
+
+/// Keys of `rest` that neither PretrainedConfig nor the architecture (`known`) defines.
+pub(crate) fn unknown_keys(rest: &BTreeMap<String, serde_json::Value>, known: &[&str]) -> Vec<String> {
+    rest.keys().filter(|k| !GENERIC_KEYS.contains(&k.as_str()) && !known.contains(&k.as_str())).cloned().collect()
+}
 
 /// Fields that every `PretrainedConfig` may carry and that do not change the forward pass.
 const GENERIC_KEYS: &[&str] = &[
@@ -134,11 +330,18 @@ struct RawConfig {
 
 /// A parsed config and the keys qaforge did not recognise (reported, not fatal).
 #[derive(Debug, Clone)]
-pub struct LoadedConfig {
+pub struct LoadedConfig<C = ModelConfig> {
     /// The configuration.
-    pub config: MobileBertConfig,
-    /// Keys of config.json that neither MobileBertConfig nor PretrainedConfig defines.
+    pub config: C,
+    /// Keys of config.json that neither the architecture's config nor PretrainedConfig defines.
     pub unknown_keys: Vec<String>,
+}
+
+impl<C> LoadedConfig<C> {
+    /// The same keys around another view of the config.
+    pub fn map<D>(self, f: impl FnOnce(C) -> D) -> LoadedConfig<D> {
+        LoadedConfig { config: f(self.config), unknown_keys: self.unknown_keys }
+    }
 }
 
 impl MobileBertConfig {
@@ -156,82 +359,16 @@ impl MobileBertConfig {
         self.true_hidden_size() / self.num_attention_heads
     }
 
-    /// Reads and validates `config.json`.
-    pub fn from_file(path: &Path) -> Result<LoadedConfig> {
-        let text = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
-        Self::from_json_bytes(&text, path)
-    }
-
-    /// Parses and validates config.json's bytes; `path` is only used in messages.
-    pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<LoadedConfig> {
+    /// Parses and validates a MobileBERT config.json's bytes; `path` is only used in messages.
+    pub fn from_json_bytes(bytes: &[u8], path: &Path) -> Result<LoadedConfig<MobileBertConfig>> {
+        let raw: RawConfig = parse_object(bytes, path)?;
         let config_error = |message: String| CheckpointError::Config { path: path.to_owned(), message };
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| config_error(e.to_string()))?;
-        let Some(object) = value.as_object() else {
-            return Err(config_error("expected a JSON object".into()));
-        };
-        // serde_json keeps the last of repeated keys silently (as Python does); a config that
-        // says two things about one key is refused instead.
-        let TopLevelKeys(keys) = serde_json::from_slice(bytes).map_err(|e| config_error(e.to_string()))?;
-        let mut seen = std::collections::BTreeSet::new();
-        if let Some(repeated) = keys.iter().find(|k| !seen.insert(k.as_str())) {
-            return Err(config_error(format!("duplicate key `{repeated}`")));
-        }
-        let raw: RawConfig = serde_json::from_value(value.clone()).map_err(|e| {
-            // serde's message does not say which key held the wrong type: find it by trying the
-            // keys one at a time (every field is optional).
-            let key = object.iter().find(|(k, v)| {
-                let single = serde_json::Value::Object([((*k).clone(), (*v).clone())].into_iter().collect());
-                serde_json::from_value::<RawConfig>(single).is_err()
-            });
-            config_error(match key {
-                Some((k, _)) => format!("`{k}`: {e}"),
-                None => e.to_string(),
-            })
-        })?;
         let unsupported = |message: String| CheckpointError::Unsupported { path: path.to_owned(), message };
 
-        match raw.model_type.as_deref() {
-            Some("mobilebert") => {}
-            Some(other) => {
-                return Err(unsupported(format!(
-                    "model_type `{other}`; qaforge converts: mobilebert ({})",
-                    SUPPORTED_ARCHITECTURES.join(", ")
-                )))
-            }
-            None => return Err(unsupported("config.json has no model_type; qaforge converts: mobilebert".into())),
-        }
-        if let Some(architectures) = &raw.architectures {
-            if let Some(other) = architectures.iter().find(|a| !SUPPORTED_ARCHITECTURES.contains(&a.as_str())) {
-                return Err(unsupported(format!(
-                    "architecture `{other}`; qaforge converts: {}",
-                    SUPPORTED_ARCHITECTURES.join(", ")
-                )));
-            }
-        }
-
-        let size = |name: &str, value: Option<i64>, default: usize, max: usize| -> Result<usize> {
-            let v = value.unwrap_or(default as i64);
-            if v <= 0 || v as u64 > max as u64 {
-                return Err(config_error(format!("{name} = {v} is out of range (1..={max})")));
-            }
-            Ok(v as usize)
-        };
-        let num_labels = match (raw.num_labels, &raw.id2label) {
-            (Some(n), _) => n,
-            (None, Some(labels)) => labels.len() as i64,
-            (None, None) => 2,
-        };
-        if num_labels != 2 {
-            return Err(unsupported(format!("a question-answering head has 2 labels (start, end), this one has {num_labels}")));
-        }
-        let hidden_act = raw.hidden_act.unwrap_or_else(|| "relu".into());
-        if !SUPPORTED_ACTIVATIONS.contains(&hidden_act.as_str()) {
-            return Err(unsupported(format!(
-                "hidden_act `{hidden_act}`; supported: {}",
-                SUPPORTED_ACTIVATIONS.join(", ")
-            )));
-        }
+        check_model_type(raw.model_type.as_deref(), raw.architectures.as_deref(), "mobilebert", path)?;
+        let size = |name: &str, value: Option<i64>, default: usize, max: usize| checked_size(name, value, default, max, path);
+        check_num_labels(raw.num_labels, raw.id2label.as_ref(), path)?;
+        let hidden_act = checked_activation(raw.hidden_act, "relu", path)?;
         let normalization = match raw.normalization_type.as_deref().unwrap_or("no_norm") {
             "no_norm" => Normalization::NoNorm,
             "layer_norm" => Normalization::LayerNorm,
@@ -239,10 +376,7 @@ impl MobileBertConfig {
                 return Err(unsupported(format!("normalization_type `{other}`; supported: no_norm, layer_norm")))
             }
         };
-        let layer_norm_eps = raw.layer_norm_eps.unwrap_or(1e-12);
-        if !(layer_norm_eps.is_finite() && layer_norm_eps > 0.0 && layer_norm_eps < 1.0) {
-            return Err(config_error(format!("layer_norm_eps = {layer_norm_eps} is out of range (0, 1)")));
-        }
+        let layer_norm_eps = checked_eps(raw.layer_norm_eps, path)?;
 
         let config = MobileBertConfig {
             vocab_size: size("vocab_size", raw.vocab_size, 30522, MAX_VOCAB)?,
@@ -282,8 +416,7 @@ impl MobileBertConfig {
                 "use_bottleneck without bottleneck attention or a shared key/query bottleneck needs hidden_size == intra_bottleneck_size".into(),
             ));
         }
-        let unknown_keys = raw.rest.keys().filter(|k| !GENERIC_KEYS.contains(&k.as_str())).cloned().collect();
-        Ok(LoadedConfig { config, unknown_keys })
+        Ok(LoadedConfig { config, unknown_keys: unknown_keys(&raw.rest, &[]) })
     }
 }
 
@@ -291,7 +424,7 @@ impl MobileBertConfig {
 mod tests {
     use super::*;
 
-    fn parse(json: &str) -> Result<LoadedConfig> {
+    fn parse(json: &str) -> Result<LoadedConfig<MobileBertConfig>> {
         MobileBertConfig::from_json_bytes(json.as_bytes(), Path::new("config.json"))
     }
 
@@ -307,8 +440,12 @@ mod tests {
 
     #[test]
     fn refuses_other_models_listing_what_is_supported() {
-        let err = parse(r#"{"model_type": "bert"}"#).unwrap_err().to_string();
-        assert!(err.contains("model_type `bert`") && err.contains("mobilebert"), "{err}");
+        let err = ModelConfig::from_json_bytes(br#"{"model_type": "gpt2"}"#, Path::new("config.json")).unwrap_err().to_string();
+        for needle in ["model_type `gpt2`", "mobilebert (MobileBertForQuestionAnswering)", "roberta (RobertaForQuestionAnswering)", "distilbert", "electra", "bert (BertForQuestionAnswering)"] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        let err = ModelConfig::from_json_bytes(br#"{"hidden_size": 4}"#, Path::new("config.json")).unwrap_err().to_string();
+        assert!(err.contains("no model_type"), "{err}");
         let err = parse(r#"{"model_type": "mobilebert", "architectures": ["MobileBertForMaskedLM"]}"#).unwrap_err().to_string();
         assert!(err.contains("MobileBertForMaskedLM") && err.contains("MobileBertForQuestionAnswering"), "{err}");
     }

@@ -1,11 +1,12 @@
 //! Checkpoint import for qaforge: a Hugging Face model directory in, a validated
-//! [`MobileBertConfig`] and a read-only [`Weights`] view out.
+//! [`ModelConfig`] (MobileBERT, or a member of the BERT family) and a read-only [`Weights`] view out.
 //!
 //! Formats: `model.safetensors` (memory-mapped), sharded `model.safetensors.index.json`, and
 //! `pytorch_model.bin` / `.pt` in torch's zip format, read through candle-core's pickle VM,
 //! which never executes code, behind an allow-list of globals. Hostile files give a
 //! [`CheckpointError`] naming the file and the problem, never a panic.
 
+pub mod bert_family;
 mod config;
 mod error;
 mod parameters;
@@ -16,7 +17,8 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
-pub use config::{LoadedConfig, MobileBertConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_ARCHITECTURES};
+pub use bert_family::{BertConfig, BertFamily};
+pub use config::{LoadedConfig, MobileBertConfig, ModelConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_ARCHITECTURES, SUPPORTED_MODELS};
 pub use error::{CheckpointError, Result};
 pub use parameters::{parameter_count, parameter_shapes};
 pub use weights::{DType, TensorEntry, Weights};
@@ -48,7 +50,7 @@ pub struct Checkpoint {
     /// The directory it was read from.
     pub dir: PathBuf,
     /// The validated configuration.
-    pub config: MobileBertConfig,
+    pub config: ModelConfig,
     /// config.json keys that qaforge does not know (reported to the user, not fatal).
     pub unknown_config_keys: Vec<String>,
     /// Every tensor in the weights file(s).
@@ -69,7 +71,7 @@ const WEIGHT_FILES: &[(&str, WeightsFormat)] = &[
 impl Checkpoint {
     /// Reads `config.json` and the weights of a Hugging Face model directory.
     pub fn open(dir: &Path) -> Result<Self> {
-        let loaded = MobileBertConfig::from_file(&dir.join("config.json"))?;
+        let loaded = ModelConfig::from_file(&dir.join("config.json"))?;
         let (file, format) = WEIGHT_FILES
             .iter()
             .map(|(name, format)| (dir.join(name), *format))
@@ -102,8 +104,11 @@ impl Checkpoint {
 /// tensors (pooler, MLM head, `embeddings.position_ids`) are allowed and reported by the emitter.
 /// The embedding transformation is only required when forward() uses it, so checkpoints that
 /// drop it (embedding_size == hidden_size, no trigram) still load.
-fn check_parameters(config: &MobileBertConfig, weights: &Weights) -> Result<()> {
-    let transformation_used = config.trigram_input || config.embedding_size != config.hidden_size;
+fn check_parameters(config: &ModelConfig, weights: &Weights) -> Result<()> {
+    let transformation_used = match config {
+        ModelConfig::MobileBert(c) => c.trigram_input || c.embedding_size != c.hidden_size,
+        ModelConfig::Bert(_) => true,
+    };
     for (name, expected) in parameter_shapes(config) {
         if name.contains("embedding_transformation") && !transformation_used {
             continue;

@@ -1,11 +1,20 @@
-//! The parameters of transformers' `MobileBertForQuestionAnswering` for a given config: names as
-//! transformers writes them and the shapes the config implies.
+//! The parameters of a question-answering model for a given config: names as transformers writes
+//! them and the shapes the config implies (MobileBERT's here, the BERT family's in
+//! [`crate::bert_family`]).
 
-use crate::config::MobileBertConfig;
+use crate::config::{MobileBertConfig, ModelConfig};
 
 /// Every parameter of the QA model, in transformers' module order, with its shape
 /// (`nn.Linear` weights are `[out, in]`).
-pub fn parameter_shapes(c: &MobileBertConfig) -> Vec<(String, Vec<usize>)> {
+pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    match config {
+        ModelConfig::MobileBert(c) => mobilebert_parameter_shapes(c),
+        ModelConfig::Bert(c) => crate::bert_family::parameter_shapes(c),
+    }
+}
+
+/// `MobileBertForQuestionAnswering`'s parameters.
+fn mobilebert_parameter_shapes(c: &MobileBertConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     let linear = |out: &mut Vec<(String, Vec<usize>)>, name: String, inputs: usize, outputs: usize| {
         out.push((format!("{name}.weight"), vec![outputs, inputs]));
@@ -56,7 +65,7 @@ pub fn parameter_shapes(c: &MobileBertConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Total parameter count of the QA model.
-pub fn parameter_count(c: &MobileBertConfig) -> usize {
+pub fn parameter_count(c: &ModelConfig) -> usize {
     parameter_shapes(c).iter().map(|(_, s)| s.iter().product::<usize>()).sum()
 }
 
@@ -67,7 +76,7 @@ mod tests {
 
     #[test]
     fn google_mobilebert_uncased_has_24_582_914_parameters() {
-        let c = MobileBertConfig::from_json_bytes(br#"{"model_type": "mobilebert"}"#, Path::new("config.json")).unwrap().config;
+        let c = ModelConfig::from_json_bytes(br#"{"model_type": "mobilebert"}"#, Path::new("config.json")).unwrap().config;
         assert_eq!(parameter_count(&c), 24_582_914);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::config::{MobileBertConfig, Normalization};
+use crate::config::{ModelConfig, Normalization};
 use crate::error::{CheckpointError, Result};
 use crate::parameters::parameter_shapes;
 
@@ -57,9 +57,10 @@ impl SplitMix64 {
 
 /// Writes `config_json` and a `model.safetensors` with deterministic random weights of O(1)
 /// activations (fan-in-scaled dense weights, norm scales near 1) into `dir`.
-pub fn write_random_checkpoint(dir: &Path, config_json: &str, seed: u64) -> Result<MobileBertConfig> {
+pub fn write_random_checkpoint(dir: &Path, config_json: &str, seed: u64) -> Result<ModelConfig> {
     let config_path = dir.join("config.json");
-    let config = MobileBertConfig::from_json_bytes(config_json.as_bytes(), &config_path)?.config;
+    let config = ModelConfig::from_json_bytes(config_json.as_bytes(), &config_path)?.config;
+    let no_norm = matches!(&config, ModelConfig::MobileBert(c) if c.normalization == Normalization::NoNorm);
     let mut rng = SplitMix64(seed);
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, shape) in parameter_shapes(&config) {
@@ -77,7 +78,7 @@ pub fn write_random_checkpoint(dir: &Path, config_json: &str, seed: u64) -> Resu
         };
         let offset = if is_norm && name.ends_with(".weight") {
             // NoNorm scales below 1 keep the residual stream from growing over 24 layers.
-            if config.normalization == Normalization::NoNorm { 0.5 } else { 1.0 }
+            if no_norm { 0.5 } else { 1.0 }
         } else {
             0.0
         };

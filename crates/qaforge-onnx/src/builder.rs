@@ -149,6 +149,17 @@ impl GraphBuilder {
         name
     }
 
+    /// Adds an int32 initializer, or reuses the one of that name.
+    pub fn i32_constant(&mut self, name: &str, dims: &[usize], values: &[i32]) -> String {
+        if self.names.contains(name) {
+            return name.to_string();
+        }
+        let name = self.claim(name);
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(raw_tensor(&name, dims, DataType::Int32, bytes));
+        name
+    }
+
     /// Adds a float32 scalar constant, or reuses the one of that name.
     pub fn f32_scalar(&mut self, name: &str, value: f32) -> String {
         if self.names.contains(name) {

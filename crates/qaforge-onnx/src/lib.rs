@@ -5,11 +5,15 @@
 //! (The onnx-protobuf crate is rust-protobuf pinned to an old release, and generating our own
 //! types with prost-build + protox would add a build step for the same messages.)
 //!
-//! [`builder`] is a small typed graph builder; [`mobilebert`] emits the QA forward pass; [`write_atomically`]
-//! writes artifacts so that an error or a kill never leaves a partial file.
+//! [`builder`] is a small typed graph builder; `blocks` holds what every architecture is built
+//! from; each architecture's QA forward pass is a module of its own (`mobilebert`, `bert` for
+//! the BERT family), chosen by [`emit`]; [`write_atomically`] writes artifacts so that an error
+//! or a kill never leaves a partial file.
 
+mod bert;
+mod blocks;
 pub mod builder;
-pub mod mobilebert;
+mod mobilebert;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,19 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 pub use tract_onnx::pb;
-pub use mobilebert::{emit, EmitOptions, Emitted, ATTENTION_MASK_VALUE, DEFAULT_OPSET, SUPPORTED_OPSETS};
+pub use blocks::{EmitOptions, Emitted, ATTENTION_MASK_VALUE, DEFAULT_OPSET, SUPPORTED_OPSETS};
+
+/// Emits the QA graph of `checkpoint`, whatever its architecture, at `options.opset`, with
+/// `metadata` as metadata_props.
+pub fn emit(checkpoint: &qaforge_checkpoint::Checkpoint, options: EmitOptions, metadata: Vec<(String, String)>) -> Result<Emitted, EmitError> {
+    if !SUPPORTED_OPSETS.contains(&options.opset) {
+        return Err(EmitError::Opset(options.opset));
+    }
+    match &checkpoint.config {
+        qaforge_checkpoint::ModelConfig::MobileBert(config) => mobilebert::emit(checkpoint, config, options, metadata),
+        qaforge_checkpoint::ModelConfig::Bert(config) => bert::emit(checkpoint, config, options, metadata),
+    }
+}
 
 /// Errors of graph emission and artifact I/O.
 #[derive(Debug, thiserror::Error)]

@@ -39,7 +39,7 @@ pub struct Logits {
 }
 
 /// An inference engine holding one loaded artifact with inputs `input_ids`, `attention_mask`,
-/// `token_type_ids` (`[batch, sequence]`, int64).
+/// and `token_type_ids` where the graph takes them (`[batch, sequence]`, int64).
 pub trait Engine: Sync {
     /// The artifact, for error messages.
     fn label(&self) -> &Path;
@@ -165,13 +165,42 @@ pub enum EngineChoice {
     },
 }
 
-/// The inputs every engine feeds, by position, in this order.
+/// The inputs engines feed, by position, in this order; graphs of models without token types
+/// (DistilBERT, RoBERTa) take the first two.
 pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 
-/// Checks that `model` takes what the engines feed it: three integer inputs, fed by position as
-/// [`INPUT_NAMES`]. Inputs under other names are taken by position; the standard names in another
-/// order would be fed the wrong tensors, so they are refused with the order found.
-pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<(), RuntimeError> {
+/// Which of [`INPUT_NAMES`] a graph takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputLayout {
+    /// input_ids, attention_mask, token_type_ids.
+    WithTokenTypes,
+    /// input_ids, attention_mask.
+    WithoutTokenTypes,
+}
+
+impl InputLayout {
+    /// The layout of a graph with `count` inputs, if engines can feed it.
+    pub fn of_count(count: usize) -> Option<Self> {
+        match count {
+            3 => Some(InputLayout::WithTokenTypes),
+            2 => Some(InputLayout::WithoutTokenTypes),
+            _ => None,
+        }
+    }
+
+    /// The inputs of one batch in feed order: `types` is dropped where the graph takes none.
+    pub fn feeds(self, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Vec<Vec<i64>> {
+        match self {
+            InputLayout::WithTokenTypes => vec![ids, mask, types],
+            InputLayout::WithoutTokenTypes => vec![ids, mask],
+        }
+    }
+}
+
+/// Checks that `model` takes what the engines feed it: two or three integer inputs, fed by
+/// position as [`INPUT_NAMES`]. Inputs under other names are taken by position; a standard name
+/// at another position would be fed the wrong tensor, so it is refused with the order found.
+pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<InputLayout, RuntimeError> {
     use tract_onnx::pb::{tensor_proto::DataType, type_proto::Value};
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
     let Some(graph) = model.graph.as_ref() else { return Err(error("no graph".into())) };
@@ -179,14 +208,14 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<
     let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-    if inputs.len() != INPUT_NAMES.len() {
+    let Some(layout) = InputLayout::of_count(inputs.len()) else {
         return Err(error(format!(
-            "the graph has {} input(s) ({}); qaforge feeds 3 by position: {}",
+            "the graph has {} input(s) ({}); qaforge feeds 3 by position: {} (or the first two, for models without token types)",
             inputs.len(),
             names.join(", "),
             INPUT_NAMES.join(", ")
         )));
-    }
+    };
     for input in &inputs {
         let element = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(Value::TensorType(t)) => t.elem_type,
@@ -196,15 +225,15 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<
             return Err(error(format!("input `{}` is not an integer tensor (element type {element}); qaforge feeds token ids and masks", input.name)));
         }
     }
-    let standard = names.iter().filter(|n| INPUT_NAMES.contains(n)).count();
-    if standard == INPUT_NAMES.len() && names != INPUT_NAMES {
+    let fed = &INPUT_NAMES[..names.len()];
+    if names.iter().zip(fed).any(|(name, want)| INPUT_NAMES.contains(name) && name != want) {
         return Err(error(format!(
             "the graph's inputs are in the order {}; qaforge feeds {} by position: re-export with the inputs in that order",
             names.join(", "),
-            INPUT_NAMES.join(", ")
+            fed.join(", ")
         )));
     }
-    Ok(())
+    Ok(layout)
 }
 
 /// Loads `model` (the decoded `bytes` of `label`) into the chosen engine. `cores` sizes ONNX
@@ -218,8 +247,8 @@ pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, by
         }
         #[cfg(feature = "ort")]
         EngineChoice::OnnxRuntime { library } => {
-            check_inputs(model, label)?;
-            Ok(Box::new(OrtSession::from_bytes(library, bytes, label, cores)?))
+            let layout = check_inputs(model, label)?;
+            Ok(Box::new(OrtSession::from_bytes(library, bytes, label, cores, layout)?))
         }
         #[cfg(not(feature = "ort"))]
         EngineChoice::OnnxRuntime { .. } => Err(RuntimeError {
@@ -247,12 +276,15 @@ mod tests {
     fn inputs_are_checked_before_feeding_them_by_position() {
         let check = |inputs: &[(&str, DataType)]| check_inputs(&model(inputs), Path::new("m.onnx")).map_err(|e| e.to_string());
         let i64 = DataType::Int64;
-        assert!(check(&[("input_ids", i64), ("attention_mask", i64), ("token_type_ids", i64)]).is_ok());
-        assert!(check(&[("ids", i64), ("mask", i64), ("segments", DataType::Int32)]).is_ok(), "other names go by position");
+        assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64), ("token_type_ids", i64)]), Ok(InputLayout::WithTokenTypes));
+        assert_eq!(check(&[("ids", i64), ("mask", i64), ("segments", DataType::Int32)]), Ok(InputLayout::WithTokenTypes), "other names go by position");
         let err = check(&[("input_ids", i64), ("token_type_ids", i64), ("attention_mask", i64)]).unwrap_err();
         assert!(err.contains("m.onnx") && err.contains("in the order input_ids, token_type_ids, attention_mask"), "{err}");
-        let err = check(&[("input_ids", i64), ("attention_mask", i64)]).unwrap_err();
-        assert!(err.contains("2 input(s)"), "{err}");
+        assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64)]), Ok(InputLayout::WithoutTokenTypes));
+        let err = check(&[("input_ids", i64), ("token_type_ids", i64)]).unwrap_err();
+        assert!(err.contains("qaforge feeds input_ids, attention_mask by position"), "{err}");
+        let err = check(&[("input_ids", i64)]).unwrap_err();
+        assert!(err.contains("1 input(s)"), "{err}");
         let err = check(&[("input_ids", i64), ("attention_mask", i64), ("pixels", DataType::Float)]).unwrap_err();
         assert!(err.contains("`pixels` is not an integer tensor"), "{err}");
     }

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use ort::session::Session;
 use ort::value::Tensor;
 
-use crate::{Engine, RuntimeError, TensorOutputs};
+use crate::{Engine, InputLayout, RuntimeError, TensorOutputs};
 
 /// ONNX Runtime's process-wide environment, created once from the first library loaded.
 static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
@@ -32,12 +32,14 @@ pub struct OrtSession {
     path: PathBuf,
     library: PathBuf,
     session: Mutex<Session>,
+    layout: InputLayout,
 }
 
 impl OrtSession {
     /// Opens libonnxruntime from `library` (once per process) and builds a session for the model
-    /// `bytes` with all graph optimisations and `intra_threads` threads.
-    pub fn from_bytes(library: &Path, bytes: &[u8], label: &Path, intra_threads: usize) -> Result<Self, RuntimeError> {
+    /// `bytes` with all graph optimisations and `intra_threads` threads; `layout` says which inputs
+    /// the graph takes (see [`crate::check_inputs`]).
+    pub fn from_bytes(library: &Path, bytes: &[u8], label: &Path, intra_threads: usize, layout: InputLayout) -> Result<Self, RuntimeError> {
         let error = |message: String| RuntimeError { path: label.to_owned(), message };
         let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
         let session = Session::builder(environment)
@@ -46,7 +48,7 @@ impl OrtSession {
             .map_err(|e| error(e.to_string()))?
             .commit_from_memory(bytes)
             .map_err(|e| error(e.to_string()))?;
-        Ok(OrtSession { path: label.to_owned(), library: library.to_owned(), session: Mutex::new(session) })
+        Ok(OrtSession { path: label.to_owned(), library: library.to_owned(), session: Mutex::new(session), layout })
     }
 }
 
@@ -67,9 +69,10 @@ impl Engine for OrtSession {
     fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
         let error = |e: ort::Error| RuntimeError { path: self.path.clone(), message: e.to_string() };
         let tensor = |v: Vec<i64>| Tensor::from_array(([batch, len], v));
-        let inputs = ort::inputs![tensor(ids).map_err(error)?, tensor(mask).map_err(error)?, tensor(types).map_err(error)?];
+        let inputs: Vec<ort::session::SessionInputValue<'_>> =
+            self.layout.feeds(ids, mask, types).into_iter().map(|v| tensor(v).map(Into::into).map_err(error)).collect::<Result<_, _>>()?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(inputs).map_err(error)?;
+        let outputs = session.run(inputs.as_slice()).map_err(error)?;
         outputs
             .iter()
             .map(|(_, value)| {

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use tract_onnx::pb::ModelProto;
 use tract_onnx::prelude::*;
 
-use crate::{Engine, RuntimeError, TensorOutputs};
+use crate::{Engine, InputLayout, RuntimeError, TensorOutputs};
 
 /// An optimised tract plan for one artifact (symbolic batch and sequence).
 pub struct TractSession {
     path: PathBuf,
     plan: Arc<TypedRunnableModel>,
+    layout: InputLayout,
 }
 
 impl TractSession {
@@ -27,10 +28,15 @@ impl TractSession {
     }
 
     fn optimized(model: TractResult<InferenceModel>, path: PathBuf) -> Result<Self, RuntimeError> {
-        match model.and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()) {
-            Ok(plan) => Ok(TractSession { path, plan }),
-            Err(e) => Err(RuntimeError { path, message: format!("{e:#}") }),
-        }
+        let plan = match model.and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()) {
+            Ok(plan) => plan,
+            Err(e) => return Err(RuntimeError { path, message: format!("{e:#}") }),
+        };
+        let inputs = plan.model().inputs.len();
+        let Some(layout) = InputLayout::of_count(inputs) else {
+            return Err(RuntimeError { path, message: format!("the graph has {inputs} input(s); qaforge feeds input_ids, attention_mask and token_type_ids (or the first two)") });
+        };
+        Ok(TractSession { path, plan, layout })
     }
 }
 
@@ -46,7 +52,7 @@ impl Engine for TractSession {
     fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
         let runtime = |e: TractError| RuntimeError { path: self.path.clone(), message: format!("{e:#}") };
         let tensor = |v: Vec<i64>| Tensor::from_shape(&[batch, len], &v).map(|t| t.into_tvalue());
-        let inputs = tvec![tensor(ids).map_err(runtime)?, tensor(mask).map_err(runtime)?, tensor(types).map_err(runtime)?];
+        let inputs = self.layout.feeds(ids, mask, types).into_iter().map(|v| tensor(v).map_err(runtime)).collect::<Result<TVec<_>, _>>()?;
         let outputs = self.plan.run(inputs).map_err(runtime)?;
         outputs
             .iter()

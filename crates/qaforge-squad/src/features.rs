@@ -152,11 +152,28 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, SquadError> {
     std::fs::read(path).map_err(io)
 }
 
-/// A WordPiece tokenizer for question/context pairs.
+/// `pad_token` of a tokenizer_config.json, if the file exists and names one (a string, or an
+/// AddedToken object's `content`).
+fn configured_pad_token(path: &Path) -> Result<Option<String>, SquadError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let bytes = read_bounded(path, MAX_TOKENIZER_FILE_BYTES)?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| SquadError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+    Ok(match &config["pad_token"] {
+        serde_json::Value::String(token) => Some(token.clone()),
+        serde_json::Value::Object(token) => token.get("content").and_then(|c| c.as_str()).map(String::from),
+        _ => None,
+    })
+}
+
+/// A tokenizer for question/context pairs (WordPiece, or whatever tokenizer.json describes:
+/// RoBERTa's byte-level BPE with `<s> A </s></s> B </s>`).
 pub struct QaTokenizer {
     tokenizer: Tokenizer,
     source: PathBuf,
     pad_id: u32,
+    pad_token: String,
 }
 
 impl std::fmt::Debug for QaTokenizer {
@@ -214,7 +231,8 @@ impl QaTokenizer {
         if json.is_file() {
             let bytes = read_bounded(&json, MAX_TOKENIZER_FILE_BYTES)?;
             let tokenizer = parse_tokenizer_json(&bytes, &json)?;
-            Self::with_settings(tokenizer, json)
+            let pad_token = configured_pad_token(&dir.join("tokenizer_config.json"))?;
+            Self::with_settings(tokenizer, json, pad_token)
         } else if vocab.is_file() {
             Self::from_vocab(&vocab, &dir.join("tokenizer_config.json"))
         } else {
@@ -250,12 +268,19 @@ impl QaTokenizer {
         tokenizer.with_normalizer(Some(BertNormalizer::new(true, config.tokenize_chinese_chars, config.strip_accents, config.do_lower_case)));
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
         tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
-        Self::with_settings(tokenizer, vocab_path.to_owned())
+        Self::with_settings(tokenizer, vocab_path.to_owned(), None)
     }
 
-    fn with_settings(tokenizer: Tokenizer, source: PathBuf) -> Result<Self, SquadError> {
-        let pad_id = tokenizer.token_to_id("[PAD]").ok_or_else(|| SquadError::Invalid { path: source.clone(), message: "no `[PAD]` token".into() })?;
-        Ok(QaTokenizer { tokenizer, source, pad_id })
+    /// The padding token: `pad_token` from tokenizer_config.json where given, else the first of
+    /// WordPiece's `[PAD]` and byte-level BPE's `<pad>` (RoBERTa) that the vocabulary holds.
+    fn with_settings(tokenizer: Tokenizer, source: PathBuf, pad_token: Option<String>) -> Result<Self, SquadError> {
+        let candidates: Vec<String> = match pad_token {
+            Some(token) => vec![token],
+            None => vec!["[PAD]".into(), "<pad>".into()],
+        };
+        let found = candidates.iter().find_map(|t| tokenizer.token_to_id(t).map(|id| (id, t.clone())));
+        let (pad_id, pad_token) = found.ok_or_else(|| SquadError::Invalid { path: source.clone(), message: format!("no padding token (looked for {})", candidates.join(", ")) })?;
+        Ok(QaTokenizer { tokenizer, source, pad_id, pad_token })
     }
 
     /// Where the tokenizer was loaded from.
@@ -281,7 +306,7 @@ impl QaTokenizer {
         tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(options.max_length),
             pad_id: self.pad_id,
-            pad_token: "[PAD]".into(),
+            pad_token: self.pad_token.clone(),
             ..Default::default()
         }));
         let m = options.max_length;

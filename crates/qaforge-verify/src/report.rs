@@ -152,6 +152,19 @@ pub struct GoldenPaths {
     pub squad: PathBuf,
 }
 
+impl GoldenPaths {
+    /// Where the fixture's features are: its own `golden/features.*` where its tokenizer differs
+    /// from the shared one (RoBERTa's byte-level BPE), else the SQuAD directory's.
+    pub fn features_dir(&self) -> PathBuf {
+        let own = self.fixture.join("golden");
+        if own.join("features.json").is_file() {
+            own
+        } else {
+            self.squad.clone()
+        }
+    }
+}
+
 /// How verification runs the artifact.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -182,7 +195,7 @@ pub fn verify(
     let tolerances = Tolerances::for_precision(&precision).with(overrides);
 
     let data = SquadFile::load(&golden.squad.join("eval.json"))?;
-    let features = Features::load(&golden.squad)?;
+    let features = Features::load(&golden.features_dir())?;
     let reference = GoldenLogits::load(&golden.fixture, &features)?;
 
     let cpu = CpuFeatures::detect();
