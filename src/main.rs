@@ -63,6 +63,10 @@ enum Command {
         /// Keep nodes float whose name or op type matches (`*` wildcards; repeatable).
         #[arg(long)]
         exclude: Vec<String>,
+        /// Quantize the QA head too (int8 modes). It stays float by default: it decides every
+        /// answer and holds 2 × hidden weights (README: what each default costs and buys).
+        #[arg(long)]
+        int8_qa_head: bool,
         /// One weight scale per tensor instead of per output channel.
         #[arg(long)]
         per_tensor: bool,
@@ -224,7 +228,7 @@ fn main() -> ExitCode {
         Command::Convert { model_dir, output, opset, allow_non_finite } => {
             convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite })
         }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, per_tensor, target, reduce_range, max_f1_drop, golden, batch_size } => (|| {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, golden, batch_size } => (|| {
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -237,6 +241,7 @@ fn main() -> ExitCode {
                     PrecisionArg::Int8Static => qaforge_quantize::Precision::Int8Static,
                 },
                 exclude,
+                int8_qa_head,
                 target,
                 weights: qaforge_quantize::WeightOptions::for_target(target, per_tensor, reduce_range),
                 method: match method {

@@ -110,6 +110,15 @@ fn exclusions_keep_matching_nodes_float() {
     assert!(graph.node.iter().any(|n| n.op_type == "MatMulInteger" && n.name == "layer.1.attention.query.integer"));
     let meta = metadata(&out);
     assert_eq!(meta["qaforge.quantize.exclude"], "layer.0.*,*.intermediate");
+    assert!(!meta.contains_key("qaforge.quantize.qa_head"));
+
+    // --int8-qa-head lifts the default, and the artifact says so.
+    let run = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-dynamic", "--int8-qa-head"]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(!text(&run).contains("QA head"), "{}", text(&run));
+    let graph = qaforge_onnx::read_model(&out).unwrap().graph.unwrap();
+    assert!(graph.node.iter().any(|n| n.op_type == "MatMulInteger" && n.name == "qa_outputs.integer"));
+    assert_eq!(metadata(&out)["qaforge.quantize.qa_head"], "int8");
 }
 
 #[test]

@@ -77,11 +77,11 @@ pub enum Decision {
     Float(String),
 }
 
-/// Decides every MatMul by a constant 2-D float weight, in graph order: the QA head stays float,
-/// `exclude` patterns keep nodes float, the embedding path keeps float activations. The QA head and
-/// the embedding path are found by the graph's structure, not by node names, so that graphs from
-/// other exporters get the same defaults.
-pub fn weight_matmuls(graph: &GraphProto, exclude: &[String]) -> Vec<(usize, Decision)> {
+/// Decides every MatMul by a constant 2-D float weight, in graph order: the QA head stays float
+/// (unless `int8_qa_head`), `exclude` patterns keep nodes float, the embedding path keeps float
+/// activations. The QA head and the embedding path are found by the graph's structure, not by
+/// node names, so that graphs from other exporters get the same defaults.
+pub fn weight_matmuls(graph: &GraphProto, exclude: &[String], int8_qa_head: bool) -> Vec<(usize, Decision)> {
     let index = GraphIndex::new(graph);
     let is_weight_matmul = |n: &NodeProto| {
         n.op_type == "MatMul" && n.input.len() == 2 && index.initializers.get(&n.input[1]).is_some_and(|&i| is_float_matrix(&graph.initializer[i]))
@@ -93,7 +93,7 @@ pub fn weight_matmuls(graph: &GraphProto, exclude: &[String]) -> Vec<(usize, Dec
         .enumerate()
         .filter(|(_, n)| is_weight_matmul(n))
         .map(|(i, n)| {
-            let decision = if heads.contains(&i) {
+            let decision = if heads.contains(&i) && !int8_qa_head {
                 Decision::Float("QA head (the last MatMul before the start/end logits): it decides every answer (default)".into())
             } else if let Some(p) = matching_pattern(exclude, n) {
                 Decision::Float(format!("excluded by --exclude {p}"))
@@ -250,8 +250,8 @@ pub struct Int8Summary {
 }
 
 /// Quantizes `graph` in place.
-pub fn quantize(graph: &mut GraphProto, exclude: &[String], weights: WeightOptions, activations: Activations<'_>) -> Result<Int8Summary, QuantizeError> {
-    let decisions = weight_matmuls(graph, exclude);
+pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, weights: WeightOptions, activations: Activations<'_>) -> Result<Int8Summary, QuantizeError> {
+    let decisions = weight_matmuls(graph, exclude, int8_qa_head);
     let mut summary = Int8Summary { kept_float: activation_matmuls(graph), ..Default::default() };
     let mut names = Names::of(graph);
     // New nodes to insert before node i.

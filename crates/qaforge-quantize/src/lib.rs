@@ -108,6 +108,8 @@ pub struct QuantizeOptions {
     pub precision: Precision,
     /// Node name or op type patterns (`*` wildcards) kept float.
     pub exclude: Vec<String>,
+    /// Quantize the QA head too (int8 modes): float by default, as it decides every answer.
+    pub int8_qa_head: bool,
     /// The CPUs the artifact is for (int8 modes; recorded in its provenance).
     pub target: Target,
     /// Weight quantization (int8 modes).
@@ -139,10 +141,10 @@ pub struct QuantizeSummary {
 
 /// Float32 tensors that static quantization quantizes: the activation inputs of the MatMuls it
 /// will quantize, in graph order without repeats.
-pub fn calibration_tensors(model: &ModelProto, exclude: &[String]) -> Result<Vec<String>, QuantizeError> {
+pub fn calibration_tensors(model: &ModelProto, exclude: &[String], int8_qa_head: bool) -> Result<Vec<String>, QuantizeError> {
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
     let mut tensors = Vec::new();
-    for (i, decision) in int8::weight_matmuls(graph, exclude) {
+    for (i, decision) in int8::weight_matmuls(graph, exclude, int8_qa_head) {
         let x = &graph.node[i].input[0];
         if decision == int8::Decision::Quantize && !tensors.contains(x) {
             tensors.push(x.clone());
@@ -185,7 +187,7 @@ pub fn calibrated_ranges(
         return Ok(None);
     }
     let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
-    let tensors = calibration_tensors(model, &options.exclude)?;
+    let tensors = calibration_tensors(model, &options.exclude, options.int8_qa_head)?;
     let ranges = calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?;
     Ok(Some((ranges, features.count)))
 }
@@ -218,7 +220,7 @@ pub fn apply(
                 int8::Activations::Dynamic
             };
             let graph = out.graph.as_mut().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-            let s = int8::quantize(graph, &options.exclude, options.weights, activations)?;
+            let s = int8::quantize(graph, &options.exclude, options.int8_qa_head, options.weights, activations)?;
             summary.converted = s.quantized;
             summary.kept_float = s.kept_float;
             summary.int8_tables = s.tables;
@@ -235,6 +237,9 @@ pub fn apply(
     metadata.push(("qaforge.quantize.tool".into(), format!("qaforge {}", env!("CARGO_PKG_VERSION"))));
     metadata.push(("qaforge.quantize.input_sha256".into(), input_sha256.into()));
     metadata.push(("qaforge.quantize.exclude".into(), options.exclude.join(",")));
+    if options.int8_qa_head {
+        metadata.push(("qaforge.quantize.qa_head".into(), "int8".into()));
+    }
     if options.precision != Precision::Fp16 {
         let weights = format!("symmetric {}, {}", if options.weights.per_tensor { "per-tensor" } else { "per-channel" }, options.weights.storage.describe());
         metadata.push(("qaforge.quantize.target".into(), options.target.as_str().into()));

@@ -132,7 +132,7 @@ pub fn search(
     let probe = calibration.cloned().unwrap_or_else(|| slice.features.clone()).truncated(32);
     let float_logits = TractSession::from_proto(model, "float graph")?.run_features(&probe, 8, options.threads, &|_| {})?;
     let mut groups: Vec<String> = Vec::new();
-    for (i, decision) in int8::weight_matmuls(graph, &options.exclude) {
+    for (i, decision) in int8::weight_matmuls(graph, &options.exclude, options.int8_qa_head) {
         let g = group_of(&graph.node[i].name);
         if !matches!(decision, int8::Decision::Float(_)) && !groups.contains(&g) {
             groups.push(g);
