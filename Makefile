@@ -50,6 +50,8 @@ test-onnx: $(CHECK_VENV)/.installed build
 	bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden $(ORT_LIBRARY) $(FIXTURES)
 	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
 	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
+	@# Why entropy calibration was replaced: its ranges beside ONNX Runtime's entropy calibrator.
+	$(CHECK_VENV)/bin/python tests/python/entropy_vs_onnxruntime.py $(QAFORGE) $(ORT_LIBRARY) $(ARTIFACTS)/trained
 
 ## The main job on the shipped fixture: convert, quantize (fp16, int8 dynamic, int8 static with each
 ## calibration method), verify every artifact against the PyTorch goldens, print the comparison table.
