@@ -427,6 +427,7 @@ fn answer(artifact: &std::path::Path, tokenizer: &std::path::Path, question: Str
     // Decoded by qaforge first, so that a hostile file is refused with its problem named before
     // tract reads tensors by their claimed dims.
     let model = qaforge_onnx::read_model(artifact)?;
+    qaforge_verify::check_token_ids(&model, &features, artifact)?;
     let session = qaforge_verify::TractSession::from_proto(&model, &artifact.display().to_string())?;
     let logits = session.run_features(&features, 8, 1, &|_| {})?;
     let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1, paragraphs: 1 };

@@ -195,6 +195,46 @@ fn onnx_length_claims_2gib() {
     onnx("onnx/length-claims-2gib.onnx", &["length-claims-2gib.onnx", "ModelProto.graph: buffer underflow"]);
 }
 
+#[test]
+fn onnx_cycle() {
+    onnx("onnx/cycle.onnx", &["cycle.onnx", "node `a` (Add) reads `h` before node `b` (Relu) produces it: a cycle"]);
+}
+
+#[test]
+fn onnx_dangling_input() {
+    onnx("onnx/dangling-input.onnx", &["dangling-input.onnx", "reads `nowhere`, which no node, initializer or graph input provides"]);
+}
+
+#[test]
+fn onnx_unknown_operator() {
+    onnx("onnx/unknown-operator.onnx", &["unknown-operator.onnx", "operator `FooBar`"]);
+}
+
+#[test]
+fn onnx_opset_outside_what_qaforge_reads() {
+    onnx("onnx/opset-7.onnx", &["opset-7.onnx", "opset 7; qaforge reads opsets 13 to 21"]);
+}
+
+/// A well-formed graph whose vocabulary is smaller than the tokenizer's ids (tract panicked on the
+/// first id past its table): verify, answer and static calibration name the mismatch, exit 2.
+#[test]
+fn onnx_vocabulary_smaller_than_the_tokenizer() {
+    let path = corpus("onnx/vocabulary-of-100.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.onnx");
+    let tiny = golden().join("mobilebert-tiny");
+    let calibration = golden().join("squad/calibration.json");
+    let runs: [Vec<&str>; 3] = [
+        vec!["verify", path.to_str().unwrap(), "--golden", tiny.to_str().unwrap()],
+        vec!["answer", path.to_str().unwrap(), "--tokenizer", tiny.to_str().unwrap(), "--question", "Who lives there?", "--context", "Nobody lives there."],
+        vec!["quantize", path.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", "int8-static", "--calibration", calibration.to_str().unwrap(), "--tokenizer", tiny.to_str().unwrap(), "--samples", "4"],
+    ];
+    for args in runs {
+        assert_bad_input(&qaforge(&args), &["the table `E` that `input_ids` indexes has 100 rows: the tokenizer does not belong to this model"]);
+        assert!(!out.exists());
+    }
+}
+
 /// The documented exit codes: 0 success, 2 bad input or usage (clap's usage errors included); 1
 /// (out of tolerance) is exercised by tests/convert.rs on perturbed and wrong models.
 #[test]

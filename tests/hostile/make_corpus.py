@@ -177,6 +177,44 @@ def onnx_model_with_initializer(*tensor_fields):
     return protobuf_field(1, 8) + protobuf_field(8, opset) + protobuf_field(7, graph)
 
 
+def onnx_graph(nodes, opset=17, table_rows=100):
+    """ModelProto(ir 8, `opset`) of a QA-shaped graph: int64 inputs input_ids, attention_mask,
+    token_type_ids, float outputs start_logits, end_logits, a `table_rows` x 4 embedding table E,
+    a 4 x 2 weight W, scalar indices zero and one, and `nodes` as (name, op, inputs, output[, axis])."""
+    def value_info(name, elem_type):
+        dims = b"".join(protobuf_field(1, protobuf_field(2, d)) for d in (b"batch", b"sequence"))
+        tensor_type = protobuf_field(1, elem_type) + protobuf_field(2, dims)
+        return protobuf_field(1, name) + protobuf_field(2, protobuf_field(1, tensor_type))
+
+    def tensor(name, dims, data_type, raw):
+        return b"".join(protobuf_field(1, d) for d in dims) + protobuf_field(2, data_type) + protobuf_field(8, name) + protobuf_field(9, raw)
+
+    graph = b""
+    for name, op, inputs, output, *axis in nodes:
+        node = b"".join(protobuf_field(1, i) for i in inputs) + protobuf_field(2, output) + protobuf_field(3, name) + protobuf_field(4, op)
+        for a in axis:  # AttributeProto(name "axis", i, type INT)
+            node += protobuf_field(5, protobuf_field(1, b"axis") + protobuf_field(3, a) + protobuf_field(20, 2))
+        graph += protobuf_field(1, node)
+    graph += protobuf_field(2, b"hostile")
+    graph += protobuf_field(5, tensor(b"E", (table_rows, 4), 1, struct.pack(f"<{table_rows * 4}f", *([0.5] * table_rows * 4))))
+    graph += protobuf_field(5, tensor(b"W", (4, 2), 1, struct.pack("<8f", *([0.25] * 8))))
+    graph += protobuf_field(5, tensor(b"zero", (), 7, struct.pack("<q", 0)))
+    graph += protobuf_field(5, tensor(b"one", (), 7, struct.pack("<q", 1)))
+    for name in (b"input_ids", b"attention_mask", b"token_type_ids"):
+        graph += protobuf_field(11, value_info(name, 7))
+    for name in (b"start_logits", b"end_logits"):
+        graph += protobuf_field(12, value_info(name, 1))
+    opset_import = protobuf_field(1, b"") + protobuf_field(2, opset)
+    return protobuf_field(1, 8) + protobuf_field(8, opset_import) + protobuf_field(7, graph)
+
+
+# The QA head of onnx_graph: logits = h W, split into start and end along axis 2.
+HEAD = [(b"head", b"MatMul", (b"h", b"W"), b"logits"),
+        (b"start", b"Gather", (b"logits", b"zero"), b"start_logits", 2),
+        (b"end", b"Gather", (b"logits", b"one"), b"end_logits", 2)]
+EMBED = [(b"embed", b"Gather", (b"E", b"input_ids"), b"x")]
+
+
 def onnx():
     write("onnx/garbage.onnx", b"\x08\x07\x12\x04junk" + bytes(range(256)) * 4)
     write("onnx/empty.onnx", b"")
@@ -189,6 +227,14 @@ def onnx():
     write("onnx/external-data-outside.onnx", onnx_model_with_initializer(
         (1, 4), (2, 1), (8, b"weights"), (14, 1),
         (13, protobuf_field(1, b"location") + protobuf_field(2, b"../../../../etc/passwd"))))
+    # Graphs that break what every pass assumes (ONNX requires nodes in topological order).
+    write("onnx/cycle.onnx", onnx_graph(EMBED + [(b"a", b"Add", (b"x", b"h"), b"a.out"), (b"b", b"Relu", (b"a.out",), b"h")] + HEAD))
+    write("onnx/dangling-input.onnx", onnx_graph(EMBED + [(b"a", b"Add", (b"x", b"nowhere"), b"h")] + HEAD))
+    write("onnx/unknown-operator.onnx", onnx_graph(EMBED + [(b"a", b"FooBar", (b"x",), b"h")] + HEAD))
+    write("onnx/opset-7.onnx", onnx_graph(EMBED + [(b"a", b"Relu", (b"x",), b"h")] + HEAD, opset=7))
+    # A well-formed graph whose vocabulary (100 rows) is smaller than the tokenizer's ids: tract
+    # panicked on the first id past the table.
+    write("onnx/vocabulary-of-100.onnx", onnx_graph(EMBED + [(b"a", b"Relu", (b"x",), b"h")] + HEAD))
 
 
 if __name__ == "__main__":

@@ -90,7 +90,52 @@ pub fn decode_model(bytes: &[u8], path: &Path) -> Result<pb::ModelProto, EmitErr
     for tensor in graph.initializer.iter().chain(constants) {
         check_tensor_data(tensor).map_err(|message| invalid(format!("tensor `{}`: {message}", tensor.name)))?;
     }
+    check_graph(&model).map_err(invalid)?;
     Ok(model)
+}
+
+/// ONNX opsets (default domain) of the graphs qaforge reads: per-axis QuantizeLinear needs 13; 21
+/// is the newest tract runs.
+pub const READABLE_OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+
+/// The structure every pass relies on, checked before any work: an opset qaforge handles, every
+/// default-domain operator one its engines run, and nodes in topological order with every input
+/// provided (ONNX requires the order; a cycle or a dangling input breaks it, and the passes'
+/// walks over producers assume it).
+fn check_graph(model: &pb::ModelProto) -> Result<(), String> {
+    let default_domain = |d: &str| d.is_empty() || d == "ai.onnx";
+    let opset = model.opset_import.iter().find(|o| default_domain(&o.domain)).map(|o| o.version);
+    match opset {
+        Some(v) if READABLE_OPSETS.contains(&v) => {}
+        Some(v) => return Err(format!("opset {v}; qaforge reads opsets {} to {} (re-export with one of them)", READABLE_OPSETS.start(), READABLE_OPSETS.end())),
+        None => return Err("no ONNX opset is declared (opset_import has no default domain)".into()),
+    }
+    let Some(graph) = model.graph.as_ref() else { return Err("no graph".into()) };
+    let registry = tract_onnx::onnx().op_register;
+    let mut available: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    available.extend(graph.input.iter().map(|i| i.name.as_str()));
+    let label = |i: usize, node: &pb::NodeProto| if node.name.is_empty() { format!("#{i} ({})", node.op_type) } else { format!("`{}` ({})", node.name, node.op_type) };
+    let produced_later: std::collections::HashMap<&str, String> =
+        graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), label(i, n)))).collect();
+    for (i, node) in graph.node.iter().enumerate() {
+        let label = label(i, node);
+        if default_domain(&node.domain) && !registry.0.contains_key(&node.op_type) {
+            return Err(format!("node {label}: operator `{}` is not an ONNX operator qaforge's engines run", node.op_type));
+        }
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
+            if !available.contains(input.as_str()) {
+                return Err(match produced_later.get(input.as_str()) {
+                    Some(producer) => format!("node {label} reads `{input}` before node {producer} produces it: a cycle, or nodes out of topological order"),
+                    None => format!("node {label} reads `{input}`, which no node, initializer or graph input provides"),
+                });
+            }
+        }
+        available.extend(node.output.iter().map(|o| o.as_str()));
+    }
+    if let Some(output) = graph.output.iter().find(|o| !available.contains(o.name.as_str())) {
+        return Err(format!("graph output `{}` is produced by no node", output.name));
+    }
+    Ok(())
 }
 
 /// Bytes per element of the ONNX data types whose raw data qaforge can size; `None` for strings
@@ -152,7 +197,41 @@ mod tests {
     use super::*;
 
     fn model_with(tensor: pb::TensorProto) -> Vec<u8> {
-        encode(&pb::ModelProto { graph: Some(pb::GraphProto { initializer: vec![tensor], ..Default::default() }), ..Default::default() })
+        encode(&pb::ModelProto {
+            graph: Some(pb::GraphProto { initializer: vec![tensor], ..Default::default() }),
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            ..Default::default()
+        })
+    }
+
+    fn node(name: &str, op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto { name: name.into(), op_type: op.into(), input: inputs.iter().map(|s| s.to_string()).collect(), output: vec![output.into()], ..Default::default() }
+    }
+
+    #[test]
+    fn graphs_must_be_ordered_complete_and_of_known_operators_and_opsets() {
+        let model = |nodes: Vec<pb::NodeProto>, opset: i64| {
+            let input = pb::ValueInfoProto { name: "x".into(), ..Default::default() };
+            let output = pb::ValueInfoProto { name: "y".into(), ..Default::default() };
+            let graph = pb::GraphProto { node: nodes, input: vec![input], output: vec![output], ..Default::default() };
+            let model = pb::ModelProto { graph: Some(graph), opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: opset }], ..Default::default() };
+            decode_model(&encode(&model), Path::new("m.onnx")).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(model(vec![node("a", "Relu", &["x"], "h"), node("b", "Relu", &["h"], "y")], 17).is_ok());
+        let err = model(vec![node("a", "Add", &["x", "y"], "h"), node("b", "Relu", &["h"], "y")], 17).unwrap_err();
+        assert!(err.contains("m.onnx") && err.contains("node `a` (Add) reads `y` before node `b` (Relu) produces it: a cycle"), "{err}");
+        let err = model(vec![node("a", "Add", &["x", "nowhere"], "y")], 17).unwrap_err();
+        assert!(err.contains("reads `nowhere`, which no node, initializer or graph input provides"), "{err}");
+        let err = model(vec![node("a", "FooBar", &["x"], "y")], 17).unwrap_err();
+        assert!(err.contains("operator `FooBar`"), "{err}");
+        let err = model(vec![node("a", "Relu", &["x"], "h")], 17).unwrap_err();
+        assert!(err.contains("graph output `y` is produced by no node"), "{err}");
+        for opset in [7, 99] {
+            let err = model(vec![node("a", "Relu", &["x"], "y")], opset).unwrap_err();
+            assert!(err.contains(&format!("opset {opset}; qaforge reads opsets 13 to 21")), "{err}");
+        }
+        let custom = pb::NodeProto { domain: "com.microsoft".into(), ..node("a", "FusedMatMul", &["x"], "y") };
+        assert!(model(vec![custom], 17).is_ok(), "other domains are the engines' business");
     }
 
     fn tensor(dims: &[i64], data_type: pb::tensor_proto::DataType) -> pb::TensorProto {

@@ -187,6 +187,7 @@ pub fn calibrated_ranges(
         return Ok(None);
     }
     let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
+    qaforge_runtime::check_token_ids(model, features, std::path::Path::new("the model being quantized"))?;
     let tensors = calibration_tensors(model, &options.exclude, options.int8_qa_head)?;
     let ranges = calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?;
     Ok(Some((ranges, features.count)))

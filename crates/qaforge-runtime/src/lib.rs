@@ -236,6 +236,49 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<
     Ok(layout)
 }
 
+/// Checks that every token id of `features` indexes a row of the tables the graph looks
+/// `input_ids` up in (Gathers whose indices are the first input, whose data is an initializer,
+/// perhaps dequantized or cast first). A tokenizer that does not belong to the model gives ids
+/// past its vocabulary, which engines answer with garbage, an error or a panic; this names it.
+pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, features: &Features, label: &Path) -> Result<(), RuntimeError> {
+    let Some(graph) = model.graph.as_ref() else { return Ok(()) };
+    let initializers: std::collections::HashMap<&str, &tract_onnx::pb::TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let Some(ids) = graph.input.iter().map(|i| i.name.as_str()).find(|n| !initializers.contains_key(n)) else { return Ok(()) };
+    fn producer<'g>(graph: &'g tract_onnx::pb::GraphProto, tensor: &str) -> Option<&'g tract_onnx::pb::NodeProto> {
+        graph.node.iter().find(|n| n.output.iter().any(|o| o == tensor))
+    }
+    // Follows a tensor back through ops that keep its rows (DequantizeLinear, Cast, Identity).
+    let origin = |start: &str| -> Option<&tract_onnx::pb::TensorProto> {
+        let mut tensor = start.to_string();
+        for _ in 0..8 {
+            if let Some(t) = initializers.get(tensor.as_str()) {
+                return Some(*t);
+            }
+            let n = producer(graph, &tensor).filter(|n| matches!(n.op_type.as_str(), "DequantizeLinear" | "Cast" | "Identity"))?;
+            tensor = n.input.first()?.clone();
+        }
+        None
+    };
+    let reads_ids = |tensor: &str| tensor == ids || producer(graph, tensor).is_some_and(|n| n.op_type == "Cast" && n.input.first().map(String::as_str) == Some(ids));
+    let tables = graph.node.iter().filter(|n| n.op_type == "Gather" && n.input.len() == 2 && reads_ids(&n.input[1]));
+    let largest = features.input_ids.iter().copied().max().unwrap_or(0);
+    let smallest = features.input_ids.iter().copied().min().unwrap_or(0);
+    for gather in tables {
+        let Some(table) = origin(&gather.input[0]) else { continue };
+        let rows = table.dims.first().copied().unwrap_or(0);
+        if largest >= rows || smallest < 0 {
+            return Err(RuntimeError {
+                path: label.to_owned(),
+                message: format!(
+                    "token ids run from {smallest} to {largest}, but the table `{}` that `{ids}` indexes has {rows} rows: the tokenizer does not belong to this model",
+                    table.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Loads `model` (the decoded `bytes` of `label`) into the chosen engine. `cores` sizes ONNX
 /// Runtime's intra-op thread pool.
 pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, bytes: &[u8], label: &Path, cores: usize) -> Result<Box<dyn Engine>, RuntimeError> {

@@ -53,7 +53,14 @@ impl Engine for TractSession {
         let runtime = |e: TractError| RuntimeError { path: self.path.clone(), message: format!("{e:#}") };
         let tensor = |v: Vec<i64>| Tensor::from_shape(&[batch, len], &v).map(|t| t.into_tvalue());
         let inputs = self.layout.feeds(ids, mask, types).into_iter().map(|v| tensor(v).map_err(runtime)).collect::<Result<TVec<_>, _>>()?;
-        let outputs = self.plan.run(inputs).map_err(runtime)?;
+        // tract panics on some inputs a graph does not expect (Gather indices past a table: see
+        // check_token_ids, which callers run first); a panic is turned into this artifact's error.
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(inputs)))
+            .map_err(|panic| {
+                let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                RuntimeError { path: self.path.clone(), message: format!("tract failed on these inputs: {what}") }
+            })?
+            .map_err(runtime)?;
         outputs
             .iter()
             .map(|t| {

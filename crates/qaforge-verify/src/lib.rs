@@ -7,7 +7,7 @@ pub mod report;
 pub mod stats;
 
 pub use golden::{GoldenFeatures, GoldenLogits};
-pub use qaforge_runtime::{load_engine, Engine, EngineChoice, Logits, RuntimeError, TractSession};
+pub use qaforge_runtime::{check_token_ids, load_engine, Engine, EngineChoice, Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
 pub use qaforge_runtime::integer_kernels::{CpuFeatures, Exactness};
 pub use report::{engine_exactness, verify, GoldenPaths, RunOptions, Report, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};

@@ -200,6 +200,7 @@ pub fn verify(
 
     let cpu = CpuFeatures::detect();
     let exactness = engine_exactness(&run.engine, &cpu, &model);
+    qaforge_runtime::check_token_ids(&model, &features, artifact)?;
     let engine = load_engine(&run.engine, &model, &bytes, artifact, run.cores)?;
     let logits = engine.run_features(&features, run.batch_size, engine.preferred_threads(run.cores), &|n| progress(n, features.count))?;
     let seconds = started.elapsed().as_secs_f64();
