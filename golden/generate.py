@@ -387,6 +387,33 @@ def write_system_threshold_metrics(squad_dir, eval_squad):
         (f"thresh={t}", squad_v2_evaluate(eval_squad, preds, na_probs, t)) for t in (1.0, 0.4)))
 
 
+def write_config(fixture_dir, config, model_type, dtype):
+    """config.json as save_pretrained writes it (diff from the class defaults), without the
+    transformers version, so that regenerating with another release keeps the bytes."""
+    config_dict = config.to_diff_dict()
+    config_dict["model_type"] = model_type
+    config_dict.pop("_attn_implementation_autoset", None)
+    config_dict.pop("transformers_version", None)
+    config_dict["torch_dtype"] = dtype
+    with open(os.path.join(fixture_dir, "config.json"), "w") as f:
+        json.dump(config_dict, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def write_goldens(fixture_dir, eval_examples, eval_squad, features, start_all, end_all):
+    """golden/: the logits, run_qa.py's predictions of them, their metrics (also with null_odds as
+    no-answer probabilities). Returns (predictions, metrics)."""
+    save_numpy({"start_logits": start_all, "end_logits": end_all},
+               os.path.join(fixture_dir, "golden", "logits.safetensors"))
+    predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
+    write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
+               {"predictions": predictions, "null_odds": null_odds})
+    metrics = squad_v2_evaluate(eval_squad, predictions)
+    write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
+    write_fixture_threshold_metrics(fixture_dir, eval_squad)
+    return predictions, metrics
+
+
 def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, features):
     fixture_dir = os.path.join(out, name)
     os.makedirs(os.path.join(fixture_dir, "golden"), exist_ok=True)
@@ -402,14 +429,7 @@ def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, feature
     torch_dtype = round_to(model, spec["dtype"])
 
     # Config and weights, as save_pretrained writes them.
-    config_dict = config.to_diff_dict()
-    config_dict["model_type"] = "mobilebert"
-    config_dict.pop("_attn_implementation_autoset", None)
-    config_dict.pop("transformers_version", None)
-    config_dict["torch_dtype"] = spec["dtype"]
-    with open(os.path.join(fixture_dir, "config.json"), "w") as f:
-        json.dump(config_dict, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_config(fixture_dir, config, "mobilebert", spec["dtype"])
     state = {k: v.detach().to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
     for stale in ("model.safetensors", "pytorch_model.bin"):
         if os.path.exists(os.path.join(fixture_dir, stale)):
@@ -422,25 +442,8 @@ def build_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, feature
         torch.save(state, os.path.join(fixture_dir, "pytorch_model.bin"))
     write_tokenizer_files(vocab_dir, fixture_dir, spec["tokenizer"])
 
-    # Reference logits, one feature at a time in float32 on one thread.
-    starts, ends = [], []
-    with torch.no_grad():
-        for i in range(features["input_ids"].shape[0]):
-            out_ = model(input_ids=torch.from_numpy(features["input_ids"][i:i + 1]),
-                         attention_mask=torch.from_numpy(features["attention_mask"][i:i + 1]),
-                         token_type_ids=torch.from_numpy(features["token_type_ids"][i:i + 1]))
-            starts.append(out_.start_logits[0].numpy().astype(np.float32))
-            ends.append(out_.end_logits[0].numpy().astype(np.float32))
-    start_all, end_all = np.stack(starts), np.stack(ends)
-    save_numpy({"start_logits": start_all, "end_logits": end_all},
-               os.path.join(fixture_dir, "golden", "logits.safetensors"))
-
-    predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
-    write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
-               {"predictions": predictions, "null_odds": null_odds})
-    metrics = squad_v2_evaluate(eval_squad, predictions)
-    write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
-    write_fixture_threshold_metrics(fixture_dir, eval_squad)
+    start_all, end_all = reference_logits(model, features)
+    predictions, metrics = write_goldens(fixture_dir, eval_examples, eval_squad, features, start_all, end_all)
     params = sum(p.numel() for p in model.parameters())
     answered = sum(1 for v in predictions.values() if v)
     print(f"{name}: {params} parameters, logit std {start_all.std():.3f}/{end_all.std():.3f}, "
@@ -515,14 +518,7 @@ def build_family_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, 
     randomise(model, spec["seed"])
     torch_dtype = round_to(model, spec["dtype"])
 
-    config_dict = config.to_diff_dict()
-    config_dict["model_type"] = config_class.model_type
-    config_dict.pop("_attn_implementation_autoset", None)
-    config_dict.pop("transformers_version", None)
-    config_dict["torch_dtype"] = spec["dtype"]
-    with open(os.path.join(fixture_dir, "config.json"), "w") as f:
-        json.dump(config_dict, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_config(fixture_dir, config, config_class.model_type, spec["dtype"])
     state = {k: v.detach().to(torch_dtype).contiguous() for k, v in model.state_dict().items()}
     if spec["weights"] == "safetensors":
         from safetensors.torch import save_file
@@ -532,14 +528,7 @@ def build_family_fixture(name, spec, out, vocab_dir, eval_examples, eval_squad, 
 
     token_types = config_class.model_type in ("bert", "electra")
     start_all, end_all = reference_logits(model, features, token_types)
-    save_numpy({"start_logits": start_all, "end_logits": end_all},
-               os.path.join(fixture_dir, "golden", "logits.safetensors"))
-    predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
-    write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
-               {"predictions": predictions, "null_odds": null_odds})
-    metrics = squad_v2_evaluate(eval_squad, predictions)
-    write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
-    write_fixture_threshold_metrics(fixture_dir, eval_squad)
+    predictions, metrics = write_goldens(fixture_dir, eval_examples, eval_squad, features, start_all, end_all)
     params = sum(p.numel() for p in model.parameters())
     answered = sum(1 for v in predictions.values() if v)
     print(f"{name}: {params} parameters, {features['input_ids'].shape[0]} features, logit std "
@@ -572,27 +561,13 @@ def build_trained_fixture(out, vocab_dir, eval_examples, eval_squad, features, t
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise SystemExit(f"trained weights do not fit MobileBERT: missing {missing}, unexpected {unexpected}")
 
-    config_dict = config.to_diff_dict()
-    config_dict["model_type"] = "mobilebert"
-    config_dict.pop("_attn_implementation_autoset", None)
-    config_dict.pop("transformers_version", None)
-    config_dict["torch_dtype"] = "float16"
-    with open(os.path.join(fixture_dir, "config.json"), "w") as f:
-        json.dump(config_dict, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_config(fixture_dir, config, "mobilebert", "float16")
     state = {k: v.to(torch.float16).contiguous() for k, v in sorted(weights.items())}
     save_file(state, os.path.join(fixture_dir, "model.safetensors"), metadata={"format": "pt"})
     write_tokenizer_files(vocab_dir, fixture_dir, ("vocab.txt", "tokenizer.json"))
 
     start_all, end_all = reference_logits(model, features)
-    save_numpy({"start_logits": start_all, "end_logits": end_all},
-               os.path.join(fixture_dir, "golden", "logits.safetensors"))
-    predictions, null_odds = postprocess(eval_examples, features, start_all, end_all)
-    write_json(os.path.join(fixture_dir, "golden", "predictions.json"),
-               {"predictions": predictions, "null_odds": null_odds})
-    metrics = squad_v2_evaluate(eval_squad, predictions)
-    write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
-    write_fixture_threshold_metrics(fixture_dir, eval_squad)
+    predictions, metrics = write_goldens(fixture_dir, eval_examples, eval_squad, features, start_all, end_all)
 
     # The same weights under BERT's own module (epsilon 1e-12 everywhere): how far MobileBERT's
     # format moves the logits and the answers.

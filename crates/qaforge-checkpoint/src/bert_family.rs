@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::config::{check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys, LoadedConfig};
 use crate::error::{CheckpointError, Result};
+use crate::parameters::{linear, norm};
 
 /// Upper bounds that keep a hostile config from asking for absurd graphs (as for MobileBERT).
 const MAX_DIM: usize = 1 << 16;
@@ -251,14 +252,6 @@ impl BertConfig {
 /// Every parameter of the QA model, in transformers' module order, with its shape.
 pub fn parameter_shapes(c: &BertConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    let linear = |out: &mut Vec<(String, Vec<usize>)>, name: String, inputs: usize, outputs: usize| {
-        out.push((format!("{name}.weight"), vec![outputs, inputs]));
-        out.push((format!("{name}.bias"), vec![outputs]));
-    };
-    let norm = |out: &mut Vec<(String, Vec<usize>)>, name: String, width: usize| {
-        out.push((format!("{name}.weight"), vec![width]));
-        out.push((format!("{name}.bias"), vec![width]));
-    };
     let (h, e, i) = (c.hidden_size, c.embedding_size, c.intermediate_size);
     let p = c.family.prefix();
     out.push((format!("{p}.embeddings.word_embeddings.weight"), vec![c.vocab_size, e]));

@@ -13,17 +13,21 @@ pub fn parameter_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     }
 }
 
+/// Appends `nn.Linear(inputs, outputs)` at `name`: weight `[outputs, inputs]`, bias `[outputs]`.
+pub(crate) fn linear(out: &mut Vec<(String, Vec<usize>)>, name: String, inputs: usize, outputs: usize) {
+    out.push((format!("{name}.weight"), vec![outputs, inputs]));
+    out.push((format!("{name}.bias"), vec![outputs]));
+}
+
+/// Appends a LayerNorm (or NoNorm) of `width` at `name`: weight and bias `[width]`.
+pub(crate) fn norm(out: &mut Vec<(String, Vec<usize>)>, name: String, width: usize) {
+    out.push((format!("{name}.weight"), vec![width]));
+    out.push((format!("{name}.bias"), vec![width]));
+}
+
 /// `MobileBertForQuestionAnswering`'s parameters.
 fn mobilebert_parameter_shapes(c: &MobileBertConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    let linear = |out: &mut Vec<(String, Vec<usize>)>, name: String, inputs: usize, outputs: usize| {
-        out.push((format!("{name}.weight"), vec![outputs, inputs]));
-        out.push((format!("{name}.bias"), vec![outputs]));
-    };
-    let norm = |out: &mut Vec<(String, Vec<usize>)>, name: String, width: usize| {
-        out.push((format!("{name}.weight"), vec![width]));
-        out.push((format!("{name}.bias"), vec![width]));
-    };
     let (h, t, e, i) = (c.hidden_size, c.true_hidden_size(), c.embedding_size, c.intermediate_size);
     let emb = "mobilebert.embeddings";
     out.push((format!("{emb}.word_embeddings.weight"), vec![c.vocab_size, e]));
