@@ -1,0 +1,168 @@
+//! The layers both architectures are built from, as transformers' `nn` modules compute them, on
+//! candle-core tensors (candle-nn is not a dependency: these five functions are all that is used).
+
+use candle_core::{DType, Device, Tensor, D};
+use qaforge_checkpoint::Weights;
+
+use crate::ReferenceError;
+
+/// Reads `name` with shape `shape` from the checkpoint as an f32 tensor.
+pub(crate) fn parameter(weights: &Weights, name: &str, shape: &[usize]) -> Result<Tensor, ReferenceError> {
+    let values = weights.f32(name, shape)?;
+    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+}
+
+/// `nn.Linear(inputs, outputs)`: `x @ weight.T + bias`. The weight is transposed once at load.
+pub(crate) struct Linear {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    /// Reads `<name>.weight` (`[outputs, inputs]`) and `<name>.bias`.
+    pub(crate) fn load(weights: &Weights, name: &str, inputs: usize, outputs: usize) -> Result<Self, ReferenceError> {
+        let weight = parameter(weights, &format!("{name}.weight"), &[outputs, inputs])?;
+        Ok(Linear { weight_t: weight.t()?.contiguous()?, bias: parameter(weights, &format!("{name}.bias"), &[outputs])? })
+    }
+
+    /// `x`: `[batch, sequence, inputs]` → `[batch, sequence, outputs]`.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, ReferenceError> {
+        let (b, t, i) = x.dims3()?;
+        let y = x.reshape((b * t, i))?.matmul(&self.weight_t)?.broadcast_add(&self.bias)?;
+        Ok(y.reshape((b, t, self.weight_t.dim(1)?))?)
+    }
+}
+
+/// `nn.LayerNorm(width, eps)` (biased variance, as torch), or MobileBERT's `NoNorm`
+/// (`x * weight + bias`, no statistics).
+pub(crate) struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    /// `None` for NoNorm.
+    eps: Option<f64>,
+}
+
+impl Norm {
+    /// Reads `<name>.weight` and `<name>.bias` of width `width`; `eps: None` makes a NoNorm.
+    pub(crate) fn load(weights: &Weights, name: &str, width: usize, eps: Option<f64>) -> Result<Self, ReferenceError> {
+        Ok(Norm { weight: parameter(weights, &format!("{name}.weight"), &[width])?, bias: parameter(weights, &format!("{name}.bias"), &[width])?, eps })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, ReferenceError> {
+        let x = match self.eps {
+            None => x.clone(),
+            Some(eps) => {
+                let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+                let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
+                centred.broadcast_div(&(variance + eps)?.sqrt()?)?
+            }
+        };
+        Ok(x.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
+/// transformers' `ACT2FN[hidden_act]` for the activations the checkpoint reader admits.
+pub(crate) fn activation(x: &Tensor, name: &str) -> Result<Tensor, ReferenceError> {
+    Ok(match name {
+        "relu" => x.relu()?,
+        // nn.GELU(): x Φ(x) with the exact erf.
+        "gelu" => x.gelu_erf()?,
+        // NewGELUActivation, PytorchGELUTanh and FastGELUActivation are one function:
+        // 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))), candle's `gelu`.
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => x.gelu()?,
+        "silu" | "swish" => x.silu()?,
+        "tanh" => x.tanh()?,
+        other => return Err(ReferenceError::Unsupported(format!("hidden_act `{other}`"))),
+    })
+}
+
+/// transformers' extended attention mask: 0 where attended, the most negative f32 where not,
+/// `[batch, 1, 1, sequence]`.
+pub(crate) fn mask_bias(mask: &[i64], batch: usize, len: usize) -> Result<Tensor, ReferenceError> {
+    let bias: Vec<f32> = mask.iter().map(|&m| if m != 0 { 0.0 } else { f32::MIN }).collect();
+    Ok(Tensor::from_vec(bias, (batch, 1, 1, len), &Device::Cpu)?)
+}
+
+/// Scaled dot-product attention over `heads` heads: `q`, `k`, `v` are `[batch, sequence, width]`;
+/// returns the context `[batch, sequence, width]`. Scores are `q kᵀ / √d + bias`, softmax over
+/// keys (max-subtracted, as torch's softmax).
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: &Tensor) -> Result<Tensor, ReferenceError> {
+    let (b, t, width) = q.dims3()?;
+    let d = width / heads;
+    let split = |x: &Tensor| -> candle_core::Result<Tensor> { x.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous() };
+    let (q, k, v) = (split(q)?, split(k)?, split(v)?);
+    let scores = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?.broadcast_add(bias)?;
+    let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?)?.exp()?;
+    let probabilities = shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)?;
+    let context = probabilities.matmul(&v)?.transpose(1, 2)?.contiguous()?;
+    Ok(context.reshape((b, t, width))?)
+}
+
+/// Rows of an embedding table for `ids` (`[batch, sequence]`) → `[batch, sequence, width]`.
+/// Ids past the table are refused here, not left to the index kernel.
+pub(crate) fn embed(table: &Tensor, ids: &[i64], batch: usize, len: usize, what: &str) -> Result<Tensor, ReferenceError> {
+    let (rows, width) = table.dims2()?;
+    if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows) {
+        return Err(ReferenceError::Input(format!("{what} {bad} is outside the embedding table's {rows} rows")));
+    }
+    let index = Tensor::from_vec(ids.iter().map(|&i| i as u32).collect::<Vec<_>>(), batch * len, &Device::Cpu)?;
+    Ok(table.index_select(&index, 0)?.reshape((batch, len, width))?)
+}
+
+/// The QA head: `[batch, sequence, hidden]` → start and end logits, each `[batch, sequence]`
+/// row-major.
+pub(crate) fn qa_logits(head: &Linear, hidden: &Tensor) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
+    let logits = head.forward(hidden)?.to_dtype(DType::F32)?;
+    let start = logits.narrow(D::Minus1, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+    let end = logits.narrow(D::Minus1, 1, 1)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32], shape: (usize, usize, usize)) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn layer_norm_matches_the_definition() {
+        let norm = Norm { weight: Tensor::new(&[1f32, 2.0, 1.0, 1.0], &Device::Cpu).unwrap(), bias: Tensor::new(&[0f32, 0.0, 0.0, 1.0], &Device::Cpu).unwrap(), eps: Some(0.0) };
+        let y = norm.forward(&t(&[1.0, 2.0, 3.0, 4.0], (1, 1, 4))).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // mean 2.5, biased variance 1.25.
+        let s = 1.25f32.sqrt();
+        let want = [-1.5 / s, 2.0 * -0.5 / s, 0.5 / s, 1.5 / s + 1.0];
+        for (a, b) in y.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
+        }
+        let no_norm = Norm { eps: None, ..norm };
+        let y = no_norm.forward(&t(&[1.0, 2.0, 3.0, 4.0], (1, 1, 4))).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(y, [1.0, 4.0, 3.0, 5.0]);
+    }
+
+    #[test]
+    fn masked_keys_get_no_attention() {
+        // One head, two tokens; the second is padding, so both queries read only the first value.
+        let q = t(&[1.0, 0.0, 0.0, 1.0], (1, 2, 2));
+        let v = t(&[3.0, 4.0, 100.0, 200.0], (1, 2, 2));
+        let bias = mask_bias(&[1, 0], 1, 2).unwrap();
+        let out = attention(&q, &q, &v, 1, &bias).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(out, [3.0, 4.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn ids_past_the_table_are_refused() {
+        let table = Tensor::zeros((5, 2), DType::F32, &Device::Cpu).unwrap();
+        let err = embed(&table, &[1, 5], 1, 2, "token id").unwrap_err().to_string();
+        assert!(err.contains("token id 5 is outside the embedding table's 5 rows"), "{err}");
+        assert!(embed(&table, &[-1, 0], 1, 2, "token id").is_err());
+    }
+
+    #[test]
+    fn unknown_activations_are_refused() {
+        let x = t(&[1.0], (1, 1, 1));
+        assert!(activation(&x, "mish").is_err());
+        assert_eq!(activation(&t(&[-1.0], (1, 1, 1)), "relu").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0.0]);
+    }
+}
