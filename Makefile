@@ -53,12 +53,14 @@ test-onnx: $(CHECK_VENV)/.installed build
 	@# Why entropy calibration was replaced: its ranges beside ONNX Runtime's entropy calibrator.
 	$(CHECK_VENV)/bin/python tests/python/entropy_vs_onnxruntime.py $(QAFORGE) $(ORT_LIBRARY) $(ARTIFACTS)/trained
 
-## The main job on the shipped fixture: convert, quantize (fp16, int8 dynamic, int8 static with each
-## calibration method), verify every artifact against the PyTorch goldens, print the comparison table.
+## The main job on the shipped fixture, as a user runs it on their own model: a golden bundle of the
+## checkpoint (reference logits computed in Rust), convert, quantize (fp16, int8 dynamic, int8 static
+## with each calibration method), verify every artifact against the bundle, print the table.
 DEMO := $(ARTIFACTS)/demo
 DEMO_FIXTURE := mobilebert-tiny
 demo: build
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(QAFORGE) golden golden/$(DEMO_FIXTURE) --data golden/squad/eval.json -o $(DEMO)/bundle
 	$(QAFORGE) convert golden/$(DEMO_FIXTURE) -o $(DEMO)/fp32.onnx
 	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/fp16.onnx --precision fp16
 	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-dynamic.onnx --precision int8-dynamic
@@ -66,10 +68,10 @@ demo: build
 	  $(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-static-$$m.onnx --precision int8-static --method $$m $(CALIBRATE) --tokenizer golden/$(DEMO_FIXTURE) || exit 1; \
 	done
 	@status=0; for a in fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse; do \
-	  $(QAFORGE) verify $(DEMO)/$$a.onnx --golden golden/$(DEMO_FIXTURE) --report $(DEMO)/$$a.report.json > /dev/null 2>&1 || status=1; \
+	  $(QAFORGE) verify $(DEMO)/$$a.onnx --golden $(DEMO)/bundle --report $(DEMO)/$$a.report.json > /dev/null 2>&1 || status=1; \
 	done; \
 	$(QAFORGE) table $(foreach a,fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse,$(DEMO)/$(a).report.json); \
-	echo "reports: $(DEMO)/*.report.json (JSON) and $(DEMO)/*.report.md (Markdown)"; \
+	echo "reports: $(DEMO)/*.report.json (JSON) and $(DEMO)/*.report.md (Markdown); golden bundle: $(DEMO)/bundle"; \
 	if [ $$status -ne 0 ]; then echo "some artifacts are outside their precision's tolerance (FAIL rows above)"; fi
 
 ## Regenerates golden/ with the PyTorch reference (downloads torch: ~3 GB; never run by CI).

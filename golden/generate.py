@@ -24,12 +24,23 @@ What it writes (see golden/README.md for the why):
   squad/predictions/bert-large-single.na-probs*.json  a tie-heavy no-answer probability file and
                                          its metrics (see write_system_threshold_metrics)
 
+  <fixture>/golden/manifest.json         the golden bundle's manifest (qaforge-golden-bundle/1): the
+                                         checkpoint's and tokenizer's sha256, the data, the settings,
+                                         and every file's size and sha256 (features and data are
+                                         golden/squad's, named by relative path)
+
 The metric itself is restated in squad_v2_eval.py (pure Python). `--metrics-only` rewrites just the
-metric files from the committed predictions, without running a model.
+metric files from the committed predictions, without running a model; `--manifests-only` just the
+bundle manifests.
+
+A golden bundle of any checkpoint, made with PyTorch (qaforge golden makes the same with candle):
+
+  python golden/generate.py --model <MODEL_DIR> --data <SQUAD.json> --out <BUNDLE_DIR> [--limit N]
 """
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import re
@@ -411,6 +422,7 @@ def write_goldens(fixture_dir, eval_examples, eval_squad, features, start_all, e
     metrics = squad_v2_evaluate(eval_squad, predictions)
     write_json(os.path.join(fixture_dir, "golden", "metrics.json"), metrics)
     write_fixture_threshold_metrics(fixture_dir, eval_squad)
+    write_fixture_manifest(fixture_dir)
     return predictions, metrics
 
 
@@ -598,6 +610,150 @@ def build_trained_fixture(out, vocab_dir, eval_examples, eval_squad, features, t
           f"EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f} (BERT's module: F1 {bert_metrics['f1']:.2f})")
 
 
+# ---------------------------------------------------------------------------------------------
+# Golden bundles (the format `qaforge verify --golden` reads; see crates/qaforge-verify/src/bundle.rs)
+# ---------------------------------------------------------------------------------------------
+
+BUNDLE_FORMAT = "qaforge-golden-bundle/1"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.pt", "pytorch_model.pt")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_sha256(model_dir):
+    """sha256 over config.json and the weights file, as qaforge's provenance (qaforge.source_sha256)."""
+    if os.path.exists(os.path.join(model_dir, "model.safetensors.index.json")) and \
+            not os.path.exists(os.path.join(model_dir, "model.safetensors")):
+        raise SystemExit(f"{model_dir}: sharded checkpoints: make the bundle with `qaforge golden`")
+    weights = next((os.path.join(model_dir, w) for w in WEIGHT_FILES if os.path.exists(os.path.join(model_dir, w))), None)
+    if weights is None:
+        raise SystemExit(f"{model_dir}: no weights file ({', '.join(WEIGHT_FILES)})")
+    h = hashlib.sha256()
+    for path in (os.path.join(model_dir, "config.json"), weights):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_sha256(model_dir):
+    """sha256 over the tokenizer files present, each as name, NUL, bytes (qaforge.tokenizer_sha256)."""
+    h = hashlib.sha256()
+    found = False
+    for name in TOKENIZER_FILES:
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            h.update(name.encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read())
+            found = True
+    return h.hexdigest() if found else None
+
+
+def write_manifest(bundle_dir, model_dir, files, data, settings, features_count, metrics):
+    """manifest.json of a bundle: `files` maps each role to a path; paths are stored relative to the
+    bundle directory with their size and sha256."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        architecture = json.load(f)["architectures"][0]
+    import transformers
+    write_json(os.path.join(bundle_dir, "manifest.json"), {
+        "format": BUNDLE_FORMAT,
+        "generator": "golden/generate.py",
+        "reference": f"PyTorch {torch.__version__.split('+')[0]}, transformers {transformers.__version__}",
+        "model": {"architecture": architecture, "source_sha256": checkpoint_sha256(model_dir),
+                  "tokenizer_sha256": tokenizer_sha256(model_dir)},
+        "data": data,
+        "settings": settings,
+        "features": features_count,
+        "scores": {"exact": metrics["exact"], "f1": metrics["f1"]},
+        "files": {role: {"path": os.path.relpath(path, bundle_dir).replace(os.sep, "/"),
+                         "bytes": os.path.getsize(path), "sha256": file_sha256(path)}
+                  for role, path in sorted(files.items())},
+    })
+
+
+RUN_QA_SETTINGS = {"max_length": MAX_LENGTH, "doc_stride": DOC_STRIDE, "n_best": N_BEST,
+                   "max_answer_length": MAX_ANSWER_LENGTH,
+                   "null_score_diff_threshold": NULL_SCORE_DIFF_THRESHOLD,
+                   "postprocess": "all max_length positions"}
+
+
+def write_fixture_manifest(fixture_dir):
+    """The manifest of a shipped fixture's golden/ bundle, from the files on disk: its own features
+    where its tokenizer is its own (roberta-tiny), golden/squad's otherwise."""
+    bundle = os.path.join(fixture_dir, "golden")
+    squad = os.path.join(os.path.dirname(os.path.abspath(fixture_dir)), "squad")
+    features_dir = bundle if os.path.exists(os.path.join(bundle, "features.json")) else squad
+    with open(os.path.join(features_dir, "features.json")) as f:
+        index = json.load(f)
+    with open(os.path.join(bundle, "metrics.json")) as f:
+        metrics = json.load(f)
+    eval_path = os.path.join(squad, "eval.json")
+    write_manifest(bundle, fixture_dir, {
+        "data": eval_path,
+        "features": os.path.join(features_dir, "features.safetensors"),
+        "feature_index": os.path.join(features_dir, "features.json"),
+        "logits": os.path.join(bundle, "logits.safetensors"),
+        "predictions": os.path.join(bundle, "predictions.json"),
+        "metrics": os.path.join(bundle, "metrics.json"),
+    }, {"name": "eval.json", "source_sha256": file_sha256(eval_path), "questions": index["examples"], "limit": None},
+        RUN_QA_SETTINGS, index["features"], metrics)
+
+
+def first_questions(squad, limit):
+    """The first `limit` questions of a SQuAD file (emptied paragraphs and articles dropped)."""
+    out = json.loads(json.dumps(squad))
+    left = limit
+    for article in out["data"]:
+        for paragraph in article["paragraphs"]:
+            keep = min(len(paragraph["qas"]), left)
+            paragraph["qas"] = paragraph["qas"][:keep]
+            left -= keep
+        article["paragraphs"] = [p for p in article["paragraphs"] if p["qas"]]
+    out["data"] = [a for a in out["data"] if a["paragraphs"]]
+    return out
+
+
+def bundle_from_model(model_dir, data_path, out, limit):
+    """A PyTorch golden bundle of any checkpoint transformers loads: the user's own reference."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    with open(data_path) as f:
+        squad = json.load(f)
+    if limit is not None:
+        squad = first_questions(squad, limit)
+    examples = examples_of(squad)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    features = prepare_validation_features(tokenizer, examples)
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir, attn_implementation="eager").float().eval()
+    token_types = "token_type_ids" in tokenizer.model_input_names and model.config.model_type not in ("distilbert", "roberta")
+    start_all, end_all = reference_logits(model, features, token_types)
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "data.json"), squad)
+    save_features(out, features, examples)
+    save_numpy({"start_logits": start_all, "end_logits": end_all}, os.path.join(out, "logits.safetensors"))
+    predictions, null_odds = postprocess(examples, features, start_all, end_all)
+    write_json(os.path.join(out, "predictions.json"), {"predictions": predictions, "null_odds": null_odds})
+    metrics = squad_v2_evaluate(squad, predictions)
+    write_json(os.path.join(out, "metrics.json"), metrics)
+    write_manifest(out, model_dir, {role: os.path.join(out, name) for role, name in (
+        ("data", "data.json"), ("features", "features.safetensors"), ("feature_index", "features.json"),
+        ("logits", "logits.safetensors"), ("predictions", "predictions.json"), ("metrics", "metrics.json"))},
+        {"name": os.path.basename(data_path), "source_sha256": file_sha256(data_path),
+         "questions": len(examples), "limit": limit},
+        RUN_QA_SETTINGS, int(features["input_ids"].shape[0]), metrics)
+    print(f"bundle {out}: {len(examples)} questions, {features['input_ids'].shape[0]} features, "
+          f"reference EM {metrics['exact']:.2f} F1 {metrics['f1']:.2f}")
+
+
+
 def rewrite_metrics(out):
     """The metric files of every fixture and system from the committed eval slice and predictions."""
     squad_dir = os.path.join(out, "squad")
@@ -615,6 +771,7 @@ def rewrite_metrics(out):
             predictions = json.load(f)["predictions"]
         write_json(os.path.join(fixture_dir, "golden", "metrics.json"), squad_v2_evaluate(eval_squad, predictions))
         write_fixture_threshold_metrics(fixture_dir, eval_squad)
+        write_fixture_manifest(fixture_dir)
 
 
 def main():
@@ -627,9 +784,24 @@ def main():
                         "left as they are)")
     parser.add_argument("--metrics-only", action="store_true",
                         help="only rewrite the metric files from the committed predictions (no model runs)")
+    parser.add_argument("--manifests-only", action="store_true",
+                        help="only rewrite the fixtures' bundle manifests from the committed files (no model runs)")
+    parser.add_argument("--model", help="a model directory: write a PyTorch golden bundle of it (with --data, --out)")
+    parser.add_argument("--data", help="with --model: the SQuAD v2-format file")
+    parser.add_argument("--limit", type=int, help="with --model: keep the data's first N questions")
     args = parser.parse_args()
+    if args.model:
+        if not args.data or args.out == parser.get_default("out"):
+            raise SystemExit("--model needs --data <SQUAD.json> and --out <BUNDLE_DIR>")
+        torch.set_num_threads(1)
+        bundle_from_model(args.model, args.data, args.out, args.limit)
+        return
     if args.metrics_only:
         rewrite_metrics(args.out)
+        return
+    if args.manifests_only:
+        for name in (*FIXTURES, *FAMILY_FIXTURES, TRAINED_FIXTURE):
+            write_fixture_manifest(os.path.join(args.out, name))
         return
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

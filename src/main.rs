@@ -79,12 +79,17 @@ enum Command {
         /// on every CPU, one bit coarser.
         #[arg(long)]
         reduce_range: bool,
-        /// With --golden: keep the most harmful layers float until the F1 drop on the golden
-        /// evaluation slice is at most this many points.
-        #[arg(long, requires = "golden")]
+        /// Keep the most harmful layers float until the F1 drop is at most this many points: on a
+        /// golden bundle's questions with --golden, else label-free, as disagreement with the
+        /// float artifact's own predictions on questions of --calibration held back from
+        /// calibration (no gold answers needed).
+        #[arg(long)]
         max_f1_drop: Option<f64>,
-        /// Fixture directory (golden/<fixture>) whose evaluation slice and PyTorch logits the
-        /// sensitivity search measures F1 against.
+        /// Questions of --calibration held back for the label-free search.
+        #[arg(long, default_value_t = 200)]
+        held_back: usize,
+        /// Golden bundle (or golden/<fixture>) whose data and reference logits the sensitivity
+        /// search measures F1 against.
         #[arg(long, requires = "max_f1_drop")]
         golden: Option<PathBuf>,
         /// Features per calibration batch (memory grows with it: every calibrated activation of a
@@ -105,6 +110,19 @@ enum Command {
         /// The context paragraph.
         #[arg(long)]
         context: String,
+    },
+    /// Merge the partial reports of `verify --shard K/N` (all N shards) into the report one
+    /// unsharded run gives, with its verdict and exit code.
+    Merge {
+        /// Partial reports (the JSON files of `verify --shard K/N --report`).
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        /// The golden bundle the shards verified against (default: the one the reports name).
+        #[arg(long)]
+        golden: Option<PathBuf>,
+        /// Write the merged JSON report here, and the Markdown report beside it.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Print the Markdown comparison table of verify reports (the JSON files of `verify --report`).
     Table {
@@ -129,18 +147,48 @@ enum Command {
         #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         na_prob_thresh: f64,
     },
-    /// Run an ONNX artifact (tract, or ONNX Runtime) on a fixture's golden features: logits against
-    /// PyTorch's, SQuAD scores against the gold answers and the reference predictions, tolerances by
-    /// precision.
+    /// Make a golden bundle: run_qa.py features of a SQuAD-format file built with the model's
+    /// tokenizer, reference logits computed from the checkpoint (candle, no Python), predictions,
+    /// metrics and a manifest of sha256s. `verify --golden` and `quantize --golden` read it.
+    Golden {
+        /// The Hugging Face model directory (config.json, weights, tokenizer).
+        model_dir: PathBuf,
+        /// SQuAD v2-format JSON to build the features from.
+        #[arg(long)]
+        data: PathBuf,
+        /// The bundle directory to write (replaced if it is a bundle).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Keep only the data's first N questions.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Tokens per feature.
+        #[arg(long, default_value_t = 384)]
+        max_length: usize,
+        /// Overlap of consecutive windows of a long context.
+        #[arg(long, default_value_t = 128)]
+        doc_stride: usize,
+        /// Features per reference batch.
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+    },
+    /// Run an ONNX artifact (tract, or ONNX Runtime) on a golden bundle's features: logits against
+    /// the reference's, SQuAD scores against the gold answers and the reference predictions,
+    /// tolerances by precision.
     Verify {
         /// The ONNX artifact.
         artifact: PathBuf,
-        /// The fixture directory (golden/<fixture>): golden/logits.safetensors and golden/predictions.json.
+        /// The golden bundle (`qaforge golden`'s output, or a shipped fixture golden/<fixture>).
         #[arg(long)]
         golden: PathBuf,
-        /// The golden SQuAD directory with eval.json and features (default: <golden>/../squad).
+        /// Verify only shard K of N (1-based, e.g. 2/4): a deterministic slice of the questions;
+        /// the report is partial, for `qaforge merge`.
         #[arg(long)]
-        squad: Option<PathBuf>,
+        shard: Option<String>,
+        /// Compare even when the artifact's provenance names another checkpoint or tokenizer than
+        /// the bundle's.
+        #[arg(long)]
+        allow_other_checkpoint: bool,
         /// Largest tolerated |Δ| between the artifact's logits and the reference (default: 1e-4 for fp32).
         #[arg(long)]
         max_abs_diff: Option<f64>,
@@ -197,6 +245,15 @@ enum MethodArg {
     Entropy,
 }
 
+/// What `--max-f1-drop` asks of the sensitivity search.
+struct Search {
+    max_f1_drop: f64,
+    /// A golden bundle to measure F1 on; without one the search is label-free.
+    golden: Option<PathBuf>,
+    /// Questions held back for the label-free search.
+    held_back: usize,
+}
+
 /// A verification outcome that is not success: exit code 1 (FAIL, outside tolerance) or 3 (NOT
 /// VERIFIED, the engine does not compute the artifact exactly on this machine).
 #[derive(Debug)]
@@ -228,7 +285,7 @@ fn main() -> ExitCode {
         Command::Convert { model_dir, output, opset, allow_non_finite } => {
             convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite })
         }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, golden, batch_size } => (|| {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size } => (|| {
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -255,16 +312,24 @@ fn main() -> ExitCode {
                 batch_size,
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             };
-            let search = max_f1_drop.zip(golden);
+            let search = max_f1_drop.map(|drop| Search { max_f1_drop: drop, golden, held_back });
             quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples, search)
         })(),
         Command::Table { reports } => table(&reports),
         Command::Answer { artifact, tokenizer, question, context } => answer(&artifact, &tokenizer, question, context),
         Command::Eval { data, predictions, out_file, na_prob_file, na_prob_thresh } => eval(&data, &predictions, out_file, na_prob_file, na_prob_thresh),
-        Command::Verify { artifact, golden, squad, max_abs_diff, max_f1_drop, min_cosine, batch_size, report, engine, ort_library } => {
-            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine };
-            engine_choice(engine, ort_library).and_then(|engine| verify(&artifact, &golden, squad, overrides, batch_size, engine, report))
+        Command::Golden { model_dir, data, output, limit, max_length, doc_stride, batch_size } => {
+            golden(&model_dir, &data, &output, &qaforge_verify::BundleOptions { limit, max_length, doc_stride, batch_size })
         }
+        Command::Verify { artifact, golden, shard, allow_other_checkpoint, max_abs_diff, max_f1_drop, min_cosine, batch_size, report, engine, ort_library } => (|| {
+            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine };
+            let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
+            let engine = engine_choice(engine, ort_library)?;
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let run = qaforge_verify::RunOptions { engine, batch_size, cores, shard, allow_other_checkpoint };
+            verify(&artifact, &golden, overrides, &run, report)
+        })(),
+        Command::Merge { reports, golden, report } => merge(&reports, golden.as_deref(), report),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -331,22 +396,31 @@ fn quantize(
     calibration: Option<&std::path::Path>,
     tokenizer: Option<&std::path::Path>,
     samples: usize,
-    search: Option<(f64, PathBuf)>,
+    search: Option<Search>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let input_bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let model = qaforge_onnx::decode_model(&input_bytes, input)?;
-    let features = match (options.precision, calibration, tokenizer) {
-        (qaforge_quantize::Precision::Int8Static, Some(data), Some(tokenizer)) => {
+    // The calibration file's features: int8-static calibrates on the first `samples`; the
+    // label-free search measures on questions held back after them.
+    let label_free = search.as_ref().is_some_and(|s| s.golden.is_none());
+    let calibration_data = match (calibration, tokenizer) {
+        (Some(data), Some(tokenizer)) if options.precision == qaforge_quantize::Precision::Int8Static || label_free => {
             let squad = qaforge_squad::SquadFile::load(data)?;
             println!("calibration data {}: {}", data.display(), squad.summary());
             let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
-            let features = tokenizer.features(&squad.examples, &qaforge_squad::FeatureOptions::default())?.truncated(samples);
-            Some(features)
+            let features = tokenizer.features(&squad.examples, &qaforge_squad::FeatureOptions::default())?;
+            Some((squad, features))
         }
-        (qaforge_quantize::Precision::Int8Static, _, _) => {
+        _ if options.precision == qaforge_quantize::Precision::Int8Static => {
             anyhow::bail!("int8-static needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>")
         }
+        _ if label_free => anyhow::bail!("--max-f1-drop without --golden measures on held-back questions: it needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>"),
+        _ => None,
+    };
+    let calibration_count = if options.precision == qaforge_quantize::Precision::Int8Static { samples } else { 0 };
+    let features = match &calibration_data {
+        Some((_, f)) if options.precision == qaforge_quantize::Precision::Int8Static => Some(f.clone().truncated(samples)),
         _ => None,
     };
     let passes = if options.method == qaforge_quantize::CalibrationMethod::MinMax { 1 } else { 2 };
@@ -357,19 +431,20 @@ fn quantize(
             let (m, s) = qaforge_quantize::quantize(&model, options, features.as_ref(), &input_sha256, &|n| bar.inc(n as u64))?;
             (m, s, None)
         }
-        Some((max_f1_drop, fixture)) => {
-            let paths = qaforge_verify::GoldenPaths { fixture: fixture.clone(), squad: fixture.join("..").join("squad") };
-            let data = qaforge_squad::SquadFile::load(&paths.squad.join("eval.json"))?;
-            let eval_features = qaforge_squad::Features::load(&paths.features_dir())?;
-            let reference = qaforge_verify::GoldenLogits::load(&fixture, &eval_features)?;
-            let options_pp = qaforge_squad::PostprocessOptions::default();
-            let reference_predictions: std::collections::BTreeMap<String, String> =
-                qaforge_squad::predict_all(&data, &eval_features, &reference.start, &reference.end, &options_pp, true).into_iter().map(|(k, p)| (k, p.text)).collect();
-            let slice = qaforge_quantize::sensitivity::EvaluationSlice {
-                data: &data,
-                features: &eval_features,
-                reference_f1: qaforge_squad::evaluate(&data, &reference_predictions).f1,
-            };
+        Some(Search { max_f1_drop, golden: Some(golden), .. }) => {
+            let bundle = qaforge_verify::Bundle::open(&golden)?;
+            let slice = qaforge_quantize::sensitivity::EvaluationSlice { data: &bundle.data, features: &bundle.features, reference_f1: bundle.reference_f1() };
+            let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision.as_str()).min_cosine.unwrap_or(0.0);
+            let (m, s, log) = qaforge_quantize::sensitivity::search(&model, options, features.as_ref(), &slice, max_f1_drop, min_cosine, &input_sha256, &|n| bar.inc(n as u64))?;
+            (m, s, Some(log))
+        }
+        Some(Search { max_f1_drop, golden: None, held_back }) => {
+            let (squad, all) = calibration_data.as_ref().context("checked above")?;
+            let (data, held) = qaforge_quantize::sensitivity::held_back(squad, all, calibration_count, held_back)
+                .with_context(|| format!("--calibration has no questions left after the {calibration_count} calibration features to hold back for the label-free search"))?;
+            println!("label-free search on {} held-back questions ({} features): F1 against the float artifact's own predictions", data.examples.len(), held.count);
+            let (pseudo, reference_f1) = qaforge_quantize::sensitivity::label_free(&model, &data, &held, options.threads)?;
+            let slice = qaforge_quantize::sensitivity::EvaluationSlice { data: &pseudo, features: &held, reference_f1 };
             // The cosine floor verify applies to this precision.
             let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision.as_str()).min_cosine.unwrap_or(0.0);
             let (m, s, log) = qaforge_quantize::sensitivity::search(&model, options, features.as_ref(), &slice, max_f1_drop, min_cosine, &input_sha256, &|n| bar.inc(n as u64))?;
@@ -486,34 +561,30 @@ fn engine_choice(engine: EngineArg, ort_library: Option<PathBuf>) -> anyhow::Res
     })
 }
 
-fn verify(
-    artifact: &std::path::Path,
-    golden: &std::path::Path,
-    squad: Option<PathBuf>,
-    overrides: qaforge_verify::ToleranceOverrides,
-    batch_size: usize,
-    engine: qaforge_verify::EngineChoice,
-    report: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let paths = qaforge_verify::GoldenPaths { fixture: golden.to_owned(), squad: squad.unwrap_or_else(|| golden.join("..").join("squad")) };
+fn verify(artifact: &std::path::Path, golden: &std::path::Path, overrides: qaforge_verify::ToleranceOverrides, run: &qaforge_verify::RunOptions, report: Option<PathBuf>) -> anyhow::Result<()> {
+    let bundle = qaforge_verify::Bundle::open(golden)?;
     let bar = indicatif::ProgressBar::new(0);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let progress = |done: usize, total: usize| {
         bar.set_length(total as u64);
         bar.inc(done as u64);
     };
-    let run = qaforge_verify::RunOptions { engine, batch_size, cores };
-    let result = qaforge_verify::verify(artifact, &paths, overrides, &run, &progress)?;
+    let result = qaforge_verify::verify(artifact, &bundle, overrides, run, &progress)?;
     bar.finish_and_clear();
+    conclude(&result, report)
+}
+
+/// Writes the report (JSON and Markdown), prints its row and summary, and turns its verdict into
+/// the exit code: PASS and PARTIAL 0, FAIL 1, NOT VERIFIED 3.
+fn conclude(result: &qaforge_verify::Report, report: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(path) = report {
-        let json = serde_json::to_string_pretty(&result)?;
+        let json = serde_json::to_string_pretty(result)?;
         qaforge_onnx::write_atomically(&path, format!("{json}\n").as_bytes()).context("writing the JSON report")?;
         qaforge_onnx::write_atomically(&path.with_extension("md"), result.markdown().as_bytes()).context("writing the Markdown report")?;
     }
     println!("{}\n{}", qaforge_verify::MARKDOWN_HEADER, result.markdown_row());
     println!(
         "{}: {}; {} features in {:.2} s ({} on {}); reference F1 {:.2}; {} of {} predictions identical",
-        artifact.display(),
+        result.artifact.display(),
         result.data,
         result.features,
         result.seconds,
@@ -523,12 +594,55 @@ fn verify(
         result.squad.identical_predictions,
         result.squad.questions
     );
+    for note in &result.provenance {
+        eprintln!("qaforge: warning: {note}");
+    }
     if let Some(note) = &result.engine_note {
         return Err(Verdict { code: 3, label: "NOT VERIFIED", message: note.clone() }.into());
+    }
+    if let Some(part) = &result.part {
+        println!("PARTIAL (shard {}/{}): merge every shard's report with `qaforge merge`", part.shard.index + 1, part.shard.count);
+        return Ok(());
     }
     if !result.pass {
         return Err(Verdict { code: 1, label: "FAIL", message: result.failures.join("; ") }.into());
     }
     println!("PASS ({} tolerances)", result.precision);
+    Ok(())
+}
+
+fn merge(paths: &[PathBuf], golden: Option<&std::path::Path>, report: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut parts = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let part: qaforge_verify::Report = serde_json::from_slice(&bytes).with_context(|| format!("{}: not a qaforge verify report", path.display()))?;
+        parts.push(part);
+    }
+    let bundle_dir = match golden {
+        Some(dir) => dir.to_owned(),
+        None => parts.first().map(|p| p.golden.clone()).context("no reports")?,
+    };
+    let bundle = qaforge_verify::Bundle::open(&bundle_dir)?;
+    let merged = qaforge_verify::merge(&parts, &bundle)?;
+    conclude(&merged, report)
+}
+
+fn golden(model_dir: &std::path::Path, data: &std::path::Path, output: &std::path::Path, options: &qaforge_verify::BundleOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(0);
+    let progress = |done: usize, total: usize| {
+        bar.set_length(total as u64);
+        bar.inc(done as u64);
+    };
+    let manifest = qaforge_verify::make_bundle(model_dir, data, output, options, &progress)?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    println!("golden bundle {} -> {}", model_dir.display(), output.display());
+    println!("  model       {} (checkpoint sha256 {})", manifest.model.architecture, manifest.model.source_sha256);
+    println!("  data        {}: {} questions{}", manifest.data.name, manifest.data.questions, manifest.data.limit.map_or(String::new(), |l| format!(" (first {l})")));
+    println!("  features    {} (max_length {}, doc_stride {})", manifest.features, manifest.settings.max_length, manifest.settings.doc_stride);
+    println!("  reference   {}", manifest.reference);
+    println!("  time        {seconds:.2} s ({:.1} features/s)", manifest.features as f64 / seconds.max(1e-9));
+    println!("reference EM {:.2}, F1 {:.2} on {} questions", manifest.scores.exact, manifest.scores.f1, manifest.data.questions);
     Ok(())
 }

@@ -184,8 +184,32 @@ fn sensitivity_search_keeps_harmful_layers_float_until_verify_passes() {
     assert!(report["squad"]["f1_drop"].as_f64().unwrap() <= 0.5);
     assert!(metadata(&out)["qaforge.quantize.exclude"].contains("layer."), "the kept layers are recorded as exclusions");
 
+    // Without a bundle the search is label-free and measures on held-back calibration questions.
     let missing = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-dynamic", "--max-f1-drop", "0.5"]);
     assert_eq!(missing.status.code(), Some(2), "{}", text(&missing));
+    assert!(text(&missing).contains("needs --calibration"), "{}", text(&missing));
+}
+
+#[test]
+fn label_free_search_needs_no_gold_answers() {
+    // The same harmful clipping, searched without a golden bundle: the float artifact's own
+    // predictions on calibration questions held back from calibration are the answers. A random
+    // fixture's answers turn on tiny logit changes (disagreement 75 F1 with every layer int8), so
+    // the limit here is 3 points of disagreement.
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let out = dir.path().join("label-free.onnx");
+    let run = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "percentile", "--percentile", "90", "--max-f1-drop", "3"]);
+    assert!(run.status.success(), "{}", text(&run));
+    let log = text(&run);
+    assert!(log.contains("label-free search on 200 held-back questions"), "{log}");
+    assert!(log.contains("kept float by the sensitivity search"), "{log}");
+    // The first step (everything quantized) disagrees by more than the limit; the last is within it.
+    let drops: Vec<f64> = log.lines().filter_map(|l| l.split("F1 drop ").nth(1)).map(|r| r.split(',').next().unwrap().trim().parse().unwrap()).collect();
+    assert!(drops.len() >= 2 && drops[0] > 3.0 && *drops.last().unwrap() <= 3.0, "{drops:?}\n{log}");
+    let (verified, report) = verify_report(&out, "mobilebert-tiny");
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(report["logits"]["cosine"].as_f64().unwrap() >= 0.99);
 }
 
 #[test]

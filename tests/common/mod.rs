@@ -32,8 +32,7 @@ pub const GOLDEN_FIXTURES: &[&str] = &[
 /// The golden features of `fixture`: its own (a tokenizer of its own, as RoBERTa's byte-level
 /// BPE) or the shared ones of golden/squad.
 pub fn fixture_features(fixture: &str) -> qaforge_squad::Features {
-    let paths = qaforge_verify::GoldenPaths { fixture: golden().join(fixture), squad: golden().join("squad") };
-    qaforge_squad::Features::load(&paths.features_dir()).unwrap()
+    qaforge_verify::Bundle::open(&golden().join(fixture)).unwrap().features
 }
 
 /// The project's golden/ directory.

@@ -9,6 +9,7 @@
 pub mod bert_family;
 mod config;
 mod error;
+mod identity;
 mod parameters;
 pub mod synthetic;
 mod safetensors_file;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 pub use bert_family::{BertConfig, BertFamily};
 pub use config::{LoadedConfig, MobileBertConfig, ModelConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_ARCHITECTURES, SUPPORTED_MODELS};
 pub use error::{CheckpointError, Result};
+pub use identity::{tokenizer_sha256, TOKENIZER_FILES};
 pub use parameters::{parameter_count, parameter_shapes};
 pub use weights::{DType, TensorEntry, Weights};
 

@@ -289,13 +289,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Hex SHA-256 over the checkpoint's config.json and weight files, in that order: the provenance
 /// recorded in every artifact.
 pub fn source_sha256(checkpoint: &qaforge_checkpoint::Checkpoint) -> Result<String, EmitError> {
-    let mut hasher = Sha256::new();
-    let config = checkpoint.dir.join("config.json");
-    for path in std::iter::once(config.as_path()).chain(checkpoint.weights.files()) {
-        let mut file = std::fs::File::open(path).map_err(|source| EmitError::Io { path: path.to_owned(), source })?;
-        std::io::copy(&mut file, &mut hasher).map_err(|source| EmitError::Io { path: path.to_owned(), source })?;
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    checkpoint.source_sha256().map_err(EmitError::from)
 }
 
 /// Emits the QA graph of `checkpoint` with the provenance every fp32 artifact records in its
@@ -308,12 +302,17 @@ pub fn convert(checkpoint: &qaforge_checkpoint::Checkpoint, options: EmitOptions
         (hash.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), emitted)
     });
     let mut emitted = emitted?;
-    let metadata = [
+    let mut metadata = vec![
         ("qaforge.stage", "convert".to_string()),
         ("qaforge.precision", "fp32".to_string()),
         ("qaforge.source_sha256", hash?),
         ("qaforge.source_format", checkpoint.format.to_string()),
     ];
+    // The tokenizer the model was trained with, when the directory has one: verify compares it
+    // with a golden bundle's.
+    if let Some(tokenizer) = qaforge_checkpoint::tokenizer_sha256(&checkpoint.dir)? {
+        metadata.push(("qaforge.tokenizer_sha256", tokenizer));
+    }
     emitted.model.metadata_props =
         metadata.into_iter().map(|(key, value)| pb::StringStringEntryProto { key: key.to_string(), value }).collect();
     Ok(emitted)

@@ -23,6 +23,38 @@ pub struct EvaluationSlice<'a> {
     pub reference_f1: f64,
 }
 
+/// Label-free evaluation: the float graph's own predictions on `data` become the gold answers
+/// (a predicted span the only answer, "" an unanswerable question), so the F1 drop of a candidate
+/// is its disagreement with the float graph in F1 points, and no gold labels are needed. Returns
+/// the pseudo-labelled data and the float graph's F1 on it (100 by construction, computed as
+/// [`f1_of`] computes it).
+pub fn label_free(model: &ModelProto, data: &SquadFile, features: &Features, threads: usize) -> Result<(SquadFile, f64), QuantizeError> {
+    let session = TractSession::from_proto(model, "float graph")?;
+    let logits = session.run_features(features, 8, threads, &|_| {})?;
+    let predictions = predict_all(data, features, &logits.start, &logits.end, &PostprocessOptions::default(), true);
+    let mut pseudo = data.clone();
+    for example in &mut pseudo.examples {
+        let text = predictions.get(&example.id).map(|p| p.text.clone()).unwrap_or_default();
+        example.answers = if text.is_empty() { Vec::new() } else { vec![text] };
+    }
+    let texts: BTreeMap<String, String> = predictions.into_iter().map(|(k, p)| (k, p.text)).collect();
+    let f1 = evaluate(&pseudo, &texts).f1;
+    Ok((pseudo, f1))
+}
+
+/// The questions of `data` after those whose features calibrate (the first `calibration_features`
+/// features), at most `questions` of them, with their features: held back from calibration, so
+/// the search measures on questions the ranges were not fitted to.
+pub fn held_back(data: &SquadFile, features: &Features, calibration_features: usize, questions: usize) -> Option<(SquadFile, Features)> {
+    let first = if calibration_features == 0 { 0 } else { features.example_index.get(calibration_features.min(features.count) - 1)? + 1 };
+    let end = (first + questions).min(data.examples.len());
+    if first >= end {
+        return None;
+    }
+    let range = features.range_of_questions(first..end);
+    Some((data.questions(first..end), features.select(range.start, range.end, first)))
+}
+
 /// One step of the search, for the report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SearchStep {

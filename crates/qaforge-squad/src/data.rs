@@ -141,6 +141,37 @@ impl SquadFile {
         Ok(SquadFile { examples, articles: raw.data.len(), paragraphs })
     }
 
+    /// Questions `range` only (for a shard of a verification run); article and paragraph counts
+    /// are those of the questions kept.
+    pub fn questions(&self, range: std::ops::Range<usize>) -> SquadFile {
+        let examples = self.examples[range].to_vec();
+        let distinct = |key: fn(&Example) -> (&str, &str)| examples.iter().map(key).collect::<BTreeSet<_>>().len();
+        SquadFile { articles: distinct(|e| (&e.title, "")), paragraphs: distinct(|e| (&e.title, &e.context)), examples }
+    }
+
+    /// The first `limit` questions of SQuAD JSON `bytes`, as SQuAD JSON (paragraphs and articles
+    /// left without questions are dropped; every other field is kept).
+    pub fn first_questions_json(bytes: &[u8], limit: usize, path: &Path) -> Result<Vec<u8>, SquadError> {
+        let invalid = |message: String| SquadError::Invalid { path: path.to_owned(), message };
+        let mut raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("not SQuAD JSON: {e}")))?;
+        let mut left = limit;
+        let articles = raw.get_mut("data").and_then(|d| d.as_array_mut()).ok_or_else(|| invalid("no `data` list".into()))?;
+        for article in articles.iter_mut() {
+            if let Some(paragraphs) = article.get_mut("paragraphs").and_then(|p| p.as_array_mut()) {
+                for paragraph in paragraphs.iter_mut() {
+                    if let Some(qas) = paragraph.get_mut("qas").and_then(|q| q.as_array_mut()) {
+                        let keep = qas.len().min(left);
+                        qas.truncate(keep);
+                        left -= keep;
+                    }
+                }
+                paragraphs.retain(|p| p.get("qas").and_then(|q| q.as_array()).is_some_and(|q| !q.is_empty()));
+            }
+        }
+        articles.retain(|a| a.get("paragraphs").and_then(|p| p.as_array()).is_some_and(|p| !p.is_empty()));
+        serde_json::to_vec(&raw).map_err(|e| invalid(e.to_string()))
+    }
+
     /// Number of answerable questions.
     pub fn answerable(&self) -> usize {
         self.examples.iter().filter(|e| !e.answers.is_empty()).count()

@@ -88,10 +88,78 @@ impl Features {
         self
     }
 
-    /// Reads features written by golden/generate.py: `features.safetensors` (input_ids,
-    /// attention_mask, token_type_ids, offsets, example_index) and `features.json` (counts, ids).
+    /// Features `start..end` whose questions are `first_example..`: example indices are
+    /// renumbered from 0, so the result goes with a [`crate::SquadFile::questions`] subset.
+    pub fn select(&self, start: usize, end: usize, first_example: usize) -> Self {
+        let m = self.max_length;
+        let rows = |v: &[i64]| v[start * m..end * m].to_vec();
+        Features {
+            count: end - start,
+            max_length: m,
+            input_ids: rows(&self.input_ids),
+            attention_mask: rows(&self.attention_mask),
+            token_type_ids: rows(&self.token_type_ids),
+            offsets: self.offsets[start * m * 2..end * m * 2].to_vec(),
+            example_index: self.example_index[start..end].iter().map(|&e| e - first_example).collect(),
+            example_ids: self.example_ids[start..end].to_vec(),
+        }
+    }
+
+    /// The features of questions `questions` (contiguous in feature order), as a feature range.
+    pub fn range_of_questions(&self, questions: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        let start = self.example_index.partition_point(|&e| e < questions.start);
+        let end = self.example_index.partition_point(|&e| e < questions.end);
+        start..end
+    }
+
+    /// Writes `features.safetensors` (ids int32, mask and types uint8, offsets int32) and
+    /// `features.json` (counts, question ids and `settings`) into `dir`, the layout
+    /// [`Features::load`] reads.
+    pub fn write(&self, dir: &Path, settings: serde_json::Map<String, serde_json::Value>) -> Result<(), SquadError> {
+        use safetensors::tensor::TensorView;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SquadError::Io { path, source }
+        };
+        let invalid = |path: &Path, message: String| SquadError::Invalid { path: path.to_owned(), message };
+        let (n, m) = (self.count, self.max_length);
+        let narrow_i32 = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|&x| (x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).to_le_bytes()).collect() };
+        let narrow_u8 = |v: &[i64]| -> Vec<u8> { v.iter().map(|&x| x.clamp(0, 255) as u8).collect() };
+        let tensors = [
+            ("input_ids", Dtype::I32, vec![n, m], narrow_i32(&self.input_ids)),
+            ("attention_mask", Dtype::U8, vec![n, m], narrow_u8(&self.attention_mask)),
+            ("token_type_ids", Dtype::U8, vec![n, m], narrow_u8(&self.token_type_ids)),
+            ("offsets", Dtype::I32, vec![n, m, 2], self.offsets.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            ("example_index", Dtype::I32, vec![n], self.example_index.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect()),
+        ];
+        let path = dir.join("features.safetensors");
+        let views = tensors
+            .iter()
+            .map(|(name, dtype, shape, data)| TensorView::new(*dtype, shape.clone(), data).map(|v| (name.to_string(), v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&path, e.to_string()))?;
+        let bytes = safetensors::serialize(views, None).map_err(|e| invalid(&path, e.to_string()))?;
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+        let mut meta = settings;
+        meta.insert("features".into(), n.into());
+        meta.insert("max_length".into(), m.into());
+        meta.insert("examples".into(), (self.example_index.last().map_or(0, |&e| e + 1)).into());
+        meta.insert("example_ids".into(), self.example_ids.clone().into());
+        let path = dir.join("features.json");
+        let json = serde_json::to_vec_pretty(&meta).map_err(|e| invalid(&path, e.to_string()))?;
+        std::fs::write(&path, json).map_err(io(&path))
+    }
+
+    /// Reads features written by golden/generate.py or [`Features::write`]: `features.safetensors`
+    /// (input_ids, attention_mask, token_type_ids, offsets, example_index) and `features.json`
+    /// (counts, ids).
     pub fn load(dir: &Path) -> Result<Self, SquadError> {
-        let json_path = dir.join("features.json");
+        Self::load_files(&dir.join("features.safetensors"), &dir.join("features.json"))
+    }
+
+    /// [`Features::load`] from the two files' paths.
+    pub fn load_files(tensors_path: &Path, json_path: &Path) -> Result<Self, SquadError> {
+        let json_path = json_path.to_owned();
         let invalid = |path: &Path, message: String| SquadError::Invalid { path: path.to_owned(), message };
         let bytes = read_bounded(&json_path, MAX_FEATURE_FILE_BYTES)?;
         let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&json_path, e.to_string()))?;
@@ -106,7 +174,7 @@ impl Features {
         if example_ids.len() != count {
             return Err(invalid(&json_path, format!("{} example ids for {count} features", example_ids.len())));
         }
-        let path: PathBuf = dir.join("features.safetensors");
+        let path: PathBuf = tensors_path.to_owned();
         let bytes = read_bounded(&path, MAX_FEATURE_FILE_BYTES)?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(&path, e.to_string()))?;
         let int = |name: &str, shape: &[usize]| -> Result<Vec<i64>, SquadError> {
@@ -126,6 +194,10 @@ impl Features {
         let example_index = int("example_index", &[count])?;
         if let Some(bad) = example_index.iter().find(|&&e| e < 0) {
             return Err(invalid(&path, format!("negative example index {bad}")));
+        }
+        // Features come in question order (run_qa.py's overflow windows follow their question).
+        if let Some(w) = example_index.windows(2).find(|w| w[1] < w[0]) {
+            return Err(invalid(&path, format!("example_index goes back from {} to {}: features are not in question order", w[0], w[1])));
         }
         Ok(Features {
             count,

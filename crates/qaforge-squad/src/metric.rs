@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{SquadError, SquadFile};
 
 /// evaluate-v2.0.py's output without no-answer probabilities (its key order).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     /// Exact match, percent.
     #[serde(rename = "exact")]

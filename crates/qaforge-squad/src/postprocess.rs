@@ -39,6 +39,11 @@ pub struct Prediction {
     pub text: String,
     /// Null score minus the best non-null span's score (run_qa.py's `null_odds`).
     pub null_odds: f32,
+    /// How far the decision is from going another way: the smaller of the best span's lead over
+    /// the next span with another text and |null_odds − threshold|. Logits that each move by at
+    /// most d move every score difference by at most 4d, so a prediction with margin > 4d cannot
+    /// change; verify excuses fp32 differences only below that.
+    pub margin: f32,
 }
 
 #[derive(Clone)]
@@ -89,7 +94,7 @@ pub fn predict(context: &str, features: &[FeatureLogits<'_>], options: &Postproc
             }
         }
     }
-    let Some(min_null) = min_null else { return Prediction { text: String::new(), null_odds: 0.0 } };
+    let Some(min_null) = min_null else { return Prediction { text: String::new(), null_odds: 0.0, margin: f32::INFINITY } };
     prelim.push(min_null.clone());
     // Python's sorted(..., reverse=True) is stable: equal scores keep their insertion order.
     prelim.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -105,8 +110,13 @@ pub fn predict(context: &str, features: &[FeatureLogits<'_>], options: &Postproc
         None => ("empty".to_string(), 0.0, 0.0),
     };
     let null_odds = min_null.score - best_start - best_end;
+    let lead = best.map_or(f32::INFINITY, |i| {
+        let runner_up = prelim.iter().zip(&texts).enumerate().filter(|(j, (_, t))| *j != i && !t.is_empty() && **t != texts[i]).map(|(_, (p, _))| p.score).next();
+        runner_up.map_or(f32::INFINITY, |r| prelim[i].score - r)
+    });
+    let margin = lead.min((null_odds - options.null_score_diff_threshold).abs());
     let text = if null_odds > options.null_score_diff_threshold { String::new() } else { best_text };
-    Prediction { text, null_odds }
+    Prediction { text, null_odds, margin }
 }
 
 /// Predicts every example of `data` from `[features.count, features.max_length]` start and end

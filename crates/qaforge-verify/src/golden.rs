@@ -37,7 +37,12 @@ fn f32_tensor(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> Res
 impl GoldenLogits {
     /// Reads `<fixture>/golden/logits.safetensors` for `features`.
     pub fn load(fixture_dir: &Path, features: &GoldenFeatures) -> Result<Self, VerifyError> {
-        let path = fixture_dir.join("golden").join("logits.safetensors");
+        Self::load_file(&fixture_dir.join("golden").join("logits.safetensors"), features)
+    }
+
+    /// Reads `start_logits` and `end_logits`, each F32 `[features.count, features.max_length]`.
+    pub fn load_file(path: &Path, features: &GoldenFeatures) -> Result<Self, VerifyError> {
+        let path = path.to_owned();
         let bytes = read(&path)?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| golden_error(&path, e.to_string()))?;
         let shape = [features.count, features.max_length];
@@ -45,5 +50,17 @@ impl GoldenLogits {
             start: f32_tensor(&st, &path, "start_logits", &shape)?,
             end: f32_tensor(&st, &path, "end_logits", &shape)?,
         })
+    }
+}
+
+impl GoldenLogits {
+    /// Writes `start_logits` and `end_logits` as F32 `[count, max_length]` safetensors.
+    pub fn write(&self, path: &Path, count: usize, max_length: usize) -> Result<(), VerifyError> {
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let (start, end) = (bytes(&self.start), bytes(&self.end));
+        let view = |data| safetensors::tensor::TensorView::new(Dtype::F32, vec![count, max_length], data).map_err(|e| golden_error(path, e.to_string()));
+        let tensors = vec![("start_logits".to_string(), view(&start)?), ("end_logits".to_string(), view(&end)?)];
+        let out = safetensors::serialize(tensors, None).map_err(|e| golden_error(path, e.to_string()))?;
+        std::fs::write(path, out).map_err(|source| VerifyError::Io { path: path.to_owned(), source })
     }
 }

@@ -1,16 +1,22 @@
-//! Verification for qaforge: runs ONNX artifacts (with tract, or ONNX Runtime behind the `ort`
-//! feature) over golden features and compares
-//! their logits with the PyTorch reference.
+//! Verification for qaforge: makes golden bundles (reference logits from the checkpoint, through
+//! qaforge-reference), runs ONNX artifacts (with tract, or ONNX Runtime behind the `ort` feature)
+//! over a bundle's features, compares their logits and predictions with the reference, and merges
+//! the reports of sharded runs.
 
+pub mod bundle;
 pub mod golden;
+pub mod make_bundle;
 pub mod report;
 pub mod stats;
 
+pub use bundle::{Bundle, Manifest, BUNDLE_FORMAT};
 pub use golden::{GoldenFeatures, GoldenLogits};
+pub use make_bundle::{make_bundle, BundleOptions};
 pub use qaforge_runtime::{check_token_ids, load_engine, Engine, EngineChoice, Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
 pub use qaforge_runtime::integer_kernels::{CpuFeatures, Exactness};
-pub use report::{engine_exactness, verify, GoldenPaths, RunOptions, Report, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
+pub use report::{engine_exactness, merge, verify, Report, RunOptions, Shard, ShardPart, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
+pub use stats::FeatureAgreement;
 
 /// Errors of verification.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +38,24 @@ pub enum VerifyError {
         /// What is wrong.
         message: String,
     },
+    /// A golden bundle is malformed, incomplete, or does not match its manifest.
+    #[error("{path}: invalid golden bundle: {message}")]
+    Bundle {
+        /// The bundle file (or directory).
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The artifact and the bundle belong to different models or tokenizers, or partial reports
+    /// to different runs.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The checkpoint could not be read (making a bundle).
+    #[error(transparent)]
+    Checkpoint(#[from] qaforge_checkpoint::CheckpointError),
+    /// The reference forward pass failed (making a bundle).
+    #[error(transparent)]
+    Reference(#[from] qaforge_reference::ReferenceError),
     /// SQuAD data, features or tokenizer files are malformed.
     #[error(transparent)]
     Squad(#[from] qaforge_squad::SquadError),

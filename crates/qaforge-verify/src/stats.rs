@@ -1,12 +1,12 @@
 //! Agreement statistics between an artifact's logits and reference logits.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::golden::{GoldenFeatures, GoldenLogits};
 use qaforge_runtime::Logits;
 
 /// How closely two sets of logits agree, over the positions that count (unpadded tokens).
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct LogitStats {
     /// Largest absolute difference.
     pub max_abs_diff: f64,
@@ -51,16 +51,108 @@ impl LogitStats {
 impl LogitStats {
     /// Compares start and end logits with the reference over every feature's unpadded tokens.
     pub fn over_features(features: &GoldenFeatures, logits: &Logits, reference: &GoldenLogits) -> Self {
-        let m = features.max_length;
-        let positions = || (0..features.count).flat_map(move |i| (0..features.length(i)).map(move |t| i * m + t));
-        let start = positions().map(|k| (logits.start[k], reference.start[k]));
-        let end = positions().map(|k| (logits.end[k], reference.end[k]));
-        Self::compare(start.chain(end))
+        let per_feature: Vec<FeatureAgreement> = (0..features.count).map(|i| FeatureAgreement::of(features, i, logits, reference)).collect();
+        Self::fold(&per_feature)
+    }
+
+    /// The statistics of features' agreements, summed in the order given: a verification run and
+    /// the merge of its shards fold the same sequence, so they give the same bits.
+    pub fn fold(features: &[FeatureAgreement]) -> Self {
+        let (mut max, mut sum, mut dot, mut na, mut nb, mut n, mut bad) = (0f64, 0f64, 0f64, 0f64, 0f64, 0usize, 0usize);
+        for f in features {
+            max = max.max(f.max_abs_diff);
+            sum += f.sum_abs_diff;
+            dot += f.dot;
+            na += f.artifact_square;
+            nb += f.reference_square;
+            n += f.positions;
+            bad += f.non_finite;
+        }
+        LogitStats {
+            max_abs_diff: if bad > 0 { f64::INFINITY } else { max },
+            mean_abs_diff: if n > 0 { sum / n as f64 } else { 0.0 },
+            cosine: if na > 0.0 && nb > 0.0 { dot / (na.sqrt() * nb.sqrt()) } else { 0.0 },
+            positions: n,
+            non_finite: bad,
+        }
     }
 
     /// No non-finite value and max |Δ| within `tolerance`.
     pub fn within(&self, tolerance: f64) -> bool {
         self.non_finite == 0 && self.max_abs_diff <= tolerance
+    }
+}
+
+/// One feature's agreement with the reference: the sums [`LogitStats::fold`] adds up, and whether
+/// its start and end argmax equal the reference's. Sharded runs write these into their partial
+/// reports; the floats travel as their IEEE bits so that a merge adds exactly what was computed.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct FeatureAgreement {
+    /// Largest |Δ| over the feature's finite positions.
+    #[serde(with = "f64_bits")]
+    pub max_abs_diff: f64,
+    /// Σ |Δ|.
+    #[serde(with = "f64_bits")]
+    pub sum_abs_diff: f64,
+    /// Σ artifact × reference.
+    #[serde(with = "f64_bits")]
+    pub dot: f64,
+    /// Σ artifact².
+    #[serde(with = "f64_bits")]
+    pub artifact_square: f64,
+    /// Σ reference².
+    #[serde(with = "f64_bits")]
+    pub reference_square: f64,
+    /// Positions compared (start and end, unpadded tokens).
+    pub positions: usize,
+    /// Non-finite artifact values.
+    pub non_finite: usize,
+    /// Start and end argmax both equal the reference's.
+    pub argmax_agrees: bool,
+}
+
+impl FeatureAgreement {
+    /// Feature `i`'s start then end logits against the reference over its unpadded tokens.
+    pub fn of(features: &GoldenFeatures, i: usize, logits: &Logits, reference: &GoldenLogits) -> Self {
+        Self::of_rows(features, i, i, logits, reference)
+    }
+
+    /// Feature `i` of `features`, whose logits are row `row` of `logits` and of `reference`.
+    pub fn of_rows(features: &GoldenFeatures, i: usize, row: usize, logits: &Logits, reference: &GoldenLogits) -> Self {
+        let m = features.max_length;
+        let len = features.length(i);
+        let span = row * m..row * m + len;
+        let mut f = FeatureAgreement::default();
+        for (a, b) in logits.start[span.clone()].iter().zip(&reference.start[span.clone()]).chain(logits.end[span.clone()].iter().zip(&reference.end[span.clone()])) {
+            f.positions += 1;
+            if !a.is_finite() {
+                f.non_finite += 1;
+                continue;
+            }
+            let (a, b) = (*a as f64, *b as f64);
+            let d = (a - b).abs();
+            f.max_abs_diff = f.max_abs_diff.max(d);
+            f.sum_abs_diff += d;
+            f.dot += a * b;
+            f.artifact_square += a * a;
+            f.reference_square += b * b;
+        }
+        let argmax = |v: &[f32]| v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (k, &x)| if x > best.1 { (k, x) } else { best }).0;
+        f.argmax_agrees = argmax(&logits.start[span.clone()]) == argmax(&reference.start[span.clone()]) && argmax(&logits.end[span.clone()]) == argmax(&reference.end[span]);
+        f
+    }
+}
+
+/// f64 as its u64 bits in JSON (exact through any JSON reader).
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(value.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
     }
 }
 
