@@ -255,6 +255,17 @@ def main():
     table.add("3", "qaforge verify on mobilebert-tiny (289 features, load + run), features/s: --engine tract vs ort",
               verify["tract"], verify["ort"], "/s", True)
 
+    log("golden bundle throughput (the candle reference) on the fixture")
+    rates = []
+    for k in range(args.runs):
+        out = os.path.join(WORK, f"bundle-{k}")
+        result = run_process([QAFORGE, "golden", os.path.join(ROOT, "golden", "mobilebert-tiny"), "--data",
+                              os.path.join(ROOT, "golden", "squad", "eval.json"), "-o", out], 2**40, 600)
+        line = next(l for l in result.stdout.splitlines() if l.strip().startswith("time"))
+        rates.append(float(line.split("(")[1].split()[0]))
+    table.add("3", "qaforge golden on mobilebert-tiny (289 features, load + run), features/s: candle reference vs verify --engine tract",
+              spread(rates), verify["tract"], "/s", True)
+
     for what, ours, theirs in peak:
         done = [r for r in theirs if not r.killed]
         table.add("4", f"peak RSS, {what}", spread([r.peak_rss / 2**20 for r in ours]),
