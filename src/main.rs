@@ -364,7 +364,7 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qafor
     for (name, count) in &emitted.non_finite {
         eprintln!("qaforge: warning: tensor `{name}` holds {count} non-finite value(s) (NaN or Inf), emitted as they are (--allow-non-finite)");
     }
-    let bytes = qaforge_onnx::encode(&emitted.model);
+    let bytes = qaforge_onnx::encode_checked(&emitted.model, output)?;
     // The printed sha256 is computed while the file is written.
     let (written, sha256) = std::thread::scope(|scope| {
         let sha256 = scope.spawn(|| qaforge_onnx::sha256_hex(&bytes));
@@ -452,7 +452,7 @@ fn quantize(
         }
     };
     bar.finish_and_clear();
-    let bytes = qaforge_onnx::encode(&model);
+    let bytes = qaforge_onnx::encode_checked(&model, output)?;
     qaforge_onnx::write_atomically(output, &bytes)?;
     println!("quantized {} -> {} ({})", input.display(), output.display(), options.precision.as_str());
     if options.precision == qaforge_quantize::Precision::Fp16 {

@@ -201,6 +201,16 @@ fn onnx_cycle() {
 }
 
 #[test]
+fn onnx_mixed_types() {
+    onnx("onnx/mixed-types.onnx", &["mixed-types.onnx", "node `a` (Add): type parameter T bound to different types: input `x` is tensor(float), input `one` is tensor(int64)"]);
+}
+
+#[test]
+fn onnx_integer_matmul_weight() {
+    onnx("onnx/integer-matmul-weight.onnx", &["integer-matmul-weight.onnx", "node `head` (MatMul): type parameter T bound to different types"]);
+}
+
+#[test]
 fn onnx_dangling_input() {
     onnx("onnx/dangling-input.onnx", &["dangling-input.onnx", "reads `nowhere`, which no node, initializer or graph input provides"]);
 }

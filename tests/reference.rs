@@ -29,3 +29,26 @@ fn reference_logits_equal_pytorchs_on_every_fixture() {
         assert!(worst <= 1e-4, "{fixture}: max |Δ| {worst} against PyTorch");
     }
 }
+
+/// On a full-size MobileBERT (google/mobilebert-uncased's topology, random weights) the reference
+/// agrees with the fp32 ONNX artifact run by tract as closely as with PyTorch on the fixtures.
+#[test]
+fn reference_logits_equal_the_fp32_artifacts_on_a_full_size_mobilebert() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = common::full_size_checkpoint(dir.path(), 3);
+    let artifact = common::convert_dir(&model_dir, dir.path());
+    let features = fixture_features("mobilebert-tiny").truncated(6);
+    let reference = ReferenceModel::load(&Checkpoint::open(&model_dir).unwrap()).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
+    let tract = qaforge_verify::TractSession::load(&artifact).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
+    let m = features.max_length;
+    let (mut worst, mut spread) = (0f32, 0f32);
+    for i in 0..features.count {
+        for k in i * m..i * m + features.length(i) {
+            worst = worst.max((reference.start[k] - tract.start[k]).abs()).max((reference.end[k] - tract.end[k]).abs());
+            spread = spread.max((reference.start[k] - reference.start[i * m]).abs());
+        }
+    }
+    eprintln!("full-size MobileBERT: max |Δ| {worst:.2e} between the reference and tract; start logits spread {spread:.2e}");
+    assert!(worst <= 1e-4, "max |Δ| {worst}");
+    assert!(spread > 0.0, "the logits must vary for the comparison to mean anything");
+}

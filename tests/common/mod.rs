@@ -58,6 +58,14 @@ pub fn convert(fixture: &str, dir: &Path) -> PathBuf {
     out
 }
 
+/// Converts the model directory `model_dir` into `dir/<its name>.onnx`.
+pub fn convert_dir(model_dir: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{}.onnx", model_dir.file_name().unwrap().to_string_lossy()));
+    let output = qaforge(&["convert", model_dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(output.status.success(), "convert {} failed:\n{}", model_dir.display(), text(&output));
+    out
+}
+
 /// Writes a full-size MobileBERT checkpoint (google/mobilebert-uncased topology, 24,582,914
 /// random parameters from `seed`) into `root/mobilebert-uncased` and returns that directory.
 pub fn full_size_checkpoint(root: &Path, seed: u64) -> PathBuf {

@@ -232,6 +232,11 @@ def onnx():
     write("onnx/dangling-input.onnx", onnx_graph(EMBED + [(b"a", b"Add", (b"x", b"nowhere"), b"h")] + HEAD))
     write("onnx/unknown-operator.onnx", onnx_graph(EMBED + [(b"a", b"FooBar", (b"x",), b"h")] + HEAD))
     write("onnx/opset-7.onnx", onnx_graph(EMBED + [(b"a", b"Relu", (b"x",), b"h")] + HEAD, opset=7))
+    # Type constraints ONNX Runtime enforces at load: a float activation added to an int64 scalar,
+    # and a MatMul whose weight is an int64 tensor (quantize used to pass both through, exit 0).
+    write("onnx/mixed-types.onnx", onnx_graph(EMBED + [(b"a", b"Add", (b"x", b"one"), b"h")] + HEAD))
+    write("onnx/integer-matmul-weight.onnx", onnx_graph(EMBED + [(b"a", b"Relu", (b"x",), b"h"),
+                                                                 (b"head", b"MatMul", (b"h", b"one"), b"logits")] + HEAD[1:]))
     # A well-formed graph whose vocabulary (100 rows) is smaller than the tokenizer's ids: tract
     # panicked on the first id past the table.
     write("onnx/vocabulary-of-100.onnx", onnx_graph(EMBED + [(b"a", b"Relu", (b"x",), b"h")] + HEAD))

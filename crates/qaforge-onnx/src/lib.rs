@@ -14,6 +14,9 @@ mod bert;
 mod blocks;
 pub mod builder;
 mod mobilebert;
+mod types;
+
+pub use types::{check_types, element_types};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,6 +67,16 @@ pub enum EmitError {
     },
 }
 
+/// Checks a graph qaforge is about to write as it checks the graphs it reads (opset, operators,
+/// topological order, type constraints), and serialises it: an artifact that ONNX Runtime would
+/// refuse to load is an error naming the node, never a file. `path` names the output in errors.
+pub fn encode_checked(model: &pb::ModelProto, path: &Path) -> Result<Vec<u8>, EmitError> {
+    let invalid = |message: String| EmitError::InvalidModel { path: path.to_owned(), message: format!("the graph to be written is invalid, nothing was written: {message}") };
+    check_graph(model).map_err(invalid)?;
+    check_types(model).map_err(invalid)?;
+    Ok(encode(model))
+}
+
 /// Serialises a model. prost encodes fields in tag order and repeated fields in order, so the
 /// same model gives the same bytes.
 pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
@@ -91,6 +104,7 @@ pub fn decode_model(bytes: &[u8], path: &Path) -> Result<pb::ModelProto, EmitErr
         check_tensor_data(tensor).map_err(|message| invalid(format!("tensor `{}`: {message}", tensor.name)))?;
     }
     check_graph(&model).map_err(invalid)?;
+    types::check_types(&model).map_err(invalid)?;
     Ok(model)
 }
 

@@ -40,11 +40,24 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
     let is_f32 = |t: &str| types.get(t) == Some(&(DataType::Float as i32));
     let mut summary = Fp16Summary::default();
 
+    // Float constants holding values beyond float16's range (±65504), which become ±inf there:
+    // torch exports scale the attention mask by finfo(float32).min, and (1 − mask) × −inf is NaN
+    // where the mask is 1. Their readers compute in float32.
+    let beyond_half = |t: &tract_onnx::pb::TensorProto| t.data_type == DataType::Float as i32 && f32_values(t).is_ok_and(|v| v.iter().any(|x| x.is_finite() && x.abs() > f16::MAX.to_f32()));
+    let mut out_of_range: BTreeSet<&str> = graph.initializer.iter().filter(|t| beyond_half(t)).map(|t| t.name.as_str()).collect();
+    for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
+        if n.attribute.iter().filter_map(|a| a.t.as_ref()).any(beyond_half) {
+            out_of_range.extend(n.output.iter().map(String::as_str));
+        }
+    }
+
     // Which nodes compute in float16.
     let mut half = vec![false; graph.node.len()];
     for (i, n) in graph.node.iter().enumerate() {
         let float_out = n.output.first().is_some_and(|o| is_f32(o));
-        if !float_out || n.op_type == "Constant" {
+        // Constants keep their float32 values (ConstantOfShape's `value` attribute included) and
+        // meet float16 readers through a Cast.
+        if !float_out || n.op_type == "Constant" || n.op_type == "ConstantOfShape" {
             continue;
         }
         let reason = if FP16_KEEP_FLOAT_OPS.contains(&n.op_type.as_str()) {
@@ -53,6 +66,8 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
             Some(format!("excluded by --exclude {p}"))
         } else if n.output.iter().any(|o| index.outputs.contains(o)) {
             Some("produces a graph output, which stays float32".into())
+        } else if let Some(c) = n.input.iter().find(|i| out_of_range.contains(i.as_str())) {
+            Some(format!("reads `{c}`, a constant beyond float16's range (±65504)"))
         } else {
             None
         };

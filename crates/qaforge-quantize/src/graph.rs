@@ -60,36 +60,7 @@ pub fn attribute_int(node: &NodeProto, name: &str) -> Option<i64> {
 /// Element types of every tensor of a graph that can be known without running it: graph inputs,
 /// initializers, and node outputs by each op's typing rule. Unknown types are absent.
 pub fn element_types(graph: &GraphProto) -> HashMap<String, i32> {
-    let mut types: HashMap<String, i32> = HashMap::new();
-    for input in &graph.input {
-        if let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            types.insert(input.name.clone(), t.elem_type);
-        }
-    }
-    for init in &graph.initializer {
-        types.insert(init.name.clone(), init.data_type);
-    }
-    for n in &graph.node {
-        let first = n.input.first().and_then(|i| types.get(i)).copied();
-        let ty = match n.op_type.as_str() {
-            "Shape" | "Size" | "NonZero" => Some(DataType::Int64 as i32),
-            "Cast" => attribute_int(n, "to").map(|t| t as i32),
-            "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or" | "IsNaN" | "IsInf" => Some(DataType::Bool as i32),
-            "Where" => n.input.get(1).and_then(|i| types.get(i)).copied(),
-            "DequantizeLinear" => Some(DataType::Float as i32),
-            "QuantizeLinear" => n.input.get(2).and_then(|i| types.get(i)).copied().or(Some(DataType::Uint8 as i32)),
-            "DynamicQuantizeLinear" => Some(DataType::Uint8 as i32),
-            "MatMulInteger" => Some(DataType::Int32 as i32),
-            "ConstantOfShape" | "Constant" => None,
-            _ => first,
-        };
-        if let Some(ty) = ty {
-            if let Some(out) = n.output.first() {
-                types.insert(out.clone(), ty);
-            }
-        }
-    }
-    types
+    qaforge_onnx::element_types(graph)
 }
 
 /// Lookup tables over a graph's nodes and initializers.
