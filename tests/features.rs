@@ -4,7 +4,7 @@
 mod common;
 
 use common::{fixture_features, golden, GOLDEN_FIXTURES};
-use qaforge_squad::{FeatureOptions, Features, QaTokenizer, SquadFile};
+use qaforge_squad::{FeatureOptions, QaTokenizer, SquadFile};
 
 #[test]
 fn features_equal_the_golden_features_for_every_fixture_tokenizer() {

@@ -15,7 +15,7 @@ fn reference_logits_equal_pytorchs_on_every_fixture() {
         let checkpoint = Checkpoint::open(&dir).unwrap();
         let model = ReferenceModel::load(&checkpoint).unwrap();
         let features = fixture_features(fixture);
-        let logits = model.run_features(&features, 8, 1, &|_| {}).unwrap();
+        let logits = model.run_features(&features, 8, model.preferred_threads(2), &|_| {}).unwrap();
         let reference = GoldenLogits::load(&dir, &features).unwrap();
         let m = features.max_length;
         let mut worst = 0f32;
