@@ -426,6 +426,12 @@ fn quantize(
     let passes = if options.method == qaforge_quantize::CalibrationMethod::MinMax { 1 } else { 2 };
     let bar = indicatif::ProgressBar::new(features.as_ref().map_or(0, |f| f.count * passes) as u64);
     let input_sha256 = qaforge_onnx::sha256_hex(&input_bytes);
+    // The sensitivity search, on whichever slice --max-f1-drop measures with the cosine floor
+    // verify applies to this precision.
+    let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision.as_str()).min_cosine.unwrap_or(0.0);
+    let search_on = |slice: &qaforge_quantize::sensitivity::EvaluationSlice<'_>, max_f1_drop: f64| {
+        qaforge_quantize::sensitivity::search(&model, options, features.as_ref(), slice, max_f1_drop, min_cosine, &input_sha256, &|n| bar.inc(n as u64))
+    };
     let (model, summary, search_log) = match search {
         None => {
             let (m, s) = qaforge_quantize::quantize(&model, options, features.as_ref(), &input_sha256, &|n| bar.inc(n as u64))?;
@@ -434,8 +440,7 @@ fn quantize(
         Some(Search { max_f1_drop, golden: Some(golden), .. }) => {
             let bundle = qaforge_verify::Bundle::open(&golden)?;
             let slice = qaforge_quantize::sensitivity::EvaluationSlice { data: &bundle.data, features: &bundle.features, reference_f1: bundle.reference_f1() };
-            let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision.as_str()).min_cosine.unwrap_or(0.0);
-            let (m, s, log) = qaforge_quantize::sensitivity::search(&model, options, features.as_ref(), &slice, max_f1_drop, min_cosine, &input_sha256, &|n| bar.inc(n as u64))?;
+            let (m, s, log) = search_on(&slice, max_f1_drop)?;
             (m, s, Some(log))
         }
         Some(Search { max_f1_drop, golden: None, held_back }) => {
@@ -445,9 +450,7 @@ fn quantize(
             println!("label-free search on {} held-back questions ({} features): F1 against the float artifact's own predictions", data.examples.len(), held.count);
             let (pseudo, reference_f1) = qaforge_quantize::sensitivity::label_free(&model, &data, &held, options.threads)?;
             let slice = qaforge_quantize::sensitivity::EvaluationSlice { data: &pseudo, features: &held, reference_f1 };
-            // The cosine floor verify applies to this precision.
-            let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision.as_str()).min_cosine.unwrap_or(0.0);
-            let (m, s, log) = qaforge_quantize::sensitivity::search(&model, options, features.as_ref(), &slice, max_f1_drop, min_cosine, &input_sha256, &|n| bar.inc(n as u64))?;
+            let (m, s, log) = search_on(&slice, max_f1_drop)?;
             (m, s, Some(log))
         }
     };

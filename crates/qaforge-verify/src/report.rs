@@ -450,7 +450,7 @@ fn assemble(
     let artifact_metrics = evaluate(data, &predictions);
     let reference_metrics = evaluate(data, &reference_predictions);
     let (agreement_exact, agreement_f1, identical) = agreement(&predictions, &reference_predictions);
-    let differing = reference_predictions.iter().filter(|(id, want)| predictions.get(*id) != Some(want)).map(|(id, _)| id.clone()).take(20).collect();
+    let differing: Vec<&String> = reference_predictions.iter().filter(|(id, want)| predictions.get(*id) != Some(want)).map(|(id, _)| id).collect();
     let squad = SquadScores {
         f1_drop: reference_metrics.f1 - artifact_metrics.f1,
         artifact: artifact_metrics,
@@ -459,7 +459,7 @@ fn assemble(
         agreement_f1,
         identical_predictions: identical,
         questions: reference_predictions.len(),
-        differing,
+        differing: differing.iter().take(20).map(|id| id.to_string()).collect(),
     };
 
     let tolerances = h.tolerances;
@@ -483,7 +483,6 @@ fn assemble(
     // the observed max |Δ| (exact ties of a random fixture, another float implementation) is a
     // near tie, reported and excused; any other difference fails.
     let near_tie = |id: &String| differing_margins.get(id).is_some_and(|&bits| f64::from(f32::from_bits(bits)) <= 4.0 * stats.max_abs_diff);
-    let differing: Vec<&String> = reference_predictions.iter().filter(|(id, want)| predictions.get(*id) != Some(want)).map(|(id, _)| id).collect();
     let near_ties: Vec<String> = differing.iter().filter(|id| near_tie(id)).map(|id| id.to_string()).collect();
     let decided = differing.iter().filter(|id| !near_tie(id)).count();
     if tolerances.identical_predictions && decided > 0 {

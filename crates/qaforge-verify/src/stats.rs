@@ -21,38 +21,9 @@ pub struct LogitStats {
 }
 
 impl LogitStats {
-    /// Accumulates statistics over pairs of (artifact, reference) values.
+    /// Statistics over pairs of (artifact, reference) values, as one feature's agreement.
     pub fn compare(pairs: impl Iterator<Item = (f32, f32)>) -> Self {
-        let (mut max, mut sum, mut dot, mut na, mut nb, mut n, mut bad) = (0f64, 0f64, 0f64, 0f64, 0f64, 0usize, 0usize);
-        for (a, b) in pairs {
-            n += 1;
-            if !a.is_finite() {
-                bad += 1;
-                continue;
-            }
-            let (a, b) = (a as f64, b as f64);
-            let d = (a - b).abs();
-            max = max.max(d);
-            sum += d;
-            dot += a * b;
-            na += a * a;
-            nb += b * b;
-        }
-        LogitStats {
-            max_abs_diff: if bad > 0 { f64::INFINITY } else { max },
-            mean_abs_diff: if n > 0 { sum / n as f64 } else { 0.0 },
-            cosine: if na > 0.0 && nb > 0.0 { dot / (na.sqrt() * nb.sqrt()) } else { 0.0 },
-            positions: n,
-            non_finite: bad,
-        }
-    }
-}
-
-impl LogitStats {
-    /// Compares start and end logits with the reference over every feature's unpadded tokens.
-    pub fn over_features(features: &GoldenFeatures, logits: &Logits, reference: &GoldenLogits) -> Self {
-        let per_feature: Vec<FeatureAgreement> = (0..features.count).map(|i| FeatureAgreement::of(features, i, logits, reference)).collect();
-        Self::fold(&per_feature)
+        Self::fold(&[FeatureAgreement::of_pairs(pairs)])
     }
 
     /// The statistics of features' agreements, summed in the order given: a verification run and
@@ -112,24 +83,16 @@ pub struct FeatureAgreement {
 }
 
 impl FeatureAgreement {
-    /// Feature `i`'s start then end logits against the reference over its unpadded tokens.
-    pub fn of(features: &GoldenFeatures, i: usize, logits: &Logits, reference: &GoldenLogits) -> Self {
-        Self::of_rows(features, i, i, logits, reference)
-    }
-
-    /// Feature `i` of `features`, whose logits are row `row` of `logits` and of `reference`.
-    pub fn of_rows(features: &GoldenFeatures, i: usize, row: usize, logits: &Logits, reference: &GoldenLogits) -> Self {
-        let m = features.max_length;
-        let len = features.length(i);
-        let span = row * m..row * m + len;
+    /// The sums over pairs of (artifact, reference) values; `argmax_agrees` is left false.
+    pub fn of_pairs(pairs: impl Iterator<Item = (f32, f32)>) -> Self {
         let mut f = FeatureAgreement::default();
-        for (a, b) in logits.start[span.clone()].iter().zip(&reference.start[span.clone()]).chain(logits.end[span.clone()].iter().zip(&reference.end[span.clone()])) {
+        for (a, b) in pairs {
             f.positions += 1;
             if !a.is_finite() {
                 f.non_finite += 1;
                 continue;
             }
-            let (a, b) = (*a as f64, *b as f64);
+            let (a, b) = (a as f64, b as f64);
             let d = (a - b).abs();
             f.max_abs_diff = f.max_abs_diff.max(d);
             f.sum_abs_diff += d;
@@ -137,6 +100,16 @@ impl FeatureAgreement {
             f.artifact_square += a * a;
             f.reference_square += b * b;
         }
+        f
+    }
+
+    /// Feature `i`'s start then end logits against the reference over its unpadded tokens.
+    pub fn of(features: &GoldenFeatures, i: usize, logits: &Logits, reference: &GoldenLogits) -> Self {
+        let m = features.max_length;
+        let span = i * m..i * m + features.length(i);
+        let start = logits.start[span.clone()].iter().copied().zip(reference.start[span.clone()].iter().copied());
+        let end = logits.end[span.clone()].iter().copied().zip(reference.end[span.clone()].iter().copied());
+        let mut f = Self::of_pairs(start.chain(end));
         let argmax = |v: &[f32]| v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (k, &x)| if x > best.1 { (k, x) } else { best }).0;
         f.argmax_agrees = argmax(&logits.start[span.clone()]) == argmax(&reference.start[span.clone()]) && argmax(&logits.end[span.clone()]) == argmax(&reference.end[span]);
         f
