@@ -13,6 +13,7 @@
 mod bert;
 mod blocks;
 pub mod builder;
+mod external;
 mod mobilebert;
 mod types;
 
@@ -83,29 +84,42 @@ pub fn encode(model: &pb::ModelProto) -> Vec<u8> {
     model.encode_to_vec()
 }
 
-/// Reads an ONNX model file.
+/// Reads an ONNX model file (and its external data files, from inside its folder).
 pub fn read_model(path: &Path) -> Result<pb::ModelProto, EmitError> {
     let bytes = std::fs::read(path).map_err(|source| EmitError::Io { path: path.to_owned(), source })?;
     decode_model(&bytes, path)
 }
 
-/// Decodes the bytes of an ONNX model file; `path` names it in errors. Every initializer (and
-/// Constant node value) must hold exactly the data its dims and type claim, inside the file:
-/// passes read tensors by their dims, so a claim the bytes do not back is refused here, before
-/// any work, instead of being passed through or read past.
+/// Decodes the bytes of the ONNX model file `path`, which names it in errors. Every initializer
+/// (and Constant node value) must hold exactly the data its dims and type claim: passes read
+/// tensors by their dims, so a claim the bytes do not back is refused here, before any work,
+/// instead of being passed through or read past. Initializers stored as external data are read
+/// into the model from files inside `path`'s folder (see [`decode_model_with_data`]).
 pub fn decode_model(bytes: &[u8], path: &Path) -> Result<pb::ModelProto, EmitError> {
+    decode_model_with_data(bytes, path).map(|(model, _)| model)
+}
+
+/// [`decode_model`], also returning the external data files it read (canonical paths, in order
+/// of first use; empty for a self-contained model). The model returned holds their bytes inline,
+/// so that engines given its encoding need no files beside it.
+pub fn decode_model_with_data(bytes: &[u8], path: &Path) -> Result<(pb::ModelProto, Vec<PathBuf>), EmitError> {
     let invalid = |message: String| EmitError::InvalidModel { path: path.to_owned(), message };
-    let model = pb::ModelProto::decode(bytes).map_err(|e| invalid(e.to_string()))?;
-    let Some(graph) = model.graph.as_ref() else {
+    let mut model = pb::ModelProto::decode(bytes).map_err(|e| invalid(e.to_string()))?;
+    let Some(graph) = model.graph.as_mut() else {
         return Err(invalid("no graph".into()));
     };
+    let model_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let data_files = external::inline(&mut graph.initializer, model_dir).map_err(invalid)?;
     let constants = graph.node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()));
     for tensor in graph.initializer.iter().chain(constants) {
         check_tensor_data(tensor).map_err(|message| invalid(format!("tensor `{}`: {message}", tensor.name)))?;
     }
     check_graph(&model).map_err(invalid)?;
     types::check_types(&model).map_err(invalid)?;
-    Ok(model)
+    Ok((model, data_files))
 }
 
 /// ONNX opsets (default domain) of the graphs qaforge reads: per-axis QuantizeLinear needs 13; 21
@@ -170,8 +184,9 @@ fn element_size(data_type: i32) -> Option<usize> {
 /// Whether a tensor's stored data matches its dims and type (element counts overflow-checked).
 fn check_tensor_data(t: &pb::TensorProto) -> Result<(), String> {
     use pb::tensor_proto::DataType as T;
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) || !t.external_data.is_empty() {
-        return Err("its data is stored outside the model file (external data is not supported: save the model with its weights inside)".into());
+    if external::is_external(t) {
+        // Initializers' external data is inlined before this check; a Constant's value is not.
+        return Err("a Constant node's value is stored outside the model file; only initializers may use external data".into());
     }
     let count = t.dims.iter().try_fold(1u64, |acc, &d| u64::try_from(d).ok().and_then(|d| acc.checked_mul(d)));
     let count = count.ok_or_else(|| format!("dims {:?} are negative or their product overflows", t.dims))?;
@@ -275,7 +290,8 @@ mod tests {
             external_data: vec![pb::StringStringEntryProto { key: "location".into(), value: "../../etc/passwd".into() }],
             ..tensor(&[4], T::Float)
         };
-        assert!(decode(external).unwrap_err().contains("external data is not supported"));
+        let err = decode(external).unwrap_err();
+        assert!(err.contains("m.onnx") && err.contains("tensor `w`") && err.contains("outside the model's folder"), "{err}");
         assert!(decode(pb::TensorProto { raw_data: vec![0; 7], ..tensor(&[2], T::Float) }).unwrap_err().contains("whole number"));
     }
 }
