@@ -138,7 +138,8 @@ fn infer(artifact: &Path, engine_name: &str, n: usize, runs: usize) -> anyhow::R
     let model = qaforge_onnx::decode_model(&bytes, artifact)?;
     let choice = if engine_name == "tract" { qaforge_verify::EngineChoice::Tract } else { qaforge_verify::EngineChoice::OnnxRuntime { library: PathBuf::from(engine_name) } };
     let t = Instant::now();
-    let engine = qaforge_verify::load_engine(&choice, &model, &bytes, artifact, cores)?;
+    let layout = qaforge_verify::check_inputs(&model, artifact, None)?;
+    let engine = qaforge_verify::load_engine(&choice, &model, &bytes, artifact, cores, layout)?;
     let load_s = t.elapsed().as_secs_f64();
     let features = spread(Features::load(Path::new("golden/squad"))?, n);
     let mean_length = (0..features.count).map(|i| features.length(i)).sum::<usize>() as f64 / features.count as f64;

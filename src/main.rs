@@ -96,6 +96,17 @@ enum Command {
         /// batch is held at once, about 1.8 GB per thread at 8 for full-size MobileBERT).
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
+        /// The graph's inputs for token ids, attention mask and token types (the last for models
+        /// that take them), comma-separated, when its input names are not the usual ones.
+        #[arg(long, value_delimiter = ',')]
+        input_names: Option<Vec<String>>,
+        /// The engine int8-static calibration runs the float graph in: tract (built in), or ort
+        /// (ONNX Runtime) for graphs tract cannot run (needs `--features ort` and libonnxruntime).
+        #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
+        calibration_engine: EngineArg,
+        /// libonnxruntime for `--calibration-engine ort` (default: $ORT_DYLIB_PATH).
+        #[arg(long, env = "ORT_DYLIB_PATH")]
+        ort_library: Option<PathBuf>,
     },
     /// Answer one question with an artifact: prints the answer span (or that there is none) and its score.
     Answer {
@@ -110,6 +121,10 @@ enum Command {
         /// The context paragraph.
         #[arg(long)]
         context: String,
+        /// The graph's inputs for token ids, attention mask and token types (the last for models
+        /// that take them), comma-separated, when its input names are not the usual ones.
+        #[arg(long, value_delimiter = ',')]
+        input_names: Option<Vec<String>>,
     },
     /// Merge the partial reports of `verify --shard K/N` (all N shards) into the report one
     /// unsharded run gives, with its verdict and exit code.
@@ -189,6 +204,10 @@ enum Command {
         /// the bundle's.
         #[arg(long)]
         allow_other_checkpoint: bool,
+        /// The graph's inputs for token ids, attention mask and token types (the last for models
+        /// that take them), comma-separated, when its input names are not the usual ones.
+        #[arg(long, value_delimiter = ',')]
+        input_names: Option<Vec<String>>,
         /// Largest tolerated |Δ| between the artifact's logits and the reference (default: 1e-4 for fp32).
         #[arg(long)]
         max_abs_diff: Option<f64>,
@@ -285,7 +304,7 @@ fn main() -> ExitCode {
         Command::Convert { model_dir, output, opset, allow_non_finite } => {
             convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite })
         }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size } => (|| {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, input_names, calibration_engine, ort_library } => (|| {
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -311,22 +330,24 @@ fn main() -> ExitCode {
                 },
                 batch_size,
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                input_names,
+                calibration_engine: engine_choice(calibration_engine, ort_library)?,
             };
             let search = max_f1_drop.map(|drop| Search { max_f1_drop: drop, golden, held_back });
             quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples, search)
         })(),
         Command::Table { reports } => table(&reports),
-        Command::Answer { artifact, tokenizer, question, context } => answer(&artifact, &tokenizer, question, context),
+        Command::Answer { artifact, tokenizer, question, context, input_names } => answer(&artifact, &tokenizer, question, context, input_names.as_deref()),
         Command::Eval { data, predictions, out_file, na_prob_file, na_prob_thresh } => eval(&data, &predictions, out_file, na_prob_file, na_prob_thresh),
         Command::Golden { model_dir, data, output, limit, max_length, doc_stride, batch_size } => {
             golden(&model_dir, &data, &output, &qaforge_verify::BundleOptions { limit, max_length, doc_stride, batch_size })
         }
-        Command::Verify { artifact, golden, shard, allow_other_checkpoint, max_abs_diff, max_f1_drop, min_cosine, batch_size, report, engine, ort_library } => (|| {
+        Command::Verify { artifact, golden, shard, allow_other_checkpoint, input_names, max_abs_diff, max_f1_drop, min_cosine, batch_size, report, engine, ort_library } => (|| {
             let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine };
             let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
             let engine = engine_choice(engine, ort_library)?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let run = qaforge_verify::RunOptions { engine, batch_size, cores, shard, allow_other_checkpoint };
+            let run = qaforge_verify::RunOptions { engine, batch_size, cores, shard, allow_other_checkpoint, input_names };
             verify(&artifact, &golden, overrides, &run, report)
         })(),
         Command::Merge { reports, golden, report } => merge(&reports, golden.as_deref(), report),
@@ -448,7 +469,7 @@ fn quantize(
             let (data, held) = qaforge_quantize::sensitivity::held_back(squad, all, calibration_count, held_back)
                 .with_context(|| format!("--calibration has no questions left after the {calibration_count} calibration features to hold back for the label-free search"))?;
             println!("label-free search on {} held-back questions ({} features): F1 against the float artifact's own predictions", data.examples.len(), held.count);
-            let (pseudo, reference_f1) = qaforge_quantize::sensitivity::label_free(&model, &data, &held, options.threads)?;
+            let (pseudo, reference_f1) = qaforge_quantize::sensitivity::label_free(&model, &data, &held, options)?;
             let slice = qaforge_quantize::sensitivity::EvaluationSlice { data: &pseudo, features: &held, reference_f1 };
             let (m, s, log) = search_on(&slice, max_f1_drop)?;
             (m, s, Some(log))
@@ -497,7 +518,7 @@ fn quantize(
     Ok(())
 }
 
-fn answer(artifact: &std::path::Path, tokenizer: &std::path::Path, question: String, context: String) -> anyhow::Result<()> {
+fn answer(artifact: &std::path::Path, tokenizer: &std::path::Path, question: String, context: String, input_names: Option<&[String]>) -> anyhow::Result<()> {
     anyhow::ensure!(!context.trim().is_empty(), "the context is empty");
     let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
     let example = qaforge_squad::Example { id: "question".into(), title: String::new(), question, context, answers: vec![] };
@@ -505,8 +526,9 @@ fn answer(artifact: &std::path::Path, tokenizer: &std::path::Path, question: Str
     // Decoded by qaforge first, so that a hostile file is refused with its problem named before
     // tract reads tensors by their claimed dims.
     let model = qaforge_onnx::read_model(artifact)?;
-    qaforge_verify::check_token_ids(&model, &features, artifact)?;
-    let session = qaforge_verify::TractSession::from_proto(&model, &artifact.display().to_string())?;
+    let layout = qaforge_verify::check_inputs(&model, artifact, input_names)?;
+    qaforge_verify::check_token_ids(&model, &layout, &features, artifact)?;
+    let session = qaforge_verify::TractSession::with_layout(&model, &artifact.display().to_string(), layout)?;
     let logits = session.run_features(&features, 8, 1, &|_| {})?;
     let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1, paragraphs: 1 };
     let options = qaforge_squad::PostprocessOptions::default();
@@ -557,7 +579,7 @@ fn engine_choice(engine: EngineArg, ort_library: Option<PathBuf>) -> anyhow::Res
         EngineArg::Tract => qaforge_verify::EngineChoice::Tract,
         EngineArg::Ort => {
             anyhow::ensure!(cfg!(feature = "ort"), "this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`");
-            let library = ort_library.context("--engine ort needs libonnxruntime: pass --ort-library or set ORT_DYLIB_PATH")?;
+            let library = ort_library.context("ONNX Runtime needs libonnxruntime: pass --ort-library or set ORT_DYLIB_PATH")?;
             anyhow::ensure!(library.is_file(), "{}: no such file (libonnxruntime for --engine ort)", library.display());
             qaforge_verify::EngineChoice::OnnxRuntime { library }
         }

@@ -143,7 +143,7 @@ fn verify_with_onnx_runtime_explains_what_it_needs() {
 /// position: verify refuses it naming the order, and an artifact whose inputs have other names
 /// (in the same order) verifies by position.
 #[test]
-fn verify_checks_the_input_order_it_feeds_by_position() {
+fn verify_maps_inputs_by_name_whatever_their_order() {
     let dir = tempfile::tempdir().unwrap();
     let artifact = convert("mobilebert-tiny", dir.path());
     let golden_tiny = golden().join("mobilebert-tiny");
@@ -153,11 +153,11 @@ fn verify_checks_the_input_order_it_feeds_by_position() {
     let swapped = dir.path().join("swapped.onnx");
     std::fs::write(&swapped, qaforge_onnx::encode(&model)).unwrap();
     let run = qaforge(&["verify", swapped.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap()]);
-    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
-    assert!(text(&run).contains("in the order input_ids, token_type_ids, attention_mask"), "{}", text(&run));
+    assert!(run.status.success(), "inputs are fed by their names: {}", text(&run));
 
     let mut model = qaforge_onnx::read_model(&artifact).unwrap();
     let graph = model.graph.as_mut().unwrap();
+    // Names that do not say the role are taken by position.
     for (from, to) in [("input_ids", "ids"), ("attention_mask", "mask"), ("token_type_ids", "segments")] {
         for n in graph.node.iter_mut() {
             for i in n.input.iter_mut().filter(|i| *i == from) {

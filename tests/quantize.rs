@@ -306,3 +306,97 @@ fn defaults_find_the_qa_head_and_embedding_path_by_structure_not_names() {
         assert_eq!(count(&a, op), count(&b, op), "{op}: the same decisions with and without our names");
     }
 }
+
+/// Rewrites `model` as a user's export might store it: every initializer over 1 KiB moved into
+/// `data_file` (beside the model), the rest inline.
+fn with_external_data(model: &mut qaforge_onnx::pb::ModelProto, data_file: &Path) {
+    use qaforge_onnx::pb::{tensor_proto::DataLocation, StringStringEntryProto};
+    let mut data = Vec::new();
+    for tensor in &mut model.graph.as_mut().unwrap().initializer {
+        if tensor.raw_data.len() > 1024 {
+            let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
+            let location = data_file.file_name().unwrap().to_string_lossy().into_owned();
+            tensor.external_data = vec![entry("location", location), entry("offset", data.len().to_string()), entry("length", tensor.raw_data.len().to_string())];
+            tensor.data_location = Some(DataLocation::External as i32);
+            data.append(&mut tensor.raw_data);
+        }
+    }
+    std::fs::write(data_file, data).unwrap();
+}
+
+#[test]
+fn external_data_beside_the_model_is_read_and_quantized_artifacts_hold_it_inline() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let user = dir.path().join("user");
+    std::fs::create_dir(&user).unwrap();
+    let mut model = qaforge_onnx::read_model(&fp32).unwrap();
+    with_external_data(&mut model, &user.join("model.onnx.data"));
+    let exported = user.join("model.onnx");
+    std::fs::write(&exported, qaforge_onnx::encode(&model)).unwrap();
+    assert!(std::fs::metadata(&exported).unwrap().len() < 100_000, "the weights are outside the model file");
+
+    let (output, report) = verify_report(&exported, "mobilebert-tiny");
+    assert!(output.status.success(), "{}", text(&output));
+    let notes = report["provenance"].to_string();
+    assert!(notes.contains("external data") && notes.contains("model.onnx.data"), "the report names the data file: {notes}");
+
+    let int8 = dir.path().join("int8.onnx");
+    let output = quantize(&exported, &int8, "mobilebert-tiny", &["--precision", "int8-dynamic"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let (output, report) = verify_report(&int8, "mobilebert-tiny");
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!report["provenance"].to_string().contains("external data"), "qaforge's artifacts are self-contained");
+
+    // Without its data file the model is refused, naming the file it needs.
+    let alone = dir.path().join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    std::fs::copy(&exported, alone.join("model.onnx")).unwrap();
+    let output = qaforge(&["verify", alone.join("model.onnx").to_str().unwrap(), "--golden", golden().join("mobilebert-tiny").to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("model.onnx.data"), "{}", text(&output));
+}
+
+#[test]
+fn inputs_under_other_names_are_mapped_by_name_or_by_input_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("bert-tiny", dir.path());
+    let mut model = qaforge_onnx::read_model(&fp32).unwrap();
+    // As a TensorFlow export names them, in another order.
+    let graph = model.graph.as_mut().unwrap();
+    let renamed = |model: &mut qaforge_onnx::pb::ModelProto, names: [(&str, &str); 3], order: [usize; 3]| {
+        let graph = model.graph.as_mut().unwrap();
+        for (old, new) in names {
+            graph.input.iter_mut().filter(|i| i.name == old).for_each(|i| i.name = new.into());
+            graph.node.iter_mut().flat_map(|n| n.input.iter_mut()).filter(|i| *i == old).for_each(|i| *i = new.into());
+        }
+        let inputs = graph.input.clone();
+        graph.input = order.iter().map(|&i| inputs[i].clone()).collect();
+    };
+    assert_eq!(graph.input.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["input_ids", "attention_mask", "token_type_ids"]);
+    let mut tensorflow = model.clone();
+    renamed(&mut tensorflow, [("input_ids", "input_ids:0"), ("attention_mask", "input_mask"), ("token_type_ids", "segment_ids")], [2, 0, 1]);
+    let tensorflow_path = dir.path().join("tensorflow-names.onnx");
+    std::fs::write(&tensorflow_path, qaforge_onnx::encode(&tensorflow)).unwrap();
+    let (output, _) = verify_report(&tensorflow_path, "bert-tiny");
+    assert!(output.status.success(), "names exporters give are mapped whatever their order: {}", text(&output));
+
+    renamed(&mut model, [("input_ids", "tokens"), ("attention_mask", "visible"), ("token_type_ids", "segments")], [2, 0, 1]);
+    let own = dir.path().join("own-names.onnx");
+    std::fs::write(&own, qaforge_onnx::encode(&model)).unwrap();
+    let golden_dir = golden().join("bert-tiny");
+    let output = qaforge(&["verify", own.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("inputs taken by position (segments = token ids, tokens = attention mask, visible = token types)") && text(&output).contains("--input-names"), "{}", text(&output));
+    let names = ["--input-names", "tokens,visible,segments"];
+    let output = qaforge(&[&["verify", own.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()][..], &names].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    let int8 = dir.path().join("own-names.int8-static.onnx");
+    let output = quantize(&own, &int8, "bert-tiny", &[&["--precision", "int8-static"][..], &names].concat());
+    assert!(output.status.success(), "calibration feeds the named inputs: {}", text(&output));
+    let output = qaforge(&[&["verify", int8.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()][..], &names].concat());
+    assert!(output.status.success(), "{}", text(&output));
+    let output = qaforge(&["verify", own.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap(), "--input-names", "tokens,mask,segments"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output).contains("names `mask`, which is not an input of the graph; the graph's inputs are segments, tokens, visible"), "{}", text(&output));
+}

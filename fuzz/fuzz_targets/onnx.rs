@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
             method: CalibrationMethod::MinMax,
             batch_size: 1,
             threads: 1,
+            input_names: None,
+            calibration_engine: qaforge_quantize::EngineChoice::Tract,
         };
         let _ = qaforge_quantize::quantize(&model, &options, None, "fuzz", &|_| {});
     }

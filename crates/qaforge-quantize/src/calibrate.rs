@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use qaforge_runtime::{Engine, TractSession};
+use std::path::Path;
+
+use qaforge_runtime::{Engine, EngineChoice};
 use qaforge_squad::Features;
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, TypeProto, ValueInfoProto};
 
@@ -97,7 +99,7 @@ fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
 /// extra output (outputs after start/end logits) of every batch. Batches run on `threads` threads,
 /// each folding into its own accumulator; the accumulators come back in thread order.
 fn sweep<A: Send>(
-    session: &TractSession,
+    session: &dyn Engine,
     features: &Features,
     batch_size: usize,
     threads: usize,
@@ -137,11 +139,10 @@ pub fn calibrate(
     model: &ModelProto,
     tensors: &[String],
     features: &Features,
-    method: CalibrationMethod,
-    batch_size: usize,
-    threads: usize,
+    options: &crate::QuantizeOptions,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<BTreeMap<String, ActivationRange>, QuantizeError> {
+    let (method, batch_size, threads) = (options.method, options.batch_size, options.threads);
     if features.count == 0 {
         return Err(QuantizeError::Calibration("no calibration features".into()));
     }
@@ -150,10 +151,32 @@ pub fn calibrate(
             return Err(QuantizeError::Calibration(format!("percentile {p} is outside 50..=100")));
         }
     }
-    let session = TractSession::from_proto(&with_outputs(model, tensors), "calibration graph")?;
+    let graph = with_outputs(model, tensors);
+    let label = "calibration graph";
+    // tract's errors name the node it could not analyse or evaluate; the way around it is
+    // ONNX Runtime, where this build has it.
+    let tract_hint = |e: QuantizeError| match e {
+        QuantizeError::Runtime(e) if options.calibration_engine == EngineChoice::Tract => QuantizeError::Calibration(format!(
+            "tract cannot run the float graph: {e}; {}",
+            if cfg!(feature = "ort") {
+                "calibrate in ONNX Runtime instead: --calibration-engine ort --ort-library <libonnxruntime>"
+            } else {
+                "a qaforge built with `--features ort` can calibrate in ONNX Runtime instead (--calibration-engine ort)"
+            }
+        )),
+        e => e,
+    };
+    let session: Box<dyn Engine> = match &options.calibration_engine {
+        EngineChoice::Tract => Box::new(crate::tract_session(&graph, label, options).map_err(tract_hint)?),
+        engine => {
+            let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
+            qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), threads, layout)?
+        }
+    };
+    let (session, threads) = (session.as_ref(), session.preferred_threads(threads));
     let n = tensors.len();
     let minmax = sweep(
-        &session,
+        session,
         features,
         batch_size,
         threads,
@@ -165,7 +188,8 @@ pub fn calibrate(
             }
         },
         progress,
-    )?;
+    )
+    .map_err(tract_hint)?;
     let mut stats: Vec<Stats> = vec![Stats { min: f32::INFINITY, max: f32::NEG_INFINITY, histogram: vec![] }; n];
     for acc in &minmax {
         for (s, &(lo, hi)) in stats.iter_mut().zip(acc) {
@@ -181,7 +205,7 @@ pub fn calibrate(
     if method != CalibrationMethod::MinMax {
         let limits: Vec<f32> = stats.iter().map(|s| s.min.abs().max(s.max.abs())).collect();
         let histograms = sweep(
-            &session,
+            session,
             features,
             batch_size,
             threads,

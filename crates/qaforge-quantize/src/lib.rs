@@ -21,6 +21,8 @@ use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
 pub use calibrate::{ActivationRange, CalibrationMethod};
 pub use int8::{WeightOptions, WeightStorage};
+/// The engines calibration can run in (see [`QuantizeOptions::calibration_engine`]).
+pub use qaforge_runtime::EngineChoice;
 
 /// Errors of quantization.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,19 @@ pub struct QuantizeOptions {
     pub batch_size: usize,
     /// Threads running calibration batches.
     pub threads: usize,
+    /// The graph's inputs for token ids, attention mask and token types, when its names do not
+    /// say (`--input-names`): how calibration and the sensitivity search feed it.
+    pub input_names: Option<Vec<String>>,
+    /// The engine int8-static calibration runs the float graph in: tract, or ONNX Runtime for
+    /// graphs tract cannot run (recorded in the artifact's provenance).
+    pub calibration_engine: qaforge_runtime::EngineChoice,
+}
+
+/// A tract session for `model` (the input graph or one derived from it: passes keep its inputs),
+/// its inputs fed as `options.input_names` or their names and positions say.
+pub(crate) fn tract_session(model: &ModelProto, label: &str, options: &QuantizeOptions) -> Result<qaforge_runtime::TractSession, QuantizeError> {
+    let layout = qaforge_runtime::check_inputs(model, std::path::Path::new(label), options.input_names.as_deref())?;
+    Ok(qaforge_runtime::TractSession::with_layout(model, label, layout)?)
 }
 
 /// What quantization did, for the summary and the report.
@@ -187,9 +202,11 @@ pub fn calibrated_ranges(
         return Ok(None);
     }
     let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
-    qaforge_runtime::check_token_ids(model, features, std::path::Path::new("the model being quantized"))?;
+    let label = std::path::Path::new("the model being quantized");
+    let layout = qaforge_runtime::check_inputs(model, label, options.input_names.as_deref())?;
+    qaforge_runtime::check_token_ids(model, &layout, features, label)?;
     let tensors = calibration_tensors(model, &options.exclude, options.int8_qa_head)?;
-    let ranges = calibrate::calibrate(model, &tensors, features, options.method, options.batch_size, options.threads, progress)?;
+    let ranges = calibrate::calibrate(model, &tensors, features, options, progress)?;
     Ok(Some((ranges, features.count)))
 }
 
@@ -249,6 +266,11 @@ pub fn apply(
     if options.precision == Precision::Int8Static {
         metadata.push(("qaforge.quantize.method".into(), options.method.to_string()));
         metadata.push(("qaforge.quantize.samples".into(), summary.calibration_features.to_string()));
+        let engine = match &options.calibration_engine {
+            qaforge_runtime::EngineChoice::Tract => "tract",
+            qaforge_runtime::EngineChoice::OnnxRuntime { .. } => "onnxruntime",
+        };
+        metadata.push(("qaforge.quantize.calibration_engine".into(), engine.into()));
     }
     out.metadata_props = metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
     Ok((out, summary))

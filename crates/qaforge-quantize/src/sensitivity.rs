@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use qaforge_runtime::{Engine, TractSession};
+use qaforge_runtime::Engine;
 use qaforge_squad::{evaluate, predict_all, Features, PostprocessOptions, SquadFile};
 use tract_onnx::pb::ModelProto;
 
@@ -28,9 +28,9 @@ pub struct EvaluationSlice<'a> {
 /// is its disagreement with the float graph in F1 points, and no gold labels are needed. Returns
 /// the pseudo-labelled data and the float graph's F1 on it (100 by construction, computed as
 /// [`f1_of`] computes it).
-pub fn label_free(model: &ModelProto, data: &SquadFile, features: &Features, threads: usize) -> Result<(SquadFile, f64), QuantizeError> {
-    let session = TractSession::from_proto(model, "float graph")?;
-    let logits = session.run_features(features, 8, threads, &|_| {})?;
+pub fn label_free(model: &ModelProto, data: &SquadFile, features: &Features, options: &QuantizeOptions) -> Result<(SquadFile, f64), QuantizeError> {
+    let session = crate::tract_session(model, "float graph", options)?;
+    let logits = session.run_features(features, 8, options.threads, &|_| {})?;
     let predictions = predict_all(data, features, &logits.start, &logits.end, &PostprocessOptions::default(), true);
     let mut pseudo = data.clone();
     for example in &mut pseudo.examples {
@@ -76,9 +76,9 @@ pub struct SearchLog {
 }
 
 /// F1 (real tokens only, as verify scores) of a graph on a slice, with its logits.
-pub fn f1_of(model: &ModelProto, slice: &EvaluationSlice<'_>, threads: usize) -> Result<(f64, qaforge_runtime::Logits), QuantizeError> {
-    let session = TractSession::from_proto(model, "candidate graph")?;
-    let logits = session.run_features(slice.features, 8, threads, &|_| {})?;
+pub fn f1_of(model: &ModelProto, slice: &EvaluationSlice<'_>, options: &QuantizeOptions) -> Result<(f64, qaforge_runtime::Logits), QuantizeError> {
+    let session = crate::tract_session(model, "candidate graph", options)?;
+    let logits = session.run_features(slice.features, 8, options.threads, &|_| {})?;
     let predictions: BTreeMap<String, String> =
         predict_all(slice.data, slice.features, &logits.start, &logits.end, &PostprocessOptions::default(), true).into_iter().map(|(k, p)| (k, p.text)).collect();
     Ok((evaluate(slice.data, &predictions).f1, logits))
@@ -147,9 +147,9 @@ pub fn search(
         o
     };
     let mut kept: Vec<String> = Vec::new();
-    let (_, float_eval) = f1_of(model, slice, options.threads)?;
+    let (_, float_eval) = f1_of(model, slice, options)?;
     let measure = |candidate: &ModelProto| -> Result<(f64, f64), QuantizeError> {
-        let (f1, logits) = f1_of(candidate, slice, options.threads)?;
+        let (f1, logits) = f1_of(candidate, slice, options)?;
         Ok((slice.reference_f1 - f1, cosine(&logits, &float_eval, slice.features)))
     };
     let (mut best, mut summary) = apply(model, options, ranges, input_sha256)?;
@@ -162,7 +162,7 @@ pub fn search(
     // Rank groups by the logit error of quantizing each alone, on (at most 32) calibration
     // features, or on the evaluation features when there are no calibration features (dynamic, fp16).
     let probe = calibration.cloned().unwrap_or_else(|| slice.features.clone()).truncated(32);
-    let float_logits = TractSession::from_proto(model, "float graph")?.run_features(&probe, 8, options.threads, &|_| {})?;
+    let float_logits = crate::tract_session(model, "float graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
     let mut groups: Vec<String> = Vec::new();
     for (i, decision) in int8::weight_matmuls(graph, &options.exclude, options.int8_qa_head) {
         let g = group_of(&graph.node[i].name);
@@ -181,7 +181,7 @@ pub fn search(
     for g in &groups {
         let others: Vec<String> = groups.iter().filter(|o| *o != g).cloned().collect();
         let (candidate, _) = apply(model, &with_groups(&others), ranges, input_sha256)?;
-        let logits = TractSession::from_proto(&candidate, "candidate graph")?.run_features(&probe, 8, options.threads, &|_| {})?;
+        let logits = crate::tract_session(&candidate, "candidate graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
         log.sensitivity.push((g.clone(), logit_mse(&logits, &float_logits, &probe)));
     }
     log.sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

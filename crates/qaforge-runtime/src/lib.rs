@@ -165,42 +165,124 @@ pub enum EngineChoice {
     },
 }
 
-/// The inputs engines feed, by position, in this order; graphs of models without token types
-/// (DistilBERT, RoBERTa) take the first two.
+/// The inputs engines feed, in this order where a graph's names say nothing; graphs of models
+/// without token types (DistilBERT, RoBERTa) take the first two.
 pub const INPUT_NAMES: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
 
-/// Which of [`INPUT_NAMES`] a graph takes.
+/// What one graph input is fed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputLayout {
-    /// input_ids, attention_mask, token_type_ids.
-    WithTokenTypes,
-    /// input_ids, attention_mask.
-    WithoutTokenTypes,
+pub enum InputRole {
+    /// Token ids.
+    Ids,
+    /// The attention mask (1 for real tokens).
+    Mask,
+    /// Token type (segment) ids.
+    Types,
+}
+
+impl InputRole {
+    const ALL: [InputRole; 3] = [InputRole::Ids, InputRole::Mask, InputRole::Types];
+
+    /// The names exporters give this input: transformers' (torch.onnx.export, optimum), with
+    /// the `:0` suffix tf2onnx adds, and the original BERT's TensorFlow names.
+    fn aliases(self) -> &'static [&'static str] {
+        match self {
+            InputRole::Ids => &["input_ids", "input_ids:0", "input_word_ids", "ids"],
+            InputRole::Mask => &["attention_mask", "attention_mask:0", "input_mask", "mask"],
+            InputRole::Types => &["token_type_ids", "token_type_ids:0", "input_type_ids", "segment_ids"],
+        }
+    }
+
+    fn of_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.aliases().iter().any(|a| a.eq_ignore_ascii_case(name)))
+    }
+}
+
+/// One graph input: what it is fed, and whether as int32 (else int64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FedInput {
+    /// Its name in the graph.
+    pub name: String,
+    /// What it is fed.
+    pub role: InputRole,
+    /// Whether the graph takes it as int32.
+    pub int32: bool,
+}
+
+/// The values of one graph input, in the type it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// int64 values.
+    I64(Vec<i64>),
+    /// int32 values.
+    I32(Vec<i32>),
+}
+
+/// How a graph's inputs are fed, in graph order: built by [`check_inputs`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputLayout {
+    inputs: Vec<FedInput>,
+    /// Whether the roles were taken from the inputs' positions (their names said nothing).
+    by_position: bool,
 }
 
 impl InputLayout {
-    /// The layout of a graph with `count` inputs, if engines can feed it.
+    /// The standard layout of `count` int64 inputs ([`INPUT_NAMES`] in order), if engines can feed it.
     pub fn of_count(count: usize) -> Option<Self> {
-        match count {
-            3 => Some(InputLayout::WithTokenTypes),
-            2 => Some(InputLayout::WithoutTokenTypes),
-            _ => None,
+        let inputs = InputRole::ALL[..count.min(3)].iter().zip(INPUT_NAMES).map(|(&role, name)| FedInput { name: name.into(), role, int32: false }).collect();
+        matches!(count, 2 | 3).then_some(InputLayout { inputs, by_position: false })
+    }
+
+    /// The name of the input fed `role`, if the graph takes it.
+    pub fn input_of(&self, role: InputRole) -> Option<&str> {
+        self.inputs.iter().find(|i| i.role == role).map(|i| i.name.as_str())
+    }
+
+    /// How the inputs were mapped, for error messages about what they were fed.
+    pub fn describe(&self) -> String {
+        let role = |r: InputRole| match r {
+            InputRole::Ids => "token ids",
+            InputRole::Mask => "attention mask",
+            InputRole::Types => "token types",
+        };
+        let fed = self.inputs.iter().map(|i| format!("{} = {}", i.name, role(i.role))).collect::<Vec<_>>().join(", ");
+        if self.by_position {
+            format!("inputs taken by position ({fed}): if that is not their order, say it with --input-names")
+        } else {
+            format!("inputs {fed}")
         }
     }
 
-    /// The inputs of one batch in feed order: `types` is dropped where the graph takes none.
-    pub fn feeds(self, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Vec<Vec<i64>> {
-        match self {
-            InputLayout::WithTokenTypes => vec![ids, mask, types],
-            InputLayout::WithoutTokenTypes => vec![ids, mask],
-        }
+    /// The graph's inputs in order.
+    pub fn inputs(&self) -> &[FedInput] {
+        &self.inputs
+    }
+
+    /// The inputs of one batch in graph order; token ids never exceed int32 (vocabularies are far
+    /// smaller), so int32 inputs take them as they are.
+    pub fn feeds(&self, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Vec<Feed> {
+        let mut values = [Some(ids), Some(mask), Some(types)];
+        self.inputs
+            .iter()
+            .map(|input| {
+                let slot = &mut values[input.role as usize];
+                let v = slot.take().unwrap_or_default();
+                if input.int32 {
+                    Feed::I32(v.into_iter().map(|x| x as i32).collect())
+                } else {
+                    Feed::I64(v)
+                }
+            })
+            .collect()
     }
 }
 
-/// Checks that `model` takes what the engines feed it: two or three integer inputs, fed by
-/// position as [`INPUT_NAMES`]. Inputs under other names are taken by position; a standard name
-/// at another position would be fed the wrong tensor, so it is refused with the order found.
-pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<InputLayout, RuntimeError> {
+/// Works out how to feed `model`'s inputs: by the names `input_names` gives (token ids, attention
+/// mask, token types, in that order), else by the graph's own names where each is a name
+/// exporters give one of the three, else by position as [`INPUT_NAMES`] where no known name sits
+/// at another role's position. Inputs must be int64 or
+/// int32 tensors; anything that cannot be mapped is an error naming the inputs found.
+pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path, input_names: Option<&[String]>) -> Result<InputLayout, RuntimeError> {
     use tract_onnx::pb::{tensor_proto::DataType, type_proto::Value};
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
     let Some(graph) = model.graph.as_ref() else { return Err(error("no graph".into())) };
@@ -208,42 +290,69 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path) -> Result<
     let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-    let Some(layout) = InputLayout::of_count(inputs.len()) else {
-        return Err(error(format!(
-            "the graph has {} input(s) ({}); qaforge feeds 3 by position: {} (or the first two, for models without token types)",
-            inputs.len(),
-            names.join(", "),
-            INPUT_NAMES.join(", ")
-        )));
+    let found = || format!("the graph's inputs are {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+    let mut by_position = false;
+    let roles: Vec<InputRole> = match input_names {
+        Some(given) => {
+            if !(2..=3).contains(&given.len()) {
+                return Err(error(format!("--input-names takes 2 or 3 names (token ids, attention mask[, token types]), {} given", given.len())));
+            }
+            if let Some(unknown) = given.iter().find(|g| !names.contains(&g.as_str())) {
+                return Err(error(format!("--input-names names `{unknown}`, which is not an input of the graph; {}", found())));
+            }
+            if given.len() != names.len() || names.iter().any(|n| given.iter().filter(|g| g.as_str() == *n).count() != 1) {
+                return Err(error(format!("--input-names must name every input of the graph once; {}", found())));
+            }
+            names.iter().map(|n| InputRole::ALL[given.iter().position(|g| g.as_str() == *n).unwrap_or(0)]).collect()
+        }
+        None => {
+            let by_name: Vec<Option<InputRole>> = names.iter().map(|n| InputRole::of_name(n)).collect();
+            let distinct = |roles: &[InputRole]| roles.iter().enumerate().all(|(i, r)| !roles[..i].contains(r));
+            let named: Option<Vec<InputRole>> = by_name.iter().copied().collect();
+            match named {
+                Some(roles) if distinct(&roles) && roles.contains(&InputRole::Ids) && roles.contains(&InputRole::Mask) && roles.len() <= 3 => roles,
+                // By position, where no name says otherwise (names exporters give for one role
+                // at another role's position are a sign the order is not the usual one).
+                _ if matches!(names.len(), 2 | 3) && by_name.iter().zip(InputRole::ALL).all(|(named, at)| named.is_none_or(|r| r == at)) => {
+                    by_position = true;
+                    InputRole::ALL[..names.len()].to_vec()
+                }
+                _ => {
+                    return Err(error(format!(
+                        "cannot tell which input is which: {}; qaforge feeds token ids, an attention mask and token types (or the first two), \
+                         by the names {} or by position; say which is which with --input-names IDS,MASK[,TYPES]",
+                        found(),
+                        INPUT_NAMES.join(", ")
+                    )))
+                }
+            }
+        }
     };
-    for input in &inputs {
+    let mut layout = Vec::new();
+    for (input, role) in inputs.iter().zip(roles) {
         let element = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
             Some(Value::TensorType(t)) => t.elem_type,
             _ => DataType::Undefined as i32,
         };
-        if ![DataType::Int64 as i32, DataType::Int32 as i32].contains(&element) {
-            return Err(error(format!("input `{}` is not an integer tensor (element type {element}); qaforge feeds token ids and masks", input.name)));
-        }
+        let int32 = match element {
+            e if e == DataType::Int64 as i32 => false,
+            e if e == DataType::Int32 as i32 => true,
+            _ => return Err(error(format!("input `{}` is not an int64 or int32 tensor (element type {element}); qaforge feeds token ids and masks", input.name))),
+        };
+        layout.push(FedInput { name: input.name.clone(), role, int32 });
     }
-    let fed = &INPUT_NAMES[..names.len()];
-    if names.iter().zip(fed).any(|(name, want)| INPUT_NAMES.contains(name) && name != want) {
-        return Err(error(format!(
-            "the graph's inputs are in the order {}; qaforge feeds {} by position: re-export with the inputs in that order",
-            names.join(", "),
-            fed.join(", ")
-        )));
-    }
-    Ok(layout)
+    Ok(InputLayout { inputs: layout, by_position })
 }
 
-/// Checks that every token id of `features` indexes a row of the tables the graph looks
-/// `input_ids` up in (Gathers whose indices are the first input, whose data is an initializer,
-/// perhaps dequantized or cast first). A tokenizer that does not belong to the model gives ids
-/// past its vocabulary, which engines answer with garbage, an error or a panic; this names it.
-pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, features: &Features, label: &Path) -> Result<(), RuntimeError> {
+/// Checks that every token id of `features` indexes a row of the tables the graph looks its
+/// token-ids input (as `layout` maps it) up in: Gathers whose indices are that input, whose data
+/// is an initializer, perhaps dequantized or cast first. A tokenizer that does not belong to the
+/// model, or inputs fed in the wrong order, give ids past a table, which engines answer with
+/// garbage, an error or a panic; this names it.
+pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, layout: &InputLayout, features: &Features, label: &Path) -> Result<(), RuntimeError> {
     let Some(graph) = model.graph.as_ref() else { return Ok(()) };
     let initializers: std::collections::HashMap<&str, &tract_onnx::pb::TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-    let Some(ids) = graph.input.iter().map(|i| i.name.as_str()).find(|n| !initializers.contains_key(n)) else { return Ok(()) };
+    let Some(ids) = layout.input_of(InputRole::Ids) else { return Ok(()) };
     fn producer<'g>(graph: &'g tract_onnx::pb::GraphProto, tensor: &str) -> Option<&'g tract_onnx::pb::NodeProto> {
         graph.node.iter().find(|n| n.output.iter().any(|o| o == tensor))
     }
@@ -270,8 +379,9 @@ pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, features: &Features, 
             return Err(RuntimeError {
                 path: label.to_owned(),
                 message: format!(
-                    "token ids run from {smallest} to {largest}, but the table `{}` that `{ids}` indexes has {rows} rows: the tokenizer does not belong to this model",
-                    table.name
+                    "token ids run from {smallest} to {largest}, but the table `{}` that `{ids}` indexes has {rows} rows: the tokenizer does not belong to this model ({})",
+                    table.name,
+                    layout.describe()
                 ),
             });
         }
@@ -279,18 +389,16 @@ pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, features: &Features, 
     Ok(())
 }
 
-/// Loads `model` (the decoded `bytes` of `label`) into the chosen engine. `cores` sizes ONNX
-/// Runtime's intra-op thread pool.
-pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, bytes: &[u8], label: &Path, cores: usize) -> Result<Box<dyn Engine>, RuntimeError> {
+/// Loads `model` (the decoded `bytes` of `label`) into the chosen engine, its inputs fed as
+/// `layout` (from [`check_inputs`]) says. `cores` sizes ONNX Runtime's intra-op thread pool.
+pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, bytes: &[u8], label: &Path, cores: usize, layout: InputLayout) -> Result<Box<dyn Engine>, RuntimeError> {
     match choice {
-        // TractSession::from_proto checks the inputs itself (calibration and answer build one directly).
         EngineChoice::Tract => {
             let _ = (bytes, cores);
-            Ok(Box::new(TractSession::from_proto(model, &label.display().to_string())?))
+            Ok(Box::new(TractSession::with_layout(model, &label.display().to_string(), layout)?))
         }
         #[cfg(feature = "ort")]
         EngineChoice::OnnxRuntime { library } => {
-            let layout = check_inputs(model, label)?;
             Ok(Box::new(OrtSession::from_bytes(library, bytes, label, cores, layout)?))
         }
         #[cfg(not(feature = "ort"))]
@@ -316,20 +424,45 @@ mod tests {
     }
 
     #[test]
-    fn inputs_are_checked_before_feeding_them_by_position() {
-        let check = |inputs: &[(&str, DataType)]| check_inputs(&model(inputs), Path::new("m.onnx")).map_err(|e| e.to_string());
-        let i64 = DataType::Int64;
-        assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64), ("token_type_ids", i64)]), Ok(InputLayout::WithTokenTypes));
-        assert_eq!(check(&[("ids", i64), ("mask", i64), ("segments", DataType::Int32)]), Ok(InputLayout::WithTokenTypes), "other names go by position");
-        let err = check(&[("input_ids", i64), ("token_type_ids", i64), ("attention_mask", i64)]).unwrap_err();
-        assert!(err.contains("m.onnx") && err.contains("in the order input_ids, token_type_ids, attention_mask"), "{err}");
-        assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64)]), Ok(InputLayout::WithoutTokenTypes));
-        let err = check(&[("input_ids", i64), ("token_type_ids", i64)]).unwrap_err();
-        assert!(err.contains("qaforge feeds input_ids, attention_mask by position"), "{err}");
-        let err = check(&[("input_ids", i64)]).unwrap_err();
-        assert!(err.contains("1 input(s)"), "{err}");
-        let err = check(&[("input_ids", i64), ("attention_mask", i64), ("pixels", DataType::Float)]).unwrap_err();
-        assert!(err.contains("`pixels` is not an integer tensor"), "{err}");
+    fn inputs_are_mapped_by_name_or_position_before_feeding_them() {
+        let roles = |layout: InputLayout| layout.inputs().iter().map(|i| (i.role, i.int32)).collect::<Vec<_>>();
+        let check = |inputs: &[(&str, DataType)], names: Option<&[&str]>| {
+            let names: Option<Vec<String>> = names.map(|n| n.iter().map(|s| s.to_string()).collect());
+            check_inputs(&model(inputs), Path::new("m.onnx"), names.as_deref()).map(roles).map_err(|e| e.to_string())
+        };
+        let (i64, i32) = (DataType::Int64, DataType::Int32);
+        use InputRole::*;
+        assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64), ("token_type_ids", i64)], None), Ok(vec![(Ids, false), (Mask, false), (Types, false)]));
+        assert_eq!(check(&[("a", i64), ("b", i64), ("c", i32)], None), Ok(vec![(Ids, false), (Mask, false), (Types, true)]), "unknown names go by position");
+        assert_eq!(check(&[("input_ids", i64), ("token_type_ids", i64), ("attention_mask", i64)], None), Ok(vec![(Ids, false), (Types, false), (Mask, false)]), "known names in any order");
+        assert_eq!(check(&[("segment_ids:0", i32), ("input_mask", i32), ("input_ids:0", i32)], None).err(), Some("m.onnx: cannot tell which input is which: the graph's inputs are segment_ids:0, input_mask, input_ids:0; qaforge feeds token ids, an attention mask and token types (or the first two), by the names input_ids, attention_mask, token_type_ids or by position; say which is which with --input-names IDS,MASK[,TYPES]".into()));
+        assert_eq!(check(&[("segment_ids", i32), ("input_mask", i32), ("input_ids:0", i32)], None), Ok(vec![(Types, true), (Mask, true), (Ids, true)]), "TensorFlow BERT names");
+        assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64)], None), Ok(vec![(Ids, false), (Mask, false)]));
+        let err = check(&[("input_ids", i64), ("token_type_ids", i64)], None).unwrap_err();
+        assert!(err.contains("cannot tell which input is which") && err.contains("--input-names"), "{err}");
+        assert_eq!(check(&[("input_ids", i64), ("mask", i64), ("segments", i64)], None), Ok(vec![(Ids, false), (Mask, false), (Types, false)]), "known names where position puts them");
+        let err = check(&[("x", i64), ("input_ids", i64), ("y", i64)], None).unwrap_err();
+        assert!(err.contains("x, input_ids, y"), "a known name at another role's position is not guessed around: {err}");
+        let err = check(&[("input_ids", i64)], None).unwrap_err();
+        assert!(err.contains("cannot tell"), "{err}");
+        let err = check(&[("input_ids", i64), ("attention_mask", i64), ("pixels", DataType::Float)], Some(&["input_ids", "attention_mask", "pixels"])).unwrap_err();
+        assert!(err.contains("`pixels` is not an int64 or int32 tensor"), "{err}");
+        assert_eq!(check(&[("x", i64), ("y", i64), ("z", i64)], Some(&["z", "x", "y"])), Ok(vec![(Mask, false), (Types, false), (Ids, false)]));
+        let err = check(&[("x", i64), ("y", i64)], Some(&["x", "w"])).unwrap_err();
+        assert!(err.contains("names `w`, which is not an input of the graph; the graph's inputs are x, y"), "{err}");
+        let err = check(&[("x", i64), ("y", i64), ("z", i64)], Some(&["x", "y"])).unwrap_err();
+        assert!(err.contains("must name every input of the graph once"), "{err}");
+        let err = check(&[("x", i64), ("y", i64)], Some(&["x"])).unwrap_err();
+        assert!(err.contains("takes 2 or 3 names"), "{err}");
+    }
+
+    #[test]
+    fn feeds_follow_the_graph_order_and_types() {
+        let input = |name: &str, role, int32| FedInput { name: name.into(), role, int32 };
+        let layout = InputLayout { inputs: vec![input("t", InputRole::Types, true), input("i", InputRole::Ids, false), input("m", InputRole::Mask, false)], by_position: false };
+        assert_eq!(layout.input_of(InputRole::Ids), Some("i"));
+        assert_eq!(layout.feeds(vec![5], vec![1], vec![0]), vec![Feed::I32(vec![0]), Feed::I64(vec![5]), Feed::I64(vec![1])]);
+        assert_eq!(InputLayout::of_count(2).unwrap().feeds(vec![5], vec![1], vec![0]), vec![Feed::I64(vec![5]), Feed::I64(vec![1])]);
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Mutex, OnceLock};
 use ort::session::Session;
 use ort::value::Tensor;
 
-use crate::{Engine, InputLayout, RuntimeError, TensorOutputs};
+use crate::{Engine, Feed, InputLayout, RuntimeError, TensorOutputs};
 
 /// ONNX Runtime's process-wide environment, created once from the first library loaded.
 static ENVIRONMENT: OnceLock<Result<(ort::environment::Environment, PathBuf), String>> = OnceLock::new();
@@ -68,9 +68,13 @@ impl Engine for OrtSession {
 
     fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
         let error = |e: ort::Error| RuntimeError { path: self.path.clone(), message: e.to_string() };
-        let tensor = |v: Vec<i64>| Tensor::from_array(([batch, len], v));
-        let inputs: Vec<ort::session::SessionInputValue<'_>> =
-            self.layout.feeds(ids, mask, types).into_iter().map(|v| tensor(v).map(Into::into).map_err(error)).collect::<Result<_, _>>()?;
+        let tensor = |feed: Feed| -> Result<ort::session::SessionInputValue<'_>, ort::Error> {
+            Ok(match feed {
+                Feed::I64(v) => Tensor::from_array(([batch, len], v))?.into(),
+                Feed::I32(v) => Tensor::from_array(([batch, len], v))?.into(),
+            })
+        };
+        let inputs: Vec<ort::session::SessionInputValue<'_>> = self.layout.feeds(ids, mask, types).into_iter().map(|f| tensor(f).map_err(error)).collect::<Result<_, _>>()?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run(inputs.as_slice()).map_err(error)?;
         outputs

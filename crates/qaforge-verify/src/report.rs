@@ -203,6 +203,8 @@ pub struct RunOptions {
     pub shard: Shard,
     /// Compare with a bundle of another checkpoint or tokenizer than the artifact's provenance names.
     pub allow_other_checkpoint: bool,
+    /// The graph's inputs for token ids, attention mask and token types, when its names do not say.
+    pub input_names: Option<Vec<String>>,
 }
 
 /// What a shard's partial report carries for `qaforge merge`: its per-feature agreements and its
@@ -289,11 +291,21 @@ pub fn verify(
     // The file is read once: its bytes give the size and sha256, their decoding the metadata and
     // the graph the engine runs.
     let bytes = std::fs::read(artifact).map_err(|source| VerifyError::Io { path: artifact.to_owned(), source })?;
-    let model = qaforge_onnx::decode_model(&bytes, artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?;
+    let (model, data_files) = qaforge_onnx::decode_model_with_data(&bytes, artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?;
     let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
     let precision = metadata.get("qaforge.precision").cloned().unwrap_or_else(|| "fp32".into());
     let tolerances = Tolerances::for_precision(&precision).with(overrides);
-    let provenance = check_provenance(&metadata, bundle, run.allow_other_checkpoint)?;
+    let mut provenance = check_provenance(&metadata, bundle, run.allow_other_checkpoint)?;
+    // The artifact's sha256 covers the model file only; the weights it keeps beside it are named
+    // with theirs, and the engine is given the model with their bytes inline.
+    let mut engine_bytes = std::borrow::Cow::Borrowed(&bytes[..]);
+    if !data_files.is_empty() {
+        for file in &data_files {
+            let data = std::fs::read(file).map_err(|source| VerifyError::Io { path: file.clone(), source })?;
+            provenance.push(format!("external data {} ({} bytes, sha256 {})", file.display(), data.len(), qaforge_onnx::sha256_hex(&data)));
+        }
+        engine_bytes = std::borrow::Cow::Owned(qaforge_onnx::encode(&model));
+    }
 
     let (data, features, reference) = (&bundle.data, &bundle.features, &bundle.logits);
     let questions = run.shard.questions(data.examples.len());
@@ -307,8 +319,9 @@ pub fn verify(
 
     let cpu = CpuFeatures::detect();
     let exactness = engine_exactness(&run.engine, &cpu, &model);
-    qaforge_runtime::check_token_ids(&model, &slice, artifact)?;
-    let engine = load_engine(&run.engine, &model, &bytes, artifact, run.cores)?;
+    let layout = qaforge_runtime::check_inputs(&model, artifact, run.input_names.as_deref())?;
+    qaforge_runtime::check_token_ids(&model, &layout, &slice, artifact)?;
+    let engine = load_engine(&run.engine, &model, &engine_bytes, artifact, run.cores, layout)?;
     let logits = engine.run_features(&slice, run.batch_size, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
     let seconds = started.elapsed().as_secs_f64();
 
