@@ -227,12 +227,6 @@ pub struct InputLayout {
 }
 
 impl InputLayout {
-    /// The standard layout of `count` int64 inputs ([`INPUT_NAMES`] in order), if engines can feed it.
-    pub fn of_count(count: usize) -> Option<Self> {
-        let inputs = InputRole::ALL[..count.min(3)].iter().zip(INPUT_NAMES).map(|(&role, name)| FedInput { name: name.into(), role, int32: false }).collect();
-        matches!(count, 2 | 3).then_some(InputLayout { inputs, by_position: false })
-    }
-
     /// The name of the input fed `role`, if the graph takes it.
     pub fn input_of(&self, role: InputRole) -> Option<&str> {
         self.inputs.iter().find(|i| i.role == role).map(|i| i.name.as_str())
@@ -280,8 +274,8 @@ impl InputLayout {
 /// Works out how to feed `model`'s inputs: by the names `input_names` gives (token ids, attention
 /// mask, token types, in that order), else by the graph's own names where each is a name
 /// exporters give one of the three, else by position as [`INPUT_NAMES`] where no known name sits
-/// at another role's position. Inputs must be int64 or
-/// int32 tensors; anything that cannot be mapped is an error naming the inputs found.
+/// at another role's position. Inputs must be int64 or int32 tensors; anything that cannot be
+/// mapped is an error naming the inputs found.
 pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path, input_names: Option<&[String]>) -> Result<InputLayout, RuntimeError> {
     use tract_onnx::pb::{tensor_proto::DataType, type_proto::Value};
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
@@ -462,7 +456,8 @@ mod tests {
         let layout = InputLayout { inputs: vec![input("t", InputRole::Types, true), input("i", InputRole::Ids, false), input("m", InputRole::Mask, false)], by_position: false };
         assert_eq!(layout.input_of(InputRole::Ids), Some("i"));
         assert_eq!(layout.feeds(vec![5], vec![1], vec![0]), vec![Feed::I32(vec![0]), Feed::I64(vec![5]), Feed::I64(vec![1])]);
-        assert_eq!(InputLayout::of_count(2).unwrap().feeds(vec![5], vec![1], vec![0]), vec![Feed::I64(vec![5]), Feed::I64(vec![1])]);
+        let two = InputLayout { inputs: vec![input("i", InputRole::Ids, false), input("m", InputRole::Mask, false)], by_position: true };
+        assert_eq!(two.feeds(vec![5], vec![1], vec![0]), vec![Feed::I64(vec![5]), Feed::I64(vec![1])], "token types are dropped where the graph takes none");
     }
 }
 
