@@ -362,8 +362,6 @@ fn inputs_under_other_names_are_mapped_by_name_or_by_input_names() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("bert-tiny", dir.path());
     let mut model = qaforge_onnx::read_model(&fp32).unwrap();
-    // As a TensorFlow export names them, in another order.
-    let graph = model.graph.as_mut().unwrap();
     let renamed = |model: &mut qaforge_onnx::pb::ModelProto, names: [(&str, &str); 3], order: [usize; 3]| {
         let graph = model.graph.as_mut().unwrap();
         for (old, new) in names {
@@ -373,7 +371,9 @@ fn inputs_under_other_names_are_mapped_by_name_or_by_input_names() {
         let inputs = graph.input.clone();
         graph.input = order.iter().map(|&i| inputs[i].clone()).collect();
     };
-    assert_eq!(graph.input.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["input_ids", "attention_mask", "token_type_ids"]);
+    let names = |model: &qaforge_onnx::pb::ModelProto| model.graph.as_ref().unwrap().input.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&model), ["input_ids", "attention_mask", "token_type_ids"]);
+    // As a TensorFlow export names them, in another order.
     let mut tensorflow = model.clone();
     renamed(&mut tensorflow, [("input_ids", "input_ids:0"), ("attention_mask", "input_mask"), ("token_type_ids", "segment_ids")], [2, 0, 1]);
     let tensorflow_path = dir.path().join("tensorflow-names.onnx");

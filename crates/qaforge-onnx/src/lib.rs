@@ -108,11 +108,7 @@ pub fn decode_model_with_data(bytes: &[u8], path: &Path) -> Result<(pb::ModelPro
     let Some(graph) = model.graph.as_mut() else {
         return Err(invalid("no graph".into()));
     };
-    let model_dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let data_files = external::inline(&mut graph.initializer, model_dir).map_err(invalid)?;
+    let data_files = external::inline(&mut graph.initializer, folder_of(path)).map_err(invalid)?;
     let constants = graph.node.iter().flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()));
     for tensor in graph.initializer.iter().chain(constants) {
         check_tensor_data(tensor).map_err(|message| invalid(format!("tensor `{}`: {message}", tensor.name)))?;
@@ -300,15 +296,19 @@ mod tests {
 /// then renamed over the target: readers see the old file or the new one, never a partial one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmitError> {
     let io = |source| EmitError::Io { path: path.to_owned(), source };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut file = tempfile::Builder::new().prefix(".qaforge-").suffix(".partial").tempfile_in(dir).map_err(io)?;
+    let mut file = tempfile::Builder::new().prefix(".qaforge-").suffix(".partial").tempfile_in(folder_of(path)).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.as_file().sync_all().map_err(io)?;
     file.persist(path).map_err(|e| io(e.error))?;
     Ok(())
+}
+
+/// The folder a file is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Hex SHA-256 of bytes.

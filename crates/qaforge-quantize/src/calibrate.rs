@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use std::path::Path;
 
-use qaforge_runtime::{Engine, EngineChoice};
+use qaforge_runtime::{Engine, EngineChoice, TractSession};
 use qaforge_squad::Features;
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, TypeProto, ValueInfoProto};
 
@@ -166,12 +166,10 @@ pub fn calibrate(
         )),
         e => e,
     };
+    let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
     let session: Box<dyn Engine> = match &options.calibration_engine {
-        EngineChoice::Tract => Box::new(crate::tract_session(&graph, label, options).map_err(tract_hint)?),
-        engine => {
-            let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
-            qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), threads, layout)?
-        }
+        EngineChoice::Tract => Box::new(TractSession::with_layout(&graph, label, layout).map_err(|e| tract_hint(e.into()))?),
+        engine => qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), threads, layout)?,
     };
     let (session, threads) = (session.as_ref(), session.preferred_threads(threads));
     let n = tensors.len();
