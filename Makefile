@@ -52,6 +52,9 @@ test-onnx: $(CHECK_VENV)/.installed build
 	@# (golden/exports), verified as they are and quantized in every mode, each checked by onnx.checker
 	@# and verified in tract and ORT; int8-static also calibrated in ORT, its ranges compared with tract's.
 	bash tests/exports.sh $(QAFORGE) $(ARTIFACTS)/exports golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
+	@# The ONNX Runtime flavour (com.microsoft fusions, exact folds) and the .ort package, verified in
+	@# ONNX Runtime; op counts against onnxruntime.quantization's artifacts.
+	bash tests/onnxruntime_flavour.sh $(QAFORGE) $(ARTIFACTS)/onnxruntime golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES) minilm-l6-squad2
 	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
 	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 	@# Why entropy calibration was replaced: its ranges beside ONNX Runtime's entropy calibrator.

@@ -34,6 +34,14 @@ enum Command {
         /// Emit weights holding NaN or Inf with a warning instead of refusing the checkpoint.
         #[arg(long)]
         allow_non_finite: bool,
+        /// The engine the artifact is for: portable (standard ONNX, any engine) or onnxruntime
+        /// (exact folds and com.microsoft fused ops that ONNX Runtime runs fastest; it runs in
+        /// ONNX Runtime only, and is loaded there before it is written).
+        #[arg(long = "for", value_enum, default_value_t = FlavourArg::Portable)]
+        flavour: FlavourArg,
+        /// libonnxruntime for --for onnxruntime (default: $ORT_DYLIB_PATH).
+        #[arg(long, env = "ORT_DYLIB_PATH")]
+        ort_library: Option<PathBuf>,
     },
     /// Quantize a float32 ONNX artifact: fp16, int8 with dynamic activations, or int8 calibrated on SQuAD.
     Quantize {
@@ -104,7 +112,30 @@ enum Command {
         /// (ONNX Runtime) for graphs tract cannot run (needs `--features ort` and libonnxruntime).
         #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
         calibration_engine: EngineArg,
-        /// libonnxruntime for `--calibration-engine ort` (default: $ORT_DYLIB_PATH).
+        /// libonnxruntime for `--calibration-engine ort` and `--for onnxruntime` (default: $ORT_DYLIB_PATH).
+        #[arg(long, env = "ORT_DYLIB_PATH")]
+        ort_library: Option<PathBuf>,
+        /// The engine the artifact is for: portable (standard ONNX, any engine) or onnxruntime
+        /// (exact folds before quantizing, com.microsoft fused ops after; ONNX Runtime only, and
+        /// loaded there before it is written). int8 modes only.
+        #[arg(long = "for", value_enum, default_value_t = FlavourArg::Portable)]
+        flavour: FlavourArg,
+    },
+    /// Package an artifact for ONNX Runtime Mobile: an ORT-format model (ONNX Runtime's
+    /// optimizations applied offline) and the required_operators.config of a reduced build.
+    Package {
+        /// The ONNX artifact (portable or --for onnxruntime).
+        artifact: PathBuf,
+        /// The package format.
+        #[arg(long, value_enum)]
+        format: PackageFormatArg,
+        /// Where to write the ORT-format model (by convention *.ort).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Where to write the operator list (default: required_operators.config beside --output).
+        #[arg(long)]
+        operators_config: Option<PathBuf>,
+        /// libonnxruntime, which writes the package (default: $ORT_DYLIB_PATH).
         #[arg(long, env = "ORT_DYLIB_PATH")]
         ort_library: Option<PathBuf>,
     },
@@ -241,6 +272,17 @@ enum PrecisionArg {
     Int8Static,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FlavourArg {
+    Portable,
+    Onnxruntime,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PackageFormatArg {
+    Ort,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum TargetArg {
     Arm64,
@@ -301,10 +343,13 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Convert { model_dir, output, opset, allow_non_finite } => {
-            convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite })
-        }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, input_names, calibration_engine, ort_library } => (|| {
+        Command::Convert { model_dir, output, opset, allow_non_finite, flavour, ort_library } => (|| {
+            let onnxruntime = flavour_library(flavour, ort_library)?;
+            convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite }, onnxruntime.as_deref())
+        })(),
+        Command::Package { artifact, format: PackageFormatArg::Ort, output, operators_config, ort_library } => package(&artifact, &output, operators_config, ort_library),
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, input_names, calibration_engine, ort_library, flavour } => (|| {
+            let onnxruntime = flavour_library(flavour, ort_library.clone())?;
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -334,7 +379,11 @@ fn main() -> ExitCode {
                 calibration_engine: engine_choice(calibration_engine, ort_library)?,
             };
             let search = max_f1_drop.map(|drop| Search { max_f1_drop: drop, golden, held_back });
-            quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples, search)
+            anyhow::ensure!(
+                onnxruntime.is_none() || options.precision != qaforge_quantize::Precision::Fp16,
+                "--for onnxruntime is for the int8 modes: ONNX Runtime's CPU kernels compute float16 slower than float32 (use the portable fp16 artifact for GPUs and NNAPI/CoreML)"
+            );
+            quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples, search, onnxruntime.as_deref())
         })(),
         Command::Table { reports } => table(&reports),
         Command::Answer { artifact, tokenizer, question, context, input_names } => answer(&artifact, &tokenizer, question, context, input_names.as_deref()),
@@ -374,7 +423,67 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qaforge_onnx::EmitOptions) -> anyhow::Result<()> {
+/// For `--for onnxruntime`, the ONNX Runtime library the artifact is checked in; `None` for the portable flavour.
+fn flavour_library(flavour: FlavourArg, ort_library: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
+    if flavour == FlavourArg::Portable {
+        return Ok(None);
+    }
+    match engine_choice(EngineArg::Ort, ort_library)? {
+        qaforge_verify::EngineChoice::OnnxRuntime { library } => Ok(Some(library)),
+        qaforge_verify::EngineChoice::Tract => anyhow::bail!("--for onnxruntime needs ONNX Runtime"),
+    }
+}
+
+/// Checks that ONNX Runtime from `library` loads the artifact `bytes` about to be written to `output`.
+fn check_loads_in_onnxruntime(library: &std::path::Path, bytes: &[u8], output: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(feature = "ort")]
+    {
+        qaforge_onnxruntime::package::check_loads(library, bytes, output).context("the artifact was not written")?;
+        Ok(())
+    }
+    #[cfg(not(feature = "ort"))]
+    {
+        let _ = (bytes, output);
+        anyhow::bail!("{}: this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`", library.display())
+    }
+}
+
+fn package(artifact: &std::path::Path, output: &std::path::Path, operators_config: Option<PathBuf>, ort_library: Option<PathBuf>) -> anyhow::Result<()> {
+    let library = flavour_library(FlavourArg::Onnxruntime, ort_library)?.context("ONNX Runtime writes the package")?;
+    let started = Instant::now();
+    let bytes = std::fs::read(artifact).with_context(|| format!("reading {}", artifact.display()))?;
+    anyhow::ensure!(!qaforge_verify::is_ort_format(&bytes), "{}: already an ORT-format model", artifact.display());
+    let model = qaforge_onnx::decode_model(&bytes, artifact)?;
+    let config = operators_config.unwrap_or_else(|| output.with_file_name("required_operators.config"));
+    #[cfg(feature = "ort")]
+    {
+        let packaged = qaforge_onnxruntime::package::package_ort(&library, &model, artifact, &bytes, output, &config)?;
+        println!("packaged {} -> {} (ORT format, ONNX Runtime's optimizations applied offline)", artifact.display(), packaged.ort_path.display());
+        println!("  operators     {} (for a reduced build: --include_ops_by_config)", packaged.config_path.display());
+        for (domain, by_opset) in &packaged.operators {
+            for (opset, ops) in by_opset {
+                println!("    {domain} opset {opset}: {}", ops.iter().cloned().collect::<Vec<_>>().join(", "));
+            }
+        }
+        println!("  file          {} ({} bytes)", human_bytes(packaged.ort_bytes), packaged.ort_bytes);
+        println!("  sha256        {}", packaged.ort_sha256);
+        println!("  time          {:.3} s", started.elapsed().as_secs_f64());
+        Ok(())
+    }
+    #[cfg(not(feature = "ort"))]
+    {
+        let _ = (model, config, started, library);
+        anyhow::bail!("this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`")
+    }
+}
+
+/// The ONNX Runtime flavour of a float model: folds, then (after any quantization) fusions.
+fn print_flavour(summary: &qaforge_onnxruntime::FuseSummary, model: &qaforge_onnx::pb::ModelProto) {
+    let fused: Vec<String> = qaforge_onnxruntime::op_counts(model).into_iter().filter(|(op, _)| op.starts_with(qaforge_onnxruntime::MS_DOMAIN)).map(|(op, n)| format!("{n} {op}")).collect();
+    println!("  onnxruntime   {} ({})", summary.describe(), if fused.is_empty() { "no fused ops".to_string() } else { fused.join(", ") });
+}
+
+fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qaforge_onnx::EmitOptions, onnxruntime: Option<&std::path::Path>) -> anyhow::Result<()> {
     let opset = options.opset;
     let started = Instant::now();
     let checkpoint = qaforge_checkpoint::Checkpoint::open(model_dir)?;
@@ -385,7 +494,16 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qafor
     for (name, count) in &emitted.non_finite {
         eprintln!("qaforge: warning: tensor `{name}` holds {count} non-finite value(s) (NaN or Inf), emitted as they are (--allow-non-finite)");
     }
-    let bytes = qaforge_onnx::encode_checked(&emitted.model, output)?;
+    let mut model = emitted.model;
+    let mut flavour = qaforge_onnxruntime::FuseSummary::default();
+    if onnxruntime.is_some() {
+        qaforge_onnxruntime::fold(&mut model, &mut flavour)?;
+        qaforge_onnxruntime::fuse(&mut model, &mut flavour)?;
+    }
+    let bytes = qaforge_onnx::encode_checked(&model, output)?;
+    if let Some(library) = onnxruntime {
+        check_loads_in_onnxruntime(library, &bytes, output)?;
+    }
     // The printed sha256 is computed while the file is written.
     let (written, sha256) = std::thread::scope(|scope| {
         let sha256 = scope.spawn(|| qaforge_onnx::sha256_hex(&bytes));
@@ -401,15 +519,19 @@ fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qafor
     if !emitted.unused_tensors.is_empty() {
         println!("  unused        {}", emitted.unused_tensors.join(", "));
     }
-    let graph = emitted.model.graph.as_ref().map_or(0, |g| g.node.len());
-    let inputs = emitted.model.graph.as_ref().map_or_else(Vec::new, |g| g.input.iter().map(|i| i.name.as_str()).collect());
+    let graph = model.graph.as_ref().map_or(0, |g| g.node.len());
+    let inputs = model.graph.as_ref().map_or_else(Vec::new, |g| g.input.iter().map(|i| i.name.as_str()).collect());
     println!("  graph         opset {opset}, {graph} nodes, inputs {} [batch, sequence]", inputs.join("/"));
+    if onnxruntime.is_some() {
+        print_flavour(&flavour, &model);
+    }
     println!("  file          {} ({} bytes)", human_bytes(bytes.len() as u64), bytes.len());
     println!("  sha256        {sha256}");
     println!("  time          {:.3} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn quantize(
     input: &std::path::Path,
     output: &std::path::Path,
@@ -418,10 +540,17 @@ fn quantize(
     tokenizer: Option<&std::path::Path>,
     samples: usize,
     search: Option<Search>,
+    onnxruntime: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let input_bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let model = qaforge_onnx::decode_model(&input_bytes, input)?;
+    let mut model = qaforge_onnx::decode_model(&input_bytes, input)?;
+    // The ONNX Runtime flavour folds the float graph first, so that int8 weights are quantized
+    // from the folded values and calibration measures the graph that will run.
+    let mut flavour = qaforge_onnxruntime::FuseSummary::default();
+    if onnxruntime.is_some() {
+        qaforge_onnxruntime::fold(&mut model, &mut flavour)?;
+    }
     // The calibration file's features: int8-static calibrates on the first `samples`; the
     // label-free search measures on questions held back after them.
     let label_free = search.as_ref().is_some_and(|s| s.golden.is_none());
@@ -476,7 +605,14 @@ fn quantize(
         }
     };
     bar.finish_and_clear();
+    let mut model = model;
+    if onnxruntime.is_some() {
+        qaforge_onnxruntime::fuse(&mut model, &mut flavour)?;
+    }
     let bytes = qaforge_onnx::encode_checked(&model, output)?;
+    if let Some(library) = onnxruntime {
+        check_loads_in_onnxruntime(library, &bytes, output)?;
+    }
     qaforge_onnx::write_atomically(output, &bytes)?;
     println!("quantized {} -> {} ({})", input.display(), output.display(), options.precision.as_str());
     if options.precision == qaforge_quantize::Precision::Fp16 {
@@ -485,6 +621,9 @@ fn quantize(
     } else {
         println!("  int8 MatMuls    {}", summary.converted.len());
         println!("  int8 tables     {}", summary.int8_tables.join(", "));
+    }
+    if onnxruntime.is_some() {
+        print_flavour(&flavour, &model);
     }
     if let Some(f) = &features {
         println!("  calibration     {} features, {} ({} activation ranges)", f.count, options.method, summary.ranges.len());

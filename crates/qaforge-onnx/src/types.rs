@@ -62,6 +62,11 @@ fn output_types(node: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>
         "DynamicQuantizeLinear" => vec![Some(DataType::Uint8 as i32), Some(DataType::Float as i32), Some(DataType::Uint8 as i32)],
         "MatMulInteger" | "ConvInteger" => one(Some(DataType::Int32 as i32)),
         "Where" => one(inputs.get(1).copied().flatten()),
+        // The data's type, unknown when the data's is (the other inputs are int64 shapes,
+        // indices or pads): a data input computed by another domain's op stays untyped.
+        "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Expand" | "Slice" | "Tile" | "Pad" | "Flatten" | "Identity" | "Split" | "Gather" | "GatherElements" => {
+            one(inputs.first().copied().flatten())
+        }
         // Y has X's type; Mean and InvStdDev the stash type (float by default).
         "LayerNormalization" => {
             let mut out = one(Some(DataType::Float as i32));

@@ -132,10 +132,41 @@ pub struct IntegerProducts {
 }
 
 impl IntegerProducts {
-    /// Scans `model` for integer products.
+    /// The metadata key under which a package without an ONNX graph (an ORT-format model)
+    /// carries the products of the artifact it was made from.
+    pub const METADATA_KEY: &'static str = "qaforge.integer_products";
+
+    /// `int8_weights=N;uint8_weights=N;int8_max_abs=N`, for [`Self::METADATA_KEY`].
+    pub fn to_metadata(&self) -> String {
+        format!("int8_weights={};uint8_weights={};int8_max_abs={}", self.int8_weights, self.uint8_weights, self.int8_max_abs)
+    }
+
+    /// Parses [`Self::to_metadata`]'s form.
+    pub fn from_metadata(text: &str) -> Option<Self> {
+        let mut found = IntegerProducts::default();
+        for field in text.split(';') {
+            let (key, value) = field.split_once('=')?;
+            match key {
+                "int8_weights" => found.int8_weights = value.parse().ok()?,
+                "uint8_weights" => found.uint8_weights = value.parse().ok()?,
+                "int8_max_abs" => found.int8_max_abs = value.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some(found)
+    }
+
+    /// Scans `model` for integer products. A model without nodes (ONNX Runtime's view of an
+    /// ORT-format package) is taken at its recorded [`Self::METADATA_KEY`]; one that records
+    /// nothing unreadable counts as having int8 weights of unknown range (the worst case).
     pub fn of(model: &ModelProto) -> Self {
         let mut found = IntegerProducts::default();
         let Some(graph) = model.graph.as_ref() else { return found };
+        if graph.node.is_empty() {
+            if let Some(p) = model.metadata_props.iter().find(|p| p.key == Self::METADATA_KEY) {
+                return Self::from_metadata(&p.value).unwrap_or(IntegerProducts { int8_weights: 1, uint8_weights: 0, int8_max_abs: 127 });
+            }
+        }
         let initializers: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
         let producer: HashMap<&str, &tract_onnx::pb::NodeProto> =
             graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();

@@ -7,13 +7,39 @@ use std::path::{Path, PathBuf};
 use qaforge_squad::Features;
 
 pub mod integer_kernels;
+/// ONNX Runtime sessions, optimized-model saving and model inspection (feature `ort`).
 #[cfg(feature = "ort")]
-mod onnxruntime;
+pub mod onnxruntime;
 mod tract;
 
 #[cfg(feature = "ort")]
 pub use onnxruntime::OrtSession;
 pub use tract::TractSession;
+
+/// Whether `bytes` are an ORT-format model (ONNX Runtime Mobile's flatbuffer, file identifier
+/// "ORTM" at offset 4), which only ONNX Runtime reads.
+pub fn is_ort_format(bytes: &[u8]) -> bool {
+    bytes.get(4..8) == Some(b"ORTM")
+}
+
+/// ONNX Runtime's view of an ORT-format model (`bytes`, read from `label`): a graph-less model
+/// with its inputs and metadata (see `onnxruntime::model_view`). Only ONNX Runtime reads the
+/// format, so any other engine is an error that says so.
+pub fn ort_format_view(choice: &EngineChoice, bytes: &[u8], label: &Path) -> Result<tract_onnx::pb::ModelProto, RuntimeError> {
+    match choice {
+        #[cfg(feature = "ort")]
+        EngineChoice::OnnxRuntime { library } => onnxruntime::model_view(library, bytes, label),
+        #[cfg(not(feature = "ort"))]
+        EngineChoice::OnnxRuntime { .. } => {
+            let _ = bytes;
+            Err(RuntimeError { path: label.to_owned(), message: "this qaforge was built without ONNX Runtime support; rebuild with `cargo build --features ort`".into() })
+        }
+        EngineChoice::Tract => Err(RuntimeError {
+            path: label.to_owned(),
+            message: "an ORT-format model (ONNX Runtime Mobile's package) runs in ONNX Runtime only: verify it with --engine ort".into(),
+        }),
+    }
+}
 
 /// An engine could not load or run a graph.
 #[derive(Debug, thiserror::Error)]

@@ -87,3 +87,90 @@ impl Engine for OrtSession {
             .collect()
     }
 }
+
+/// The format [`save_optimized`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SavedFormat {
+    /// ONNX Runtime Mobile's ORT format (flatbuffer).
+    Ort,
+    /// ONNX protobuf.
+    Onnx,
+}
+
+/// Loads the model `bytes` in ONNX Runtime with all graph optimizations (ORT_ENABLE_ALL, the
+/// "Fixed" optimization style of ONNX Runtime's converter) and the session `config` entries, and
+/// writes the optimized model to `path` in `format`. Loading is the check that the artifact is
+/// one ONNX Runtime accepts.
+pub fn save_optimized(library: &Path, bytes: &[u8], label: &Path, path: &Path, format: SavedFormat, config: &[(&str, &str)]) -> Result<(), RuntimeError> {
+    let error = |message: String| RuntimeError { path: label.to_owned(), message };
+    let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+    let mut builder = Session::builder(environment)
+        .map_err(|e| error(e.to_string()))?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+        .map_err(|e| error(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| error(e.to_string()))?
+        .with_optimized_model_path(path)
+        .map_err(|e| error(e.to_string()))?;
+    let format_name = match format {
+        SavedFormat::Ort => "ORT",
+        SavedFormat::Onnx => "ONNX",
+    };
+    builder = builder.with_config_entry("session.save_model_format", format_name).map_err(|e| error(e.to_string()))?;
+    for (key, value) in config {
+        builder = builder.with_config_entry(key, value).map_err(|e| error(e.to_string()))?;
+    }
+    builder.commit_from_memory(bytes).map_err(|e| error(format!("ONNX Runtime refused it: {e}")))?;
+    Ok(())
+}
+
+/// Checks that ONNX Runtime loads the model `bytes` (with all graph optimizations).
+pub fn check_loads(library: &Path, bytes: &[u8], label: &Path) -> Result<(), RuntimeError> {
+    let error = |message: String| RuntimeError { path: label.to_owned(), message };
+    let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+    Session::builder(environment)
+        .map_err(|e| error(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| error(e.to_string()))?
+        .commit_from_memory(bytes)
+        .map_err(|e| error(format!("ONNX Runtime refused it: {e}")))?;
+    Ok(())
+}
+
+/// What ONNX Runtime says of a model it loaded (ONNX or ORT format), as a graph-less ModelProto:
+/// the graph's inputs with their element types, and the metadata. It lets an ORT-format model,
+/// which has no ONNX protobuf, be checked and fed like any artifact.
+pub fn model_view(library: &Path, bytes: &[u8], label: &Path) -> Result<tract_onnx::pb::ModelProto, RuntimeError> {
+    use tract_onnx::pb;
+    let error = |message: String| RuntimeError { path: label.to_owned(), message };
+    let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+    let session = Session::builder(environment)
+        .map_err(|e| error(e.to_string()))?
+        .with_intra_threads(1)
+        .map_err(|e| error(e.to_string()))?
+        .commit_from_memory(bytes)
+        .map_err(|e| error(format!("ONNX Runtime refused it: {e}")))?;
+    let elem_type = |t: Option<ort::value::TensorElementType>| match t {
+        Some(ort::value::TensorElementType::Int64) => pb::tensor_proto::DataType::Int64 as i32,
+        Some(ort::value::TensorElementType::Int32) => pb::tensor_proto::DataType::Int32 as i32,
+        Some(ort::value::TensorElementType::Float32) => pb::tensor_proto::DataType::Float as i32,
+        _ => pb::tensor_proto::DataType::Undefined as i32,
+    };
+    let input = session
+        .inputs()
+        .iter()
+        .map(|i| pb::ValueInfoProto {
+            name: i.name().to_string(),
+            r#type: Some(pb::TypeProto {
+                denotation: String::new(),
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor { elem_type: elem_type(i.dtype().tensor_type()), shape: None })),
+            }),
+            doc_string: String::new(),
+        })
+        .collect();
+    let metadata = session.metadata().map_err(|e| error(e.to_string()))?;
+    let mut keys = metadata.custom_keys().map_err(|e| error(e.to_string()))?;
+    keys.sort();
+    let metadata_props = keys.into_iter().filter_map(|key| metadata.custom(&key).map(|value| pb::StringStringEntryProto { key, value })).collect();
+    Ok(pb::ModelProto { graph: Some(pb::GraphProto { input, ..Default::default() }), metadata_props, ..Default::default() })
+}

@@ -32,6 +32,17 @@ impl TractSession {
 
     /// Loads and optimises an in-memory model whose inputs are fed as `layout` says.
     pub fn with_layout(model: &ModelProto, label: &str, layout: InputLayout) -> Result<Self, RuntimeError> {
+        // ONNX Runtime's contrib ops (the `--for onnxruntime` flavour): tract has no kernels for
+        // them, and says so in its own words only after typing the graph.
+        let mut contrib: Vec<&str> = model.graph.iter().flat_map(|g| &g.node).filter(|n| n.domain == "com.microsoft").map(|n| n.op_type.as_str()).collect();
+        contrib.sort_unstable();
+        contrib.dedup();
+        if !contrib.is_empty() {
+            return Err(RuntimeError {
+                path: PathBuf::from(label),
+                message: format!("this artifact is for ONNX Runtime (com.microsoft {}), which tract does not run: use --engine ort", contrib.join(", ")),
+            });
+        }
         Self::optimized(tract_onnx::onnx().model_for_proto_model(model), PathBuf::from(label), layout)
     }
 

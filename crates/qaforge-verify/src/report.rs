@@ -291,7 +291,13 @@ pub fn verify(
     // The file is read once: its bytes give the size and sha256, their decoding the metadata and
     // the graph the engine runs.
     let bytes = std::fs::read(artifact).map_err(|source| VerifyError::Io { path: artifact.to_owned(), source })?;
-    let (model, data_files) = qaforge_onnx::decode_model_with_data(&bytes, artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?;
+    // An ORT-format package has no ONNX protobuf: ONNX Runtime, the only engine that reads it,
+    // gives its inputs and metadata.
+    let (model, data_files) = if qaforge_runtime::is_ort_format(&bytes) {
+        (qaforge_runtime::ort_format_view(&run.engine, &bytes, artifact)?, vec![])
+    } else {
+        qaforge_onnx::decode_model_with_data(&bytes, artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?
+    };
     let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
     let precision = metadata.get("qaforge.precision").cloned().unwrap_or_else(|| "fp32".into());
     let tolerances = Tolerances::for_precision(&precision).with(overrides);

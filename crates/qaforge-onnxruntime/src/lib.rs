@@ -1,0 +1,151 @@
+//! The ONNX Runtime flavour of qaforge's artifacts (`--for onnxruntime`), and the `.ort` package
+//! ONNX Runtime Mobile loads.
+//!
+//! ONNX Runtime's own optimizer fuses BERT graphs only when they match the subgraphs its fusions
+//! expect, and MobileBERT matches none (no NoNorm kernel, the bottleneck attention reads two
+//! inputs). The passes here find the same roles by structure in any graph (ours, torch's,
+//! optimum's) and emit what ONNX Runtime's CPU kernels run fastest:
+//!
+//! - [`FOLDS`], on the float graph before any quantization: exact algebraic folds
+//!   ([`fold_scale_shift`]);
+//! - [`FUSIONS`], on the float or int8 graph: com.microsoft fused ops ([`integer_matmul`],
+//!   [`attention`], [`skip_layer_norm`]).
+//!
+//! Each pass is one file behind the [`Pass`] trait and registered in one table, as tract's
+//! optimizer passes are. A fused artifact runs in ONNX Runtime only (tract has no com.microsoft
+//! kernels); the portable standard-ONNX artifact stays the default.
+
+pub mod attention;
+pub mod fold_scale_shift;
+pub mod integer_matmul;
+pub mod ort_format;
+#[cfg(feature = "ort")]
+pub mod package;
+pub mod rewrite;
+pub mod skip_layer_norm;
+
+use std::collections::BTreeMap;
+
+use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
+
+/// The domain of ONNX Runtime's contrib ops.
+pub const MS_DOMAIN: &str = "com.microsoft";
+
+/// The metadata key naming an artifact's flavour (`onnxruntime`; absent: portable ONNX).
+pub const FLAVOUR_KEY: &str = "qaforge.flavour";
+
+/// The metadata key recording what each pass rewrote.
+pub const PASSES_KEY: &str = "qaforge.onnxruntime.passes";
+
+/// Errors of the ONNX Runtime flavour.
+#[derive(Debug, thiserror::Error)]
+pub enum FuseError {
+    /// The graph cannot be given the ONNX Runtime flavour.
+    #[error("ONNX Runtime flavour: {0}")]
+    Graph(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file could not be decoded or written.
+    #[error(transparent)]
+    File(#[from] qaforge_onnx::EmitError),
+    /// ONNX Runtime refused the artifact or failed to package it.
+    #[error(transparent)]
+    Runtime(#[from] qaforge_runtime::RuntimeError),
+}
+
+/// One rewrite of a graph.
+pub trait Pass: Sync {
+    /// Short name, used in provenance and summaries.
+    fn name(&self) -> &'static str;
+    /// What it rewrites, in words.
+    fn describe(&self) -> &'static str;
+    /// Rewrites through `rw`'s plan; returns the number of rewrites.
+    fn run(&self, rw: &mut rewrite::Rewrite<'_>) -> Result<usize, FuseError>;
+}
+
+/// Exact algebraic folds, run on the float graph (before quantization, so that int8 weights are
+/// quantized from the folded values).
+pub const FOLDS: &[&dyn Pass] = &[&fold_scale_shift::FoldScaleShift];
+
+/// Fusions into com.microsoft ops, in order: the int8 products first (they take the linear
+/// layers' biases), then attention (on whatever projections remain), then residual norms.
+pub const FUSIONS: &[&dyn Pass] = &[&integer_matmul::IntegerMatMulFusion, &attention::AttentionFusion, &skip_layer_norm::SkipLayerNormFusion];
+
+/// What the passes did: rewrites per pass, in the order they ran.
+#[derive(Debug, Default, Clone)]
+pub struct FuseSummary {
+    /// (pass name, rewrites).
+    pub passes: Vec<(&'static str, usize)>,
+}
+
+impl FuseSummary {
+    /// `name count, name count...`, for provenance and summaries.
+    pub fn describe(&self) -> String {
+        self.passes.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn default_opset(model: &ModelProto) -> Option<i64> {
+    model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version)
+}
+
+fn run_passes(model: &mut ModelProto, passes: &[&dyn Pass], summary: &mut FuseSummary) -> Result<(), FuseError> {
+    // Softmax's axis, Unsqueeze's axes input and LayerNormalization are the opset-13+ forms.
+    if default_opset(model).is_none_or(|v| v < 13) {
+        return Err(FuseError::Graph(format!("opset {} is older than 13, which the ONNX Runtime flavour reads", default_opset(model).unwrap_or(0))));
+    }
+    let graph = model.graph.as_mut().ok_or_else(|| FuseError::Graph("the model has no graph".into()))?;
+    for pass in passes {
+        let mut rw = rewrite::Rewrite::new(graph);
+        let count = pass.run(&mut rw)?;
+        rw.finish();
+        summary.passes.push((pass.name(), count));
+    }
+    graph.value_info.clear();
+    Ok(())
+}
+
+/// Refuses a model that already has the ONNX Runtime flavour (passes expect the standard form).
+pub fn check_portable(model: &ModelProto) -> Result<(), FuseError> {
+    if model.metadata_props.iter().any(|p| p.key == FLAVOUR_KEY) {
+        return Err(FuseError::Graph("the input already has the ONNX Runtime flavour; start from the portable artifact".into()));
+    }
+    Ok(())
+}
+
+/// Runs [`FOLDS`] on a float model in place.
+pub fn fold(model: &mut ModelProto, summary: &mut FuseSummary) -> Result<(), FuseError> {
+    check_portable(model)?;
+    run_passes(model, FOLDS, summary)
+}
+
+/// Runs [`FUSIONS`] on a (folded, possibly quantized) model in place, declares the com.microsoft
+/// opset, and records the flavour and what every pass did in the metadata.
+pub fn fuse(model: &mut ModelProto, summary: &mut FuseSummary) -> Result<(), FuseError> {
+    run_passes(model, FUSIONS, summary)?;
+    let uses_contrib_ops = model.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.domain == MS_DOMAIN));
+    if uses_contrib_ops && !model.opset_import.iter().any(|o| o.domain == MS_DOMAIN) {
+        model.opset_import.push(OperatorSetIdProto { domain: MS_DOMAIN.into(), version: 1 });
+    }
+    model.metadata_props.retain(|p| p.key != FLAVOUR_KEY && p.key != PASSES_KEY);
+    model.metadata_props.push(StringStringEntryProto { key: FLAVOUR_KEY.into(), value: "onnxruntime".into() });
+    model.metadata_props.push(StringStringEntryProto { key: PASSES_KEY.into(), value: summary.describe() });
+    Ok(())
+}
+
+/// Op counts of a model's graph by (domain, op type), for summaries and tests.
+pub fn op_counts(model: &ModelProto) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for n in model.graph.iter().flat_map(|g| &g.node) {
+        let key = if n.domain.is_empty() || n.domain == "ai.onnx" { n.op_type.clone() } else { format!("{}.{}", n.domain, n.op_type) };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
