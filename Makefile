@@ -107,15 +107,18 @@ trained-fixture:
 	$(GOLDEN_VENV)/bin/python golden/export.py --out golden/exports
 
 ## Benchmarks (never part of make test): qaforge against torch.onnx.export, onnxruntime.quantization
-## and ONNX Runtime inference on a full-size random MobileBERT; prints the table and writes
-## bench/results/bench-<date>.{json,md}. Sets up its peers in $(BENCH_VENV) (torch: ~3 GB download;
-## point BENCH_VENV at an existing venv with bench/requirements.txt to skip it). About 30 minutes.
+## and ONNX Runtime inference on a full-size random MobileBERT, and (section 6) qaforge's
+## --for onnxruntime artifacts against the best peer artifacts in ONNX Runtime, on that model and
+## the trained fixture; prints the table and writes bench/results/bench-<date>.{json,md}. Sets up
+## its peers in $(BENCH_VENV) (torch: ~3 GB download; point BENCH_VENV at an existing venv with
+## bench/requirements.txt to skip it). About 45 minutes; BENCH_SECTIONS=6 runs section 6 alone.
+BENCH_SECTIONS ?= 1,2,3,4,6
 BENCH_VENV ?= .venv/bench
 bench:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	cargo build --release $(FEATURES) --bins --examples
-	$(BENCH_VENV)/bin/python bench/run.py --ort-library $$(ls $(BENCH_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
+	$(BENCH_VENV)/bin/python bench/run.py --sections $(BENCH_SECTIONS) --ort-library $$(ls $(BENCH_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
 
 ## Fuzzing (never part of make test): every parser of outside data under libFuzzer (cargo-fuzz,
 ## nightly toolchain), FUZZ_SECONDS per target, seeded from the fixtures and tests/hostile/.

@@ -2,7 +2,9 @@
 """The Python tools qaforge is compared with, one job per process so that bench/run.py measures
 each whole process (imports included) and its peak RSS. Prints one JSON object on stdout.
 
-  peers.py export MODEL_DIR OUT.onnx            torch.onnx.export of MobileBertForQuestionAnswering
+  peers.py export MODEL_DIR OUT.onnx            torch.onnx.export of the model's ...ForQuestionAnswering
+  peers.py ort-optimize IN.onnx OUT.onnx MODEL_DIR  ONNX Runtime's offline transformer optimizer (model_type bert),
+                                                for the architectures it knows (not MobileBERT)
   peers.py quantize-dynamic IN.onnx OUT.onnx    onnxruntime.quantization.quantize_dynamic
   peers.py quantize-static IN.onnx OUT.onnx FEATURES.safetensors minmax|minmax-bounded|percentile
                                                 onnxruntime.quantization.quantize_static (QDQ)
@@ -17,9 +19,9 @@ started = time.perf_counter()
 
 def export(model_dir, out):
     import torch
-    from transformers import MobileBertForQuestionAnswering
+    from transformers import AutoModelForQuestionAnswering
     imported = time.perf_counter()
-    model = MobileBertForQuestionAnswering.from_pretrained(model_dir).eval()
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
     loaded = time.perf_counter()
     ids = torch.ones(1, 16, dtype=torch.int64)
     with torch.no_grad():
@@ -33,6 +35,16 @@ def export(model_dir, out):
                           opset_version=17, dynamo=False)
     done = time.perf_counter()
     return {"import_s": imported - started, "load_s": loaded - imported, "export_s": done - loaded}
+
+
+def ort_optimize(src, out, config_dir):
+    from onnxruntime.transformers.optimizer import optimize_model
+    imported = time.perf_counter()
+    with open(f"{config_dir}/config.json") as f:
+        config = json.load(f)
+    optimized = optimize_model(src, model_type="bert", num_heads=config["num_attention_heads"], hidden_size=config["hidden_size"])
+    optimized.save_model_to_file(out)
+    return {"import_s": imported - started, "optimize_s": time.perf_counter() - imported, "fused": optimized.get_fused_operator_statistics()}
 
 
 def quantize_dynamic(src, out):
@@ -86,7 +98,7 @@ def quantize_static(src, out, features, method):
 
 def main():
     job, args = sys.argv[1], sys.argv[2:]
-    result = {"export": export, "quantize-dynamic": quantize_dynamic, "quantize-static": quantize_static}[job](*args)
+    result = {"export": export, "ort-optimize": ort_optimize, "quantize-dynamic": quantize_dynamic, "quantize-static": quantize_static}[job](*args)
     print(json.dumps(result))
 
 

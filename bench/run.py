@@ -153,7 +153,9 @@ def main():
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds before a process is killed")
     parser.add_argument("--ort-library", required=True, help="libonnxruntime of the onnxruntime wheel")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    parser.add_argument("--sections", default="1,2,3,4,6", help="comma-separated: 1-4 the Python chain and tract, 6 ONNX Runtime artifacts")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     os.makedirs(WORK, exist_ok=True)
     limit = int(args.memory_limit_gib * 2**30)
     py = sys.executable
@@ -169,9 +171,22 @@ def main():
                               capture_output=True, text=True, check=True).stdout
     facts["peers"] = json.loads(versions)
     run_process([BENCH, "checkpoint", MODEL], 2**40, 600)
-
-    log("1. convert: qaforge convert vs torch.onnx.export")
     fp32 = os.path.join(WORK, "full.onnx")
+    features = os.path.join(WORK, "calibration-features.safetensors")
+    if "1" not in sections:
+        run_process([QAFORGE, "convert", MODEL, "-o", fp32], 2**40, 600)
+        run_process([py, PEERS, "export", MODEL, os.path.join(WORK, "torch-export.onnx")], limit, args.timeout)
+        run_process([BENCH, "features", MODEL, CALIBRATION, str(SAMPLES), features], 2**40, 600)
+    else:
+        chain(args, table, peak, py, limit, fp32, features)
+    if "6" in sections:
+        onnxruntime_artifacts(args, table, py, limit, fp32, features)
+    write(args, table, facts)
+
+
+def chain(args, table, peak, py, limit, fp32, features):
+    """Sections 1-4: qaforge against the Python chain, and tract against ONNX Runtime."""
+    log("1. convert: qaforge convert vs torch.onnx.export")
     quick = max(args.runs, 5)  # sub-second commands get more runs: their spread is larger
     ours = repeat([QAFORGE, "convert", MODEL, "-o", fp32], quick, 2**40, args.timeout)
     theirs = repeat([py, PEERS, "export", MODEL, os.path.join(WORK, "torch-export.onnx")], args.runs, limit, args.timeout)
@@ -271,15 +286,101 @@ def main():
         table.add("4", f"peak RSS, {what}", spread([r.peak_rss / 2**20 for r in ours]),
                   spread([r.peak_rss / 2**20 for r in done]) if done else theirs[0].killed, "MiB", False, 0)
 
+
+SPEED = os.path.join(ROOT, "bench", "ort_speed.py")
+TRAINED = os.path.join(ROOT, "golden", "minilm-l6-squad2")
+
+
+def onnxruntime_artifacts(args, table, py, limit, fp32, features):
+    """Section 6: the artifacts phones run, in ONNX Runtime: qaforge's --for onnxruntime flavour
+    against the best peer artifact of the same model (torch export; ONNX Runtime's offline
+    optimizer where it applies; onnxruntime.quantization's quantize_dynamic and quantize_static of
+    the torch export), every artifact timed in one process in interleaved rounds, with the op
+    counts of ONNX Runtime's optimized graphs and, for qaforge's artifacts, ONNX Runtime's profile."""
+    flavour = ["--for", "onnxruntime", "--ort-library", args.ort_library]
+    for model, label, qa_fp32 in [(MODEL, "full-size MobileBERT (random)", fp32), (TRAINED, "trained fixture minilm-l6-squad2 (BERT, 6 layers)", None)]:
+        stem = os.path.join(WORK, "ort." + os.path.basename(model))
+        log(f"6. ONNX Runtime artifacts: {label}")
+        if qa_fp32 is None:
+            qa_fp32 = stem + ".qaforge.onnx"
+            run_process([QAFORGE, "convert", model, "-o", qa_fp32], 2**40, 600)
+        torch_export = os.path.join(WORK, "torch-export.onnx") if model == MODEL else stem + ".torch.onnx"
+        if model != MODEL:
+            run_process([py, PEERS, "export", model, torch_export], limit, args.timeout)
+        calib = ["--calibration", CALIBRATION, "--tokenizer", model, "--samples", str(SAMPLES)]
+        artifacts = {
+            "torch export fp32": torch_export,
+            "qaforge fp32": qa_fp32,
+            "qaforge fp32 --for onnxruntime": stem + ".fp32.ort.onnx",
+            "ORT quantize_dynamic": stem + ".ort-dynamic.onnx",
+            "qaforge int8-dynamic": stem + ".int8-dynamic.onnx",
+            "qaforge int8-dynamic --for onnxruntime": stem + ".int8-dynamic.ort.onnx",
+            "ORT quantize_static (QDQ, MinMax)": stem + ".ort-static.onnx",
+            "qaforge int8-static --for onnxruntime": stem + ".int8-static.ort.onnx",
+        }
+        run_process([QAFORGE, "convert", model, "-o", artifacts["qaforge fp32 --for onnxruntime"]] + flavour, 2**40, 600)
+        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts["qaforge int8-dynamic"], "--precision", "int8-dynamic"], 2**40, 600)
+        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts["qaforge int8-dynamic --for onnxruntime"], "--precision", "int8-dynamic"] + flavour, 2**40, 600)
+        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts["qaforge int8-static --for onnxruntime"], "--precision", "int8-static", "--method", "percentile"] + calib + flavour, 2**40, args.timeout)
+        run_process([py, PEERS, "quantize-dynamic", torch_export, artifacts["ORT quantize_dynamic"]], limit, args.timeout)
+        run_process([py, PEERS, "quantize-static", torch_export, artifacts["ORT quantize_static (QDQ, MinMax)"], features, "minmax-bounded"], limit, args.timeout)
+        if model != MODEL:
+            # ONNX Runtime's offline transformer optimizer knows BERT (not MobileBERT, whose graphs it leaves as they are).
+            artifacts["torch export + ORT optimizer (bert)"] = stem + ".torch.optimized.onnx"
+            run_process([py, PEERS, "ort-optimize", torch_export, artifacts["torch export + ORT optimizer (bert)"], model], limit, args.timeout)
+        missing = [k for k, v in artifacts.items() if not os.path.exists(v)]
+        for k in missing:
+            log(f"  {k}: not produced ({artifacts[k]}); see {os.path.join(WORK, 'stderr.log')}")
+            del artifacts[k]
+        result = run_process([py, SPEED, features] + [f"{k}={v}" for k, v in artifacts.items()] + ["--rounds", str(max(args.runs, 7)),
+                             "--profile", "qaforge fp32 --for onnxruntime", "qaforge int8-dynamic --for onnxruntime"], 2**40, args.timeout)
+        speeds = result.json_lines()[0]
+        runs = speeds["artifacts"]
+
+        def rate(name):
+            r = runs[name]
+            per_round = [speeds["features_per_round"] / t for t in r["seconds_per_round"]]
+            return {"min": min(per_round), "median": r["features_per_s"], "max": max(per_round), "runs": len(per_round)}
+
+        def nodes(name):
+            r = runs[name]
+            fused = ", ".join(f"{n} {op}" for op, n in r["fused_ops"].items())
+            return f"{r['optimized_nodes']} nodes" + (f" ({fused})" if fused else "")
+
+        where = f"{label}, ONNX Runtime {speeds['onnxruntime']}, {speeds['threads']} threads, batch 1, real lengths (mean {speeds['mean_real_length']:.0f})"
+        rows = [("fp32", "qaforge fp32 --for onnxruntime", "torch export fp32"),
+                ("fp32", "qaforge fp32 --for onnxruntime", "torch export + ORT optimizer (bert)"),
+                ("fp32", "qaforge fp32 --for onnxruntime", "qaforge fp32"),
+                ("int8-dynamic", "qaforge int8-dynamic --for onnxruntime", "ORT quantize_dynamic"),
+                ("int8-dynamic", "qaforge int8-dynamic --for onnxruntime", "qaforge int8-dynamic"),
+                ("int8-dynamic", "qaforge int8-dynamic --for onnxruntime", "qaforge fp32"),
+                ("int8-dynamic", "qaforge int8-dynamic --for onnxruntime", "qaforge fp32 --for onnxruntime"),
+                ("int8-static", "qaforge int8-static --for onnxruntime", "ORT quantize_static (QDQ, MinMax)"),
+                ("int8-static", "qaforge int8-static --for onnxruntime", "qaforge fp32"),
+                ("int8-static", "qaforge int8-static --for onnxruntime", "qaforge fp32 --for onnxruntime")]
+        for precision, ours, peer in rows:
+            if ours in runs and peer in runs:
+                table.add("6", f"{where}: features/s, {ours} vs {peer}", rate(ours), rate(peer), "/s", True,
+                          note=f"optimized graphs: {nodes(ours)} vs {nodes(peer)}")
+        for name in ["qaforge fp32 --for onnxruntime", "qaforge int8-dynamic --for onnxruntime"]:
+            profile = runs.get(name, {}).get("kernel_time_by_op")
+            if profile:
+                table.add("6", f"{label}: where {name}'s time goes (ONNX Runtime profiler, % of kernel time)", None, None, "", True,
+                          note=", ".join(f"{op} {pct}%" for op, pct in profile.items()))
+
+
+def write(args, table, facts):
     markdown = table.markdown()
-    header = (f"qaforge `make bench`, {facts['date']}: {facts['cores']} cores, {facts['cpu']} "
+    header = (f"qaforge `make bench` (sections {args.sections}), {facts['date']}: {facts['cores']} cores, {facts['cpu']} "
               f"({', '.join(facts['int8_features'])}); peers torch {facts['peers']['torch']}, onnxruntime "
               f"{facts['peers']['onnxruntime']}; full-size random MobileBERT (24,582,914 parameters); "
               f"qaforge/examples in release builds. Ratios: how many times faster / smaller qaforge is (or, for "
-              f"inference rows, tract versus ONNX Runtime on the same artifact).")
+              f"section 3's inference rows, tract versus ONNX Runtime on the same artifact; section 6: qaforge's "
+              f"ONNX Runtime artifact versus the peer artifact, both in ONNX Runtime).")
     print(header + "\n\n" + markdown)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"bench-{facts['date']}")
+    partial = "" if args.sections == "1,2,3,4,6" else "-sections-" + args.sections.replace(",", "")
+    stem = os.path.join(args.out, f"bench-{facts['date']}{partial}")
     with open(stem + ".json", "w") as f:
         json.dump({"machine": facts, "rows": table.rows}, f, indent=1)
         f.write("\n")

@@ -400,3 +400,28 @@ fn inputs_under_other_names_are_mapped_by_name_or_by_input_names() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("names `mask`, which is not an input of the graph; the graph's inputs are segments, tokens, visible"), "{}", text(&output));
 }
+
+#[test]
+fn onnxruntime_flavour_requests_are_clear_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("bert-tiny", dir.path());
+    let out = dir.path().join("flavoured.onnx");
+    let (fp32_s, out_s) = (fp32.to_str().unwrap(), out.to_str().unwrap());
+    // Not ONNX Runtime: any file that exists but is no libonnxruntime.
+    let not_a_library = golden().join("bert-tiny/config.json");
+    let not_a_library = not_a_library.to_str().unwrap();
+    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_qaforge")).args(args).env_remove("ORT_DYLIB_PATH").output().unwrap();
+    let expect = |output: std::process::Output, needle: &str| {
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        assert!(text(&output).contains(needle), "expected `{needle}` in: {}", text(&output));
+        assert!(!out.exists(), "nothing may be written");
+    };
+    let model_dir = golden().join("bert-tiny");
+    expect(run(&["convert", model_dir.to_str().unwrap(), "-o", out_s, "--for", "onnxruntime"]), "--ort-library");
+    expect(run(&["quantize", fp32_s, "-o", out_s, "--precision", "fp16", "--for", "onnxruntime", "--ort-library", not_a_library]), "int8 modes");
+    expect(run(&["quantize", fp32_s, "-o", out_s, "--precision", "int8-dynamic", "--for", "onnxruntime", "--ort-library", not_a_library]), "loading ONNX Runtime");
+    let package = dir.path().join("model.ort");
+    let output = run(&["package", not_a_library, "--format", "ort", "-o", package.to_str().unwrap(), "--ort-library", not_a_library]);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(!package.exists() && !dir.path().join("required_operators.config").exists());
+}

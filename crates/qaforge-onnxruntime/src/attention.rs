@@ -339,3 +339,74 @@ impl AttentionFusion {
         Some(Match { q, k, v, scale, mask_input, masked, output_node })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use qaforge_onnx::builder::{Attr, Dim, GraphBuilder};
+    use tract_onnx::pb::tensor_proto::DataType;
+
+    use super::trace_mask;
+    use crate::rewrite::Rewrite;
+
+    fn traced(build: impl FnOnce(&mut GraphBuilder, &str) -> String) -> Option<(String, f32)> {
+        let mut g = GraphBuilder::new();
+        let mask = g.input("attention_mask", DataType::Int64, &[Dim::Symbol("batch"), Dim::Symbol("sequence")]);
+        let bias = build(&mut g, &mask);
+        g.output(&bias, DataType::Float, &[]);
+        let mut model = g.finish("mask", 17, vec![]);
+        let rw = Rewrite::new(model.graph.as_mut().unwrap());
+        trace_mask(&rw, &bias)
+    }
+
+    #[test]
+    fn mask_biases_are_recognised_in_every_exporter_order() {
+        // qaforge: Cast → Sub(1, ·) → Mul(-10000) → Unsqueeze([1, 2]).
+        let ours = traced(|g, m| {
+            let f = g.node("Cast", "cast", &[m], vec![("to", Attr::Int(DataType::Float as i64))]);
+            let one = g.f32_scalar("one", 1.0);
+            let inv = g.node("Sub", "inv", &[&one, &f], vec![]);
+            let c = g.f32_scalar("c", -10000.0);
+            let b = g.node("Mul", "bias", &[&inv, &c], vec![]);
+            let axes = g.i64_constant("axes", &[2], &[1, 2]);
+            g.node("Unsqueeze", "unsq", &[&b, &axes], vec![])
+        });
+        assert_eq!(ours, Some(("attention_mask".to_string(), -10000.0)));
+        // transformers' TorchScript export: Unsqueeze(1) → Unsqueeze(2) → Cast → Sub(1, ·) → Mul(finfo.min).
+        let torch = traced(|g, m| {
+            let a1 = g.i64_constant("a1", &[1], &[1]);
+            let a2 = g.i64_constant("a2", &[1], &[2]);
+            let u1 = g.node("Unsqueeze", "u1", &[m, &a1], vec![]);
+            let u2 = g.node("Unsqueeze", "u2", &[&u1, &a2], vec![]);
+            let f = g.node("Cast", "cast", &[&u2], vec![("to", Attr::Int(DataType::Float as i64))]);
+            let one = g.f32_scalar("one", 1.0);
+            let inv = g.node("Sub", "inv", &[&one, &f], vec![]);
+            let c = g.f32_scalar("c", f32::MIN);
+            g.node("Mul", "bias", &[&c, &inv], vec![])
+        });
+        assert_eq!(torch, Some(("attention_mask".to_string(), f32::MIN)));
+    }
+
+    #[test]
+    fn other_functions_of_the_mask_are_not_masks() {
+        // mask × c: keeps masked keys at 0 and adds c to the others.
+        let scaled = traced(|g, m| {
+            let f = g.node("Cast", "cast", &[m], vec![("to", Attr::Int(DataType::Float as i64))]);
+            let c = g.f32_scalar("c", -10000.0);
+            let b = g.node("Mul", "bias", &[&f, &c], vec![]);
+            let axes = g.i64_constant("axes", &[2], &[1, 2]);
+            g.node("Unsqueeze", "unsq", &[&b, &axes], vec![])
+        });
+        assert_eq!(scaled, None);
+        // [batch, 1, keys, 1]: the wrong axes.
+        let transposed = traced(|g, m| {
+            let f = g.node("Cast", "cast", &[m], vec![("to", Attr::Int(DataType::Float as i64))]);
+            let one = g.f32_scalar("one", 1.0);
+            let inv = g.node("Sub", "inv", &[&one, &f], vec![]);
+            let c = g.f32_scalar("c", -10000.0);
+            let b = g.node("Mul", "bias", &[&inv, &c], vec![]);
+            let axes = g.i64_constant("axes", &[2], &[1, 3]);
+            g.node("Unsqueeze", "unsq", &[&b, &axes], vec![])
+        });
+        assert_eq!(transposed, None);
+    }
+}

@@ -95,3 +95,69 @@ impl Pass for FoldScaleShift {
         Ok(folds)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use qaforge_onnx::builder::{Dim, GraphBuilder};
+    use tract_onnx::prelude::*;
+
+    use crate::{fold, op_counts, FuseSummary};
+
+    /// x [2, 3] → MatMul(W [3, 4]) [→ Add(b)] → Mul(gamma) → Add(beta) → y.
+    fn linear_then_no_norm(with_bias: bool) -> tract_onnx::pb::ModelProto {
+        let mut g = GraphBuilder::new();
+        let x = g.input("x", tract_onnx::pb::tensor_proto::DataType::Float, &[Dim::Fixed(2), Dim::Fixed(3)]);
+        let w = g.f32_initializer("w", &[3, 4], &[0.5, -1.0, 2.0, 0.25, 1.5, 0.75, -0.5, 1.0, -2.0, 0.125, 1.0, 3.0]);
+        let gamma = g.f32_initializer("gamma", &[4], &[2.0, -0.5, 1.5, 0.0]);
+        let beta = g.f32_initializer("beta", &[4], &[0.1, 0.2, -0.3, 0.4]);
+        let mut t = g.node("MatMul", "linear", &[&x, &w], vec![]);
+        if with_bias {
+            let b = g.f32_initializer("b", &[4], &[1.0, -1.0, 0.5, 2.0]);
+            t = g.node("Add", "linear.bias", &[&t, &b], vec![]);
+        }
+        let scaled = g.node("Mul", "norm.scale", &[&t, &gamma], vec![]);
+        let y = g.node("Add", "norm.shift", &[&scaled, &beta], vec![]);
+        let y = g.node("Identity", "y", &[&y], vec![]);
+        g.output(&y, tract_onnx::pb::tensor_proto::DataType::Float, &[Dim::Fixed(2), Dim::Fixed(4)]);
+        g.finish("fold", 17, vec![])
+    }
+
+    fn run(model: &tract_onnx::pb::ModelProto) -> Vec<f32> {
+        let plan = tract_onnx::onnx().model_for_proto_model(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+        let x = tract_ndarray::Array2::from_shape_vec((2, 3), vec![1.0f32, -2.0, 0.5, 3.0, 0.25, -1.0]).unwrap();
+        let out = plan.run(tvec!(x.into_tensor().into())).unwrap();
+        out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    }
+
+    #[test]
+    fn no_norm_folds_into_the_linear_layer_with_the_same_outputs() {
+        for with_bias in [true, false] {
+            let model = linear_then_no_norm(with_bias);
+            let before = run(&model);
+            let mut folded = model.clone();
+            let mut summary = FuseSummary::default();
+            fold(&mut folded, &mut summary).unwrap();
+            assert_eq!(summary.passes, vec![("fold_scale_shift", 1)]);
+            let ops = op_counts(&folded);
+            assert_eq!(ops.get("Mul"), None, "the scale is gone: {ops:?}");
+            assert_eq!(ops.get("Add"), Some(&1), "one addition (bias and shift, or the shift alone): {ops:?}");
+            let after = run(&folded);
+            for (a, b) in before.iter().zip(&after) {
+                assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{before:?} vs {after:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_linear_output_read_elsewhere_is_not_folded() {
+        let mut model = linear_then_no_norm(true);
+        // The biased output is also a graph output: folding would change it.
+        let graph = model.graph.as_mut().unwrap();
+        let mut extra = graph.output[0].clone();
+        extra.name = "linear.bias".into();
+        graph.output.push(extra);
+        let mut summary = FuseSummary::default();
+        fold(&mut model, &mut summary).unwrap();
+        assert_eq!(summary.passes, vec![("fold_scale_shift", 0)]);
+    }
+}

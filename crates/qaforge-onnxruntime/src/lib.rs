@@ -9,7 +9,8 @@
 //! - [`FOLDS`], on the float graph before any quantization: exact algebraic folds
 //!   ([`fold_scale_shift`]);
 //! - [`FUSIONS`], on the float or int8 graph: com.microsoft fused ops ([`integer_matmul`],
-//!   [`attention`], [`skip_layer_norm`]).
+//!   [`attention`], [`skip_layer_norm`]) and int8 table lookups that read int8 rows
+//!   ([`gather_quantized`]).
 //!
 //! Each pass is one file behind the [`Pass`] trait and registered in one table, as tract's
 //! optimizer passes are. A fused artifact runs in ONNX Runtime only (tract has no com.microsoft
@@ -17,6 +18,7 @@
 
 pub mod attention;
 pub mod fold_scale_shift;
+pub mod gather_quantized;
 pub mod integer_matmul;
 pub mod ort_format;
 #[cfg(feature = "ort")]
@@ -74,9 +76,11 @@ pub trait Pass: Sync {
 /// quantized from the folded values).
 pub const FOLDS: &[&dyn Pass] = &[&fold_scale_shift::FoldScaleShift];
 
-/// Fusions into com.microsoft ops, in order: the int8 products first (they take the linear
-/// layers' biases), then attention (on whatever projections remain), then residual norms.
-pub const FUSIONS: &[&dyn Pass] = &[&integer_matmul::IntegerMatMulFusion, &attention::AttentionFusion, &skip_layer_norm::SkipLayerNormFusion];
+/// Fusions into com.microsoft ops and rewrites of the int8 graph, in order: the int8 products
+/// first (they take the linear layers' biases), int8 table lookups, then attention (on whatever
+/// projections remain), then residual norms.
+pub const FUSIONS: &[&dyn Pass] =
+    &[&integer_matmul::IntegerMatMulFusion, &gather_quantized::GatherQuantizedRows, &attention::AttentionFusion, &skip_layer_norm::SkipLayerNormFusion];
 
 /// What the passes did: rewrites per pass, in the order they ran.
 #[derive(Debug, Default, Clone)]
@@ -148,4 +152,93 @@ pub fn op_counts(model: &ModelProto) -> BTreeMap<String, usize> {
         *counts.entry(key).or_insert(0) += 1;
     }
     counts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn fixture(name: &str) -> ModelProto {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../golden").join(name);
+        let checkpoint = qaforge_checkpoint::Checkpoint::open(&dir).unwrap();
+        qaforge_onnx::convert(&checkpoint, qaforge_onnx::EmitOptions::default()).unwrap().model
+    }
+
+    fn flavour(mut model: ModelProto) -> (ModelProto, FuseSummary) {
+        let mut summary = FuseSummary::default();
+        fold(&mut model, &mut summary).unwrap();
+        fuse(&mut model, &mut summary).unwrap();
+        qaforge_onnx::check_types(&model).unwrap();
+        (model, summary)
+    }
+
+    #[test]
+    fn mobilebert_gets_multi_head_attention_and_its_bottleneck_norms_folded() {
+        // 4 layers, shared key/query bottleneck: value reads the layer input, so no packed QKV.
+        let (model, summary) = flavour(fixture("mobilebert-tiny"));
+        let ops = op_counts(&model);
+        assert_eq!(ops.get("com.microsoft.MultiHeadAttention"), Some(&4), "{ops:?}");
+        assert_eq!(ops.get("Softmax"), None);
+        assert_eq!(summary.passes.iter().find(|p| p.0 == "fold_scale_shift"), Some(&("fold_scale_shift", 8)));
+        assert!(model.opset_import.iter().any(|o| o.domain == MS_DOMAIN && o.version == 1));
+        assert!(model.metadata_props.iter().any(|p| p.key == FLAVOUR_KEY && p.value == "onnxruntime"));
+        // Every node's inputs are produced before it (the rewrite keeps topological order).
+        let graph = model.graph.as_ref().unwrap();
+        let mut known: std::collections::HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).chain(graph.initializer.iter().map(|t| t.name.as_str())).collect();
+        for n in &graph.node {
+            for i in n.input.iter().filter(|i| !i.is_empty()) {
+                assert!(known.contains(i.as_str()), "{} reads {i} before it is produced", n.name);
+            }
+            known.extend(n.output.iter().map(String::as_str));
+        }
+    }
+
+    #[test]
+    fn bert_gets_packed_attention_and_skip_layer_norms() {
+        let (model, _) = flavour(fixture("bert-tiny"));
+        let ops = op_counts(&model);
+        assert_eq!(ops.get("com.microsoft.Attention"), Some(&2), "{ops:?}");
+        // Two per layer; the embeddings' sum of table lookups stays a LayerNormalization.
+        assert_eq!(ops.get("com.microsoft.SkipLayerNormalization"), Some(&4), "{ops:?}");
+        assert_eq!(ops.get("LayerNormalization"), Some(&1), "{ops:?}");
+    }
+
+    #[test]
+    fn int8_dynamic_products_become_dynamic_quantize_matmuls_with_their_biases() {
+        let model = fixture("bert-tiny");
+        let mut folded = model.clone();
+        let mut summary = FuseSummary::default();
+        fold(&mut folded, &mut summary).unwrap();
+        let options = qaforge_quantize::QuantizeOptions {
+            precision: qaforge_quantize::Precision::Int8Dynamic,
+            exclude: vec![],
+            int8_qa_head: false,
+            target: qaforge_quantize::Target::Arm64,
+            weights: qaforge_quantize::WeightOptions::default(),
+            method: qaforge_quantize::CalibrationMethod::MinMax,
+            batch_size: 1,
+            threads: 1,
+            input_names: None,
+            calibration_engine: qaforge_quantize::EngineChoice::Tract,
+        };
+        let (mut quantized, q) = qaforge_quantize::apply(&folded, &options, None, "test").unwrap();
+        fuse(&mut quantized, &mut summary).unwrap();
+        let ops = op_counts(&quantized);
+        assert_eq!(ops.get("com.microsoft.DynamicQuantizeMatMul"), Some(&q.converted.len()), "{ops:?}");
+        assert_eq!(ops.get("MatMulInteger"), None);
+        assert_eq!(ops.get("DynamicQuantizeLinear"), None);
+        let graph = quantized.graph.as_ref().unwrap();
+        assert!(graph.node.iter().filter(|n| n.op_type == "DynamicQuantizeMatMul").all(|n| n.input.len() == 5), "every product took its bias");
+        // Attention over the int8 projections: MultiHeadAttention.
+        assert_eq!(ops.get("com.microsoft.MultiHeadAttention"), Some(&2), "{ops:?}");
+    }
+
+    #[test]
+    fn a_flavoured_graph_is_refused_as_input() {
+        let (model, _) = flavour(fixture("bert-tiny"));
+        let mut again = model.clone();
+        assert!(fold(&mut again, &mut FuseSummary::default()).unwrap_err().to_string().contains("already has the ONNX Runtime flavour"));
+    }
 }
