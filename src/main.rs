@@ -477,7 +477,7 @@ fn package(artifact: &std::path::Path, output: &std::path::Path, operators_confi
     }
 }
 
-/// The ONNX Runtime flavour of a float model: folds, then (after any quantization) fusions.
+/// Prints what the ONNX Runtime flavour's passes did and the com.microsoft ops they left in `model`.
 fn print_flavour(summary: &qaforge_onnxruntime::FuseSummary, model: &qaforge_onnx::pb::ModelProto) {
     let fused: Vec<String> = qaforge_onnxruntime::op_counts(model).into_iter().filter(|(op, _)| op.starts_with(qaforge_onnxruntime::MS_DOMAIN)).map(|(op, n)| format!("{n} {op}")).collect();
     println!("  onnxruntime   {} ({})", summary.describe(), if fused.is_empty() { "no fused ops".to_string() } else { fused.join(", ") });

@@ -150,7 +150,7 @@ fn trace_mask(rw: &Rewrite<'_>, bias: &str) -> Option<(String, f32)> {
     None
 }
 
-/// A linear layer `MatMul(x, W) + b` producing `tensor`: (x, W, b, the Add's node).
+/// A linear layer `MatMul(x, W) + b` producing `tensor`: (x, the name of W, b).
 fn linear(rw: &Rewrite<'_>, tensor: &str) -> Option<(String, String, Vec<f32>)> {
     let add = rw.producer_op(tensor, "Add")?;
     let product = rw.node(add).input.iter().find(|i| rw.producer_op(i, "MatMul").is_some())?.clone();
