@@ -22,7 +22,8 @@
 
 use std::collections::HashMap;
 
-use qaforge_quantize::graph::{int_attribute, node, raw_tensor};
+use qaforge_onnx::builder::f32_tensor;
+use qaforge_quantize::graph::{int_attribute, node};
 use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto};
 
 use crate::rewrite::Rewrite;
@@ -75,11 +76,8 @@ fn trace_mask(rw: &Rewrite<'_>, bias: &str) -> Option<(String, f32)> {
     let mut unsqueezes: Vec<Vec<i64>> = vec![];
     let mut t = bias.to_string();
     for _ in 0..16 {
-        if let Some(input) = rw.graph.input.iter().find(|i| i.name == t) {
-            let elem = input.r#type.as_ref().and_then(|ty| match &ty.value {
-                Some(tract_onnx::pb::type_proto::Value::TensorType(tt)) => Some(tt.elem_type),
-                _ => None,
-            })?;
+        if rw.graph.input.iter().any(|i| i.name == t) {
+            let elem = rw.input_elem_type(&t)?;
             if elem != DataType::Int64 as i32 && elem != DataType::Int32 as i32 {
                 return None;
             }
@@ -176,9 +174,6 @@ fn float_attribute(name: &str, value: f32) -> AttributeProto {
     AttributeProto { name: name.to_string(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }
 }
 
-fn f32_tensor(dims: &[i64], values: &[f32]) -> tract_onnx::pb::TensorProto {
-    raw_tensor("", dims, DataType::Float, values.iter().flat_map(|v| v.to_le_bytes()).collect())
-}
 
 impl Pass for AttentionFusion {
     fn name(&self) -> &'static str {
@@ -211,10 +206,7 @@ impl Pass for AttentionFusion {
             let mask = match masks.get(&m.mask_input) {
                 Some(mask) => mask.clone(),
                 None => {
-                    let int32 = rw.graph.input.iter().find(|i| i.name == m.mask_input).and_then(|i| i.r#type.as_ref()).is_some_and(|t| {
-                        matches!(&t.value, Some(tract_onnx::pb::type_proto::Value::TensorType(tt)) if tt.elem_type == DataType::Int32 as i32)
-                    });
-                    let mask = if int32 {
+                    let mask = if rw.input_elem_type(&m.mask_input) == Some(DataType::Int32 as i32) {
                         m.mask_input.clone()
                     } else {
                         let name = rw.names.fresh(&format!("{}.int32", m.mask_input));
@@ -250,8 +242,8 @@ impl Pass for AttentionFusion {
                         }
                     }
                     let bias: Vec<f32> = bq.iter().chain(&bk).chain(&bv).copied().collect();
-                    let w = rw.add_initializer(&format!("{base}.qkv_weight"), f32_tensor(&[rows as i64, 3 * width as i64], &packed));
-                    let b = rw.add_initializer(&format!("{base}.qkv_bias"), f32_tensor(&[3 * width as i64], &bias));
+                    let w = rw.add_initializer(&format!("{base}.qkv_weight"), f32_tensor("", &[rows, 3 * width], &packed));
+                    let b = rw.add_initializer(&format!("{base}.qkv_bias"), f32_tensor("", &[3 * width], &bias));
                     let name = rw.names.fresh(&format!("{base}.fused"));
                     NodeProto { domain: MS_DOMAIN.into(), ..node("Attention", &name, &[&xq, &w, &b, &mask], &[&output], attributes(vec![])) }
                 }
@@ -262,7 +254,7 @@ impl Pass for AttentionFusion {
                     match biased {
                         [Some((pq, bq)), Some((pk, bk)), Some((pv, bv))] => {
                             let bias: Vec<f32> = bq.iter().chain(&bk).chain(&bv).copied().collect();
-                            let b = rw.add_initializer(&format!("{base}.qkv_bias"), f32_tensor(&[3 * width as i64], &bias));
+                            let b = rw.add_initializer(&format!("{base}.qkv_bias"), f32_tensor("", &[3 * width], &bias));
                             op(&[&pq, &pk, &pv, &b, &mask])
                         }
                         _ => op(&[&query.input, &key.input, &value.input, "", &mask]),

@@ -6,8 +6,7 @@
 //! the shared key/query input); the other NoNorms follow a residual addition, which no fold
 //! removes.
 
-use qaforge_quantize::graph::raw_tensor;
-use tract_onnx::pb::tensor_proto::DataType;
+use qaforge_onnx::builder::f32_tensor;
 
 use crate::rewrite::Rewrite;
 use crate::{FuseError, Pass};
@@ -15,9 +14,6 @@ use crate::{FuseError, Pass};
 /// The fold (see the module documentation).
 pub struct FoldScaleShift;
 
-fn f32_tensor(dims: &[i64], values: &[f32]) -> tract_onnx::pb::TensorProto {
-    raw_tensor("", dims, DataType::Float, values.iter().flat_map(|v| v.to_le_bytes()).collect())
-}
 
 impl Pass for FoldScaleShift {
     fn name(&self) -> &'static str {
@@ -70,14 +66,14 @@ impl Pass for FoldScaleShift {
             }
             let folded: Vec<f32> = weights.iter().enumerate().map(|(i, w)| w * gamma[i % cols]).collect();
             let w_name = format!("{}.scaled", rw.node(matmul).input[1]);
-            let w_name = rw.add_initializer(&w_name, f32_tensor(&[rows as i64, cols as i64], &folded));
+            let w_name = rw.add_initializer(&w_name, f32_tensor("", &[rows, cols], &folded));
             rw.graph.node[matmul].input[1] = w_name;
             let output = rw.node(shift).output[0].clone();
             match bias_add {
                 Some((add, b)) => {
                     let bias: Vec<f32> = b.iter().zip(&gamma).zip(&beta).map(|((b, g), s)| b * g + s).collect();
                     let base = format!("{}.shifted", t);
-                    let b_name = rw.add_initializer(&base, f32_tensor(&[width as i64], &bias));
+                    let b_name = rw.add_initializer(&base, f32_tensor("", &[width], &bias));
                     let product = rw.graph.node[add].input.iter().find(|i| rw.producer_op(i, "MatMul") == Some(matmul)).cloned().unwrap_or_default();
                     rw.graph.node[add].input = vec![product, b_name];
                     rw.graph.node[add].output = vec![output];

@@ -20,8 +20,9 @@ use crate::{FuseError, Pass, MS_DOMAIN};
 /// The fusion (see the module documentation).
 pub struct IntegerMatMulFusion;
 
+/// Elements of a tensor, `None` for invalid dims.
 fn element_count(t: &TensorProto) -> Option<usize> {
-    t.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+    qaforge_quantize::graph::element_count(t).ok()
 }
 
 /// The constant bias added to `tensor`, when only that addition reads it: (Add node, bias name).

@@ -56,6 +56,13 @@ impl<'g> Rewrite<'g> {
         self.index.outputs.contains(tensor)
     }
 
+    /// The element type of the graph input named `name`.
+    pub fn input_elem_type(&self, name: &str) -> Option<i32> {
+        let input = self.graph.input.iter().find(|i| i.name == name)?;
+        let tract_onnx::pb::type_proto::Value::TensorType(t) = input.r#type.as_ref()?.value.as_ref()?;
+        Some(t.elem_type)
+    }
+
     /// The initializer named `tensor`.
     pub fn initializer(&self, tensor: &str) -> Option<&TensorProto> {
         self.index.initializers.get(tensor).map(|&i| &self.graph.initializer[i])
