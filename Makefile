@@ -10,7 +10,7 @@ QAFORGE := target/debug/qaforge
 # stays lean. Both use one feature set so that cargo does not rebuild between them.
 FEATURES := --features ort
 
-.PHONY: all build test test-rust test-onnx demo golden trained-fixture bench fuzz clean
+.PHONY: all build test test-rust test-onnx qemu demo golden trained-fixture bench fuzz clean
 
 all: build
 
@@ -29,11 +29,20 @@ $(CHECK_VENV)/.installed: tests/python/requirements.txt
 	$(CHECK_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 	touch $@
 
+# Debian's qemu user-mode emulator, which runs the same qaforge binary as another x86-64 CPU for the
+# cross-CPU check (installed here when missing: CI runs as root on Debian).
+QEMU_X86 := qemu-x86_64-static
+qemu:
+	@command -v $(QEMU_X86) >/dev/null || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { echo "make test needs Debian's qemu-user-static ($(QEMU_X86)) for the cross-CPU check: apt-get install qemu-user-static" >&2; exit 1; }; \
+	  echo "installing Debian's qemu-user-static for the cross-CPU check"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static > /dev/null; }
+
 # The onnxruntime wheel's shared library, for `verify --engine ort` (evaluated when used).
 ORT_LIBRARY = $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
 CALIBRATE = --calibration golden/squad/calibration.json --samples 128
 
-test-onnx: $(CHECK_VENV)/.installed build
+test-onnx: $(CHECK_VENV)/.installed build qemu
 	@rm -rf $(ARTIFACTS)/check && mkdir -p $(ARTIFACTS)/check
 	@for f in $(FIXTURES); do \
 	  a=$(ARTIFACTS)/check/$$f; \
@@ -55,6 +64,9 @@ test-onnx: $(CHECK_VENV)/.installed build
 	@# The ONNX Runtime flavour (com.microsoft fusions, exact folds) and the .ort package, verified in
 	@# ONNX Runtime; op counts against onnxruntime.quantization's artifacts.
 	bash tests/onnxruntime_flavour.sh $(QAFORGE) $(ARTIFACTS)/onnxruntime golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES) minilm-l6-squad2
+	@# Same bytes on every CPU: int8-static (each method), int8-dynamic and fp16 quantized natively and
+	@# as Haswell (AVX2) and Nehalem (SSE4) under qemu must have the same sha256.
+	bash tests/cross_cpu.sh $(QAFORGE) $(QEMU_X86) $(ARTIFACTS)/cross-cpu $(FIXTURES) minilm-l6-squad2:minmax
 	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
 	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 	@# Why entropy calibration was replaced: its ranges beside ONNX Runtime's entropy calibrator.

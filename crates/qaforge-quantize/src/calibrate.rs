@@ -168,7 +168,11 @@ pub fn calibrate(
     };
     let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
     let session: Box<dyn Engine> = match &options.calibration_engine {
-        EngineChoice::Tract => Box::new(TractSession::with_layout(&graph, label, layout).map_err(|e| tract_hint(e.into()))?),
+        // Ranges from tract's generic kernels: the same bits on every CPU (qaforge_runtime::kernels).
+        EngineChoice::Tract => {
+            qaforge_runtime::kernels::use_portable_kernels()?;
+            Box::new(TractSession::with_layout(&graph, label, layout).map_err(|e| tract_hint(e.into()))?)
+        }
         engine => qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), threads, layout)?,
     };
     let (session, threads) = (session.as_ref(), session.preferred_threads(threads));

@@ -132,7 +132,10 @@ pub struct QuantizeOptions {
 
 /// A tract session for `model` (the input graph or one derived from it: passes keep its inputs),
 /// its inputs fed as `options.input_names` or their names and positions say.
+/// tract computes with its generic kernels here (see [`qaforge_runtime::kernels`]), so that what
+/// the session measures, and the artifact chosen from it, is the same on every CPU.
 pub(crate) fn tract_session(model: &ModelProto, label: &str, options: &QuantizeOptions) -> Result<qaforge_runtime::TractSession, QuantizeError> {
+    qaforge_runtime::kernels::use_portable_kernels()?;
     let layout = qaforge_runtime::check_inputs(model, std::path::Path::new(label), options.input_names.as_deref())?;
     Ok(qaforge_runtime::TractSession::with_layout(model, label, layout)?)
 }
@@ -266,11 +269,14 @@ pub fn apply(
     if options.precision == Precision::Int8Static {
         metadata.push(("qaforge.quantize.method".into(), options.method.to_string()));
         metadata.push(("qaforge.quantize.samples".into(), summary.calibration_features.to_string()));
-        let engine = match &options.calibration_engine {
-            qaforge_runtime::EngineChoice::Tract => "tract",
-            qaforge_runtime::EngineChoice::OnnxRuntime { .. } => "onnxruntime",
+        // Whether another CPU reproduces these ranges: tract's generic kernels compute the same
+        // bits on every CPU; ONNX Runtime's are chosen by the CPU that calibrated.
+        let (engine, kernels) = match &options.calibration_engine {
+            qaforge_runtime::EngineChoice::Tract => ("tract", "generic (the same on every CPU)"),
+            qaforge_runtime::EngineChoice::OnnxRuntime { .. } => ("onnxruntime", "this CPU's (another CPU may calibrate other ranges)"),
         };
         metadata.push(("qaforge.quantize.calibration_engine".into(), engine.into()));
+        metadata.push(("qaforge.quantize.calibration_kernels".into(), kernels.into()));
     }
     out.metadata_props = metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
     Ok((out, summary))

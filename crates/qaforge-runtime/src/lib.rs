@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use qaforge_squad::Features;
 
 pub mod integer_kernels;
+pub mod kernels;
 /// ONNX Runtime sessions, optimized-model saving and model inspection (feature `ort`).
 #[cfg(feature = "ort")]
 pub mod onnxruntime;

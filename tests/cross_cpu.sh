@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Same inputs, same bytes, on every CPU: the int8-static artifacts of the fixtures, each calibration
+# method, quantized by the same binary natively and under qemu's user-mode emulation of two other
+# x86-64 CPUs (`-cpu Haswell`: AVX2 and FMA, no AVX-512; `-cpu Nehalem`: SSE4.2, no AVX at all),
+# must have the same sha256. Calibration runs tract's generic kernels (qaforge_runtime::kernels),
+# whose arithmetic does not depend on the CPU; before them the same command wrote three different
+# files on these three CPUs. int8-dynamic and fp16 (no float forward pass) are checked on one fixture.
+#
+# Emulation costs about 15x, so this calibrates on 4 features and runs the two emulated CPUs side by
+# side; the ranges still come from every activation of those features, through every kernel, and
+# without the generic kernels 4 features were enough for three different files (checked once by
+# removing qaforge_runtime::kernels::use_portable_kernels from calibration).
+#
+# A FIXTURE may name its methods (minilm-l6-squad2:minmax): the trained fixture takes 2.5 minutes
+# a method under emulation, so make test runs minmax there and every method on the tiny fixtures.
+#
+#   tests/cross_cpu.sh QAFORGE QEMU WORK_DIR FIXTURE[:METHOD,...]...
+set -uo pipefail
+qaforge=$1 qemu=$2 dir=$3
+shift 3
+mkdir -p "$dir"
+calibrate=(--calibration golden/squad/calibration.json --samples 4)
+status=0
+digest() { sha256sum "$1" | cut -c1-16; }
+first_fixture=${1%%:*}
+for spec in "$@"; do
+  f=${spec%%:*} methods=minmax,percentile,mse
+  [[ $spec == *:* ]] && methods=${spec#*:}
+  "$qaforge" convert "golden/$f" -o "$dir/$f.onnx" > /dev/null || { echo "$f: convert failed"; status=1; continue; }
+  runs=()
+  for m in ${methods//,/ }; do runs+=("int8-static-$m:--precision int8-static --method $m ${calibrate[*]} --tokenizer golden/$f"); done
+  [ "$f" = "$first_fixture" ] && runs+=("int8-dynamic:--precision int8-dynamic" "fp16:--precision fp16")
+  for run in "${runs[@]}"; do
+    name=${run%%:*} args=${run#*:}
+    line="$f $name:"
+    same=1 first=
+    # shellcheck disable=SC2086
+    "$qaforge" quantize "$dir/$f.onnx" -o "$dir/$f.$name.native.onnx" $args > "$dir/$f.$name.native.log" 2>&1 &
+    for cpu in Haswell Nehalem; do
+      # shellcheck disable=SC2086
+      "$qemu" -cpu $cpu "$qaforge" quantize "$dir/$f.onnx" -o "$dir/$f.$name.$cpu.onnx" $args > "$dir/$f.$name.$cpu.log" 2>&1 &
+    done
+    wait
+    for cpu in native Haswell Nehalem; do
+      out=$dir/$f.$name.$cpu.onnx
+      if ! grep -q '^quantized' "$dir/$f.$name.$cpu.log" || [ ! -f "$out" ]; then
+        echo "$line quantize on $cpu failed:"; grep -v "TCG doesn't support" "$dir/$f.$name.$cpu.log"; status=1; same=0; break
+      fi
+      d=$(digest "$out")
+      line="$line $cpu $d"
+      [ -z "$first" ] && first=$d
+      [ "$d" = "$first" ] || same=0
+    done
+    if [ $same = 1 ]; then echo "$line: same bytes"; else echo "$line: DIFFER"; status=1; fi
+  done
+done
+exit $status
