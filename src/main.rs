@@ -248,6 +248,10 @@ enum Command {
         /// Smallest tolerated logit cosine (default: 0.999 for fp16, 0.99 for int8).
         #[arg(long)]
         min_cosine: Option<f64>,
+        /// Smallest tolerated agreement F1 (percent) of the artifact's predictions with the
+        /// reference's (default: none): how closely the artifact follows the float model.
+        #[arg(long)]
+        min_agreement_f1: Option<f64>,
         /// Features per batch.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
@@ -391,8 +395,8 @@ fn main() -> ExitCode {
         Command::Golden { model_dir, data, output, limit, max_length, doc_stride, batch_size } => {
             golden(&model_dir, &data, &output, &qaforge_verify::BundleOptions { limit, max_length, doc_stride, batch_size })
         }
-        Command::Verify { artifact, golden, shard, allow_other_checkpoint, input_names, max_abs_diff, max_f1_drop, min_cosine, batch_size, report, engine, ort_library } => (|| {
-            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine };
+        Command::Verify { artifact, golden, shard, allow_other_checkpoint, input_names, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1, batch_size, report, engine, ort_library } => (|| {
+            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
             let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
             let engine = engine_choice(engine, ort_library)?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -559,7 +563,11 @@ fn quantize(
             let squad = qaforge_squad::SquadFile::load(data)?;
             println!("calibration data {}: {}", data.display(), squad.summary());
             let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
-            let features = tokenizer.features(&squad.examples, &qaforge_squad::FeatureOptions::default())?;
+            // Calibration reads the first `samples` features, and every question gives at least
+            // one: its first `samples` questions are enough, unless the label-free search also
+            // needs the questions held back after them (a dev-set-sized file is not tokenized whole).
+            let needed = if label_free { squad.examples.len() } else { samples.min(squad.examples.len()) };
+            let features = tokenizer.features(&squad.examples[..needed], &qaforge_squad::FeatureOptions::default())?;
             Some((squad, features))
         }
         _ if options.precision == qaforge_quantize::Precision::Int8Static => {

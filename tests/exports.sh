@@ -33,8 +33,9 @@ check_export() {
     local engines=(tract ort)
     for engine in "${engines[@]}"; do
       local extra=()
-      # As in verify_in_onnxruntime.sh: ONNX Runtime computes some fp16 ops in fp32.
-      [ "$mode" = fp16 ] && [ "$engine" = ort ] && extra=(--max-f1-drop 0.5)
+      # As in verify_in_onnxruntime.sh: ONNX Runtime computes some fp16 ops in fp32, and on these
+      # random fixtures one answer moves F1 by up to 0.4, so fp16 gets 1.0 (measured worst -0.11).
+      [ "$mode" = fp16 ] && [ "$engine" = ort ] && extra=(--max-f1-drop 1.0)
       out=$("$qaforge" verify "$artifact" --golden "$golden/$fixture" --engine "$engine" --ort-library "$ort" "${extra[@]}" 2>&1) \
         && echo "$name $mode ($engine): $(tail -1 <<<"$out")" \
         || { echo "FAIL: $name $mode ($engine)"; echo "$out"; }

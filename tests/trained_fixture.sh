@@ -2,18 +2,36 @@
 # Real numerics in `make test`: the trained fixture golden/minilm-l6-squad2 (MiniLM-L6 fine-tuned on
 # SQuAD v2 by golden/train.py, stored in MobileBERT's format) through every precision and every
 # calibration method `quantize --method` offers, each artifact verified against the PyTorch goldens
-# with these bounds on the F1 change (artifact minus PyTorch, 251 questions):
-#   fp32          tract: max |Δ| ≤ 1e-4 and every prediction identical (verify's fp32 default)
-#   fp16          ΔF1 ≥ -0.1 and at most 1% of the answers changed
-#   int8-dynamic  ΔF1 ≥ -0.3
-#   int8-static   ΔF1 ≥ -0.5 for minmax, percentile and mse
-# (and verify's cosine floors: 0.999 fp16, 0.99 int8). The quantized artifacts run in ONNX Runtime,
-# fast and exact on every CPU for the x86-avx2 target; every target stores the same 255 weight levels,
-# so tract computes the same logits for the arm64 artifact (tests/quantize.rs checks that).
+# in ONNX Runtime. The bounds judge how closely each artifact follows the float model (agreement F1
+# of its answers with PyTorch's, 251 questions) and its F1 change against the gold answers:
+#
+#   artifact                agreement F1 ≥   ΔF1 ≥   measured agreement, ΔF1: Xeon AVX-512 VNNI | EPYC AVX2
+#   fp32 (tract)            every prediction identical, max |Δ| ≤ 1e-4 (verify's fp32 default)
+#   fp16                    99               -1.0    100.00, 0.00 | 100.00, 0.00
+#   int8-dynamic            88.5             -2.5    90.83, +2.58 | 91.23, +3.37 (the same bytes)
+#   int8-static minmax      89.5             -2.5    91.68, +1.71 | 92.77, +2.69 (*)
+#   int8-static percentile  88               -2.5    90.33, +1.64 | 90.61, +2.84 (*)
+#   int8-static mse         82               -2.5    84.52, -0.21 | 84.40, -0.35 (*)
+#
+# (*) calibrated on that CPU before calibration was made CPU-independent; an AVX-512 VNNI EPYC
+# measured mse at ΔF1 -0.55 then. int8-static artifacts are now the same bytes everywhere
+# (tests/cross_cpu.sh), but ONNX Runtime runs each with its CPU's float kernels, and this model's
+# answers sit near its no-answer threshold: the same int8-dynamic file reads ΔF1 +2.58 on one CPU
+# and +3.37 on another (0.79 apart), the static ones up to 1.2 apart. One answer moves either
+# measure by up to 0.4 of 251. Each bound therefore sits 2.0 points (five answers) below the lowest
+# value measured on any CPU, further than the largest spread between CPUs; the ΔF1 floor is 2.0
+# below the worst ΔF1 ever measured (-0.55). A bound on ΔF1 alone cannot see a real regression that
+# moves answers both ways: per-tensor int8 weights raise ΔF1 to +4.39 here while only 188 of 251
+# answers stay the float model's (agreement 78.05), so the last check quantizes exactly that and
+# expects minmax's bounds to FAIL it (the removed entropy calibration, agreement 44.53 and ΔF1
+# -19.44, would fail them by far). Verify's cosine floors (0.999 fp16, 0.99 int8) apply too. The
+# int8 artifacts are for `--target x86-avx2`, which ONNX Runtime computes exactly on every x86 CPU;
+# every target stores the same 255 weight levels, so tract computes the same logits for the arm64
+# artifact (tests/quantize.rs checks that).
 #
 #   tests/trained_fixture.sh QAFORGE WORK_DIR LIBONNXRUNTIME PYTHON
 set -euo pipefail
-qaforge=$1 dir=$2 ort=$3 python=$4
+qaforge=$1 dir=$2 ort=$3
 fixture=golden/minilm-l6-squad2
 calibrate=(--calibration golden/squad/calibration.json --tokenizer "$fixture" --samples 128)
 mkdir -p "$dir"
@@ -24,24 +42,41 @@ mkdir -p "$dir"
 for m in minmax percentile mse; do
   "$qaforge" quantize "$dir/fp32.onnx" -o "$dir/int8-static-$m.onnx" --precision int8-static --method $m --target x86-avx2 "${calibrate[@]}" > /dev/null
 done
+# A regression the bounds must catch: per-tensor weights, judged by minmax's bounds.
+"$qaforge" quantize "$dir/fp32.onnx" -o "$dir/regression-per-tensor.onnx" --precision int8-static --method minmax --per-tensor \
+  --target x86-avx2 "${calibrate[@]}" > /dev/null
+
+bounds() { # ARTIFACT -> "MIN_AGREEMENT_F1 MAX_F1_DROP"
+  case $1 in
+    fp16) echo 99 1.0 ;;
+    int8-dynamic) echo 88.5 2.5 ;;
+    int8-static-minmax | regression-per-tensor) echo 89.5 2.5 ;;
+    int8-static-percentile) echo 88 2.5 ;;
+    int8-static-mse) echo 82 2.5 ;;
+  esac
+}
+judge() { # ARTIFACT -> verify's exit status; the log in $dir/ARTIFACT.log
+  local agreement drop
+  read -r agreement drop <<<"$(bounds "$1")"
+  "$qaforge" verify "$dir/$1.onnx" --golden "$fixture" --engine ort --ort-library "$ort" \
+    --min-agreement-f1 "$agreement" --max-f1-drop "$drop" --report "$dir/$1.report.json" > "$dir/$1.log" 2>&1
+}
 status=0
-for a in fp16:0.1 int8-dynamic:0.3 int8-static-minmax:0.5 int8-static-percentile:0.5 int8-static-mse:0.5; do
-  name=${a%%:*} bound=${a##*:}
-  if "$qaforge" verify "$dir/$name.onnx" --golden "$fixture" --engine ort --ort-library "$ort" --max-f1-drop "$bound" \
-      --report "$dir/$name.report.json" > "$dir/$name.log" 2>&1; then
-    echo "$fixture $name (onnxruntime, ΔF1 ≥ -$bound): $(tail -1 "$dir/$name.log")"
+for name in fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse; do
+  read -r agreement drop <<<"$(bounds "$name")"
+  label="$fixture $name (onnxruntime, agreement F1 ≥ $agreement, ΔF1 ≥ -$drop)"
+  if judge "$name"; then
+    echo "$label: $(tail -1 "$dir/$name.log")"
   else
-    echo "$fixture $name (onnxruntime, ΔF1 ≥ -$bound): FAIL"; cat "$dir/$name.log"; status=1
+    echo "$label: FAIL"; cat "$dir/$name.log"; status=1
   fi
 done
-# fp16 must keep the answers, not only F1: at most 1% of them may change.
-"$python" - "$dir/fp16.report.json" <<'PY' || status=1
-import json, sys
-squad = json.load(open(sys.argv[1]))["squad"]
-changed = squad["questions"] - squad["identical_predictions"]
-ok = changed <= 0.01 * squad["questions"]
-print(f"golden/minilm-l6-squad2 fp16: {changed} of {squad['questions']} answers changed (at most 1%): {'ok' if ok else 'FAIL'}")
-sys.exit(0 if ok else 1)
-PY
-"$qaforge" table "$dir"/fp32.report.json "$dir"/fp16.report.json "$dir"/int8-dynamic.report.json "$dir"/int8-static-{minmax,percentile,mse}.report.json
+if judge regression-per-tensor; then
+  echo "$fixture per-tensor weights PASSED minmax's bounds, which must catch this regression:"; cat "$dir/regression-per-tensor.log"; status=1
+elif grep -q "agreement F1 with the reference" "$dir/regression-per-tensor.log"; then
+  echo "$fixture per-tensor weights (a regression): FAIL as it must: $(grep -o 'agreement F1 with the reference[^)]*)' "$dir/regression-per-tensor.log" | head -1)"
+else
+  echo "$fixture per-tensor weights failed, but not on agreement:"; cat "$dir/regression-per-tensor.log"; status=1
+fi
+"$qaforge" table "$dir"/fp32.report.json "$dir"/fp16.report.json "$dir"/int8-dynamic.report.json "$dir"/int8-static-{minmax,percentile,mse}.report.json "$dir"/regression-per-tensor.report.json
 exit $status

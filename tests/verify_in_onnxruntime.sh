@@ -14,12 +14,14 @@ status=0
 for f in "$@"; do
   for p in "" .fp16 .int8-dynamic .int8-static .int8-dynamic.x86-avx2 .int8-static.x86-avx2; do
     a=$dir/$f$p.onnx
-    # fp16 gets an F1-drop tolerance of 0.5 in ONNX Runtime instead of 0.1: ONNX Runtime computes
-    # some fp16 ops in fp32 (tract, which the 0.1 default is set against, rounds every op), and on
-    # these random-weight fixtures (F1 about 5) one changed answer of 251 moves F1 by 0.1 to 0.4;
-    # the fp16 cosine floor (0.999) still applies.
+    # Random-weight fixtures (F1 about 6) flip answers under any perturbation, and one changed answer
+    # of 251 moves F1 by up to 0.4. Measured here and under qemu as Haswell (tests/qaforge-as-cpu),
+    # every fixture: fp16 ΔF1 -0.11 at worst (ONNX Runtime computes some fp16 ops in fp32, tract
+    # rounds every op), int8 -0.50 at worst, within 0.02 of each other on the two CPUs. So fp16 gets
+    # an F1-drop tolerance of 1.0 here (0.89 of margin, over two answers) and int8 keeps verify's 1.0
+    # (0.5 of margin); the cosine floors (0.999 fp16, 0.99 int8) are the sharp checks on these.
     extra=()
-    [ "$p" = .fp16 ] && extra=(--max-f1-drop 0.5)
+    [ "$p" = .fp16 ] && extra=(--max-f1-drop 1.0)
     out=$("$qaforge" verify "$a" --golden "$golden/$f" --engine ort --ort-library "$ort" "${extra[@]}" 2>&1)
     rc=$?
     case $rc in

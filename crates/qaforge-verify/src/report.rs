@@ -28,6 +28,11 @@ pub struct Tolerances {
     pub max_f1_drop: Option<f64>,
     /// Smallest cosine similarity between the artifact's and the reference logits.
     pub min_cosine: Option<f64>,
+    /// Smallest agreement F1 (percent) of the artifact's predictions with the reference's: how
+    /// closely it follows the float model, whatever the gold answers say. Unlike the F1 change,
+    /// flips of near ties in both directions do not cancel out here.
+    #[serde(default)]
+    pub min_agreement_f1: Option<f64>,
 }
 
 impl Tolerances {
@@ -36,9 +41,9 @@ impl Tolerances {
     /// with a cosine floor that catches broken logits even when F1 is insensitive.
     pub fn for_precision(precision: &str) -> Self {
         match precision {
-            "fp16" => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(0.1), min_cosine: Some(0.999) },
-            p if p.starts_with("int8") => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(1.0), min_cosine: Some(0.99) },
-            _ => Tolerances { max_abs_diff: Some(1e-4), identical_predictions: true, max_f1_drop: None, min_cosine: None },
+            "fp16" => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(0.1), min_cosine: Some(0.999), min_agreement_f1: None },
+            p if p.starts_with("int8") => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(1.0), min_cosine: Some(0.99), min_agreement_f1: None },
+            _ => Tolerances { max_abs_diff: Some(1e-4), identical_predictions: true, max_f1_drop: None, min_cosine: None, min_agreement_f1: None },
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct ToleranceOverrides {
     pub max_f1_drop: Option<f64>,
     /// Replaces [`Tolerances::min_cosine`].
     pub min_cosine: Option<f64>,
+    /// Replaces [`Tolerances::min_agreement_f1`].
+    pub min_agreement_f1: Option<f64>,
 }
 
 impl Tolerances {
@@ -61,6 +68,7 @@ impl Tolerances {
             max_abs_diff: overrides.max_abs_diff.or(self.max_abs_diff),
             max_f1_drop: overrides.max_f1_drop.or(self.max_f1_drop),
             min_cosine: overrides.min_cosine.or(self.min_cosine),
+            min_agreement_f1: overrides.min_agreement_f1.or(self.min_agreement_f1),
             identical_predictions: self.identical_predictions,
         }
     }
@@ -514,6 +522,14 @@ fn assemble(
     if let Some(t) = tolerances.max_f1_drop {
         if squad.f1_drop.is_nan() || squad.f1_drop > t {
             failures.push(format!("F1 {:.2} is {:.2} points below the reference's {:.2} (tolerance {t})", squad.artifact.f1, squad.f1_drop, squad.reference.f1));
+        }
+    }
+    if let Some(t) = tolerances.min_agreement_f1 {
+        if squad.agreement_f1.is_nan() || squad.agreement_f1 < t {
+            failures.push(format!(
+                "agreement F1 with the reference's predictions {:.2} < {t} ({} of {} predictions identical)",
+                squad.agreement_f1, squad.identical_predictions, squad.questions
+            ));
         }
     }
     let mut report = Report {
