@@ -86,13 +86,8 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
 }
 
 fn raw_tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
-    TensorProto {
-        name: name.to_string(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: data_type as i32,
-        raw_data,
-        ..Default::default()
-    }
+    let dims: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    crate::edit::raw_tensor(name, &dims, data_type, raw_data)
 }
 
 /// A float32 tensor message from row-major values.

@@ -13,6 +13,7 @@
 mod bert;
 mod blocks;
 pub mod builder;
+pub mod edit;
 mod external;
 mod mobilebert;
 mod types;
@@ -26,6 +27,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 pub use tract_onnx::pb;
+use qaforge_provenance::{keys, Precision};
 pub use blocks::{EmitOptions, Emitted, ATTENTION_MASK_VALUE, DEFAULT_OPSET, SUPPORTED_OPSETS};
 
 /// Emits the QA graph of `checkpoint`, whatever its architecture, at `options.opset`, with
@@ -333,15 +335,15 @@ pub fn convert(checkpoint: &qaforge_checkpoint::Checkpoint, options: EmitOptions
     });
     let mut emitted = emitted?;
     let mut metadata = vec![
-        ("qaforge.stage", "convert".to_string()),
-        ("qaforge.precision", "fp32".to_string()),
-        ("qaforge.source_sha256", hash?),
-        ("qaforge.source_format", checkpoint.format.to_string()),
+        (keys::STAGE, "convert".to_string()),
+        (keys::PRECISION, Precision::Fp32.as_str().to_string()),
+        (keys::SOURCE_SHA256, hash?),
+        (keys::SOURCE_FORMAT, checkpoint.format.to_string()),
     ];
     // The tokenizer the model was trained with, when the directory has one: verify compares it
     // with a golden bundle's.
     if let Some(tokenizer) = qaforge_checkpoint::tokenizer_sha256(&checkpoint.dir)? {
-        metadata.push(("qaforge.tokenizer_sha256", tokenizer));
+        metadata.push((keys::TOKENIZER_SHA256, tokenizer));
     }
     emitted.model.metadata_props =
         metadata.into_iter().map(|(key, value)| pb::StringStringEntryProto { key: key.to_string(), value }).collect();

@@ -33,15 +33,13 @@ fn name(t: i32) -> String {
     }
 }
 
-fn attribute<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
-}
+use crate::edit::attribute;
 
 /// The element type of each output of `node`, given its inputs' (`None`: unknown).
 fn output_types(node: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>> {
     let first = inputs.iter().flatten().next().copied();
     let one = |t: Option<i32>| vec![t; node.output.len()];
-    if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+    if !crate::edit::is_default_domain(node) {
         return one(None);
     }
     let int64 = Some(DataType::Int64 as i32);
@@ -117,7 +115,7 @@ pub fn check_types(model: &pb::ModelProto) -> Result<(), String> {
     }
     for (i, node) in graph.node.iter().enumerate() {
         let inputs: Vec<Option<i32>> = node.input.iter().map(|n| if n.is_empty() { None } else { types.get(n.as_str()).copied() }).collect();
-        if node.domain.is_empty() || node.domain == "ai.onnx" {
+        if crate::edit::is_default_domain(node) {
             if let Some(bound) = same_type_inputs(&node.op_type, inputs.len()) {
                 let known: Vec<(usize, i32)> = bound.iter().filter_map(|&k| inputs.get(k).copied().flatten().map(|t| (k, t))).collect();
                 if let Some(&(k, t)) = known.iter().find(|(_, t)| *t != known[0].1) {

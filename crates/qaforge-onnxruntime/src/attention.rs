@@ -23,17 +23,17 @@
 use std::collections::HashMap;
 
 use qaforge_onnx::builder::f32_tensor;
-use qaforge_quantize::graph::{int_attribute, node};
-use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto};
+use qaforge_onnx::edit::{float_attribute, int_attr, int_attribute, ints_attr, is_default_domain, node};
+use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, NodeProto};
 
-use crate::rewrite::Rewrite;
+use qaforge_onnx::edit::Rewrite;
 use crate::{FuseError, Pass, MS_DOMAIN};
 
 /// The fusion (see the module documentation).
 pub struct AttentionFusion;
 
 fn perm(rw: &Rewrite<'_>, i: usize) -> Option<Vec<i64>> {
-    rw.node(i).attribute.iter().find(|a| a.name == "perm").map(|a| a.ints.clone())
+    ints_attr(rw.node(i), "perm").map(<[i64]>::to_vec)
 }
 
 /// A tensor split into heads: the tensor before the split, heads, head size.
@@ -100,7 +100,7 @@ fn trace_mask(rw: &Rewrite<'_>, bias: &str) -> Option<(String, f32)> {
         }
         let p = rw.producer(&t)?;
         let n = rw.node(p);
-        if !crate::rewrite::is_default_domain(n) {
+        if !is_default_domain(n) {
             return None;
         }
         let constant_operand = |n: &NodeProto| -> Option<(usize, f64)> {
@@ -116,7 +116,7 @@ fn trace_mask(rw: &Rewrite<'_>, bias: &str) -> Option<(String, f32)> {
             "Unsqueeze" => {
                 let axes = match n.input.get(1) {
                     Some(axes) => rw.int_constant(axes)?,
-                    None => n.attribute.iter().find(|a| a.name == "axes")?.ints.clone(),
+                    None => ints_attr(n, "axes")?.to_vec(),
                 };
                 unsqueezes.push(axes);
                 n.input[0].clone()
@@ -170,10 +170,6 @@ fn bias_add(rw: &Rewrite<'_>, tensor: &str, width: usize) -> Option<(String, Vec
     Some((input, bias))
 }
 
-fn float_attribute(name: &str, value: f32) -> AttributeProto {
-    AttributeProto { name: name.to_string(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }
-}
-
 
 impl Pass for AttentionFusion {
     fn name(&self) -> &'static str {
@@ -185,22 +181,18 @@ impl Pass for AttentionFusion {
     }
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
-        let mut fused = 0;
         // The int32 mask each integer mask input is cast to, shared by every layer.
         let mut masks: HashMap<String, String> = HashMap::new();
-        for softmax in 0..rw.graph.node.len() {
+        rw.each_live(&["Softmax"], |rw, softmax| {
             let n = rw.node(softmax);
-            if rw.is_removed(softmax) || n.op_type != "Softmax" || !crate::rewrite::is_default_domain(n) {
-                continue;
-            }
-            let axis = n.attribute.iter().find(|a| a.name == "axis").map_or(-1, |a| a.i);
+            let axis = int_attr(n, "axis").unwrap_or(-1);
             if axis != -1 && axis != 3 {
-                continue;
+                return Ok(false);
             }
-            let Some(m) = self.match_at(rw, softmax) else { continue };
+            let Some(m) = self.match_at(rw, softmax) else { return Ok(false) };
             let (query, key, value) = (&m.q, &m.k, &m.v);
             if (key.heads, key.head_size) != (query.heads, query.head_size) || (value.heads, value.head_size) != (query.heads, query.head_size) {
-                continue;
+                return Ok(false);
             }
             let (heads, width) = (query.heads, query.heads * query.head_size);
             let mask = match masks.get(&m.mask_input) {
@@ -233,7 +225,7 @@ impl Pass for AttentionFusion {
                     let (k, k_rows, _) = rw.f32_matrix(&wk).ok_or_else(|| FuseError::Graph(format!("`{wk}` is not a float matrix")))?;
                     let (v, v_rows, _) = rw.f32_matrix(&wv).ok_or_else(|| FuseError::Graph(format!("`{wv}` is not a float matrix")))?;
                     if bq.len() != width || bk.len() != width || bv.len() != width || k_rows != rows || v_rows != rows {
-                        continue;
+                        return Ok(false);
                     }
                     let mut packed = Vec::with_capacity(rows * 3 * width);
                     for r in 0..rows {
@@ -263,9 +255,8 @@ impl Pass for AttentionFusion {
             };
             rw.insert_before(m.output_node, fused_node);
             rw.remove([m.output_node]);
-            fused += 1;
-        }
-        Ok(fused)
+            Ok(true)
+        })
     }
 }
 
@@ -309,7 +300,7 @@ impl AttentionFusion {
         // Div(scores, √d) or Mul(scores, 1/√d).
         let s = rw.producer(&scaled).filter(|_| rw.only_read_by(&scaled, add))?;
         let sn = rw.node(s);
-        if !crate::rewrite::is_default_domain(sn) || sn.input.len() != 2 {
+        if !is_default_domain(sn) || sn.input.len() != 2 {
             return None;
         }
         let (scores, scale) = match sn.op_type.as_str() {
@@ -338,7 +329,7 @@ mod tests {
     use tract_onnx::pb::tensor_proto::DataType;
 
     use super::trace_mask;
-    use crate::rewrite::Rewrite;
+    use qaforge_onnx::edit::Rewrite;
 
     fn traced(build: impl FnOnce(&mut GraphBuilder, &str) -> String) -> Option<(String, f32)> {
         let mut g = GraphBuilder::new();

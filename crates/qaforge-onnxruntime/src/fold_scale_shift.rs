@@ -8,7 +8,7 @@
 
 use qaforge_onnx::builder::f32_tensor;
 
-use crate::rewrite::Rewrite;
+use qaforge_onnx::edit::Rewrite;
 use crate::{FuseError, Pass};
 
 /// The fold (see the module documentation).
@@ -25,10 +25,9 @@ impl Pass for FoldScaleShift {
     }
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
-        let mut folds = 0;
-        for mul in 0..rw.graph.node.len() {
-            if rw.is_removed(mul) || rw.node(mul).op_type != "Mul" || rw.node(mul).input.len() != 2 {
-                continue;
+        rw.each_live(&["Mul"], |rw, mul| {
+            if rw.node(mul).input.len() != 2 {
+                return Ok(false);
             }
             // Mul(t, gamma) with t a linear layer's output read only here.
             let Some((t, gamma)) = rw.node(mul).input.iter().find_map(|t| {
@@ -36,33 +35,33 @@ impl Pass for FoldScaleShift {
                 (rw.constant(t).is_none()).then_some(())?;
                 Some((t.clone(), rw.f32_vector(&other, None)?))
             }) else {
-                continue;
+                return Ok(false);
             };
             let width = gamma.len();
             let scaled = rw.node(mul).output[0].clone();
-            let Some(&shift) = rw.consumers(&scaled).first() else { continue };
+            let Some(&shift) = rw.consumers(&scaled).first() else { return Ok(false) };
             if !rw.only_read_by(&scaled, shift) || rw.node(shift).op_type != "Add" || !rw.only_read_by(&t, mul) {
-                continue;
+                return Ok(false);
             }
-            let Some(beta) = rw.other_input(shift, &scaled).and_then(|b| rw.f32_vector(&b, Some(width))) else { continue };
+            let Some(beta) = rw.other_input(shift, &scaled).and_then(|b| rw.f32_vector(&b, Some(width))) else { return Ok(false) };
             // The linear layer: MatMul(x, W) optionally followed by Add(·, b).
             let (matmul, bias_add) = match rw.producer_op(&t, "Add") {
                 Some(add) => {
-                    let Some(product) = rw.node(add).input.iter().find(|i| rw.producer_op(i, "MatMul").is_some()).cloned() else { continue };
+                    let Some(product) = rw.node(add).input.iter().find(|i| rw.producer_op(i, "MatMul").is_some()).cloned() else { return Ok(false) };
                     if !rw.only_read_by(&product, add) {
-                        continue;
+                        return Ok(false);
                     }
-                    let Some(b) = rw.other_input(add, &product).and_then(|b| rw.f32_vector(&b, Some(width))) else { continue };
+                    let Some(b) = rw.other_input(add, &product).and_then(|b| rw.f32_vector(&b, Some(width))) else { return Ok(false) };
                     (rw.producer_op(&product, "MatMul").unwrap_or(usize::MAX), Some((add, b)))
                 }
                 None => match rw.producer_op(&t, "MatMul") {
                     Some(m) => (m, None),
-                    None => continue,
+                    None => return Ok(false),
                 },
             };
-            let Some((weights, rows, cols)) = rw.f32_matrix(&rw.node(matmul).input[1].clone()) else { continue };
+            let Some((weights, rows, cols)) = rw.f32_matrix(&rw.node(matmul).input[1].clone()) else { return Ok(false) };
             if cols != width {
-                continue;
+                return Ok(false);
             }
             let folded: Vec<f32> = weights.iter().enumerate().map(|(i, w)| w * gamma[i % cols]).collect();
             let w_name = format!("{}.scaled", rw.node(matmul).input[1]);
@@ -86,9 +85,8 @@ impl Pass for FoldScaleShift {
                     rw.remove([mul]);
                 }
             }
-            folds += 1;
-        }
-        Ok(folds)
+            Ok(true)
+        })
     }
 }
 

@@ -10,17 +10,17 @@
 //! Both compute every element as `float(q) × scale` exactly as before (zero points are zero),
 //! bit for bit.
 
-use qaforge_quantize::graph::{int_attribute, node, raw_tensor};
+use qaforge_onnx::edit::{int_attribute, node, raw_tensor};
 use tract_onnx::pb::{tensor_proto::DataType, NodeProto};
 
-use crate::rewrite::{is_default_domain, Rewrite};
+use qaforge_onnx::edit::Rewrite;
 use crate::{FuseError, Pass};
 
 /// The rewrite (see the module documentation).
 pub struct GatherQuantizedRows;
 
 fn axis(node: &NodeProto, default: i64) -> i64 {
-    node.attribute.iter().find(|a| a.name == "axis").map_or(default, |a| a.i)
+    qaforge_onnx::edit::int_attr(node, "axis").unwrap_or(default)
 }
 
 impl Pass for GatherQuantizedRows {
@@ -33,23 +33,22 @@ impl Pass for GatherQuantizedRows {
     }
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
-        let mut rewritten = 0;
-        for dq in 0..rw.graph.node.len() {
+        rw.each_live(&["DequantizeLinear"], |rw, dq| {
             let n = rw.node(dq);
-            if rw.is_removed(dq) || n.op_type != "DequantizeLinear" || !is_default_domain(n) || axis(n, 1) != 0 {
-                continue;
+            if axis(n, 1) != 0 {
+                return Ok(false);
             }
-            let [q, scale, zero] = n.input.as_slice() else { continue };
+            let [q, scale, zero] = n.input.as_slice() else { return Ok(false) };
             let (q, scale, zero, table) = (q.clone(), scale.clone(), zero.clone(), n.output[0].clone());
-            let Some(qt) = rw.initializer(&q) else { continue };
+            let Some(qt) = rw.initializer(&q) else { return Ok(false) };
             let rows = qt.dims.first().copied().unwrap_or(0);
             if qt.dims.len() != 2 || !(qt.data_type == DataType::Int8 as i32 || qt.data_type == DataType::Uint8 as i32) {
-                continue;
+                return Ok(false);
             }
             let per_row = |name: &str| rw.initializer(name).is_some_and(|t| t.dims == [rows]);
             let zeros = rw.initializer(&zero).is_some_and(|t| t.raw_data.iter().all(|&b| b == 0) && t.int32_data.iter().all(|&v| v == 0));
             if !per_row(&scale) || !per_row(&zero) || !zeros || rw.is_graph_output(&table) {
-                continue;
+                return Ok(false);
             }
             let readers: Vec<usize> = rw.consumers(&table).to_vec();
             let reads_rows = |r: usize| {
@@ -62,7 +61,7 @@ impl Pass for GatherQuantizedRows {
                 }
             };
             if readers.is_empty() || !readers.iter().all(|&r| reads_rows(r)) {
-                continue;
+                return Ok(false);
             }
             for r in readers {
                 let n = rw.node(r).clone();
@@ -98,8 +97,7 @@ impl Pass for GatherQuantizedRows {
                 }
                 rw.remove([r]);
             }
-            rewritten += 1;
-        }
-        Ok(rewritten)
+            Ok(true)
+        })
     }
 }

@@ -11,10 +11,10 @@
 //! separate Add and (dynamic) the quantization of x as a separate node. QLinearMatMul is not used:
 //! it needs the output's range, and every product here feeds float bias and residual additions.
 
-use qaforge_quantize::graph::{node, raw_tensor};
+use qaforge_onnx::edit::{node, raw_tensor};
 use tract_onnx::pb::{tensor_proto::DataType, NodeProto, TensorProto};
 
-use crate::rewrite::Rewrite;
+use qaforge_onnx::edit::Rewrite;
 use crate::{FuseError, Pass, MS_DOMAIN};
 
 /// The fusion (see the module documentation).
@@ -22,7 +22,7 @@ pub struct IntegerMatMulFusion;
 
 /// Elements of a tensor, `None` for invalid dims.
 fn element_count(t: &TensorProto) -> Option<usize> {
-    qaforge_quantize::graph::element_count(t).ok()
+    qaforge_onnx::edit::element_count(t).ok()
 }
 
 /// The constant bias added to `tensor`, when only that addition reads it: (Add node, bias name).
@@ -45,23 +45,15 @@ impl Pass for IntegerMatMulFusion {
     }
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
-        let mut fused = 0;
-        for i in 0..rw.graph.node.len() {
-            if rw.is_removed(i) {
-                continue;
-            }
+        rw.each_live(&["MatMulInteger", "MatMul"], |rw, i| {
             let found = match rw.node(i).op_type.as_str() {
                 "MatMulInteger" => self.dynamic(rw, i),
-                "MatMul" => self.static_qdq(rw, i),
-                _ => None,
+                _ => self.static_qdq(rw, i),
             };
-            if let Some((last, fused_node)) = found {
-                rw.insert_before(last, fused_node);
-                rw.remove([last]);
-                fused += 1;
-            }
-        }
-        Ok(fused)
+            let Some((last, fused_node)) = found else { return Ok(false) };
+            rw.replace(last, [fused_node]);
+            Ok(true)
+        })
     }
 }
 
@@ -84,7 +76,7 @@ impl IntegerMatMulFusion {
         let cols = usize::try_from(weight.dims[1]).ok()?;
         let product = rw.node(mi).output[0].clone();
         let &cast = rw.consumers(&product).first()?;
-        let is_float_cast = rw.node(cast).op_type == "Cast" && rw.node(cast).attribute.iter().any(|a| a.name == "to" && a.i == DataType::Float as i64);
+        let is_float_cast = rw.node(cast).op_type == "Cast" && qaforge_onnx::edit::int_attr(rw.node(cast), "to") == Some(DataType::Float as i64);
         if !rw.only_read_by(&product, cast) || !is_float_cast {
             return None;
         }
@@ -158,7 +150,7 @@ impl IntegerMatMulFusion {
         }
         let cols = usize::try_from(weight.dims[1]).ok()?;
         let scale_count = rw.initializer(&ws).and_then(element_count)?;
-        let axis = rw.node(dqw).attribute.iter().find(|a| a.name == "axis").map_or(1, |a| a.i);
+        let axis = qaforge_onnx::edit::int_attr(rw.node(dqw), "axis").unwrap_or(1);
         let per_column = scale_count == cols && (axis == 1 || axis == -1);
         if !(scale_count == 1 || per_column) || rw.initializer(&wz).and_then(element_count) != Some(scale_count) {
             return None;

@@ -23,21 +23,17 @@ pub mod integer_matmul;
 pub mod ort_format;
 #[cfg(feature = "ort")]
 pub mod package;
-pub mod rewrite;
 pub mod skip_layer_norm;
 
 use std::collections::BTreeMap;
 
+use qaforge_onnx::edit::Rewrite;
 use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 
 /// The domain of ONNX Runtime's contrib ops.
 pub const MS_DOMAIN: &str = "com.microsoft";
 
-/// The metadata key naming an artifact's flavour (`onnxruntime`; absent: portable ONNX).
-pub const FLAVOUR_KEY: &str = "qaforge.flavour";
-
-/// The metadata key recording what each pass rewrote.
-pub const PASSES_KEY: &str = "qaforge.onnxruntime.passes";
+use qaforge_provenance::keys::{FLAVOUR as FLAVOUR_KEY, ONNXRUNTIME_PASSES as PASSES_KEY};
 
 /// Errors of the ONNX Runtime flavour.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +65,7 @@ pub trait Pass: Sync {
     /// What it rewrites, in words.
     fn describe(&self) -> &'static str;
     /// Rewrites through `rw`'s plan; returns the number of rewrites.
-    fn run(&self, rw: &mut rewrite::Rewrite<'_>) -> Result<usize, FuseError>;
+    fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError>;
 }
 
 /// Exact algebraic folds, run on the float graph (before quantization, so that int8 weights are
@@ -107,7 +103,7 @@ fn run_passes(model: &mut ModelProto, passes: &[&dyn Pass], summary: &mut FuseSu
     }
     let graph = model.graph.as_mut().ok_or_else(|| FuseError::Graph("the model has no graph".into()))?;
     for pass in passes {
-        let mut rw = rewrite::Rewrite::new(graph);
+        let mut rw = Rewrite::new(graph);
         let count = pass.run(&mut rw)?;
         rw.finish();
         summary.passes.push((pass.name(), count));

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use qaforge_provenance::keys;
 use qaforge_runtime::integer_kernels::IntegerProducts;
 use qaforge_runtime::onnxruntime::{model_view, save_optimized, SavedFormat};
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
@@ -48,8 +49,8 @@ pub fn package_ort(library: &Path, model: &ModelProto, source: &Path, source_byt
         model.metadata_props.retain(|p| p.key != key);
         model.metadata_props.push(StringStringEntryProto { key: key.into(), value });
     };
-    add("qaforge.package.format", "ort".into());
-    add("qaforge.package.source_sha256", qaforge_onnx::sha256_hex(source_bytes));
+    add(keys::PACKAGE_FORMAT, "ort".into());
+    add(keys::PACKAGE_SOURCE_SHA256, qaforge_onnx::sha256_hex(source_bytes));
     add(IntegerProducts::METADATA_KEY, products.to_metadata());
     let bytes = qaforge_onnx::encode(&model);
 
@@ -64,7 +65,7 @@ pub fn package_ort(library: &Path, model: &ModelProto, source: &Path, source_byt
     let operators = operators(&ort_bytes).map_err(|e| FuseError::Graph(format!("{}: the ORT-format model ONNX Runtime wrote: {e}", output.display())))?;
     // The package must load, and keep the provenance.
     let view = model_view(library, &ort_bytes, output)?;
-    if !view.metadata_props.iter().any(|p| p.key == "qaforge.package.format") {
+    if !view.metadata_props.iter().any(|p| p.key == keys::PACKAGE_FORMAT) {
         return Err(FuseError::Graph(format!("{}: the ORT-format model lost the artifact's metadata", output.display())));
     }
     let source_name = source.file_name().map_or_else(|| source.display().to_string(), |n| n.to_string_lossy().into_owned());

@@ -7,10 +7,9 @@
 //! The embedding sums are left alone: one of their operands is a table lookup whose shape
 //! (`[sequence, hidden]` positions) SkipLayerNormalization may not accept as `input`.
 
-use qaforge_quantize::graph::node;
 use tract_onnx::pb::{attribute_proto::AttributeType, AttributeProto, NodeProto};
 
-use crate::rewrite::{is_default_domain, Rewrite};
+use qaforge_onnx::edit::{float_attr, int_attr, node, Rewrite};
 use crate::{FuseError, Pass, MS_DOMAIN};
 
 /// The fusion (see the module documentation).
@@ -26,27 +25,26 @@ impl Pass for SkipLayerNormFusion {
     }
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
-        let mut fused = 0;
-        for ln in 0..rw.graph.node.len() {
+        rw.each_live(&["LayerNormalization"], |rw, ln| {
             let n = rw.node(ln);
-            if rw.is_removed(ln) || n.op_type != "LayerNormalization" || !is_default_domain(n) || n.input.len() != 3 || n.output.len() != 1 {
-                continue;
+            if n.input.len() != 3 || n.output.len() != 1 {
+                return Ok(false);
             }
-            if n.attribute.iter().find(|a| a.name == "axis").is_some_and(|a| a.i != -1) {
-                continue;
+            if int_attr(n, "axis").is_some_and(|axis| axis != -1) {
+                return Ok(false);
             }
-            let epsilon = n.attribute.iter().find(|a| a.name == "epsilon").map_or(1e-5, |a| a.f);
+            let epsilon = float_attr(n, "epsilon").unwrap_or(1e-5);
             let (sum, gamma, beta) = (n.input[0].clone(), n.input[1].clone(), n.input[2].clone());
-            let Some(width) = rw.f32_vector(&gamma, None).map(|g| g.len()) else { continue };
+            let Some(width) = rw.f32_vector(&gamma, None).map(|g| g.len()) else { return Ok(false) };
             if rw.f32_vector(&beta, Some(width)).is_none() {
-                continue;
+                return Ok(false);
             }
-            let Some(add) = rw.producer_op(&sum, "Add") else { continue };
-            let [a, b] = rw.node(add).input.as_slice() else { continue };
+            let Some(add) = rw.producer_op(&sum, "Add") else { return Ok(false) };
+            let [a, b] = rw.node(add).input.as_slice() else { return Ok(false) };
             let (a, b) = (a.clone(), b.clone());
             let table_lookup = |t: &str| rw.producer(t).is_some_and(|p| matches!(rw.node(p).op_type.as_str(), "Gather" | "Slice"));
             if rw.constant(&a).is_some() || rw.constant(&b).is_some() || table_lookup(&a) || table_lookup(&b) {
-                continue;
+                return Ok(false);
             }
             // The bias of the linear layer producing one operand, folded in where only the sum reads it.
             let folded = [&a, &b].into_iter().find_map(|operand| {
@@ -83,8 +81,7 @@ impl Pass for SkipLayerNormFusion {
             rw.insert_before(add, fused_node);
             // The sum's own Add goes; its readers now read the fused op's 4th output.
             rw.remove([ln, add]);
-            fused += 1;
-        }
-        Ok(fused)
+            Ok(true)
+        })
     }
 }

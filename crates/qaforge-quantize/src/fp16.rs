@@ -4,9 +4,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use half::f16;
-use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto};
+use qaforge_onnx::edit::{f32_values, int_attr, int_attribute, node, tensor_attr, GraphIndex, Rewrite};
+use qaforge_onnx::element_types;
+use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 
-use crate::graph::{attribute_int, element_types, f32_values, int_attribute, matching_pattern, node, GraphIndex, Names, Reasons};
+use crate::graph::{matching_pattern, Reasons};
 use crate::QuantizeError;
 
 /// Ops kept in float32 by default, and why:
@@ -27,8 +29,6 @@ pub struct Fp16Summary {
     pub kept_float: Reasons,
     /// Cast nodes inserted at float16/float32 boundaries.
     pub casts: usize,
-    /// Initializers stored as float16.
-    pub half_initializers: usize,
 }
 
 /// Converts the float32 graph of `model` to float16 in place, keeping the ops of
@@ -46,7 +46,7 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
     let beyond_half = |t: &tract_onnx::pb::TensorProto| t.data_type == DataType::Float as i32 && f32_values(t).is_ok_and(|v| v.iter().any(|x| x.is_finite() && x.abs() > f16::MAX.to_f32()));
     let mut out_of_range: BTreeSet<&str> = graph.initializer.iter().filter(|t| beyond_half(t)).map(|t| t.name.as_str()).collect();
     for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
-        if n.attribute.iter().filter_map(|a| a.t.as_ref()).any(beyond_half) {
+        if tensor_attr(n, "value").is_some_and(beyond_half) {
             out_of_range.extend(n.output.iter().map(String::as_str));
         }
     }
@@ -97,41 +97,46 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
         init.raw_data = values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
         init.float_data.clear();
         init.data_type = DataType::Float16 as i32;
-        summary.half_initializers += 1;
     }
 
-    let mut names = Names::of(graph);
+    // Casts go just before their first reader; every later reader of the same tensor shares it.
+    let mut rw = Rewrite::new(graph);
     let mut casts: HashMap<(String, bool), String> = HashMap::new();
-    let old_nodes = std::mem::take(&mut graph.node);
-    let mut new_nodes: Vec<NodeProto> = Vec::with_capacity(old_nodes.len());
-    for (i, mut n) in old_nodes.into_iter().enumerate() {
-        for input in n.input.iter_mut().filter(|s| !s.is_empty()) {
-            let produced_half = half_tensors.contains(input) || half_initializers.contains(input);
-            let to_half = half[i] && is_f32(input) && !produced_half;
+    for i in 0..rw.graph.node.len() {
+        for k in 0..rw.graph.node[i].input.len() {
+            let input = rw.graph.node[i].input[k].clone();
+            if input.is_empty() {
+                continue;
+            }
+            let produced_half = half_tensors.contains(&input) || half_initializers.contains(&input);
+            let to_half = half[i] && is_f32(&input) && !produced_half;
             let to_float = !half[i] && produced_half;
             if !(to_half || to_float) {
                 continue;
             }
-            let key = (input.clone(), to_half);
-            let cast = casts.entry(key).or_insert_with(|| {
-                let name = names.fresh(&format!("{input}.{}", if to_half { "to_fp16" } else { "to_fp32" }));
-                let to = if to_half { DataType::Float16 } else { DataType::Float };
-                new_nodes.push(node("Cast", &name, &[input], &[&name], vec![int_attribute("to", to as i64)]));
-                summary.casts += 1;
-                name
-            });
-            *input = cast.clone();
+            let cast = match casts.get(&(input.clone(), to_half)) {
+                Some(cast) => cast.clone(),
+                None => {
+                    let name = rw.names.fresh(&format!("{input}.{}", if to_half { "to_fp16" } else { "to_fp32" }));
+                    let to = if to_half { DataType::Float16 } else { DataType::Float };
+                    rw.insert_before(i, node("Cast", &name, &[&input], &[&name], vec![int_attribute("to", to as i64)]));
+                    summary.casts += 1;
+                    casts.insert((input, to_half), name.clone());
+                    name
+                }
+            };
+            rw.graph.node[i].input[k] = cast;
         }
         if half[i] {
-            if n.op_type == "Cast" && attribute_int(&n, "to") == Some(DataType::Float as i64) {
+            let n = &mut rw.graph.node[i];
+            if n.op_type == "Cast" && int_attr(n, "to") == Some(DataType::Float as i64) {
                 n.attribute.retain(|a| a.name != "to");
                 n.attribute.push(int_attribute("to", DataType::Float16 as i64));
             }
             summary.half_nodes.push(n.name.clone());
         }
-        new_nodes.push(n);
     }
-    graph.node = new_nodes;
+    rw.apply();
     // Shapes and types of intermediate tensors, if any were recorded, are now stale.
     graph.value_info.clear();
     Ok(summary)

@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use qaforge_onnx::edit::{drop_unread_initializers, element_count, f32_values, int_attribute, node, raw_tensor, GraphIndex, Rewrite};
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
 
 use crate::calibrate::ActivationRange;
-use crate::graph::{f32_values, int_attribute, matching_pattern, node, raw_tensor, GraphIndex, Names, Reasons};
+use crate::graph::{matching_pattern, Reasons};
 use crate::QuantizeError;
 
 /// Embedding tables smaller than this stay float (token-type embeddings: 2 × hidden).
@@ -201,31 +202,22 @@ pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize,
 
 /// Adds an int8 copy of the float matrix initializer `name` with its scales and zero points, and
 /// returns a DequantizeLinear node producing the float matrix again.
-fn dequantized_weight(graph: &mut GraphProto, names: &mut Names, name: &str, axis: usize, options: WeightOptions) -> Result<(NodeProto, String, usize), QuantizeError> {
-    let init = graph.initializer.iter().find(|t| t.name == name).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{name}`")))?;
+fn dequantized_weight(rw: &mut Rewrite<'_>, name: &str, axis: usize, options: WeightOptions) -> Result<(NodeProto, String), QuantizeError> {
+    let init = rw.initializer(name).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{name}`")))?;
     let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
     let values = f32_values(init)?;
     let (q, scales) = quantize_symmetric(&values, rows, cols, axis, options);
-    let q_name = names.fresh(&format!("{name}.quantized"));
-    let s_name = names.fresh(&format!("{name}.scale"));
-    let z_name = names.fresh(&format!("{name}.zero_point"));
     let channel_dims: Vec<i64> = if options.per_tensor { vec![] } else { vec![scales.len() as i64] };
     let (data_type, zero_point, stored) = options.storage.encode(&q);
-    graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], data_type, stored));
-    graph.initializer.push(raw_tensor(&s_name, &channel_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
-    graph.initializer.push(raw_tensor(&z_name, &channel_dims, data_type, vec![zero_point; scales.len()]));
-    let out = names.fresh(&format!("{name}.dequantized"));
+    let q_name = rw.add_initializer(&format!("{name}.quantized"), raw_tensor("", &[rows as i64, cols as i64], data_type, stored));
+    let s_name = rw.add_initializer(&format!("{name}.scale"), raw_tensor("", &channel_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+    let z_name = rw.add_initializer(&format!("{name}.zero_point"), raw_tensor("", &channel_dims, data_type, vec![zero_point; scales.len()]));
+    let out = rw.names.fresh(&format!("{name}.dequantized"));
     let mut attributes = vec![];
     if !options.per_tensor {
         attributes.push(int_attribute("axis", axis as i64));
     }
-    Ok((node("DequantizeLinear", &out, &[&q_name, &s_name, &z_name], &[&out], attributes), out, rows * cols))
-}
-
-/// Removes initializers no node reads any more (the float originals of quantized weights).
-fn drop_unused_initializers(graph: &mut GraphProto) {
-    let index = GraphIndex::new(graph);
-    graph.initializer.retain(|t| index.consumers.contains_key(&t.name) || index.outputs.contains(&t.name));
+    Ok((node("DequantizeLinear", &out, &[&q_name, &s_name, &z_name], &[&out], attributes), out))
 }
 
 /// How activations of quantized MatMuls are quantized.
@@ -243,8 +235,6 @@ pub struct Int8Summary {
     pub quantized: Vec<String>,
     /// Nodes kept float, or with float activations, and why.
     pub kept_float: Reasons,
-    /// Weight elements stored int8 (MatMul weights and embedding tables).
-    pub int8_weights: usize,
     /// Embedding tables stored int8.
     pub tables: Vec<String>,
 }
@@ -253,17 +243,13 @@ pub struct Int8Summary {
 pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, weights: WeightOptions, activations: Activations<'_>) -> Result<Int8Summary, QuantizeError> {
     let decisions = weight_matmuls(graph, exclude, int8_qa_head);
     let mut summary = Int8Summary { kept_float: activation_matmuls(graph), ..Default::default() };
-    let mut names = Names::of(graph);
-    // New nodes to insert before node i.
-    let mut before: HashMap<usize, Vec<NodeProto>> = HashMap::new();
-    // Replacement nodes for node i (dynamic MatMuls).
-    let mut replace: HashMap<usize, Vec<NodeProto>> = HashMap::new();
+    let mut rw = Rewrite::new(graph);
     let mut activation_qdq: HashMap<String, String> = HashMap::new();
     let mut dynamic_inputs: HashMap<String, [String; 3]> = HashMap::new();
 
     for (i, decision) in decisions {
         let (x, w, name) = {
-            let n = &graph.node[i];
+            let n = rw.node(i);
             (n.input[0].clone(), n.input[1].clone(), n.name.clone())
         };
         if let Decision::Float(reason) = &decision {
@@ -276,112 +262,94 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
         }
         match (&activations, quantize_activation) {
             (Activations::Dynamic, true) => {
-                let init = graph.initializer.iter().find(|t| t.name == w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
+                let init = rw.initializer(&w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
                 let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
                 let (q, scales) = quantize_symmetric(&f32_values(init)?, rows, cols, 1, weights);
-                let q_name = names.fresh(&format!("{w}.quantized"));
-                let s_name = names.fresh(&format!("{w}.scale"));
                 let scale_dims: Vec<i64> = if weights.per_tensor { vec![] } else { vec![cols as i64] };
                 let (data_type, zero_point, stored) = weights.storage.encode(&q);
-                graph.initializer.push(raw_tensor(&q_name, &[rows as i64, cols as i64], data_type, stored));
-                graph.initializer.push(raw_tensor(&s_name, &scale_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+                let q_name = rw.add_initializer(&format!("{w}.quantized"), raw_tensor("", &[rows as i64, cols as i64], data_type, stored));
+                let s_name = rw.add_initializer(&format!("{w}.scale"), raw_tensor("", &scale_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
                 // uint8 weights carry their offset as MatMulInteger's b_zero_point (one scalar:
                 // every column is offset by 128).
-                let weight_zero_point = (zero_point != 0).then(|| {
-                    let z = names.fresh(&format!("{w}.zero_point"));
-                    graph.initializer.push(raw_tensor(&z, &[], data_type, vec![zero_point]));
-                    z
-                });
-                summary.int8_weights += rows * cols;
+                let weight_zero_point = (zero_point != 0).then(|| rw.add_initializer(&format!("{w}.zero_point"), raw_tensor("", &[], data_type, vec![zero_point])));
                 let mut nodes = vec![];
-                let [xq, xs, xz] = dynamic_inputs
-                    .entry(x.clone())
-                    .or_insert_with(|| {
-                        let base = names.fresh(&format!("{x}.quantize_dynamic"));
-                        let outs = [base.clone(), names.fresh(&format!("{base}.scale")), names.fresh(&format!("{base}.zero_point"))];
+                let [xq, xs, xz] = match dynamic_inputs.get(&x) {
+                    Some(outs) => outs.clone(),
+                    None => {
+                        let base = rw.names.fresh(&format!("{x}.quantize_dynamic"));
+                        let outs = [base.clone(), rw.names.fresh(&format!("{base}.scale")), rw.names.fresh(&format!("{base}.zero_point"))];
                         nodes.push(node("DynamicQuantizeLinear", &base, &[&x], &[&outs[0], &outs[1], &outs[2]], vec![]));
+                        dynamic_inputs.insert(x.clone(), outs.clone());
                         outs
-                    })
-                    .clone();
-                let product = names.fresh(&format!("{name}.integer"));
+                    }
+                };
+                let product = rw.names.fresh(&format!("{name}.integer"));
                 let mut inputs = vec![xq.as_str(), q_name.as_str(), xz.as_str()];
                 inputs.extend(weight_zero_point.as_deref());
                 nodes.push(node("MatMulInteger", &product, &inputs, &[&product], vec![]));
-                let cast = names.fresh(&format!("{name}.integer.float"));
+                let cast = rw.names.fresh(&format!("{name}.integer.float"));
                 nodes.push(node("Cast", &cast, &[&product], &[&cast], vec![int_attribute("to", DataType::Float as i64)]));
-                let scale = names.fresh(&format!("{name}.output_scale"));
+                let scale = rw.names.fresh(&format!("{name}.output_scale"));
                 nodes.push(node("Mul", &scale, &[&xs, &s_name], &[&scale], vec![]));
                 // The last node keeps the MatMul's name and output, so the rest of the graph is untouched.
-                let output = graph.node[i].output[0].clone();
+                let output = rw.node(i).output[0].clone();
                 nodes.push(node("Mul", &name, &[&cast, &scale], &[&output], vec![]));
-                replace.insert(i, nodes);
+                rw.replace(i, nodes);
                 summary.quantized.push(name);
             }
             _ => {
-                let (dq, dq_out, count) = dequantized_weight(graph, &mut names, &w, 1, weights)?;
-                summary.int8_weights += count;
-                let mut nodes = vec![dq];
+                let (dq, dq_out) = dequantized_weight(&mut rw, &w, 1, weights)?;
+                rw.insert_before(i, dq);
                 if let (Activations::Static(ranges), true) = (&activations, quantize_activation) {
                     let range = ranges.get(&x).ok_or_else(|| QuantizeError::Calibration(format!("no calibrated range for `{x}` (input of {name})")))?;
                     let qdq = match activation_qdq.get(&x) {
                         Some(q) => q.clone(),
                         None => {
                             let (scale, zero_point) = range.scale_zero_point();
-                            let s = names.fresh(&format!("{x}.scale"));
-                            let z = names.fresh(&format!("{x}.zero_point"));
-                            graph.initializer.push(raw_tensor(&s, &[], DataType::Float, scale.to_le_bytes().to_vec()));
-                            graph.initializer.push(raw_tensor(&z, &[], DataType::Uint8, vec![zero_point]));
-                            let q = names.fresh(&format!("{x}.quantized"));
-                            nodes.push(node("QuantizeLinear", &q, &[&x, &s, &z], &[&q], vec![]));
-                            let d = names.fresh(&format!("{x}.dequantized"));
-                            nodes.push(node("DequantizeLinear", &d, &[&q, &s, &z], &[&d], vec![]));
+                            let s = rw.add_initializer(&format!("{x}.scale"), raw_tensor("", &[], DataType::Float, scale.to_le_bytes().to_vec()));
+                            let z = rw.add_initializer(&format!("{x}.zero_point"), raw_tensor("", &[], DataType::Uint8, vec![zero_point]));
+                            let q = rw.names.fresh(&format!("{x}.quantized"));
+                            rw.insert_before(i, node("QuantizeLinear", &q, &[&x, &s, &z], &[&q], vec![]));
+                            let d = rw.names.fresh(&format!("{x}.dequantized"));
+                            rw.insert_before(i, node("DequantizeLinear", &d, &[&q, &s, &z], &[&d], vec![]));
                             activation_qdq.insert(x.clone(), d.clone());
                             d
                         }
                     };
-                    graph.node[i].input[0] = qdq;
+                    rw.graph.node[i].input[0] = qdq;
                     summary.quantized.push(name.clone());
                 }
-                graph.node[i].input[1] = dq_out;
-                before.entry(i).or_default().extend(nodes);
+                rw.graph.node[i].input[1] = dq_out;
             }
         }
     }
 
     // Embedding tables: int8 per row, dequantized before the Gather/Slice that reads them.
-    let index = GraphIndex::new(graph);
-    let tables: Vec<(String, Vec<usize>)> = graph
-        .initializer
-        .iter()
-        .filter(|t| is_float_matrix(t) && crate::graph::element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
-        .filter_map(|t| {
-            let readers = index.consumers.get(&t.name)?;
-            readers.iter().all(|&r| matches!(graph.node[r].op_type.as_str(), "Gather" | "Slice") && graph.node[r].input[0] == t.name).then(|| (t.name.clone(), readers.clone()))
-        })
-        .collect();
+    let tables: Vec<(String, Vec<usize>)> = {
+        let (graph, index) = (&*rw.graph, GraphIndex::new(rw.graph));
+        graph
+            .initializer
+            .iter()
+            .filter(|t| is_float_matrix(t) && element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
+            .filter_map(|t| {
+                let readers = index.consumers.get(&t.name)?;
+                readers.iter().all(|&r| matches!(graph.node[r].op_type.as_str(), "Gather" | "Slice") && graph.node[r].input[0] == t.name).then(|| (t.name.clone(), readers.clone()))
+            })
+            .collect()
+    };
     for (table, readers) in tables {
         // Tables are only dequantized (exact on every engine), never multiplied as integers:
         // full-range int8 per row whatever the target.
-        let (dq, dq_out, count) = dequantized_weight(graph, &mut names, &table, 0, WeightOptions { per_tensor: false, storage: WeightStorage::Int8 })?;
-        summary.int8_weights += count;
-        before.entry(readers[0]).or_default().push(dq);
+        let (dq, dq_out) = dequantized_weight(&mut rw, &table, 0, WeightOptions { per_tensor: false, storage: WeightStorage::Int8 })?;
+        rw.insert_before(readers[0], dq);
         for r in readers {
-            graph.node[r].input[0] = dq_out.clone();
+            rw.graph.node[r].input[0] = dq_out.clone();
         }
         summary.tables.push(table);
     }
-
-    let old = std::mem::take(&mut graph.node);
-    for (i, n) in old.into_iter().enumerate() {
-        if let Some(nodes) = before.remove(&i) {
-            graph.node.extend(nodes);
-        }
-        match replace.remove(&i) {
-            Some(nodes) => graph.node.extend(nodes),
-            None => graph.node.push(n),
-        }
-    }
-    drop_unused_initializers(graph);
+    rw.apply();
+    // The float originals of quantized weights are read no more.
+    drop_unread_initializers(graph);
     graph.value_info.clear();
     Ok(summary)
 }

@@ -38,27 +38,16 @@ pub enum QuantizeError {
     Runtime(#[from] qaforge_runtime::RuntimeError),
 }
 
-/// Target precision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    /// float16 weights and compute.
-    Fp16,
-    /// int8 weights, activations quantized at run time.
-    Int8Dynamic,
-    /// int8 weights and calibrated int8 activations (QDQ).
-    Int8Static,
-}
-
-impl Precision {
-    /// The name used on the command line and in metadata.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Precision::Fp16 => "fp16",
-            Precision::Int8Dynamic => "int8-dynamic",
-            Precision::Int8Static => "int8-static",
-        }
+impl From<qaforge_onnx::edit::GraphError> for QuantizeError {
+    fn from(e: qaforge_onnx::edit::GraphError) -> Self {
+        QuantizeError::Graph(e.0)
     }
 }
+
+/// Precisions: [`Precision::Fp16`], [`Precision::Int8Dynamic`] and [`Precision::Int8Static`] are
+/// what quantization makes; `Fp32` is its input.
+pub use qaforge_provenance::Precision;
+use qaforge_provenance::keys;
 
 /// The CPUs an int8 artifact is for. Its weights are stored so that ONNX Runtime's integer
 /// kernels on those CPUs compute it exactly (see `qaforge_runtime::integer_kernels`); every
@@ -172,9 +161,10 @@ pub fn calibration_tensors(model: &ModelProto, exclude: &[String], int8_qa_head:
 }
 
 fn check_float_input(model: &ModelProto) -> Result<(), QuantizeError> {
-    let precision = model.metadata_props.iter().find(|p| p.key == "qaforge.precision").map(|p| p.value.as_str());
+    let precision = model.metadata_props.iter().find(|p| p.key == keys::PRECISION).map(|p| p.value.as_str());
     match precision {
-        None | Some("fp32") => Ok(()),
+        None => Ok(()),
+        Some(name) if name == Precision::Fp32.as_str() => Ok(()),
         Some(other) => Err(QuantizeError::Graph(format!("the input is already {other}; quantize the fp32 artifact instead"))),
     }
 }
@@ -225,6 +215,7 @@ pub fn apply(
     let mut out = model.clone();
     let mut summary = QuantizeSummary::default();
     match options.precision {
+        Precision::Fp32 => return Err(QuantizeError::Graph("fp32 is the input precision, not a quantization (choose fp16, int8-dynamic or int8-static)".into())),
         Precision::Fp16 => {
             let s = fp16::convert(&mut out, &options.exclude)?;
             summary.converted = s.half_nodes;
@@ -250,33 +241,33 @@ pub fn apply(
     let mut metadata: Vec<(String, String)> = out
         .metadata_props
         .iter()
-        .filter(|p| !matches!(p.key.as_str(), "qaforge.stage" | "qaforge.precision"))
+        .filter(|p| p.key != keys::STAGE && p.key != keys::PRECISION)
         .map(|p| (p.key.clone(), p.value.clone()))
         .collect();
-    metadata.push(("qaforge.stage".into(), "quantize".into()));
-    metadata.push(("qaforge.precision".into(), options.precision.as_str().into()));
-    metadata.push(("qaforge.quantize.tool".into(), format!("qaforge {}", env!("CARGO_PKG_VERSION"))));
-    metadata.push(("qaforge.quantize.input_sha256".into(), input_sha256.into()));
-    metadata.push(("qaforge.quantize.exclude".into(), options.exclude.join(",")));
+    metadata.push((keys::STAGE.into(), "quantize".into()));
+    metadata.push((keys::PRECISION.into(), options.precision.as_str().into()));
+    metadata.push((keys::QUANTIZE_TOOL.into(), format!("qaforge {}", env!("CARGO_PKG_VERSION"))));
+    metadata.push((keys::QUANTIZE_INPUT_SHA256.into(), input_sha256.into()));
+    metadata.push((keys::QUANTIZE_EXCLUDE.into(), options.exclude.join(",")));
     if options.int8_qa_head {
-        metadata.push(("qaforge.quantize.qa_head".into(), "int8".into()));
+        metadata.push((keys::QUANTIZE_QA_HEAD.into(), "int8".into()));
     }
     if options.precision != Precision::Fp16 {
         let weights = format!("symmetric {}, {}", if options.weights.per_tensor { "per-tensor" } else { "per-channel" }, options.weights.storage.describe());
-        metadata.push(("qaforge.quantize.target".into(), options.target.as_str().into()));
-        metadata.push(("qaforge.quantize.weights".into(), weights));
+        metadata.push((keys::QUANTIZE_TARGET.into(), options.target.as_str().into()));
+        metadata.push((keys::QUANTIZE_WEIGHTS.into(), weights));
     }
     if options.precision == Precision::Int8Static {
-        metadata.push(("qaforge.quantize.method".into(), options.method.to_string()));
-        metadata.push(("qaforge.quantize.samples".into(), summary.calibration_features.to_string()));
+        metadata.push((keys::QUANTIZE_METHOD.into(), options.method.to_string()));
+        metadata.push((keys::QUANTIZE_SAMPLES.into(), summary.calibration_features.to_string()));
         // Whether another CPU reproduces these ranges: tract's generic kernels compute the same
         // bits on every CPU; ONNX Runtime's are chosen by the CPU that calibrated.
         let (engine, kernels) = match &options.calibration_engine {
             qaforge_runtime::EngineChoice::Tract => ("tract", "generic (the same on every CPU)"),
             qaforge_runtime::EngineChoice::OnnxRuntime { .. } => ("onnxruntime", "this CPU's (another CPU may calibrate other ranges)"),
         };
-        metadata.push(("qaforge.quantize.calibration_engine".into(), engine.into()));
-        metadata.push(("qaforge.quantize.calibration_kernels".into(), kernels.into()));
+        metadata.push((keys::QUANTIZE_CALIBRATION_ENGINE.into(), engine.into()));
+        metadata.push((keys::QUANTIZE_CALIBRATION_KERNELS.into(), kernels.into()));
     }
     out.metadata_props = metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
     Ok((out, summary))

@@ -4,7 +4,7 @@
 //! keeps the 3-node repro; if tract fixes it, the first assertion fails and the exclusion can be
 //! revisited. The second test checks that no quantized graph puts Q/DQ next to a Softmax.
 
-use qaforge_quantize::graph::{int_attribute, node, raw_tensor};
+use qaforge_onnx::edit::{int_attribute, node, raw_tensor};
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto};
 use tract_onnx::prelude::*;
 

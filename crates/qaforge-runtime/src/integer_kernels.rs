@@ -134,7 +134,7 @@ pub struct IntegerProducts {
 impl IntegerProducts {
     /// The metadata key under which a package without an ONNX graph (an ORT-format model)
     /// carries the products of the artifact it was made from.
-    pub const METADATA_KEY: &'static str = "qaforge.integer_products";
+    pub const METADATA_KEY: &'static str = qaforge_provenance::keys::INTEGER_PRODUCTS;
 
     /// `int8_weights=N;uint8_weights=N;int8_max_abs=N`, for [`Self::METADATA_KEY`].
     pub fn to_metadata(&self) -> String {
