@@ -12,10 +12,10 @@ pub mod stats;
 pub use bundle::{Bundle, Manifest, BUNDLE_FORMAT};
 pub use golden::{GoldenFeatures, GoldenLogits};
 pub use make_bundle::{make_bundle, BundleOptions};
-pub use qaforge_runtime::{check_inputs, check_token_ids, is_ort_format, load_engine, Engine, EngineChoice, Logits, RuntimeError, TractSession};
+pub use qaforge_runtime::{check_inputs, check_token_ids, is_ort_format, load_engine, ort_format_view, Engine, EngineChoice, Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
 pub use qaforge_runtime::integer_kernels::{CpuFeatures, Exactness};
-pub use report::{engine_exactness, merge, verify, Report, RunOptions, Shard, ShardPart, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
+pub use report::{compute_logits, engine_exactness, judge, merge, verify, Artifact, ComputedLogits, Report, RunOptions, Shard, ShardPart, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
 pub use stats::FeatureAgreement;
 
 /// Errors of verification.

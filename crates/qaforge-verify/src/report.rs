@@ -1,6 +1,9 @@
-//! One verification run: the artifact's logits against PyTorch's, its SQuAD scores against the
-//! gold answers and against the reference predictions, tolerances by precision, and the report
-//! as JSON (machines) and Markdown (people).
+//! One verification run, in two steps: computing the artifact's logits over a bundle's features
+//! ([`compute_logits`], an engine run; logits computed elsewhere plug in here as a second
+//! source), and judging them ([`judge`]): against the bundle's reference logits (PyTorch's or
+//! candle's, whichever made the bundle), SQuAD scores against the gold answers and against the
+//! reference predictions, tolerances by precision ([`Tolerances::for_precision`]), and the
+//! report as JSON (machines) and Markdown (people).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +11,7 @@ use std::time::Instant;
 
 
 use qaforge_runtime::integer_kernels::{onnxruntime_exactness, CpuFeatures, Exactness, IntegerProducts};
+use qaforge_provenance::{keys, Precision};
 use qaforge_runtime::{load_engine, EngineChoice, Logits};
 use qaforge_squad::{agreement, evaluate, predict_all, Features, Metrics, PostprocessOptions, SquadFile};
 use serde::{Deserialize, Serialize};
@@ -36,14 +40,16 @@ pub struct Tolerances {
 }
 
 impl Tolerances {
-    /// Defaults by precision (the artifact's `qaforge.precision` metadata): fp32 must reproduce
-    /// PyTorch (max |Δ| ≤ 1e-4 and identical predictions); fp16 may lose 0.1 F1 and int8 1.0 F1,
-    /// with a cosine floor that catches broken logits even when F1 is insensitive.
-    pub fn for_precision(precision: &str) -> Self {
+    /// The tolerance table: defaults by precision (the artifact's `qaforge.precision` metadata).
+    /// fp32 must reproduce the reference (max |Δ| ≤ 1e-4 and identical predictions); fp16 may
+    /// lose 0.1 F1 and int8 1.0 F1, with a cosine floor that catches broken logits even when F1
+    /// is insensitive. The match has no wildcard: a new precision does not compile without its row.
+    pub fn for_precision(precision: Precision) -> Self {
+        let lossy = |max_f1_drop: f64, min_cosine: f64| Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(max_f1_drop), min_cosine: Some(min_cosine), min_agreement_f1: None };
         match precision {
-            "fp16" => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(0.1), min_cosine: Some(0.999), min_agreement_f1: None },
-            p if p.starts_with("int8") => Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(1.0), min_cosine: Some(0.99), min_agreement_f1: None },
-            _ => Tolerances { max_abs_diff: Some(1e-4), identical_predictions: true, max_f1_drop: None, min_cosine: None, min_agreement_f1: None },
+            Precision::Fp32 => Tolerances { max_abs_diff: Some(1e-4), identical_predictions: true, max_f1_drop: None, min_cosine: None, min_agreement_f1: None },
+            Precision::Fp16 => lossy(0.1, 0.999),
+            Precision::Int8Dynamic | Precision::Int8Static => lossy(1.0, 0.99),
         }
     }
 }
@@ -79,7 +85,7 @@ impl Tolerances {
 pub struct SquadScores {
     /// The artifact's predictions against the gold answers.
     pub artifact: Metrics,
-    /// The reference predictions (PyTorch's logits, post-processed like the artifact's) against the gold answers.
+    /// The reference predictions (the bundle's reference logits, post-processed like the artifact's) against the gold answers.
     pub reference: Metrics,
     /// reference F1 − artifact F1, in points (positive: the artifact is worse).
     pub f1_drop: f64,
@@ -105,7 +111,7 @@ pub struct Report {
     /// Its sha256.
     pub sha256: String,
     /// Its precision (metadata `qaforge.precision`; fp32 when absent).
-    pub precision: String,
+    pub precision: Precision,
     /// Its provenance metadata.
     pub metadata: BTreeMap<String, String>,
     /// The golden bundle it was compared with.
@@ -243,7 +249,7 @@ struct Header {
     artifact: PathBuf,
     size_bytes: u64,
     sha256: String,
-    precision: String,
+    precision: Precision,
     metadata: BTreeMap<String, String>,
     bundle: PathBuf,
     reference: String,
@@ -261,12 +267,12 @@ fn check_provenance(metadata: &BTreeMap<String, String>, bundle: &Bundle, allow:
     let model = &bundle.manifest.model;
     let mut notes = Vec::new();
     let mut mismatches = Vec::new();
-    match metadata.get("qaforge.source_sha256") {
+    match metadata.get(keys::SOURCE_SHA256) {
         Some(sha) if *sha != model.source_sha256 => mismatches.push(format!("the artifact was converted from checkpoint {sha}, the bundle's reference is checkpoint {}", model.source_sha256)),
         Some(_) => {}
-        None => notes.push("the artifact records no qaforge.source_sha256: its checkpoint could not be compared with the bundle's".to_string()),
+        None => notes.push(format!("the artifact records no {}: its checkpoint could not be compared with the bundle's", keys::SOURCE_SHA256)),
     }
-    if let (Some(sha), Some(want)) = (metadata.get("qaforge.tokenizer_sha256"), &model.tokenizer_sha256) {
+    if let (Some(sha), Some(want)) = (metadata.get(keys::TOKENIZER_SHA256), &model.tokenizer_sha256) {
         if sha != want {
             mismatches.push(format!("the artifact's tokenizer is {sha}, the bundle's features were built with tokenizer {want}"));
         }
@@ -285,45 +291,85 @@ fn check_provenance(metadata: &BTreeMap<String, String>, bundle: &Bundle, allow:
     Ok(notes)
 }
 
-/// Runs `artifact` over the bundle's features (all of them, or `run.shard`'s) and checks it
-/// against its precision's default tolerances with `overrides` in place. `progress` gets
-/// (features just done, total).
-pub fn verify(
-    artifact: &Path,
-    bundle: &Bundle,
-    overrides: ToleranceOverrides,
-    run: &RunOptions,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> Result<Report, VerifyError> {
-    let started = Instant::now();
-    // The file is read once: its bytes give the size and sha256, their decoding the metadata and
-    // the graph the engine runs.
-    let bytes = std::fs::read(artifact).map_err(|source| VerifyError::Io { path: artifact.to_owned(), source })?;
-    // An ORT-format package has no ONNX protobuf: ONNX Runtime, the only engine that reads it,
-    // gives its inputs and metadata.
-    let (model, data_files) = if qaforge_runtime::is_ort_format(&bytes) {
-        (qaforge_runtime::ort_format_view(&run.engine, &bytes, artifact)?, vec![])
-    } else {
-        qaforge_onnx::decode_model_with_data(&bytes, artifact).map_err(|e| VerifyError::Artifact(e.to_string()))?
-    };
-    let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
-    let precision = metadata.get("qaforge.precision").cloned().unwrap_or_else(|| "fp32".into());
-    let tolerances = Tolerances::for_precision(&precision).with(overrides);
-    let mut provenance = check_provenance(&metadata, bundle, run.allow_other_checkpoint)?;
-    // The artifact's sha256 covers the model file only; the weights it keeps beside it are named
-    // with theirs, and the engine is given the model with their bytes inline.
-    let mut engine_bytes = std::borrow::Cow::Borrowed(&bytes[..]);
-    if !data_files.is_empty() {
-        for file in &data_files {
-            let data = std::fs::read(file).map_err(|source| VerifyError::Io { path: file.clone(), source })?;
-            provenance.push(format!("external data {} ({} bytes, sha256 {})", file.display(), data.len(), qaforge_onnx::sha256_hex(&data)));
-        }
-        engine_bytes = std::borrow::Cow::Owned(qaforge_onnx::encode(&model));
-    }
+/// An artifact read for verification: its bytes' identity, its graph (or an ORT-format
+/// package's view of it), its provenance and precision, checked against a bundle.
+pub struct Artifact {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Size of the model file in bytes.
+    pub size_bytes: u64,
+    /// sha256 of the model file.
+    pub sha256: String,
+    /// Its graph: inputs, metadata, and (for ONNX files) the nodes an engine runs.
+    pub model: tract_onnx::pb::ModelProto,
+    /// Its metadata_props.
+    pub metadata: BTreeMap<String, String>,
+    /// Its precision (fp32 when it records none).
+    pub precision: Precision,
+    /// Provenance notes: what could not be checked, mismatches allowed, external data read.
+    pub provenance: Vec<String>,
+    /// The bytes an engine loads (the model file, with external data inlined when it has any).
+    engine_bytes: Vec<u8>,
+}
 
-    let (data, features, reference) = (&bundle.data, &bundle.features, &bundle.logits);
-    let questions = run.shard.questions(data.examples.len());
-    let owned = features.range_of_questions(questions.clone());
+impl Artifact {
+    /// Reads `path` and checks its provenance against `bundle` (a checkpoint or tokenizer other
+    /// than the bundle's is refused unless `allow_other_checkpoint`). `engine` is needed to
+    /// read an ORT-format package, whose view only ONNX Runtime gives.
+    pub fn open(path: &Path, bundle: &Bundle, engine: &EngineChoice, allow_other_checkpoint: bool) -> Result<Self, VerifyError> {
+        let bytes = std::fs::read(path).map_err(|source| VerifyError::Io { path: path.to_owned(), source })?;
+        // An ORT-format package has no ONNX protobuf: ONNX Runtime, the only engine that reads it,
+        // gives its inputs and metadata.
+        let (model, data_files) = if qaforge_runtime::is_ort_format(&bytes) {
+            (qaforge_runtime::ort_format_view(engine, &bytes, path)?, vec![])
+        } else {
+            qaforge_onnx::decode_model_with_data(&bytes, path).map_err(|e| VerifyError::Artifact(e.to_string()))?
+        };
+        let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+        let precision = match metadata.get(keys::PRECISION) {
+            None => Precision::Fp32,
+            Some(name) => name.parse().map_err(|e| VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION)))?,
+        };
+        let mut provenance = check_provenance(&metadata, bundle, allow_other_checkpoint)?;
+        // The artifact's sha256 covers the model file only; the weights it keeps beside it are
+        // named with theirs, and the engine is given the model with their bytes inline.
+        let (size_bytes, sha256) = (bytes.len() as u64, qaforge_onnx::sha256_hex(&bytes));
+        let mut engine_bytes = bytes;
+        if !data_files.is_empty() {
+            for file in &data_files {
+                let data = std::fs::read(file).map_err(|source| VerifyError::Io { path: file.clone(), source })?;
+                provenance.push(format!("external data {} ({} bytes, sha256 {})", file.display(), data.len(), qaforge_onnx::sha256_hex(&data)));
+            }
+            engine_bytes = qaforge_onnx::encode(&model);
+        }
+        Ok(Artifact { path: path.to_owned(), size_bytes, sha256, model, metadata, precision, provenance, engine_bytes })
+    }
+}
+
+/// Logits of a shard's own features (all of them for an unsharded run), in the bundle's feature
+/// order, and what computed them.
+pub struct ComputedLogits {
+    /// The bundle's features they are for.
+    pub features: std::ops::Range<usize>,
+    /// `[features, max_length]` start and end logits.
+    pub logits: Logits,
+    /// What computed them (engine, runtime and device), in words.
+    pub engine: String,
+    /// The CPU features of the machine that computed them.
+    pub cpu: String,
+    /// Whether that engine computes the artifact's integer products as its target does.
+    pub exactness: Exactness,
+    /// Wall time of loading the artifact and computing them.
+    pub seconds: f64,
+}
+
+/// The first step of verification: runs `artifact` in `run.engine` over the bundle's features
+/// (all of them, or `run.shard`'s) and returns the logits of the shard's own features. `progress`
+/// gets (features just done, total).
+pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<ComputedLogits, VerifyError> {
+    let started = Instant::now();
+    let features = &bundle.features;
+    let owned = features.range_of_questions(run.shard.questions(bundle.data.examples.len()));
     // The global batches the shard's features fall in: the same batches, padded to the same
     // lengths, as an unsharded run computes.
     let batch = run.batch_size.max(1);
@@ -332,18 +378,48 @@ pub fn verify(
     let slice = features.select(computed.start, computed.end, first_example);
 
     let cpu = CpuFeatures::detect();
-    let exactness = engine_exactness(&run.engine, &cpu, &model);
-    let layout = qaforge_runtime::check_inputs(&model, artifact, run.input_names.as_deref())?;
-    qaforge_runtime::check_token_ids(&model, &layout, &slice, artifact)?;
-    let engine = load_engine(&run.engine, &model, &engine_bytes, artifact, run.cores, layout)?;
+    let exactness = engine_exactness(&run.engine, &cpu, &artifact.model);
+    let layout = qaforge_runtime::check_inputs(&artifact.model, &artifact.path, run.input_names.as_deref())?;
+    qaforge_runtime::check_token_ids(&artifact.model, &layout, &slice, &artifact.path)?;
+    let engine = load_engine(&run.engine, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
     let logits = engine.run_features(&slice, run.batch_size, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
-    let seconds = started.elapsed().as_secs_f64();
-
-    // Both sides, cut to the shard's own features.
     let m = features.max_length;
-    let rows = |v: &[f32], from: usize| v[(owned.start - from) * m..(owned.end - from) * m].to_vec();
-    let mine = Logits { start: rows(&logits.start, computed.start), end: rows(&logits.end, computed.start) };
-    let theirs = GoldenLogits { start: rows(&reference.start, 0), end: rows(&reference.end, 0) };
+    let rows = |v: &[f32]| v[(owned.start - computed.start) * m..(owned.end - computed.start) * m].to_vec();
+    Ok(ComputedLogits {
+        logits: Logits { start: rows(&logits.start), end: rows(&logits.end) },
+        features: owned,
+        engine: engine.description(),
+        cpu: cpu.describe(),
+        exactness,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The second step of verification: judges `computed` (the logits of `shard`'s features, from an
+/// engine run or from elsewhere) against the bundle with the artifact's precision's default
+/// tolerances and `overrides` in place. A shard of several gives a partial report for [`merge`].
+pub fn judge(artifact: &Artifact, bundle: &Bundle, shard: Shard, computed: ComputedLogits, overrides: ToleranceOverrides) -> Result<Report, VerifyError> {
+    let (data, features, reference) = (&bundle.data, &bundle.features, &bundle.logits);
+    let questions = shard.questions(data.examples.len());
+    let owned = features.range_of_questions(questions.clone());
+    let m = features.max_length;
+    if computed.features != owned || computed.logits.start.len() != owned.len() * m || computed.logits.end.len() != owned.len() * m {
+        return Err(VerifyError::Mismatch(format!(
+            "logits for features {}..{} ({} start and {} end values) given for shard {}/{}, whose features are {}..{} ({} values each)",
+            computed.features.start,
+            computed.features.end,
+            computed.logits.start.len(),
+            computed.logits.end.len(),
+            shard.index + 1,
+            shard.count,
+            owned.start,
+            owned.end,
+            owned.len() * m
+        )));
+    }
+    // Both sides, cut to the shard's own features.
+    let mine = computed.logits;
+    let theirs = GoldenLogits { start: reference.start[owned.start * m..owned.end * m].to_vec(), end: reference.end[owned.start * m..owned.end * m].to_vec() };
     let own_features = features.select(owned.start, owned.end, questions.start);
     let own_data = data.questions(questions.clone());
     let feature_agreements: Vec<FeatureAgreement> = (0..own_features.count).map(|i| FeatureAgreement::of(&own_features, i, &mine, &theirs)).collect();
@@ -358,7 +434,7 @@ pub fn verify(
         .map(|(id, p)| (id.clone(), p.margin.to_bits()))
         .collect();
     let part = ShardPart {
-        shard: run.shard,
+        shard,
         bundle_manifest_sha256: bundle.manifest_sha256.clone(),
         questions: (questions.start, questions.end),
         features: (owned.start, owned.end),
@@ -368,21 +444,21 @@ pub fn verify(
         differing_margins,
     };
     let header = Header {
-        artifact: artifact.to_owned(),
-        size_bytes: bytes.len() as u64,
-        sha256: qaforge_onnx::sha256_hex(&bytes),
-        precision,
-        metadata,
+        artifact: artifact.path.clone(),
+        size_bytes: artifact.size_bytes,
+        sha256: artifact.sha256.clone(),
+        precision: artifact.precision,
+        metadata: artifact.metadata.clone(),
         bundle: bundle.dir.clone(),
         reference: bundle.manifest.reference.clone(),
-        provenance,
-        engine: engine.description(),
-        cpu: cpu.describe(),
-        exactness,
-        seconds,
-        tolerances,
+        provenance: artifact.provenance.clone(),
+        engine: computed.engine,
+        cpu: computed.cpu,
+        exactness: computed.exactness,
+        seconds: computed.seconds,
+        tolerances: Tolerances::for_precision(artifact.precision).with(overrides),
     };
-    if run.shard.count == 1 {
+    if shard.count == 1 {
         Ok(assemble(header, data, features, part.feature_agreements, part.predictions, part.reference_predictions, &part.differing_margins, None))
     } else {
         let scope_summary = format!("questions {}..{} of {}: {}", questions.start + 1, questions.end, data.examples.len(), own_data.summary());
@@ -393,6 +469,24 @@ pub fn verify(
         report.table_row = report.markdown_row();
         Ok(report)
     }
+}
+
+/// Verifies `artifact` against `bundle` in both steps: [`compute_logits`] in `run.engine`, then
+/// [`judge`] with its precision's default tolerances and `overrides` in place. `progress` gets
+/// (features just done, total).
+pub fn verify(
+    artifact: &Path,
+    bundle: &Bundle,
+    overrides: ToleranceOverrides,
+    run: &RunOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let artifact = Artifact::open(artifact, bundle, &run.engine, run.allow_other_checkpoint)?;
+    let mut computed = compute_logits(&artifact, bundle, run, progress)?;
+    // The report's time covers reading the artifact too, as it always has.
+    computed.seconds = started.elapsed().as_secs_f64();
+    judge(&artifact, bundle, run.shard, computed, overrides)
 }
 
 /// Combines the partial reports of shards 1..N of one run (any order) into the report the
@@ -446,7 +540,7 @@ pub fn merge(parts: &[Report], bundle: &Bundle) -> Result<Report, VerifyError> {
         artifact: first.artifact.clone(),
         size_bytes: first.size_bytes,
         sha256: first.sha256.clone(),
-        precision: first.precision.clone(),
+        precision: first.precision,
         metadata: first.metadata.clone(),
         bundle: bundle.dir.clone(),
         reference: bundle.manifest.reference.clone(),
@@ -574,7 +668,9 @@ fn assemble(
     report
 }
 
-fn size(bytes: u64) -> String {
+/// A file size for people: MiB with two decimals, or KiB with one (every summary and report
+/// prints sizes this way).
+pub fn human_bytes(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{:.2} MiB", bytes as f64 / (1u64 << 20) as f64)
     } else {
@@ -592,7 +688,7 @@ impl Report {
             "| {} | {} | {} | {:.2e} | {:.6} | {:.1}% | {:.2} | {:.2} | {:+.2} | {:.2} | {:.2} s | {} |",
             self.artifact.file_name().map_or_else(|| self.artifact.display().to_string(), |n| n.to_string_lossy().into_owned()),
             self.precision,
-            size(self.size_bytes),
+            human_bytes(self.size_bytes),
             self.logits.max_abs_diff,
             self.logits.cosine,
             100.0 * self.argmax_agreement,
@@ -638,5 +734,31 @@ impl Report {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_precision_has_a_row_and_lossier_precisions_looser_bounds() {
+        // The table is an exhaustive match: a precision added to qaforge_provenance::Precision
+        // without a row here does not compile. This checks the rows themselves.
+        let fp32 = Tolerances::for_precision(Precision::Fp32);
+        assert!(fp32.identical_predictions && fp32.max_abs_diff == Some(1e-4));
+        for p in Precision::ALL.into_iter().filter(|&p| p != Precision::Fp32) {
+            let t = Tolerances::for_precision(p);
+            assert!(!t.identical_predictions && t.max_f1_drop.is_some() && t.min_cosine.is_some(), "{p}: {t:?}");
+        }
+        let (fp16, int8) = (Tolerances::for_precision(Precision::Fp16), Tolerances::for_precision(Precision::Int8Dynamic));
+        assert!(fp16.max_f1_drop < int8.max_f1_drop && fp16.min_cosine > int8.min_cosine);
+        assert_eq!(Tolerances::for_precision(Precision::Int8Static), int8);
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_give() {
+        let t = Tolerances::for_precision(Precision::Fp16).with(ToleranceOverrides { max_f1_drop: Some(1.0), ..Default::default() });
+        assert_eq!((t.max_f1_drop, t.min_cosine), (Some(1.0), Some(0.999)));
     }
 }
