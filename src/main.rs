@@ -1,22 +1,63 @@
 //! qaforge: turns BERT-family extractive QA checkpoints into verified ONNX artifacts.
 //!
-//! This binary only parses arguments and calls the library crates; exit codes are 0 for
-//! success, 1 for an artifact outside tolerance, 2 for bad input or usage, 3 for an artifact
-//! that the chosen engine cannot compute on this machine as its target does (not verified).
+//! This binary parses arguments into the library's requests and prints their outcomes; the
+//! workflows live in qaforge-pipeline and the stage crates. Exit codes are 0 for success, 1 for
+//! an artifact outside tolerance, 2 for bad input or usage, 3 for an artifact that the chosen
+//! engine cannot compute on this machine as its target does (not verified).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context;
-use qaforge_verify::Engine;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use qaforge_pipeline::{human_bytes, EngineChoice, Flavour, PipelineError};
+use qaforge_quantize::Precision;
 
 #[derive(Parser)]
 #[command(name = "qaforge", version, about = "Turns BERT-family extractive QA checkpoints into verified ONNX artifacts")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--ort-library`, shared by every command that can load ONNX Runtime.
+#[derive(Args)]
+struct OrtLibraryArg {
+    /// libonnxruntime, for `--engine ort`, `--calibration-engine ort`, `--for onnxruntime` and
+    /// `package` (default: $ORT_DYLIB_PATH), e.g. the one inside the onnxruntime PyPI wheel
+    /// (site-packages/onnxruntime/capi/libonnxruntime.so.*).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    ort_library: Option<PathBuf>,
+}
+
+/// `--input-names`, shared by every command that feeds a graph.
+#[derive(Args)]
+struct InputNamesArg {
+    /// The graph's inputs for token ids, attention mask and token types (the last for models
+    /// that take them), comma-separated, when its input names are not the usual ones.
+    #[arg(long, value_delimiter = ',')]
+    input_names: Option<Vec<String>>,
+}
+
+/// `--for`, shared by convert and quantize.
+#[derive(Args)]
+struct FlavourArgs {
+    /// The engine the artifact is for: portable (standard ONNX, any engine) or onnxruntime
+    /// (exact folds before quantizing, com.microsoft fused ops that ONNX Runtime runs fastest;
+    /// ONNX Runtime only, and loaded there before it is written; quantize: int8 modes only).
+    #[arg(long = "for", value_enum, default_value_t = FlavourArg::Portable)]
+    flavour: FlavourArg,
+}
+
+/// `--engine` and its library, shared by the commands that run an artifact.
+#[derive(Args)]
+struct EngineArgs {
+    /// The engine that runs the artifact: tract (built in) or ort (ONNX Runtime, the runtime
+    /// phones use; needs a build with `--features ort` and libonnxruntime).
+    #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
+    engine: EngineArg,
+    #[command(flatten)]
+    onnxruntime: OrtLibraryArg,
 }
 
 #[derive(Subcommand)]
@@ -34,14 +75,10 @@ enum Command {
         /// Emit weights holding NaN or Inf with a warning instead of refusing the checkpoint.
         #[arg(long)]
         allow_non_finite: bool,
-        /// The engine the artifact is for: portable (standard ONNX, any engine) or onnxruntime
-        /// (exact folds and com.microsoft fused ops that ONNX Runtime runs fastest; it runs in
-        /// ONNX Runtime only, and is loaded there before it is written).
-        #[arg(long = "for", value_enum, default_value_t = FlavourArg::Portable)]
-        flavour: FlavourArg,
-        /// libonnxruntime for --for onnxruntime (default: $ORT_DYLIB_PATH).
-        #[arg(long, env = "ORT_DYLIB_PATH")]
-        ort_library: Option<PathBuf>,
+        #[command(flatten)]
+        flavour: FlavourArgs,
+        #[command(flatten)]
+        onnxruntime: OrtLibraryArg,
     },
     /// Quantize a float32 ONNX artifact: fp16, int8 with dynamic activations, or int8 calibrated on SQuAD.
     Quantize {
@@ -104,22 +141,16 @@ enum Command {
         /// batch is held at once, about 1.8 GB per thread at 8 for full-size MobileBERT).
         #[arg(long, default_value_t = 2)]
         batch_size: usize,
-        /// The graph's inputs for token ids, attention mask and token types (the last for models
-        /// that take them), comma-separated, when its input names are not the usual ones.
-        #[arg(long, value_delimiter = ',')]
-        input_names: Option<Vec<String>>,
+        #[command(flatten)]
+        inputs: InputNamesArg,
         /// The engine int8-static calibration runs the float graph in: tract (built in), or ort
         /// (ONNX Runtime) for graphs tract cannot run (needs `--features ort` and libonnxruntime).
         #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
         calibration_engine: EngineArg,
-        /// libonnxruntime for `--calibration-engine ort` and `--for onnxruntime` (default: $ORT_DYLIB_PATH).
-        #[arg(long, env = "ORT_DYLIB_PATH")]
-        ort_library: Option<PathBuf>,
-        /// The engine the artifact is for: portable (standard ONNX, any engine) or onnxruntime
-        /// (exact folds before quantizing, com.microsoft fused ops after; ONNX Runtime only, and
-        /// loaded there before it is written). int8 modes only.
-        #[arg(long = "for", value_enum, default_value_t = FlavourArg::Portable)]
-        flavour: FlavourArg,
+        #[command(flatten)]
+        onnxruntime: OrtLibraryArg,
+        #[command(flatten)]
+        flavour: FlavourArgs,
     },
     /// Package an artifact for ONNX Runtime Mobile: an ORT-format model (ONNX Runtime's
     /// optimizations applied offline) and the required_operators.config of a reduced build.
@@ -135,11 +166,10 @@ enum Command {
         /// Where to write the operator list (default: required_operators.config beside --output).
         #[arg(long)]
         operators_config: Option<PathBuf>,
-        /// libonnxruntime, which writes the package (default: $ORT_DYLIB_PATH).
-        #[arg(long, env = "ORT_DYLIB_PATH")]
-        ort_library: Option<PathBuf>,
+        #[command(flatten)]
+        onnxruntime: OrtLibraryArg,
     },
-    /// Answer one question with an artifact: prints the answer span (or that there is none) and its score.
+    /// Answer one question with an artifact (tract, or ONNX Runtime): prints the answer span (or that there is none) and its score.
     Answer {
         /// The ONNX artifact.
         artifact: PathBuf,
@@ -152,10 +182,10 @@ enum Command {
         /// The context paragraph.
         #[arg(long)]
         context: String,
-        /// The graph's inputs for token ids, attention mask and token types (the last for models
-        /// that take them), comma-separated, when its input names are not the usual ones.
-        #[arg(long, value_delimiter = ',')]
-        input_names: Option<Vec<String>>,
+        #[command(flatten)]
+        inputs: InputNamesArg,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Merge the partial reports of `verify --shard K/N` (all N shards) into the report one
     /// unsharded run gives, with its verdict and exit code.
@@ -235,10 +265,8 @@ enum Command {
         /// the bundle's.
         #[arg(long)]
         allow_other_checkpoint: bool,
-        /// The graph's inputs for token ids, attention mask and token types (the last for models
-        /// that take them), comma-separated, when its input names are not the usual ones.
-        #[arg(long, value_delimiter = ',')]
-        input_names: Option<Vec<String>>,
+        #[command(flatten)]
+        inputs: InputNamesArg,
         /// Largest tolerated |Δ| between the artifact's logits and the reference (default: 1e-4 for fp32).
         #[arg(long)]
         max_abs_diff: Option<f64>,
@@ -258,14 +286,8 @@ enum Command {
         /// Write the JSON report here, and the Markdown report beside it (same name, .md).
         #[arg(long)]
         report: Option<PathBuf>,
-        /// The engine that runs the artifact: tract (built in) or ort (ONNX Runtime, the runtime
-        /// phones use; needs a build with `--features ort` and libonnxruntime).
-        #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
-        engine: EngineArg,
-        /// libonnxruntime for `--engine ort` (default: $ORT_DYLIB_PATH), e.g. the one inside the
-        /// onnxruntime PyPI wheel (site-packages/onnxruntime/capi/libonnxruntime.so.*).
-        #[arg(long, env = "ORT_DYLIB_PATH")]
-        ort_library: Option<PathBuf>,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
 }
 
@@ -310,13 +332,21 @@ enum MethodArg {
     Entropy,
 }
 
-/// What `--max-f1-drop` asks of the sensitivity search.
-struct Search {
-    max_f1_drop: f64,
-    /// A golden bundle to measure F1 on; without one the search is label-free.
-    golden: Option<PathBuf>,
-    /// Questions held back for the label-free search.
-    held_back: usize,
+impl FlavourArgs {
+    fn resolve(&self, onnxruntime: &OrtLibraryArg) -> Result<Flavour, PipelineError> {
+        Flavour::new(self.flavour == FlavourArg::Onnxruntime, onnxruntime.ort_library.as_deref())
+    }
+}
+
+fn engine_choice(engine: EngineArg, onnxruntime: &OrtLibraryArg) -> Result<EngineChoice, PipelineError> {
+    match engine {
+        EngineArg::Tract => Ok(EngineChoice::Tract),
+        EngineArg::Ort => qaforge_pipeline::onnxruntime(onnxruntime.ort_library.as_deref()),
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A verification outcome that is not success: exit code 1 (FAIL, outside tolerance) or 3 (NOT
@@ -336,6 +366,16 @@ impl std::fmt::Display for Verdict {
 
 impl std::error::Error for Verdict {}
 
+/// A progress bar for the library's (done, total) callbacks.
+fn progress_bar() -> (indicatif::ProgressBar, impl Fn(usize, usize) + Sync) {
+    let bar = indicatif::ProgressBar::new(0);
+    let handle = bar.clone();
+    (bar, move |done: usize, total: usize| {
+        handle.set_length(total as u64);
+        handle.inc(done as u64);
+    })
+}
+
 fn main() -> ExitCode {
     // Rust ignores SIGPIPE, so `qaforge eval ... | head` would panic in println! once head exits;
     // restore the default, under which a closed pipe ends the process quietly, as it does for
@@ -345,15 +385,47 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Convert { model_dir, output, opset, allow_non_finite, flavour, ort_library } => (|| {
-            let onnxruntime = flavour_library(flavour, ort_library)?;
-            convert(&model_dir, &output, qaforge_onnx::EmitOptions { opset, allow_non_finite }, onnxruntime.as_deref())
-        })(),
-        Command::Package { artifact, format: PackageFormatArg::Ort, output, operators_config, ort_library } => package(&artifact, &output, operators_config, ort_library),
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, input_names, calibration_engine, ort_library, flavour } => (|| {
-            let onnxruntime = flavour_library(flavour, ort_library.clone())?;
+    let result = run(Cli::parse().command);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => match err.downcast_ref::<Verdict>() {
+            Some(verdict) => {
+                eprintln!("qaforge: {}: {err}", verdict.label);
+                ExitCode::from(verdict.code)
+            }
+            None => {
+                eprintln!("qaforge: error: {err:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Convert { model_dir, output, opset, allow_non_finite, flavour, onnxruntime } => {
+            let request = qaforge_pipeline::ConvertRequest { model_dir, output, emit: qaforge_onnx::EmitOptions { opset, allow_non_finite }, flavour: flavour.resolve(&onnxruntime)? };
+            let done = qaforge_pipeline::convert(&request)?;
+            for warning in &done.warnings {
+                eprintln!("qaforge: warning: {warning}");
+            }
+            println!("converted {} -> {}", request.model_dir.display(), request.output.display());
+            println!("  architecture  {}", done.architecture);
+            println!("  weights       {}", done.weights);
+            println!("  parameters    {}", done.parameters);
+            println!("  tensors read  {} of {}", done.tensors_read.0, done.tensors_read.1);
+            if !done.unused_tensors.is_empty() {
+                println!("  unused        {}", done.unused_tensors.join(", "));
+            }
+            println!("  graph         {}", done.graph);
+            if let Some(flavour) = &done.flavour {
+                println!("  onnxruntime   {flavour}");
+            }
+            println!("  file          {} ({} bytes)", human_bytes(done.bytes), done.bytes);
+            println!("  sha256        {}", done.sha256);
+            println!("  time          {:.3} s", done.seconds);
+        }
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, inputs, calibration_engine, onnxruntime, flavour } => {
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -361,9 +433,9 @@ fn main() -> ExitCode {
             };
             let options = qaforge_quantize::QuantizeOptions {
                 precision: match precision {
-                    PrecisionArg::Fp16 => qaforge_quantize::Precision::Fp16,
-                    PrecisionArg::Int8Dynamic => qaforge_quantize::Precision::Int8Dynamic,
-                    PrecisionArg::Int8Static => qaforge_quantize::Precision::Int8Static,
+                    PrecisionArg::Fp16 => Precision::Fp16,
+                    PrecisionArg::Int8Dynamic => Precision::Int8Dynamic,
+                    PrecisionArg::Int8Static => Precision::Int8Static,
                 },
                 exclude,
                 int8_qa_head,
@@ -378,281 +450,126 @@ fn main() -> ExitCode {
                     ),
                 },
                 batch_size,
-                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                input_names,
-                calibration_engine: engine_choice(calibration_engine, ort_library)?,
+                threads: cores(),
+                input_names: inputs.input_names,
+                calibration_engine: engine_choice(calibration_engine, &onnxruntime)?,
             };
-            let search = max_f1_drop.map(|drop| Search { max_f1_drop: drop, golden, held_back });
-            anyhow::ensure!(
-                onnxruntime.is_none() || options.precision != qaforge_quantize::Precision::Fp16,
-                "--for onnxruntime is for the int8 modes: ONNX Runtime's CPU kernels compute float16 slower than float32 (use the portable fp16 artifact for GPUs and NNAPI/CoreML)"
-            );
-            quantize(&input, &output, &options, calibration.as_deref(), tokenizer.as_deref(), samples, search, onnxruntime.as_deref())
-        })(),
-        Command::Table { reports } => table(&reports),
-        Command::Answer { artifact, tokenizer, question, context, input_names } => answer(&artifact, &tokenizer, question, context, input_names.as_deref()),
-        Command::Eval { data, predictions, out_file, na_prob_file, na_prob_thresh } => eval(&data, &predictions, out_file, na_prob_file, na_prob_thresh),
-        Command::Golden { model_dir, data, output, limit, max_length, doc_stride, batch_size } => {
-            golden(&model_dir, &data, &output, &qaforge_verify::BundleOptions { limit, max_length, doc_stride, batch_size })
+            let request = qaforge_pipeline::QuantizeRequest {
+                flavour: flavour.resolve(&onnxruntime)?,
+                input,
+                output,
+                options,
+                calibration,
+                tokenizer,
+                samples,
+                search: max_f1_drop.map(|max_f1_drop| qaforge_pipeline::Search { max_f1_drop, golden, held_back }),
+            };
+            let (bar, progress) = progress_bar();
+            let done = qaforge_pipeline::quantize(&request, &progress);
+            bar.finish_and_clear();
+            print_quantized(&request, &done?);
         }
-        Command::Verify { artifact, golden, shard, allow_other_checkpoint, input_names, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1, batch_size, report, engine, ort_library } => (|| {
-            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
-            let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
-            let engine = engine_choice(engine, ort_library)?;
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let run = qaforge_verify::RunOptions { engine, batch_size, cores, shard, allow_other_checkpoint, input_names };
-            verify(&artifact, &golden, overrides, &run, report)
-        })(),
-        Command::Merge { reports, golden, report } => merge(&reports, golden.as_deref(), report),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.is::<Verdict>() => {
-            let verdict = err.downcast_ref::<Verdict>().map_or((2, "error"), |v| (v.code, v.label));
-            eprintln!("qaforge: {}: {err}", verdict.1);
-            ExitCode::from(verdict.0)
+        Command::Package { artifact, format: PackageFormatArg::Ort, output, operators_config, onnxruntime } => {
+            let request = qaforge_pipeline::PackageRequest { artifact, output, operators_config, library: onnxruntime.ort_library };
+            let done = qaforge_pipeline::package(&request)?;
+            println!("packaged {} -> {} (ORT format, ONNX Runtime's optimizations applied offline)", request.artifact.display(), done.ort_path.display());
+            println!("  operators     {} (for a reduced build: --include_ops_by_config)", done.config_path.display());
+            for (domain, opset, ops) in &done.operators {
+                println!("    {domain} opset {opset}: {}", ops.join(", "));
+            }
+            println!("  file          {} ({} bytes)", human_bytes(done.ort_bytes), done.ort_bytes);
+            println!("  sha256        {}", done.ort_sha256);
+            println!("  time          {:.3} s", done.seconds);
         }
-        Err(err) => {
-            eprintln!("qaforge: error: {err:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn human_bytes(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    }
-}
-
-/// For `--for onnxruntime`, the ONNX Runtime library the artifact is checked in; `None` for the portable flavour.
-fn flavour_library(flavour: FlavourArg, ort_library: Option<PathBuf>) -> anyhow::Result<Option<PathBuf>> {
-    if flavour == FlavourArg::Portable {
-        return Ok(None);
-    }
-    match engine_choice(EngineArg::Ort, ort_library)? {
-        qaforge_verify::EngineChoice::OnnxRuntime { library } => Ok(Some(library)),
-        qaforge_verify::EngineChoice::Tract => anyhow::bail!("--for onnxruntime needs ONNX Runtime"),
-    }
-}
-
-/// Checks that ONNX Runtime from `library` loads the artifact `bytes` about to be written to `output`.
-fn check_loads_in_onnxruntime(library: &std::path::Path, bytes: &[u8], output: &std::path::Path) -> anyhow::Result<()> {
-    #[cfg(feature = "ort")]
-    {
-        qaforge_onnxruntime::package::check_loads(library, bytes, output).context("the artifact was not written")?;
-        Ok(())
-    }
-    #[cfg(not(feature = "ort"))]
-    {
-        let _ = (bytes, output);
-        anyhow::bail!("{}: this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`", library.display())
-    }
-}
-
-fn package(artifact: &std::path::Path, output: &std::path::Path, operators_config: Option<PathBuf>, ort_library: Option<PathBuf>) -> anyhow::Result<()> {
-    let library = flavour_library(FlavourArg::Onnxruntime, ort_library)?.context("ONNX Runtime writes the package")?;
-    let started = Instant::now();
-    let bytes = std::fs::read(artifact).with_context(|| format!("reading {}", artifact.display()))?;
-    anyhow::ensure!(!qaforge_verify::is_ort_format(&bytes), "{}: already an ORT-format model", artifact.display());
-    let model = qaforge_onnx::decode_model(&bytes, artifact)?;
-    let config = operators_config.unwrap_or_else(|| output.with_file_name("required_operators.config"));
-    #[cfg(feature = "ort")]
-    {
-        let packaged = qaforge_onnxruntime::package::package_ort(&library, &model, artifact, &bytes, output, &config)?;
-        println!("packaged {} -> {} (ORT format, ONNX Runtime's optimizations applied offline)", artifact.display(), packaged.ort_path.display());
-        println!("  operators     {} (for a reduced build: --include_ops_by_config)", packaged.config_path.display());
-        for (domain, by_opset) in &packaged.operators {
-            for (opset, ops) in by_opset {
-                println!("    {domain} opset {opset}: {}", ops.iter().cloned().collect::<Vec<_>>().join(", "));
+        Command::Answer { artifact, tokenizer, question, context, inputs, engine } => {
+            let engine = engine_choice(engine.engine, &engine.onnxruntime)?;
+            let request = qaforge_pipeline::AnswerRequest { artifact, tokenizer, question, context, input_names: inputs.input_names, engine, cores: cores() };
+            let answer = qaforge_pipeline::answer(&request)?;
+            if answer.text.is_empty() {
+                println!("no answer (null score beats the best span by {:.3})", answer.null_odds);
+            } else {
+                println!("{}", answer.text);
+                println!("(best span beats the null score by {:.3}; {} window(s))", -answer.null_odds, answer.windows);
             }
         }
-        println!("  file          {} ({} bytes)", human_bytes(packaged.ort_bytes), packaged.ort_bytes);
-        println!("  sha256        {}", packaged.ort_sha256);
-        println!("  time          {:.3} s", started.elapsed().as_secs_f64());
-        Ok(())
+        Command::Table { reports } => {
+            println!("{}", qaforge_verify::MARKDOWN_HEADER);
+            for row in qaforge_pipeline::reports::table_rows(&reports)? {
+                println!("{row}");
+            }
+        }
+        Command::Eval { data, predictions, out_file, na_prob_file, na_prob_thresh } => {
+            let evaluation = qaforge_pipeline::reports::evaluate(&data, &predictions, na_prob_file.as_deref(), na_prob_thresh)?;
+            // stdout carries exactly the official script's JSON; the summary goes to stderr.
+            eprintln!("{}", evaluation.summary);
+            if evaluation.unpredicted > 0 {
+                eprintln!("warning: {} questions have no prediction and are left out of the totals", evaluation.unpredicted);
+            }
+            println!("{}", evaluation.json);
+            if let Some(path) = out_file {
+                qaforge_onnx::write_atomically(&path, format!("{}\n", evaluation.json).as_bytes())?;
+            }
+        }
+        Command::Golden { model_dir, data, output, limit, max_length, doc_stride, batch_size } => {
+            let started = std::time::Instant::now();
+            let (bar, progress) = progress_bar();
+            let manifest = qaforge_verify::make_bundle(&model_dir, &data, &output, &qaforge_verify::BundleOptions { limit, max_length, doc_stride, batch_size }, &progress);
+            bar.finish_and_clear();
+            let manifest = manifest?;
+            let seconds = started.elapsed().as_secs_f64();
+            println!("golden bundle {} -> {}", model_dir.display(), output.display());
+            println!("  model       {} (checkpoint sha256 {})", manifest.model.architecture, manifest.model.source_sha256);
+            println!("  data        {}: {} questions{}", manifest.data.name, manifest.data.questions, manifest.data.limit.map_or(String::new(), |l| format!(" (first {l})")));
+            println!("  features    {} (max_length {}, doc_stride {})", manifest.features, manifest.settings.max_length, manifest.settings.doc_stride);
+            println!("  reference   {}", manifest.reference);
+            println!("  time        {seconds:.2} s ({:.1} features/s)", manifest.features as f64 / seconds.max(1e-9));
+            println!("reference EM {:.2}, F1 {:.2} on {} questions", manifest.scores.exact, manifest.scores.f1, manifest.data.questions);
+        }
+        Command::Verify { artifact, golden, shard, allow_other_checkpoint, inputs, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1, batch_size, report, engine } => {
+            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
+            let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
+            let engine = engine_choice(engine.engine, &engine.onnxruntime)?;
+            let run = qaforge_verify::RunOptions { engine, batch_size, cores: cores(), shard, allow_other_checkpoint, input_names: inputs.input_names };
+            let bundle = qaforge_verify::Bundle::open(&golden)?;
+            let (bar, progress) = progress_bar();
+            let result = qaforge_verify::verify(&artifact, &bundle, overrides, &run, &progress);
+            bar.finish_and_clear();
+            conclude(&result?, report)?;
+        }
+        Command::Merge { reports, golden, report } => conclude(&qaforge_pipeline::reports::merge(&reports, golden.as_deref())?, report)?,
     }
-    #[cfg(not(feature = "ort"))]
-    {
-        let _ = (model, config, started, library);
-        anyhow::bail!("this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`")
-    }
-}
-
-/// Prints what the ONNX Runtime flavour's passes did and the com.microsoft ops they left in `model`.
-fn print_flavour(summary: &qaforge_onnxruntime::FuseSummary, model: &qaforge_onnx::pb::ModelProto) {
-    let fused: Vec<String> = qaforge_onnxruntime::op_counts(model).into_iter().filter(|(op, _)| op.starts_with(qaforge_onnxruntime::MS_DOMAIN)).map(|(op, n)| format!("{n} {op}")).collect();
-    println!("  onnxruntime   {} ({})", summary.describe(), if fused.is_empty() { "no fused ops".to_string() } else { fused.join(", ") });
-}
-
-fn convert(model_dir: &std::path::Path, output: &std::path::Path, options: qaforge_onnx::EmitOptions, onnxruntime: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let opset = options.opset;
-    let started = Instant::now();
-    let checkpoint = qaforge_checkpoint::Checkpoint::open(model_dir)?;
-    for key in &checkpoint.unknown_config_keys {
-        eprintln!("qaforge: warning: {}: unknown config key `{key}` ignored", model_dir.join("config.json").display());
-    }
-    let emitted = qaforge_onnx::convert(&checkpoint, options)?;
-    for (name, count) in &emitted.non_finite {
-        eprintln!("qaforge: warning: tensor `{name}` holds {count} non-finite value(s) (NaN or Inf), emitted as they are (--allow-non-finite)");
-    }
-    let mut model = emitted.model;
-    let mut flavour = qaforge_onnxruntime::FuseSummary::default();
-    if onnxruntime.is_some() {
-        qaforge_onnxruntime::fold(&mut model, &mut flavour)?;
-        qaforge_onnxruntime::fuse(&mut model, &mut flavour)?;
-    }
-    let bytes = qaforge_onnx::encode_checked(&model, output)?;
-    if let Some(library) = onnxruntime {
-        check_loads_in_onnxruntime(library, &bytes, output)?;
-    }
-    // The printed sha256 is computed while the file is written.
-    let (written, sha256) = std::thread::scope(|scope| {
-        let sha256 = scope.spawn(|| qaforge_onnx::sha256_hex(&bytes));
-        (qaforge_onnx::write_atomically(output, &bytes), sha256.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-    });
-    written?;
-    let c = &checkpoint.config;
-    println!("converted {} -> {}", model_dir.display(), output.display());
-    println!("  architecture  {}: {}", c.architecture(), c.describe());
-    println!("  weights       {} ({})", checkpoint.format, checkpoint.weights.files().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    println!("  parameters    {}", emitted.parameters);
-    println!("  tensors read  {} of {}", emitted.tensors_used, checkpoint.weights.len());
-    if !emitted.unused_tensors.is_empty() {
-        println!("  unused        {}", emitted.unused_tensors.join(", "));
-    }
-    let graph = model.graph.as_ref().map_or(0, |g| g.node.len());
-    let inputs = model.graph.as_ref().map_or_else(Vec::new, |g| g.input.iter().map(|i| i.name.as_str()).collect());
-    println!("  graph         opset {opset}, {graph} nodes, inputs {} [batch, sequence]", inputs.join("/"));
-    if onnxruntime.is_some() {
-        print_flavour(&flavour, &model);
-    }
-    println!("  file          {} ({} bytes)", human_bytes(bytes.len() as u64), bytes.len());
-    println!("  sha256        {sha256}");
-    println!("  time          {:.3} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn quantize(
-    input: &std::path::Path,
-    output: &std::path::Path,
-    options: &qaforge_quantize::QuantizeOptions,
-    calibration: Option<&std::path::Path>,
-    tokenizer: Option<&std::path::Path>,
-    samples: usize,
-    search: Option<Search>,
-    onnxruntime: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let input_bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
-    let mut model = qaforge_onnx::decode_model(&input_bytes, input)?;
-    // The ONNX Runtime flavour folds the float graph first, so that int8 weights are quantized
-    // from the folded values and calibration measures the graph that will run.
-    let mut flavour = qaforge_onnxruntime::FuseSummary::default();
-    if onnxruntime.is_some() {
-        qaforge_onnxruntime::fold(&mut model, &mut flavour)?;
+/// Prints what quantize did.
+fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_pipeline::QuantizeOutcome) {
+    for note in &done.notes {
+        println!("{note}");
     }
-    // The calibration file's features: int8-static calibrates on the first `samples`; the
-    // label-free search measures on questions held back after them.
-    let label_free = search.as_ref().is_some_and(|s| s.golden.is_none());
-    let calibration_data = match (calibration, tokenizer) {
-        (Some(data), Some(tokenizer)) if options.precision == qaforge_quantize::Precision::Int8Static || label_free => {
-            let squad = qaforge_squad::SquadFile::load(data)?;
-            println!("calibration data {}: {}", data.display(), squad.summary());
-            let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
-            // Calibration reads the first `samples` features, and every question gives at least
-            // one: its first `samples` questions are enough, unless the label-free search also
-            // needs the questions held back after them (a dev-set-sized file is not tokenized whole).
-            let needed = if label_free { squad.examples.len() } else { samples.min(squad.examples.len()) };
-            let features = tokenizer.features(&squad.examples[..needed], &qaforge_squad::FeatureOptions::default())?;
-            Some((squad, features))
-        }
-        _ if options.precision == qaforge_quantize::Precision::Int8Static => {
-            anyhow::bail!("int8-static needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>")
-        }
-        _ if label_free => anyhow::bail!("--max-f1-drop without --golden measures on held-back questions: it needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>"),
-        _ => None,
-    };
-    let calibration_count = if options.precision == qaforge_quantize::Precision::Int8Static { samples } else { 0 };
-    let features = match &calibration_data {
-        Some((_, f)) if options.precision == qaforge_quantize::Precision::Int8Static => Some(f.clone().truncated(samples)),
-        _ => None,
-    };
-    let passes = if options.method == qaforge_quantize::CalibrationMethod::MinMax { 1 } else { 2 };
-    let bar = indicatif::ProgressBar::new(features.as_ref().map_or(0, |f| f.count * passes) as u64);
-    let input_sha256 = qaforge_onnx::sha256_hex(&input_bytes);
-    // The sensitivity search, on whichever slice --max-f1-drop measures with the cosine floor
-    // verify applies to this precision.
-    let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision.as_str()).min_cosine.unwrap_or(0.0);
-    let search_on = |slice: &qaforge_quantize::sensitivity::EvaluationSlice<'_>, max_f1_drop: f64| {
-        qaforge_quantize::sensitivity::search(&model, options, features.as_ref(), slice, max_f1_drop, min_cosine, &input_sha256, &|n| bar.inc(n as u64))
-    };
-    let (model, summary, search_log) = match search {
-        None => {
-            let (m, s) = qaforge_quantize::quantize(&model, options, features.as_ref(), &input_sha256, &|n| bar.inc(n as u64))?;
-            (m, s, None)
-        }
-        Some(Search { max_f1_drop, golden: Some(golden), .. }) => {
-            let bundle = qaforge_verify::Bundle::open(&golden)?;
-            let slice = qaforge_quantize::sensitivity::EvaluationSlice { data: &bundle.data, features: &bundle.features, reference_f1: bundle.reference_f1() };
-            let (m, s, log) = search_on(&slice, max_f1_drop)?;
-            (m, s, Some(log))
-        }
-        Some(Search { max_f1_drop, golden: None, held_back }) => {
-            let (squad, all) = calibration_data.as_ref().context("checked above")?;
-            let (data, held) = qaforge_quantize::sensitivity::held_back(squad, all, calibration_count, held_back)
-                .with_context(|| format!("--calibration has no questions left after the {calibration_count} calibration features to hold back for the label-free search"))?;
-            println!("label-free search on {} held-back questions ({} features): F1 against the float artifact's own predictions", data.examples.len(), held.count);
-            let (pseudo, reference_f1) = qaforge_quantize::sensitivity::label_free(&model, &data, &held, options)?;
-            let slice = qaforge_quantize::sensitivity::EvaluationSlice { data: &pseudo, features: &held, reference_f1 };
-            let (m, s, log) = search_on(&slice, max_f1_drop)?;
-            (m, s, Some(log))
-        }
-    };
-    bar.finish_and_clear();
-    let mut model = model;
-    if onnxruntime.is_some() {
-        qaforge_onnxruntime::fuse(&mut model, &mut flavour)?;
-    }
-    let bytes = qaforge_onnx::encode_checked(&model, output)?;
-    if let Some(library) = onnxruntime {
-        check_loads_in_onnxruntime(library, &bytes, output)?;
-    }
-    qaforge_onnx::write_atomically(output, &bytes)?;
-    println!("quantized {} -> {} ({})", input.display(), output.display(), options.precision.as_str());
-    if options.precision == qaforge_quantize::Precision::Fp16 {
-        println!("  float16 nodes   {}", summary.converted.len());
-        println!("  casts inserted  {}", summary.casts);
+    let precision = request.options.precision;
+    println!("quantized {} -> {} ({precision})", request.input.display(), request.output.display());
+    if precision == Precision::Fp16 {
+        println!("  float16 nodes   {}", done.summary.converted.len());
+        println!("  casts inserted  {}", done.summary.casts);
     } else {
-        println!("  int8 MatMuls    {}", summary.converted.len());
-        println!("  int8 tables     {}", summary.int8_tables.join(", "));
+        println!("  int8 MatMuls    {}", done.summary.converted.len());
+        println!("  int8 tables     {}", done.summary.int8_tables.join(", "));
     }
-    if onnxruntime.is_some() {
-        print_flavour(&flavour, &model);
+    if let Some(flavour) = &done.flavour {
+        println!("  onnxruntime   {flavour}");
     }
-    if let Some(f) = &features {
-        println!("  calibration     {} features, {} ({} activation ranges)", f.count, options.method, summary.ranges.len());
+    if let Some(count) = done.calibration_features {
+        println!("  calibration     {count} features, {} ({} activation ranges)", request.options.method, done.summary.ranges.len());
     }
-    // Group the kept-float reasons: one line per reason with a count and a few names.
-    let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
-    for (name, reason) in &summary.kept_float {
-        by_reason.entry(reason).or_default().push(name);
-    }
-    for (reason, nodes) in by_reason {
+    // One line per kept-float reason, with a count and a few names.
+    for (reason, nodes) in done.kept_float_by_reason() {
         let shown: Vec<&str> = nodes.iter().take(3).copied().collect();
         let more = if nodes.len() > 3 { format!(", … {} more", nodes.len() - 3) } else { String::new() };
         println!("  kept float      {} node(s): {reason} ({}{more})", nodes.len(), shown.join(", "));
     }
-    println!(
-        "  size            {} -> {} ({:.1}%)",
-        human_bytes(input_bytes.len() as u64),
-        human_bytes(bytes.len() as u64),
-        100.0 * bytes.len() as f64 / input_bytes.len() as f64
-    );
-    if let Some(log) = search_log {
+    let (before, after) = done.sizes;
+    println!("  size            {} -> {} ({:.1}%)", human_bytes(before), human_bytes(after), 100.0 * after as f64 / before as f64);
+    if let Some(log) = &done.search {
         for step in &log.steps {
             println!("  search          F1 drop {:+.2}, cosine {:.6} with {} group(s) float: {}", step.f1_drop, step.cosine, step.kept_float.len(), step.kept_float.join(", "));
         }
@@ -660,98 +577,15 @@ fn quantize(
             println!("  sensitivity     most harmful group {worst} (logit MSE {mse:.3e} when quantized alone)");
         }
     }
-    println!("  sha256          {}", qaforge_onnx::sha256_hex(&bytes));
-    println!("  time            {:.3} s", started.elapsed().as_secs_f64());
-    Ok(())
-}
-
-fn answer(artifact: &std::path::Path, tokenizer: &std::path::Path, question: String, context: String, input_names: Option<&[String]>) -> anyhow::Result<()> {
-    anyhow::ensure!(!context.trim().is_empty(), "the context is empty");
-    let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
-    let example = qaforge_squad::Example { id: "question".into(), title: String::new(), question, context, answers: vec![] };
-    let features = tokenizer.features(std::slice::from_ref(&example), &qaforge_squad::FeatureOptions::default())?;
-    // Decoded by qaforge first, so that a hostile file is refused with its problem named before
-    // tract reads tensors by their claimed dims.
-    let model = qaforge_onnx::read_model(artifact)?;
-    let layout = qaforge_verify::check_inputs(&model, artifact, input_names)?;
-    qaforge_verify::check_token_ids(&model, &layout, &features, artifact)?;
-    let session = qaforge_verify::TractSession::with_layout(&model, &artifact.display().to_string(), layout)?;
-    let logits = session.run_features(&features, 8, 1, &|_| {})?;
-    let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1, paragraphs: 1 };
-    let options = qaforge_squad::PostprocessOptions::default();
-    let prediction = qaforge_squad::predict_all(&squad, &features, &logits.start, &logits.end, &options, true).remove("question");
-    let prediction = prediction.context("no prediction")?;
-    if prediction.text.is_empty() {
-        println!("no answer (null score beats the best span by {:.3})", prediction.null_odds);
-    } else {
-        println!("{}", prediction.text);
-        println!("(best span beats the null score by {:.3}; {} window(s))", -prediction.null_odds, features.count);
-    }
-    Ok(())
-}
-
-fn table(reports: &[PathBuf]) -> anyhow::Result<()> {
-    println!("{}", qaforge_verify::MARKDOWN_HEADER);
-    for path in reports {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let report: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
-        let row = report["table_row"].as_str().with_context(|| format!("{}: not a qaforge verify report (no table_row)", path.display()))?;
-        println!("{row}");
-    }
-    Ok(())
-}
-
-fn eval(data: &std::path::Path, predictions_path: &std::path::Path, out_file: Option<PathBuf>, na_prob_file: Option<PathBuf>, na_prob_thresh: f64) -> anyhow::Result<()> {
-    let squad = qaforge_squad::SquadFile::load(data)?;
-    let predictions = qaforge_squad::load_predictions(predictions_path)?;
-    let scored = squad.examples.iter().filter(|e| predictions.contains_key(&e.id)).count();
-    anyhow::ensure!(scored > 0, "{}: none of its {} predictions is a question of {}", predictions_path.display(), predictions.len(), data.display());
-    let na_probs = na_prob_file.as_deref().map(qaforge_squad::NoAnswerProbabilities::load).transpose()?;
-    let metrics = qaforge_squad::evaluate_with_thresholds(&squad, &predictions, na_probs.as_ref(), na_prob_thresh)?;
-    // stdout carries exactly the official script's JSON; the summary goes to stderr.
-    eprintln!("{}: {}; {} predicted", data.display(), squad.summary(), scored);
-    if scored < squad.examples.len() {
-        eprintln!("warning: {} questions have no prediction and are left out of the totals", squad.examples.len() - scored);
-    }
-    let json = serde_json::to_string_pretty(&metrics)?;
-    println!("{json}");
-    if let Some(path) = out_file {
-        qaforge_onnx::write_atomically(&path, format!("{json}\n").as_bytes())?;
-    }
-    Ok(())
-}
-
-fn engine_choice(engine: EngineArg, ort_library: Option<PathBuf>) -> anyhow::Result<qaforge_verify::EngineChoice> {
-    Ok(match engine {
-        EngineArg::Tract => qaforge_verify::EngineChoice::Tract,
-        EngineArg::Ort => {
-            anyhow::ensure!(cfg!(feature = "ort"), "this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`");
-            let library = ort_library.context("ONNX Runtime needs libonnxruntime: pass --ort-library or set ORT_DYLIB_PATH")?;
-            anyhow::ensure!(library.is_file(), "{}: no such file (libonnxruntime for --engine ort)", library.display());
-            qaforge_verify::EngineChoice::OnnxRuntime { library }
-        }
-    })
-}
-
-fn verify(artifact: &std::path::Path, golden: &std::path::Path, overrides: qaforge_verify::ToleranceOverrides, run: &qaforge_verify::RunOptions, report: Option<PathBuf>) -> anyhow::Result<()> {
-    let bundle = qaforge_verify::Bundle::open(golden)?;
-    let bar = indicatif::ProgressBar::new(0);
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.inc(done as u64);
-    };
-    let result = qaforge_verify::verify(artifact, &bundle, overrides, run, &progress)?;
-    bar.finish_and_clear();
-    conclude(&result, report)
+    println!("  sha256          {}", done.sha256);
+    println!("  time            {:.3} s", done.seconds);
 }
 
 /// Writes the report (JSON and Markdown), prints its row and summary, and turns its verdict into
 /// the exit code: PASS and PARTIAL 0, FAIL 1, NOT VERIFIED 3.
 fn conclude(result: &qaforge_verify::Report, report: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(path) = report {
-        let json = serde_json::to_string_pretty(result)?;
-        qaforge_onnx::write_atomically(&path, format!("{json}\n").as_bytes()).context("writing the JSON report")?;
-        qaforge_onnx::write_atomically(&path.with_extension("md"), result.markdown().as_bytes()).context("writing the Markdown report")?;
+        qaforge_pipeline::reports::write_report(result, &path).context("writing the report")?;
     }
     println!("{}\n{}", qaforge_verify::MARKDOWN_HEADER, result.markdown_row());
     println!(
@@ -780,41 +614,5 @@ fn conclude(result: &qaforge_verify::Report, report: Option<PathBuf>) -> anyhow:
         return Err(Verdict { code: 1, label: "FAIL", message: result.failures.join("; ") }.into());
     }
     println!("PASS ({} tolerances)", result.precision);
-    Ok(())
-}
-
-fn merge(paths: &[PathBuf], golden: Option<&std::path::Path>, report: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut parts = Vec::new();
-    for path in paths {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let part: qaforge_verify::Report = serde_json::from_slice(&bytes).with_context(|| format!("{}: not a qaforge verify report", path.display()))?;
-        parts.push(part);
-    }
-    let bundle_dir = match golden {
-        Some(dir) => dir.to_owned(),
-        None => parts.first().map(|p| p.golden.clone()).context("no reports")?,
-    };
-    let bundle = qaforge_verify::Bundle::open(&bundle_dir)?;
-    let merged = qaforge_verify::merge(&parts, &bundle)?;
-    conclude(&merged, report)
-}
-
-fn golden(model_dir: &std::path::Path, data: &std::path::Path, output: &std::path::Path, options: &qaforge_verify::BundleOptions) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let bar = indicatif::ProgressBar::new(0);
-    let progress = |done: usize, total: usize| {
-        bar.set_length(total as u64);
-        bar.inc(done as u64);
-    };
-    let manifest = qaforge_verify::make_bundle(model_dir, data, output, options, &progress)?;
-    bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    println!("golden bundle {} -> {}", model_dir.display(), output.display());
-    println!("  model       {} (checkpoint sha256 {})", manifest.model.architecture, manifest.model.source_sha256);
-    println!("  data        {}: {} questions{}", manifest.data.name, manifest.data.questions, manifest.data.limit.map_or(String::new(), |l| format!(" (first {l})")));
-    println!("  features    {} (max_length {}, doc_stride {})", manifest.features, manifest.settings.max_length, manifest.settings.doc_stride);
-    println!("  reference   {}", manifest.reference);
-    println!("  time        {seconds:.2} s ({:.1} features/s)", manifest.features as f64 / seconds.max(1e-9));
-    println!("reference EM {:.2}, F1 {:.2} on {} questions", manifest.scores.exact, manifest.scores.f1, manifest.data.questions);
     Ok(())
 }

@@ -1,0 +1,176 @@
+//! `qaforge quantize`: which calibration data a precision needs, the sensitivity search, and the
+//! order fold → quantize → fuse → load check → write.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use qaforge_quantize::sensitivity::{self, EvaluationSlice, SearchLog};
+use qaforge_quantize::{Precision, QuantizeOptions};
+
+use crate::{check_loads_in_onnxruntime, describe_flavour, Flavour, PipelineError};
+
+/// What `--max-f1-drop` asks of the sensitivity search.
+#[derive(Debug, Clone)]
+pub struct Search {
+    /// Keep the most harmful layers float until the F1 drop is at most this many points.
+    pub max_f1_drop: f64,
+    /// A golden bundle to measure F1 on; without one the search is label-free.
+    pub golden: Option<PathBuf>,
+    /// Questions of the calibration file held back for the label-free search.
+    pub held_back: usize,
+}
+
+/// What to quantize, and how.
+#[derive(Debug, Clone)]
+pub struct QuantizeRequest {
+    /// The float32 ONNX artifact.
+    pub input: PathBuf,
+    /// Where to write the quantized artifact.
+    pub output: PathBuf,
+    /// Everything that decides the quantized graph.
+    pub options: QuantizeOptions,
+    /// SQuAD v2 JSON whose questions calibrate int8-static (and feed the label-free search).
+    pub calibration: Option<PathBuf>,
+    /// Model directory with the tokenizer that builds calibration features.
+    pub tokenizer: Option<PathBuf>,
+    /// Calibration features to run.
+    pub samples: usize,
+    /// The sensitivity search, if asked for.
+    pub search: Option<Search>,
+    /// The engine the artifact is for.
+    pub flavour: Flavour,
+}
+
+/// What quantize did.
+#[derive(Debug)]
+pub struct QuantizeOutcome {
+    /// Lines worth showing before the summary (the calibration data, the search's slice).
+    pub notes: Vec<String>,
+    /// What quantization did.
+    pub summary: qaforge_quantize::QuantizeSummary,
+    /// What the ONNX Runtime flavour did (None for portable).
+    pub flavour: Option<String>,
+    /// Calibration features used (int8-static).
+    pub calibration_features: Option<usize>,
+    /// The sensitivity search's log, if it ran.
+    pub search: Option<SearchLog>,
+    /// Size of the input and of the written artifact, in bytes.
+    pub sizes: (u64, u64),
+    /// sha256 of the written artifact.
+    pub sha256: String,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl QuantizeOutcome {
+    /// Kept-float nodes grouped by reason: (reason, node names), reasons in order.
+    pub fn kept_float_by_reason(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, reason) in &self.summary.kept_float {
+            by_reason.entry(reason).or_default().push(name);
+        }
+        by_reason
+    }
+}
+
+/// Quantizes `request.input` and writes the artifact. `progress` gets (calibration passes' features
+/// just done, total).
+pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<QuantizeOutcome, PipelineError> {
+    let started = Instant::now();
+    let options = &request.options;
+    if options.precision == Precision::Fp32 {
+        return Err(PipelineError::Request("fp32 is what quantize reads: choose fp16, int8-dynamic or int8-static".into()));
+    }
+    if matches!(request.flavour, Flavour::OnnxRuntime(_)) && options.precision == Precision::Fp16 {
+        return Err(PipelineError::Request(
+            "--for onnxruntime is for the int8 modes: ONNX Runtime's CPU kernels compute float16 slower than float32 (use the portable fp16 artifact for GPUs and NNAPI/CoreML)".into(),
+        ));
+    }
+    let (input, output) = (&request.input, &request.output);
+    let input_bytes = std::fs::read(input).map_err(|source| PipelineError::Io { path: input.clone(), source })?;
+    let mut model = qaforge_onnx::decode_model(&input_bytes, input)?;
+    // The ONNX Runtime flavour folds the float graph first, so that int8 weights are quantized
+    // from the folded values and calibration measures the graph that will run.
+    let mut flavour = qaforge_onnxruntime::FuseSummary::default();
+    if let Flavour::OnnxRuntime(_) = request.flavour {
+        qaforge_onnxruntime::fold(&mut model, &mut flavour)?;
+    }
+    let mut notes = Vec::new();
+    // The calibration file's features: int8-static calibrates on the first `samples`; the
+    // label-free search measures on questions held back after them.
+    let is_static = options.precision == Precision::Int8Static;
+    let label_free = request.search.as_ref().is_some_and(|s| s.golden.is_none());
+    let calibration_data = match (&request.calibration, &request.tokenizer) {
+        (Some(data), Some(tokenizer)) if is_static || label_free => {
+            let squad = qaforge_squad::SquadFile::load(data)?;
+            notes.push(format!("calibration data {}: {}", data.display(), squad.summary()));
+            let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
+            // Calibration reads the first `samples` features, and every question gives at least
+            // one: its first `samples` questions are enough, unless the label-free search also
+            // needs the questions held back after them (a dev-set-sized file is not tokenized whole).
+            let needed = if label_free { squad.examples.len() } else { request.samples.min(squad.examples.len()) };
+            let features = tokenizer.features(&squad.examples[..needed], &qaforge_squad::FeatureOptions::default())?;
+            Some((squad, features))
+        }
+        _ if is_static => return Err(PipelineError::Request("int8-static needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>".into())),
+        _ if label_free => {
+            return Err(PipelineError::Request("--max-f1-drop without --golden measures on held-back questions: it needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>".into()))
+        }
+        _ => None,
+    };
+    let calibration_count = if is_static { request.samples } else { 0 };
+    let features = match &calibration_data {
+        Some((_, f)) if is_static => Some(f.clone().truncated(request.samples)),
+        _ => None,
+    };
+    let passes = if options.method == qaforge_quantize::CalibrationMethod::MinMax { 1 } else { 2 };
+    let total = features.as_ref().map_or(0, |f| f.count * passes);
+    let advance = |n: usize| progress(n, total);
+    let input_sha256 = qaforge_onnx::sha256_hex(&input_bytes);
+    // The sensitivity search, on whichever slice --max-f1-drop measures, with the cosine floor
+    // verify applies to this precision.
+    let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision).min_cosine.unwrap_or(0.0);
+    let search_on = |slice: &EvaluationSlice<'_>, max_f1_drop: f64| sensitivity::search(&model, options, features.as_ref(), slice, max_f1_drop, min_cosine, &input_sha256, &advance);
+    let (mut quantized, summary, search_log) = match &request.search {
+        None => {
+            let (m, s) = qaforge_quantize::quantize(&model, options, features.as_ref(), &input_sha256, &advance)?;
+            (m, s, None)
+        }
+        Some(Search { max_f1_drop, golden: Some(golden), .. }) => {
+            let bundle = qaforge_verify::Bundle::open(golden)?;
+            let slice = EvaluationSlice { data: &bundle.data, features: &bundle.features, reference_f1: bundle.reference_f1() };
+            let (m, s, log) = search_on(&slice, *max_f1_drop)?;
+            (m, s, Some(log))
+        }
+        Some(Search { max_f1_drop, golden: None, held_back }) => {
+            let (squad, all) = calibration_data.as_ref().ok_or_else(|| PipelineError::Request("the label-free search needs --calibration and --tokenizer".into()))?;
+            let (data, held) = sensitivity::held_back(squad, all, calibration_count, *held_back).ok_or_else(|| {
+                PipelineError::Request(format!("--calibration has no questions left after the {calibration_count} calibration features to hold back for the label-free search"))
+            })?;
+            notes.push(format!("label-free search on {} held-back questions ({} features): F1 against the float artifact's own predictions", data.examples.len(), held.count));
+            let (pseudo, reference_f1) = sensitivity::label_free(&model, &data, &held, options)?;
+            let slice = EvaluationSlice { data: &pseudo, features: &held, reference_f1 };
+            let (m, s, log) = search_on(&slice, *max_f1_drop)?;
+            (m, s, Some(log))
+        }
+    };
+    if let Flavour::OnnxRuntime(_) = request.flavour {
+        qaforge_onnxruntime::fuse(&mut quantized, &mut flavour)?;
+    }
+    let bytes = qaforge_onnx::encode_checked(&quantized, output)?;
+    if let Some(library) = request.flavour.library() {
+        check_loads_in_onnxruntime(library, &bytes, output)?;
+    }
+    qaforge_onnx::write_atomically(output, &bytes)?;
+    Ok(QuantizeOutcome {
+        notes,
+        flavour: matches!(request.flavour, Flavour::OnnxRuntime(_)).then(|| describe_flavour(&flavour, &quantized)),
+        calibration_features: features.as_ref().map(|f| f.count),
+        summary,
+        search: search_log,
+        sizes: (input_bytes.len() as u64, bytes.len() as u64),
+        sha256: qaforge_onnx::sha256_hex(&bytes),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,89 @@
+//! The workflows called as a library (qaforge-pipeline and verify's two steps), where a test needs
+//! their behaviour rather than the binary's text: outcomes agree with the files written, product
+//! rules refuse with their reason, and judging refuses logits that are not the bundle's.
+
+mod common;
+
+use common::golden;
+use qaforge_pipeline::{ConvertRequest, Flavour, PipelineError, QuantizeRequest};
+use qaforge_quantize::{CalibrationMethod, Precision, QuantizeOptions, Target, WeightOptions};
+
+fn options(precision: Precision) -> QuantizeOptions {
+    QuantizeOptions {
+        precision,
+        exclude: vec![],
+        int8_qa_head: false,
+        target: Target::Arm64,
+        weights: WeightOptions::default(),
+        method: CalibrationMethod::MinMax,
+        batch_size: 2,
+        threads: 1,
+        input_names: None,
+        calibration_engine: qaforge_verify::EngineChoice::Tract,
+    }
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    qaforge_onnx::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+#[test]
+fn convert_quantize_and_verify_in_two_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = dir.path().join("fp32.onnx");
+    let convert = ConvertRequest { model_dir: golden().join("mobilebert-tiny"), output: fp32.clone(), emit: qaforge_onnx::EmitOptions::default(), flavour: Flavour::Portable };
+    let converted = qaforge_pipeline::convert(&convert).unwrap();
+    assert_eq!(converted.sha256, sha256(&fp32));
+    assert_eq!(converted.bytes, std::fs::metadata(&fp32).unwrap().len());
+    assert!(converted.warnings.is_empty(), "{:?}", converted.warnings);
+
+    let int8 = dir.path().join("int8.onnx");
+    let request = QuantizeRequest { input: fp32, output: int8.clone(), options: options(Precision::Int8Dynamic), calibration: None, tokenizer: None, samples: 0, search: None, flavour: Flavour::Portable };
+    let quantized = qaforge_pipeline::quantize(&request, &|_, _| {}).unwrap();
+    assert_eq!(quantized.sha256, sha256(&int8));
+    assert!(quantized.sizes.1 < quantized.sizes.0, "{:?}", quantized.sizes);
+    assert!(quantized.kept_float_by_reason().keys().any(|r| r.starts_with("QA head")), "{:?}", quantized.summary.kept_float);
+
+    // Verify's two steps, as a caller with logits from elsewhere uses them.
+    let bundle = qaforge_verify::Bundle::open(&golden().join("mobilebert-tiny")).unwrap();
+    let run = qaforge_verify::RunOptions { engine: qaforge_verify::EngineChoice::Tract, batch_size: 8, cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None };
+    let artifact = qaforge_verify::Artifact::open(&int8, &bundle, &run.engine, false).unwrap();
+    assert_eq!(artifact.precision, Precision::Int8Dynamic);
+    let computed = qaforge_verify::compute_logits(&artifact, &bundle, &run, &|_, _| {}).unwrap();
+    assert_eq!(computed.features, 0..bundle.features.count);
+    let mut truncated = qaforge_verify::ComputedLogits { features: computed.features.clone(), logits: computed.logits.clone(), engine: computed.engine.clone(), cpu: computed.cpu.clone(), exactness: computed.exactness.clone(), seconds: 0.0 };
+    let report = qaforge_verify::judge(&artifact, &bundle, run.shard, computed, Default::default()).unwrap();
+    assert!(report.pass, "{:?}", report.failures);
+    assert_eq!(report.tolerances, qaforge_verify::Tolerances::for_precision(Precision::Int8Dynamic));
+    // Logits one feature short are not this bundle's: refused, naming the counts.
+    truncated.logits.start.truncate(truncated.logits.start.len() - bundle.features.max_length);
+    let refused = qaforge_verify::judge(&artifact, &bundle, run.shard, truncated, Default::default()).unwrap_err();
+    assert!(refused.to_string().contains("start and"), "{refused}");
+}
+
+#[test]
+fn product_rules_refuse_with_their_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = |precision, flavour| QuantizeRequest {
+        input: dir.path().join("missing.onnx"),
+        output: dir.path().join("out.onnx"),
+        options: options(precision),
+        calibration: None,
+        tokenizer: None,
+        samples: 8,
+        search: None,
+        flavour,
+    };
+    let refuse = |r: QuantizeRequest| match qaforge_pipeline::quantize(&r, &|_, _| {}) {
+        Err(PipelineError::Request(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    assert!(refuse(request(Precision::Fp16, Flavour::OnnxRuntime("libonnxruntime.so".into()))).contains("--for onnxruntime is for the int8 modes"));
+    assert!(refuse(request(Precision::Fp32, Flavour::Portable)).contains("fp32 is what quantize reads"));
+    // int8-static without calibration data is refused before anything is read or written.
+    let fp32 = common::convert("mobilebert-tiny", dir.path());
+    let mut r = request(Precision::Int8Static, Flavour::Portable);
+    r.input = fp32;
+    assert!(refuse(r).contains("int8-static needs --calibration"));
+    assert!(!dir.path().join("out.onnx").exists());
+}
