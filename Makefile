@@ -1,6 +1,7 @@
 # qaforge: `make test` runs everything CI runs; `make demo` shows the main job on a shipped fixture.
 SHELL := /bin/bash
-FIXTURES := mobilebert-tiny mobilebert-flipped mobilebert-nobottleneck bert-tiny distilbert-tiny roberta-tiny electra-tiny
+# The random-weight fixtures: golden/fixtures.txt is the one list (the Rust tests and generate.py read it too).
+FIXTURES := $(shell grep -v '^\#' golden/fixtures.txt)
 PYTHON ?= python3
 CHECK_VENV := .venv/check
 GOLDEN_VENV := golden/.venv

@@ -155,6 +155,11 @@ BPE_VOCAB_SIZE = 2000
 # differ, and transformers' MobileBERT builds two of its LayerNorms with epsilon 1e-5 where BERT
 # uses 1e-12 (the embeddings' and each layer's output LayerNorm), which generate.py measures.
 TRAINED_FIXTURE = "minilm-l6-squad2"
+
+# golden/fixtures.txt is the one list of random fixtures the Makefile and the Rust tests read.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures.txt")) as _f:
+    _LISTED = [l.strip() for l in _f if l.strip() and not l.startswith("#")]
+assert _LISTED == [*FIXTURES, *FAMILY_FIXTURES], f"golden/fixtures.txt lists {_LISTED}, generate.py specifies {[*FIXTURES, *FAMILY_FIXTURES]}"
 TRAINED_CONFIG = dict(
     num_hidden_layers=6, hidden_size=384, embedding_size=384, intra_bottleneck_size=384,
     intermediate_size=1536, num_attention_heads=12, num_feedforward_networks=1, hidden_act="gelu",

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{golden, qaforge, text, FIXTURES};
+use common::{golden, qaforge, text, fixtures};
 
 /// The trained fixture is MiniLM-L6 (a BERT) stored in MobileBERT's format. Its weights under
 /// BERT's own names convert through the BERT emitter to a graph that answers every question as
@@ -62,7 +62,7 @@ fn the_graph_takes_token_type_ids_only_where_the_model_uses_them() {
         ("roberta-tiny", "RobertaForQuestionAnswering", "input_ids/attention_mask ["),
         ("electra-tiny", "ElectraForQuestionAnswering", "input_ids/attention_mask/token_type_ids"),
     ] {
-        assert!(FIXTURES.contains(&fixture));
+        assert!(fixtures().contains(&fixture));
         let out = dir.path().join(format!("{fixture}.onnx"));
         let output = qaforge(&["convert", golden().join(fixture).to_str().unwrap(), "-o", out.to_str().unwrap()]);
         assert!(output.status.success(), "{fixture}: {}", text(&output));

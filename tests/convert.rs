@@ -2,13 +2,13 @@
 
 mod common;
 
-use common::{convert, fixture_features, full_size_checkpoint, golden, qaforge, text, FIXTURES};
+use common::{convert, fixture_features, full_size_checkpoint, golden, qaforge, text, fixtures};
 use qaforge_verify::Engine;
 
 #[test]
 fn every_fixture_matches_the_pytorch_logits() {
     let dir = tempfile::tempdir().unwrap();
-    for fixture in FIXTURES {
+    for fixture in fixtures() {
         let artifact = convert(fixture, dir.path());
         let report = dir.path().join(format!("{fixture}.json"));
         let output = qaforge(&[
@@ -31,7 +31,7 @@ fn every_fixture_matches_the_pytorch_logits() {
 fn conversion_is_byte_identical() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    for fixture in FIXTURES {
+    for fixture in fixtures() {
         let first = std::fs::read(convert(fixture, a.path())).unwrap();
         let second = std::fs::read(convert(fixture, b.path())).unwrap();
         assert!(first == second, "{fixture}: two conversions differ");

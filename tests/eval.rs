@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{golden, qaforge, text, GOLDEN_FIXTURES};
+use common::{golden, qaforge, text, golden_fixtures};
 
 fn assert_same_metrics(got: &serde_json::Value, want: &serde_json::Value, what: &str) {
     let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
@@ -28,7 +28,7 @@ fn public_systems_score_as_with_the_official_script() {
 #[test]
 fn fixture_reference_predictions_score_as_in_the_goldens() {
     let dir = tempfile::tempdir().unwrap();
-    for fixture in GOLDEN_FIXTURES {
+    for fixture in golden_fixtures() {
         let golden_dir = golden().join(fixture).join("golden");
         let predictions: serde_json::Value = serde_json::from_slice(&std::fs::read(golden_dir.join("predictions.json")).unwrap()).unwrap();
         let file = dir.path().join(format!("{fixture}.json"));
@@ -65,7 +65,7 @@ fn no_answer_probabilities_give_the_official_best_thresholds() {
     let dir = tempfile::tempdir().unwrap();
     let eval_json = golden().join("squad/eval.json");
     let mut cases = Vec::new();
-    for fixture in GOLDEN_FIXTURES {
+    for fixture in golden_fixtures() {
         let golden_dir = golden().join(fixture).join("golden");
         let predictions: serde_json::Value = serde_json::from_slice(&std::fs::read(golden_dir.join("predictions.json")).unwrap()).unwrap();
         let preds = dir.path().join(format!("{fixture}.json"));

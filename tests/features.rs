@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture_features, golden, GOLDEN_FIXTURES};
+use common::{fixture_features, golden, golden_fixtures};
 use qaforge_squad::{FeatureOptions, QaTokenizer, SquadFile};
 
 #[test]
@@ -12,7 +12,7 @@ fn features_equal_the_golden_features_for_every_fixture_tokenizer() {
     // tiny: tokenizer.json + vocab.txt; flipped: vocab.txt + tokenizer_config.json only;
     // nobottleneck: tokenizer.json only; minilm-l6-squad2: tokenizer.json + vocab.txt;
     // roberta-tiny: byte-level BPE tokenizer.json (+ vocab.json, merges.txt), features of its own.
-    for fixture in GOLDEN_FIXTURES {
+    for fixture in golden_fixtures() {
         let want = fixture_features(fixture);
         let tokenizer = QaTokenizer::from_model_dir(&golden().join(fixture)).unwrap();
         let got = tokenizer.features(&squad.examples, &FeatureOptions::default()).unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{fixture_features, golden, GOLDEN_FIXTURES};
+use common::{fixture_features, golden, golden_fixtures};
 use qaforge_verify::{GoldenFeatures, GoldenLogits};
 
 fn json(path: &std::path::Path) -> serde_json::Value {
@@ -59,7 +59,7 @@ fn features_agree_with_the_evaluation_slice() {
 fn every_fixture_has_consistent_goldens() {
     let squad = golden().join("squad");
     let ids: BTreeSet<String> = question_ids(&json(&squad.join("eval.json"))).into_iter().collect();
-    for fixture in GOLDEN_FIXTURES {
+    for fixture in golden_fixtures() {
         let dir = golden().join(fixture);
         let features = fixture_features(fixture);
         let checkpoint = qaforge_checkpoint::Checkpoint::open(&dir).unwrap();

@@ -3,14 +3,14 @@
 
 mod common;
 
-use common::{fixture_features, golden, FIXTURES};
+use common::{fixture_features, golden, fixtures};
 use qaforge_squad::{predict, FeatureLogits, PostprocessOptions, SquadFile};
 use qaforge_verify::{GoldenFeatures, GoldenLogits};
 
 #[test]
 fn golden_logits_give_the_golden_predictions() {
     let squad = SquadFile::load(&golden().join("squad/eval.json")).unwrap();
-    for fixture in FIXTURES {
+    for fixture in fixtures() {
         let features: GoldenFeatures = fixture_features(fixture);
         let m = features.max_length;
         let offsets: Vec<Option<(usize, usize)>> = features

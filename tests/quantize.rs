@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{convert, golden, qaforge, text, FIXTURES};
+use common::{convert, golden, qaforge, text, fixtures};
 
 fn quantize(input: &Path, output: &Path, fixture: &str, args: &[&str]) -> std::process::Output {
     let tokenizer = golden().join(fixture);
@@ -34,7 +34,7 @@ fn metadata(path: &Path) -> BTreeMap<String, String> {
 #[test]
 fn every_mode_passes_verify_on_every_fixture() {
     let dir = tempfile::tempdir().unwrap();
-    for fixture in FIXTURES {
+    for fixture in fixtures() {
         let fp32 = convert(fixture, dir.path());
         let fp32_size = std::fs::metadata(&fp32).unwrap().len();
         for precision in ["fp16", "int8-dynamic", "int8-static"] {
@@ -78,18 +78,50 @@ fn quantization_is_byte_identical_and_keeps_softmax_float() {
         }
         assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{precision} {method}: two runs differ");
         let graph = qaforge_onnx::read_model(&a).unwrap().graph.unwrap();
-        let producer: BTreeMap<&str, &str> = graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
-        for softmax in graph.node.iter().filter(|n| n.op_type == "Softmax") {
-            let before = producer.get(softmax.input[0].as_str()).copied().unwrap_or("");
-            assert!(!before.contains("Quantize"), "{precision}: {} reads a {before}", softmax.name);
-            for reader in graph.node.iter().filter(|n| n.input.contains(&softmax.output[0])) {
-                assert!(!reader.op_type.contains("Quantize"), "{precision}: {} feeds a {}", softmax.name, reader.op_type);
-            }
-            if precision == "fp16" {
+        assert_eq!(quantization_next_to_softmax(&graph), Vec::<String>::new(), "{precision}");
+        if precision == "fp16" {
+            let producer: BTreeMap<&str, &str> = graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
+            for softmax in graph.node.iter().filter(|n| n.op_type == "Softmax") {
+                let before = producer.get(softmax.input[0].as_str()).copied().unwrap_or("");
                 assert!(before == "Cast", "{precision}: {} should compute in float32 behind a Cast", softmax.name);
             }
         }
     }
+}
+
+/// Every (de)quantization next to a Softmax, in words: a QuantizeLinear, DequantizeLinear or
+/// DynamicQuantizeLinear producing its input or reading its output (the fixed-point softmax trap
+/// of crates/qaforge-quantize/tests/softmax_trap.rs).
+fn quantization_next_to_softmax(graph: &tract_onnx::pb::GraphProto) -> Vec<String> {
+    let is_quantization = |op: &str| op.to_ascii_lowercase().contains("quantize");
+    let producer: BTreeMap<&str, &str> = graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
+    let mut found = Vec::new();
+    for softmax in graph.node.iter().filter(|n| n.op_type == "Softmax") {
+        let before = producer.get(softmax.input[0].as_str()).copied().unwrap_or("");
+        if is_quantization(before) {
+            found.push(format!("{} reads a {before}", softmax.name));
+        }
+        for reader in graph.node.iter().filter(|n| n.input.contains(&softmax.output[0]) && is_quantization(&n.op_type)) {
+            found.push(format!("{} feeds a {}", softmax.name, reader.op_type));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_softmax_check_sees_dequantization_on_either_side() {
+    // The check above once matched "Quantize" literally and so never saw a DequantizeLinear: this
+    // graph (DequantizeLinear → Softmax → QuantizeLinear) must be flagged on both sides.
+    use qaforge_onnx::edit::node;
+    let graph = tract_onnx::pb::GraphProto {
+        node: vec![
+            node("DequantizeLinear", "dq", &["q", "s", "z"], &["x"], vec![]),
+            node("Softmax", "softmax", &["x"], &["p"], vec![]),
+            node("QuantizeLinear", "q2", &["p", "s", "z"], &["pq"], vec![]),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(quantization_next_to_softmax(&graph), ["softmax reads a DequantizeLinear", "softmax feeds a QuantizeLinear"]);
 }
 
 #[test]

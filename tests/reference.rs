@@ -3,14 +3,14 @@
 
 mod common;
 
-use common::{fixture_features, golden, GOLDEN_FIXTURES};
+use common::{fixture_features, golden, golden_fixtures};
 use qaforge_checkpoint::Checkpoint;
 use qaforge_reference::ReferenceModel;
 use qaforge_verify::{Engine, GoldenLogits};
 
 #[test]
 fn reference_logits_equal_pytorchs_on_every_fixture() {
-    for fixture in GOLDEN_FIXTURES {
+    for fixture in golden_fixtures() {
         let dir = golden().join(fixture);
         let checkpoint = Checkpoint::open(&dir).unwrap();
         let model = ReferenceModel::load(&checkpoint).unwrap();

@@ -4,30 +4,23 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// The random-weight fixtures of golden/: the real MobileBERT architecture at small sizes (three
-/// sets of config switches), then one of each BERT-family architecture `convert` takes.
-pub const FIXTURES: &[&str] = &[
-    "mobilebert-tiny",
-    "mobilebert-flipped",
-    "mobilebert-nobottleneck",
-    "bert-tiny",
-    "distilbert-tiny",
-    "roberta-tiny",
-    "electra-tiny",
-];
+/// The random-weight fixtures of golden/, as golden/fixtures.txt lists them (the one list the
+/// Makefile and golden/generate.py read too): the real MobileBERT architecture at small sizes
+/// (three sets of config switches), then one of each BERT-family architecture `convert` takes.
+pub fn fixtures() -> Vec<&'static str> {
+    include_str!("../../golden/fixtures.txt").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+}
 
-/// Every fixture with goldens: the random ones and the trained one (MiniLM-L6 fine-tuned on SQuAD
-/// v2, in MobileBERT's format; its quantization bounds run in tests/trained_fixture.sh).
-pub const GOLDEN_FIXTURES: &[&str] = &[
-    "mobilebert-tiny",
-    "mobilebert-flipped",
-    "mobilebert-nobottleneck",
-    "bert-tiny",
-    "distilbert-tiny",
-    "roberta-tiny",
-    "electra-tiny",
-    "minilm-l6-squad2",
-];
+/// The trained fixture: MiniLM-L6 fine-tuned on SQuAD v2, in MobileBERT's format (its
+/// quantization bounds run in tests/trained_fixture.sh).
+pub const TRAINED_FIXTURE: &str = "minilm-l6-squad2";
+
+/// Every fixture with goldens: the random ones and the trained one.
+pub fn golden_fixtures() -> Vec<&'static str> {
+    let mut all = fixtures();
+    all.push(TRAINED_FIXTURE);
+    all
+}
 
 /// The golden features of `fixture`: its own (a tokenizer of its own, as RoBERTa's byte-level
 /// BPE) or the shared ones of golden/squad.

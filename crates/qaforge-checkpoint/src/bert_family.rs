@@ -9,14 +9,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys, LoadedConfig};
+use crate::config::{MAX_DIM, MAX_LAYERS, MAX_VOCAB, check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys, LoadedConfig};
 use crate::error::{CheckpointError, Result};
 use crate::parameters::{linear, norm};
 
-/// Upper bounds that keep a hostile config from asking for absurd graphs (as for MobileBERT).
-const MAX_DIM: usize = 1 << 16;
-const MAX_LAYERS: usize = 1024;
-const MAX_VOCAB: usize = 1 << 22;
 
 /// Which member of the family: decides tensor names and the embedding details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,15 +24,6 @@ pub const SUPPORTED_MODELS: &[(&str, &str)] = &[
     ("electra", "ElectraForQuestionAnswering"),
 ];
 
-/// Architectures qaforge converts (the `architectures` field of config.json).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
-    "MobileBertForQuestionAnswering",
-    "BertForQuestionAnswering",
-    "DistilBertForQuestionAnswering",
-    "RobertaForQuestionAnswering",
-    "ElectraForQuestionAnswering",
-];
-
 /// "model_type (Architecture), ..." for messages.
 fn supported_list() -> String {
     SUPPORTED_MODELS.iter().map(|(t, a)| format!("{t} ({a})")).collect::<Vec<_>>().join(", ")
@@ -221,10 +212,11 @@ const GENERIC_KEYS: &[&str] = &[
     "pruned_heads", "tie_word_embeddings", "torchscript", "use_bfloat16", "pad_token_id",
 ];
 
-/// Upper bounds that keep a hostile config from asking for absurd graphs (far above any real BERT).
-const MAX_DIM: usize = 1 << 16;
-const MAX_LAYERS: usize = 1024;
-const MAX_VOCAB: usize = 1 << 22;
+/// Upper bounds that keep a hostile config from asking for absurd graphs (far above any real BERT),
+/// for every architecture's config.
+pub(crate) const MAX_DIM: usize = 1 << 16;
+pub(crate) const MAX_LAYERS: usize = 1024;
+pub(crate) const MAX_VOCAB: usize = 1 << 22;
 
 /// Normalisation after each residual sum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

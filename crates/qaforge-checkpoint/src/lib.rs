@@ -19,7 +19,7 @@ mod weights;
 use std::path::{Path, PathBuf};
 
 pub use bert_family::{BertConfig, BertFamily};
-pub use config::{LoadedConfig, MobileBertConfig, ModelConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_ARCHITECTURES, SUPPORTED_MODELS};
+pub use config::{LoadedConfig, MobileBertConfig, ModelConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_MODELS};
 pub use error::{CheckpointError, Result};
 pub use identity::{tokenizer_sha256, TOKENIZER_FILES};
 pub use parameters::{parameter_count, parameter_shapes};

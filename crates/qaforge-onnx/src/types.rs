@@ -10,6 +10,8 @@ use std::collections::HashMap;
 
 use tract_onnx::pb::{self, tensor_proto::DataType};
 
+use crate::edit::{int_attr, tensor_attr};
+
 /// For each operator with a shared type parameter, the input positions bound to it.
 fn same_type_inputs(op: &str, inputs: usize) -> Option<Vec<usize>> {
     Some(match op {
@@ -33,8 +35,6 @@ fn name(t: i32) -> String {
     }
 }
 
-use crate::edit::attribute;
-
 /// The element type of each output of `node`, given its inputs' (`None`: unknown).
 fn output_types(node: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>> {
     let first = inputs.iter().flatten().next().copied();
@@ -44,17 +44,17 @@ fn output_types(node: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>
     }
     let int64 = Some(DataType::Int64 as i32);
     match node.op_type.as_str() {
-        "Cast" => one(attribute(node, "to").map(|a| a.i as i32)),
+        "Cast" => one(int_attr(node, "to").map(|to| to as i32)),
         "Shape" | "Size" | "NonZero" | "ArgMax" | "ArgMin" => one(int64),
         "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or" | "Xor" | "IsNaN" | "IsInf" => one(Some(DataType::Bool as i32)),
-        "Constant" => one(attribute(node, "value").and_then(|a| a.t.as_ref()).map(|t| t.data_type).or_else(|| {
+        "Constant" => one(tensor_attr(node, "value").map(|t| t.data_type).or_else(|| {
             node.attribute.iter().find_map(|a| match a.name.as_str() {
                 "value_float" | "value_floats" => Some(DataType::Float as i32),
                 "value_int" | "value_ints" => int64,
                 _ => None,
             })
         })),
-        "ConstantOfShape" => one(Some(attribute(node, "value").and_then(|a| a.t.as_ref()).map_or(DataType::Float as i32, |t| t.data_type))),
+        "ConstantOfShape" => one(Some(tensor_attr(node, "value").map_or(DataType::Float as i32, |t| t.data_type))),
         "QuantizeLinear" => one(Some(inputs.get(2).copied().flatten().unwrap_or(DataType::Uint8 as i32))),
         "DequantizeLinear" => one(inputs.get(1).copied().flatten()),
         "DynamicQuantizeLinear" => vec![Some(DataType::Uint8 as i32), Some(DataType::Float as i32), Some(DataType::Uint8 as i32)],

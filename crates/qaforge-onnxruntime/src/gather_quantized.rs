@@ -10,18 +10,13 @@
 //! Both compute every element as `float(q) × scale` exactly as before (zero points are zero),
 //! bit for bit.
 
-use qaforge_onnx::edit::{int_attribute, node, raw_tensor};
+use qaforge_onnx::edit::{int_attr, int_attribute, node, raw_tensor, Rewrite};
 use tract_onnx::pb::{tensor_proto::DataType, NodeProto};
 
-use qaforge_onnx::edit::Rewrite;
 use crate::{FuseError, Pass};
 
 /// The rewrite (see the module documentation).
 pub struct GatherQuantizedRows;
-
-fn axis(node: &NodeProto, default: i64) -> i64 {
-    qaforge_onnx::edit::int_attr(node, "axis").unwrap_or(default)
-}
 
 impl Pass for GatherQuantizedRows {
     fn name(&self) -> &'static str {
@@ -35,7 +30,7 @@ impl Pass for GatherQuantizedRows {
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
         rw.each_live(&["DequantizeLinear"], |rw, dq| {
             let n = rw.node(dq);
-            if axis(n, 1) != 0 {
+            if int_attr(n, "axis").unwrap_or(1) != 0 {
                 return Ok(false);
             }
             let [q, scale, zero] = n.input.as_slice() else { return Ok(false) };
@@ -55,7 +50,7 @@ impl Pass for GatherQuantizedRows {
                 let n = rw.node(r);
                 let data_only = n.input.iter().skip(1).all(|i| i != &table) && n.input.first() == Some(&table);
                 match n.op_type.as_str() {
-                    "Gather" => data_only && axis(n, 0) == 0,
+                    "Gather" => data_only && int_attr(n, "axis").unwrap_or(0) == 0,
                     "Slice" => data_only && n.input.get(3).and_then(|a| rw.int_constant(a)).is_some_and(|a| a == [0]),
                     _ => false,
                 }

@@ -2,7 +2,8 @@
 //! DequantizeLinear → Softmax → QuantizeLinear into a fixed-point softmax whose output sticks at
 //! the top of the uint8 range, where exact arithmetic gives a spread of probabilities. This test
 //! keeps the 3-node repro; if tract fixes it, the first assertion fails and the exclusion can be
-//! revisited. The second test checks that no quantized graph puts Q/DQ next to a Softmax.
+//! revisited. That no quantized artifact puts Q/DQ next to a Softmax is checked end to end on every
+//! precision by tests/quantize.rs (`quantization_is_byte_identical_and_keeps_softmax_float`).
 
 use qaforge_onnx::edit::{int_attribute, node, raw_tensor};
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto};

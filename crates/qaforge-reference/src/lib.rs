@@ -91,5 +91,5 @@ impl Engine for ReferenceModel {
     }
 }
 
-/// The candle-core release this crate is built against (Cargo.lock pins it).
-pub const CANDLE_VERSION: &str = "0.9";
+/// The candle-core release this crate is built against, read from Cargo.lock by build.rs.
+pub const CANDLE_VERSION: &str = env!("QAFORGE_CANDLE_VERSION");

@@ -1,4 +1,5 @@
-//! Golden fixtures written by golden/generate.py: features (safetensors + JSON) and PyTorch logits.
+//! Golden fixtures: features (safetensors + JSON) and the reference logits computed for them
+//! (PyTorch's, written by golden/generate.py, or candle's, written by `qaforge golden`).
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use crate::VerifyError;
 /// run_qa.py validation features of the golden evaluation slice (see [`qaforge_squad::Features::load`]).
 pub type GoldenFeatures = qaforge_squad::Features;
 
-/// PyTorch start/end logits for every golden feature of one fixture.
+/// The reference's start/end logits for every golden feature of one fixture.
 #[derive(Debug, Clone)]
 pub struct GoldenLogits {
     /// `[count, max_length]`.

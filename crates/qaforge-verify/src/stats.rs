@@ -47,11 +47,6 @@ impl LogitStats {
             non_finite: bad,
         }
     }
-
-    /// No non-finite value and max |Δ| within `tolerance`.
-    pub fn within(&self, tolerance: f64) -> bool {
-        self.non_finite == 0 && self.max_abs_diff <= tolerance
-    }
 }
 
 /// One feature's agreement with the reference: the sums [`LogitStats::fold`] adds up, and whether
