@@ -68,6 +68,9 @@ test-onnx: $(CHECK_VENV)/.installed build qemu
 	@# Same bytes on every CPU: int8-static (each method), int8-dynamic and fp16 quantized natively and
 	@# as Haswell (AVX2) and Nehalem (SSE4) under qemu must have the same sha256.
 	bash tests/cross_cpu.sh $(QAFORGE) $(QEMU_X86) $(ARTIFACTS)/cross-cpu $(FIXTURES) minilm-l6-squad2:minmax
+	@# The phone's kernels: every fixture's arm64 int8 artifacts and .ort packages in ONNX Runtime's
+	@# aarch64 build under qemu as three CPU models, judged with verify --logits; x86 as a Haswell.
+	bash tests/device_logits.sh $(QAFORGE) $(ARTIFACTS)/device $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES)
 	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
 	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 	@# Why entropy calibration was replaced: its ranges beside ONNX Runtime's entropy calibrator.

@@ -288,6 +288,15 @@ enum Command {
         report: Option<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
+        /// Judge logits computed elsewhere (a phone, an emulator, a browser) instead of running
+        /// the artifact: safetensors with start_logits and end_logits, float32 [features,
+        /// max_length] in the order of the bundle's features (tools/run_on_device.py writes them).
+        /// An .ort artifact is read with --engine ort.
+        #[arg(long)]
+        logits: Option<PathBuf>,
+        /// The runtime and device that computed --logits, for the report (default: what the file records).
+        #[arg(long, requires = "logits")]
+        runtime: Option<String>,
     },
 }
 
@@ -525,15 +534,26 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("  time        {seconds:.2} s ({:.1} features/s)", manifest.features as f64 / seconds.max(1e-9));
             println!("reference EM {:.2}, F1 {:.2} on {} questions", manifest.scores.exact, manifest.scores.f1, manifest.data.questions);
         }
-        Command::Verify { artifact, golden, shard, allow_other_checkpoint, inputs, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1, batch_size, report, engine } => {
+        Command::Verify { artifact, golden, shard, allow_other_checkpoint, inputs, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1, batch_size, report, engine, logits, runtime } => {
             let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
             let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
             let engine = engine_choice(engine.engine, &engine.onnxruntime)?;
-            let run = qaforge_verify::RunOptions { engine, batch_size, cores: cores(), shard, allow_other_checkpoint, input_names: inputs.input_names };
             let bundle = qaforge_verify::Bundle::open(&golden)?;
-            let (bar, progress) = progress_bar();
-            let result = qaforge_verify::verify(&artifact, &bundle, overrides, &run, &progress);
-            bar.finish_and_clear();
+            let result = match logits {
+                // Verify's second step only, on logits a device computed.
+                Some(logits) => {
+                    let artifact = qaforge_verify::Artifact::open(&artifact, &bundle, &engine, allow_other_checkpoint)?;
+                    let computed = qaforge_verify::read_logits(&logits, &bundle, &artifact, shard, runtime.as_deref())?;
+                    qaforge_verify::judge(&artifact, &bundle, shard, computed, overrides)
+                }
+                None => {
+                    let run = qaforge_verify::RunOptions { engine, batch_size, cores: cores(), shard, allow_other_checkpoint, input_names: inputs.input_names };
+                    let (bar, progress) = progress_bar();
+                    let result = qaforge_verify::verify(&artifact, &bundle, overrides, &run, &progress);
+                    bar.finish_and_clear();
+                    result
+                }
+            };
             conclude(&result?, report)?;
         }
         Command::Merge { reports, golden, report } => conclude(&qaforge_pipeline::reports::merge(&reports, golden.as_deref())?, report)?,

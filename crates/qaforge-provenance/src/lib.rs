@@ -57,6 +57,18 @@ pub mod keys {
     /// How the artifact's integer products are stored (read by the runtime's exactness check).
     pub const INTEGER_PRODUCTS: &str = "qaforge.integer_products";
 
+    /// In a logits file computed on a device (`verify --logits`): sha256 of the bundle's
+    /// features.safetensors the logits were computed from.
+    pub const LOGITS_FEATURES_SHA256: &str = "qaforge.logits.features_sha256";
+    /// In a logits file: sha256 of the artifact file that computed them.
+    pub const LOGITS_ARTIFACT_SHA256: &str = "qaforge.logits.artifact_sha256";
+    /// In a logits file: the runtime that computed them (name, version, execution provider).
+    pub const LOGITS_RUNTIME: &str = "qaforge.logits.runtime";
+    /// In a logits file: the device (machine, CPU model and features) they were computed on.
+    pub const LOGITS_DEVICE: &str = "qaforge.logits.device";
+    /// In a logits file: features per run of the artifact (batch composition changes int8-dynamic logits).
+    pub const LOGITS_BATCH_SIZE: &str = "qaforge.logits.batch_size";
+
     /// Every key above, for tests and tools that list an artifact's provenance.
     pub const ALL: &[&str] = &[
         STAGE,
@@ -79,6 +91,11 @@ pub mod keys {
         PACKAGE_FORMAT,
         PACKAGE_SOURCE_SHA256,
         INTEGER_PRODUCTS,
+        LOGITS_FEATURES_SHA256,
+        LOGITS_ARTIFACT_SHA256,
+        LOGITS_RUNTIME,
+        LOGITS_DEVICE,
+        LOGITS_BATCH_SIZE,
     ];
 }
 

@@ -4,12 +4,14 @@
 //! the reports of sharded runs.
 
 pub mod bundle;
+pub mod device_logits;
 pub mod golden;
 pub mod make_bundle;
 pub mod report;
 pub mod stats;
 
 pub use bundle::{Bundle, Manifest, BUNDLE_FORMAT};
+pub use device_logits::read_logits;
 pub use golden::{GoldenFeatures, GoldenLogits};
 pub use make_bundle::{make_bundle, BundleOptions};
 pub use qaforge_runtime::{check_inputs, check_token_ids, is_ort_format, load_engine, ort_format_view, Engine, EngineChoice, Logits, RuntimeError, TractSession};
@@ -62,6 +64,14 @@ pub enum VerifyError {
     /// The artifact is not a readable ONNX model.
     #[error("{0}")]
     Artifact(String),
+    /// A logits file computed elsewhere (`verify --logits`) does not fit the bundle or artifact.
+    #[error("{path}: refused: {message}")]
+    Logits {
+        /// The logits file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The engine could not load or run the artifact.
     #[error(transparent)]
     Runtime(#[from] qaforge_runtime::RuntimeError),

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The phone's kernels in make test: every fixture's arm64 int8-dynamic and int8-static artifacts
+# and their .ort packages run in ONNX Runtime's real aarch64 build under qemu as three CPU models
+# (cortex-a72: NEON; neoverse-n1: dot product; max,sme=off: SVE and i8mm), through
+# tools/run_on_device.py, and each logits file is verified with `qaforge verify --logits`: all must
+# PASS. Then ONNX Runtime's x86 build as a Haswell (AVX2, no VNNI) under qemu-x86_64: the x86-avx2
+# artifacts' logits must PASS and equal what the exactness check predicts, the full-range ones must
+# be what integer_kernels calls inexact there. Emulation is slow (about half a second a feature for
+# a tiny fixture), so each fixture runs on a bundle of its first QUESTIONS questions.
+# Usage: device_logits.sh QAFORGE DIR ORT_LIBRARY PYTHON FIXTURE...
+set -euo pipefail
+QAFORGE=$1 DIR=$2 ORT=$3 PYTHON=$4; shift 4
+QUESTIONS=${QUESTIONS:-8}
+ARM_CPUS=${ARM_CPUS:-cortex-a72 neoverse-n1 max,sme=off}
+HERE=$(cd "$(dirname "$0")" && pwd)
+version() { sed -n "s/^$1==//p" "$HERE/python/requirements.txt"; }
+ARM=target/arm64
+started=$SECONDS
+bash "$HERE/arm64/setup.sh" "$ARM" "$(dirname "$PYTHON")/pip" "$(version onnxruntime)" "$(version numpy)"
+echo "aarch64 ONNX Runtime $(version onnxruntime) under $(qemu-aarch64-static --version | head -1) ready in $((SECONDS - started)) s"
+rm -rf "$DIR" && mkdir -p "$DIR"
+
+# Artifacts, packages and small bundles (reference logits by qaforge-reference, which equals
+# PyTorch on every fixture: tests/reference.rs).
+artifacts=()
+for f in "$@"; do
+  a=$DIR/$f
+  "$QAFORGE" golden "golden/$f" --data golden/squad/eval.json --limit "$QUESTIONS" -o "$a.bundle" > /dev/null
+  "$QAFORGE" convert "golden/$f" -o "$a.onnx" > /dev/null
+  "$QAFORGE" quantize "$a.onnx" -o "$a.int8-dynamic.onnx" --precision int8-dynamic > /dev/null
+  "$QAFORGE" quantize "$a.onnx" -o "$a.int8-static.onnx" --precision int8-static --calibration golden/squad/calibration.json --samples 16 --tokenizer "golden/$f" > /dev/null
+  "$QAFORGE" quantize "$a.onnx" -o "$a.int8-dynamic.x86-avx2.onnx" --precision int8-dynamic --target x86-avx2 > /dev/null
+  for p in int8-dynamic int8-static; do
+    "$QAFORGE" package "$a.$p.onnx" --format ort -o "$a.$p.ort" --operators-config "$a.$p.config" --ort-library "$ORT" > /dev/null
+    artifacts+=("$a.$p.onnx" "$a.$p.ort")
+  done
+done
+
+# One process per CPU model runs every artifact (importing onnxruntime takes seconds emulated).
+jobs_for() { local tag=$1; for x in "${artifacts[@]}"; do echo "--also $x ${x%%.int8-*}.bundle $x.$tag.logits"; done; }
+run_all() { # run_all TAG COMMAND...: every artifact's logits as TAG
+  local tag=$1; shift
+  local first=${artifacts[0]}
+  "$@" "$HERE/../tools/run_on_device.py" "$first" "${first%%.int8-*}.bundle" -o "$first.$tag.logits" --device "$tag" $(jobs_for "$tag" | tail -n +2) > "$DIR/$tag.log" 2>&1 \
+    || { grep -v "TCG doesn't support" "$DIR/$tag.log" >&2; echo "device run $tag failed" >&2; return 1; }
+}
+run_all x86 "$PYTHON"
+pids=()
+for cpu in $ARM_CPUS; do
+  ( t=$SECONDS; run_all "$cpu" "$ARM/python" "$cpu" && echo "$cpu: ${#artifacts[@]} artifacts in $((SECONDS - t)) s emulated" ) &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+
+# Every logits file verified; .ort packages are read through ONNX Runtime.
+verified=0
+for x in "${artifacts[@]}"; do
+  engine=(); [[ $x == *.ort ]] && engine=(--engine ort --ort-library "$ORT")
+  for cpu in x86 $ARM_CPUS; do
+    if ! out=$("$QAFORGE" verify "$x" --golden "${x%%.int8-*}.bundle" --logits "$x.$cpu.logits" "${engine[@]}" --report "$x.$cpu.json" 2>&1); then
+      echo "$out" >&2; echo "FAILED: $x on $cpu" >&2; exit 1
+    fi
+    verified=$((verified + 1))
+  done
+done
+echo "verify --logits: $verified logits files PASS (${#artifacts[@]} artifacts x (x86 + $(echo $ARM_CPUS | wc -w) ARM64 CPU models))"
+"$PYTHON" "$HERE/python/compare_logits.py" "$DIR" x86 $ARM_CPUS
+"$PYTHON" "$HERE/python/compare_logits.py" "$DIR" cortex-a72 $(echo $ARM_CPUS | tr ' ' '\n' | grep -v '^cortex-a72$')
+
+# x86 without VNNI: ONNX Runtime's x86 build as a Haswell. The x86-avx2 artifacts (u8 x u8) are
+# computed exactly there and PASS; the full-range ones meet the saturating u8 x s8 kernel, which
+# is why `verify --engine ort` refuses to judge them on such a CPU (exit 3, NOT VERIFIED).
+haswell=()
+for f in "$@"; do haswell+=("$DIR/$f.int8-dynamic.x86-avx2.onnx" "$DIR/$f.int8-dynamic.onnx"); done
+avx2=()
+for f in "$@"; do avx2+=("$DIR/$f.int8-dynamic.x86-avx2.onnx"); done
+"$PYTHON" "$HERE/../tools/run_on_device.py" "${avx2[0]}" "${avx2[0]%%.int8-*}.bundle" -o "${avx2[0]}.x86.logits" --device x86 \
+  $(for x in "${avx2[@]:1}"; do echo "--also $x ${x%%.int8-*}.bundle $x.x86.logits"; done) > "$DIR/x86-avx2.log" 2>&1 || { cat "$DIR/x86-avx2.log" >&2; exit 1; }
+first=${haswell[0]}
+QAFORGE_HASWELL_JOBS=$(for x in "${haswell[@]:1}"; do echo "--also $x ${x%%.int8-*}.bundle $x.haswell.logits"; done)
+qemu-x86_64-static -cpu Haswell "$PYTHON" "$HERE/../tools/run_on_device.py" "$first" "${first%%.int8-*}.bundle" -o "$first.haswell.logits" --device "qemu -cpu Haswell" $QAFORGE_HASWELL_JOBS > "$DIR/haswell.log" 2>&1 \
+  || { cat "$DIR/haswell.log" >&2; exit 1; }
+for f in "$@"; do
+  a=$DIR/$f
+  "$QAFORGE" verify "$a.int8-dynamic.x86-avx2.onnx" --golden "$a.bundle" --logits "$a.int8-dynamic.x86-avx2.onnx.haswell.logits" > /dev/null \
+    || { echo "FAILED: the x86-avx2 artifact of $f on Haswell" >&2; exit 1; }
+  set +e
+  QAFORGE_CPU=Haswell QAFORGE_BINARY="$QAFORGE" "$HERE/qaforge-as-cpu" verify "$a.int8-dynamic.onnx" --golden "$a.bundle" --engine ort --ort-library "$ORT" > /dev/null 2>&1
+  code=$?
+  set -e
+  [ $code = 3 ] || { echo "FAILED: verify --engine ort as a Haswell should refuse to judge $f's full-range artifact (exit 3), got $code" >&2; exit 1; }
+done
+"$PYTHON" "$HERE/python/compare_logits.py" "$DIR" x86 haswell
+echo "device logits checked in $((SECONDS - started)) s"
