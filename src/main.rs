@@ -280,6 +280,10 @@ enum Command {
         /// reference's (default: none): how closely the artifact follows the float model.
         #[arg(long)]
         min_agreement_f1: Option<f64>,
+        /// Judge with this precision's tolerances instead of the artifact's own (its metadata's,
+        /// or for an artifact without qaforge metadata, the one its operators show).
+        #[arg(long, value_enum)]
+        precision: Option<VerifyPrecisionArg>,
         /// Features per batch.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
@@ -302,6 +306,14 @@ enum Command {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PrecisionArg {
+    Fp16,
+    Int8Dynamic,
+    Int8Static,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VerifyPrecisionArg {
+    Fp32,
     Fp16,
     Int8Dynamic,
     Int8Static,
@@ -534,8 +546,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("  time        {seconds:.2} s ({:.1} features/s)", manifest.features as f64 / seconds.max(1e-9));
             println!("reference EM {:.2}, F1 {:.2} on {} questions", manifest.scores.exact, manifest.scores.f1, manifest.data.questions);
         }
-        Command::Verify { artifact, golden, shard, allow_other_checkpoint, inputs, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1, batch_size, report, engine, logits, runtime } => {
-            let overrides = qaforge_verify::ToleranceOverrides { max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
+        Command::Verify { artifact, golden, shard, allow_other_checkpoint, inputs, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1, precision, batch_size, report, engine, logits, runtime } => {
+            let precision = precision.map(|p| match p {
+                VerifyPrecisionArg::Fp32 => Precision::Fp32,
+                VerifyPrecisionArg::Fp16 => Precision::Fp16,
+                VerifyPrecisionArg::Int8Dynamic => Precision::Int8Dynamic,
+                VerifyPrecisionArg::Int8Static => Precision::Int8Static,
+            });
+            let overrides = qaforge_verify::ToleranceOverrides { precision, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
             let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
             let engine = engine_choice(engine.engine, &engine.onnxruntime)?;
             let bundle = qaforge_verify::Bundle::open(&golden)?;
@@ -633,6 +651,6 @@ fn conclude(result: &qaforge_verify::Report, report: Option<PathBuf>) -> anyhow:
     if !result.pass {
         return Err(Verdict { code: 1, label: "FAIL", message: result.failures.join("; ") }.into());
     }
-    println!("PASS ({} tolerances)", result.precision);
+    println!("PASS ({} tolerances; precision from {})", result.precision, result.precision_source);
     Ok(())
 }

@@ -87,3 +87,39 @@ fn product_rules_refuse_with_their_reason() {
     assert!(refuse(r).contains("int8-static needs --calibration"));
     assert!(!dir.path().join("out.onnx").exists());
 }
+
+#[test]
+fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show() {
+    // ONNX Runtime's quantize_dynamic/quantize_static write no qaforge metadata: qaforge's own
+    // artifacts with their metadata stripped stand in for them here (make test verifies ONNX
+    // Runtime's real outputs in tests/exports.sh).
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = common::convert("mobilebert-tiny", dir.path());
+    let bundle_dir = golden().join("mobilebert-tiny");
+    for (precision, flags) in [("int8-dynamic", vec![]), ("int8-static", vec!["--calibration", "golden/squad/calibration.json", "--samples", "16", "--tokenizer", "golden/mobilebert-tiny"]), ("fp16", vec![])] {
+        let out = dir.path().join(format!("{precision}.onnx"));
+        let mut args = vec!["quantize", fp32.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", precision];
+        args.extend(flags);
+        let run = common::qaforge(&args);
+        assert!(run.status.success(), "{}", common::text(&run));
+        let mut model = qaforge_onnx::read_model(&out).unwrap();
+        model.metadata_props.clear();
+        let bare = dir.path().join(format!("{precision}.bare.onnx"));
+        std::fs::write(&bare, qaforge_onnx::encode(&model)).unwrap();
+        let report = dir.path().join(format!("{precision}.json"));
+        let run = common::qaforge(&["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+        assert!(run.status.success(), "{precision}: {}", common::text(&run));
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(json["precision"], precision);
+        assert!(json["precision_source"].as_str().unwrap().starts_with("inferred from its operators"), "{}", json["precision_source"]);
+        // Judged as fp32 on request, an int8 artifact misses fp32's max |Δ| and FAILs.
+        if precision != "fp16" {
+            let run = common::qaforge(&["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--precision", "fp32"]);
+            assert_eq!(run.status.code(), Some(1), "{}", common::text(&run));
+        }
+        // And quantize refuses to quantize it again.
+        let again = common::qaforge(&["quantize", bare.to_str().unwrap(), "-o", dir.path().join("again.onnx").to_str().unwrap(), "--precision", "int8-dynamic"]);
+        assert_eq!(again.status.code(), Some(2), "{}", common::text(&again));
+        assert!(common::text(&again).contains(&format!("the input is already {precision} (inferred from its operators")), "{}", common::text(&again));
+    }
+}

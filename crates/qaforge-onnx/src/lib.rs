@@ -14,10 +14,12 @@ mod bert;
 mod blocks;
 pub mod builder;
 pub mod edit;
+mod precision;
 mod external;
 mod mobilebert;
 mod types;
 
+pub use precision::infer_precision;
 pub use types::{check_types, element_types};
 
 use std::io::Write;

@@ -57,6 +57,9 @@ impl Tolerances {
 /// Tolerances given explicitly (command-line flags); each replaces its precision default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ToleranceOverrides {
+    /// The precision whose row of the tolerance table applies, instead of the artifact's own
+    /// (recorded or inferred): `verify --precision`.
+    pub precision: Option<Precision>,
     /// Replaces [`Tolerances::max_abs_diff`].
     pub max_abs_diff: Option<f64>,
     /// Replaces [`Tolerances::max_f1_drop`].
@@ -110,8 +113,11 @@ pub struct Report {
     pub size_bytes: u64,
     /// Its sha256.
     pub sha256: String,
-    /// Its precision (metadata `qaforge.precision`; fp32 when absent).
+    /// Its precision (metadata `qaforge.precision`, else inferred from its operators, or given).
     pub precision: Precision,
+    /// Where the precision comes from: its metadata, its operators (with the evidence), or `--precision`.
+    #[serde(default)]
+    pub precision_source: String,
     /// Its provenance metadata.
     pub metadata: BTreeMap<String, String>,
     /// The golden bundle it was compared with.
@@ -250,6 +256,7 @@ struct Header {
     size_bytes: u64,
     sha256: String,
     precision: Precision,
+    precision_source: String,
     metadata: BTreeMap<String, String>,
     bundle: PathBuf,
     reference: String,
@@ -304,8 +311,10 @@ pub struct Artifact {
     pub model: tract_onnx::pb::ModelProto,
     /// Its metadata_props.
     pub metadata: BTreeMap<String, String>,
-    /// Its precision (fp32 when it records none).
+    /// Its precision: recorded in its metadata, else inferred from its operators.
     pub precision: Precision,
+    /// Where [`Artifact::precision`] comes from, in words.
+    pub precision_source: String,
     /// Provenance notes: what could not be checked, mismatches allowed, external data read.
     pub provenance: Vec<String>,
     /// The bytes an engine loads (the model file, with external data inlined when it has any).
@@ -326,9 +335,9 @@ impl Artifact {
             qaforge_onnx::decode_model_with_data(&bytes, path).map_err(|e| VerifyError::Artifact(e.to_string()))?
         };
         let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
-        let precision = match metadata.get(keys::PRECISION) {
-            None => Precision::Fp32,
-            Some(name) => name.parse().map_err(|e| VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION)))?,
+        let (precision, precision_source) = match metadata.get(keys::PRECISION) {
+            None => qaforge_onnx::infer_precision(&model).map_err(|why| VerifyError::Artifact(format!("{}: records no {} and {why}", path.display(), keys::PRECISION)))?,
+            Some(name) => (name.parse().map_err(|e| VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION)))?, format!("metadata {}", keys::PRECISION)),
         };
         let mut provenance = check_provenance(&metadata, bundle, allow_other_checkpoint)?;
         // The artifact's sha256 covers the model file only; the weights it keeps beside it are
@@ -342,7 +351,7 @@ impl Artifact {
             }
             engine_bytes = qaforge_onnx::encode(&model);
         }
-        Ok(Artifact { path: path.to_owned(), size_bytes, sha256, model, metadata, precision, provenance, engine_bytes })
+        Ok(Artifact { path: path.to_owned(), size_bytes, sha256, model, metadata, precision, precision_source, provenance, engine_bytes })
     }
 }
 
@@ -443,11 +452,16 @@ pub fn judge(artifact: &Artifact, bundle: &Bundle, shard: Shard, computed: Compu
         reference_predictions: texts(&reference_predicted),
         differing_margins,
     };
+    let (precision, precision_source) = match overrides.precision {
+        Some(p) => (p, "given by --precision".to_string()),
+        None => (artifact.precision, artifact.precision_source.clone()),
+    };
     let header = Header {
         artifact: artifact.path.clone(),
         size_bytes: artifact.size_bytes,
         sha256: artifact.sha256.clone(),
-        precision: artifact.precision,
+        precision,
+        precision_source,
         metadata: artifact.metadata.clone(),
         bundle: bundle.dir.clone(),
         reference: bundle.manifest.reference.clone(),
@@ -456,7 +470,7 @@ pub fn judge(artifact: &Artifact, bundle: &Bundle, shard: Shard, computed: Compu
         cpu: computed.cpu,
         exactness: computed.exactness,
         seconds: computed.seconds,
-        tolerances: Tolerances::for_precision(artifact.precision).with(overrides),
+        tolerances: Tolerances::for_precision(precision).with(overrides),
     };
     if shard.count == 1 {
         Ok(assemble(header, data, features, part.feature_agreements, part.predictions, part.reference_predictions, &part.differing_margins, None))
@@ -541,6 +555,7 @@ pub fn merge(parts: &[Report], bundle: &Bundle) -> Result<Report, VerifyError> {
         size_bytes: first.size_bytes,
         sha256: first.sha256.clone(),
         precision: first.precision,
+        precision_source: first.precision_source.clone(),
         metadata: first.metadata.clone(),
         bundle: bundle.dir.clone(),
         reference: bundle.manifest.reference.clone(),
@@ -631,6 +646,7 @@ fn assemble(
         size_bytes: h.size_bytes,
         sha256: h.sha256,
         precision: h.precision,
+        precision_source: h.precision_source,
         metadata: h.metadata,
         golden: h.bundle,
         reference: h.reference,
@@ -715,7 +731,7 @@ impl Report {
             self.engine,
             self.cpu
         );
-        s += &format!("Tolerances ({}): {}\n\n", self.precision, serde_json::to_string(&self.tolerances).unwrap_or_default());
+        s += &format!("Tolerances ({}, {}): {}\n\n", self.precision, self.precision_source, serde_json::to_string(&self.tolerances).unwrap_or_default());
         if !self.near_ties.is_empty() {
             s += &format!("Near ties (predictions that differ where the reference's own margin is within 4 × max |Δ|): {}.\n\n", self.near_ties.join(", "));
         }

@@ -1,0 +1,57 @@
+//! The precision of an artifact that records none (ONNX Runtime's quantize_dynamic or
+//! quantize_static output, another tool's fp16 conversion), read from its operators, so that
+//! verify judges it with its own precision's tolerances instead of fp32's.
+
+use qaforge_provenance::Precision;
+
+use crate::edit::{int_attr, tensor_attr};
+use crate::pb::{tensor_proto::DataType, ModelProto};
+
+/// What the operators say: the precision and the evidence, in words. `Err` names a precision
+/// qaforge does not judge yet (4-bit weights).
+pub fn infer_precision(model: &ModelProto) -> Result<(Precision, String), String> {
+    let Some(graph) = model.graph.as_ref() else { return Ok((Precision::Fp32, "no graph".into())) };
+    // The first of `ops` (in the order given: the strongest evidence first) that the graph uses.
+    let has = |ops: &[&str]| ops.iter().find(|op| graph.node.iter().any(|n| n.op_type == **op)).map(|op| op.to_string());
+    let four_bit = |t: i32| t == DataType::Int4 as i32 || t == DataType::Uint4 as i32;
+    if let Some(op) = has(&["MatMulNBits", "GatherBlockQuantized"]) {
+        return Err(format!("its {op} holds 4-bit weights, a precision qaforge does not judge yet"));
+    }
+    if graph.initializer.iter().any(|t| four_bit(t.data_type)) {
+        return Err("it holds 4-bit weights, a precision qaforge does not judge yet".into());
+    }
+    if let Some(op) = has(&["DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"]) {
+        return Ok((Precision::Int8Dynamic, format!("inferred from its operators ({op}: activations quantized at run time)")));
+    }
+    if let Some(op) = has(&["QuantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat", "DequantizeLinear"]) {
+        return Ok((Precision::Int8Static, format!("inferred from its operators ({op}: int8 quantized tensors)")));
+    }
+    let half = |t: i32| t == DataType::Float16 as i32;
+    let half_cast = graph.node.iter().any(|n| n.op_type == "Cast" && int_attr(n, "to") == Some(DataType::Float16 as i64));
+    let half_constant = graph.initializer.iter().any(|t| half(t.data_type)) || graph.node.iter().any(|n| n.op_type == "Constant" && tensor_attr(n, "value").is_some_and(|t| half(t.data_type)));
+    if half_cast || half_constant {
+        return Ok((Precision::Fp16, "inferred from its operators (float16 weights or casts)".into()));
+    }
+    Ok((Precision::Fp32, "inferred from its operators (no quantized or float16 tensors)".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edit::{int_attribute, node, raw_tensor};
+    use crate::pb::GraphProto;
+
+    fn model(nodes: Vec<crate::pb::NodeProto>, initializers: Vec<crate::pb::TensorProto>) -> ModelProto {
+        ModelProto { graph: Some(GraphProto { node: nodes, initializer: initializers, ..Default::default() }), ..Default::default() }
+    }
+
+    #[test]
+    fn operators_say_the_precision() {
+        let of = |m: &ModelProto| infer_precision(m).map(|(p, _)| p);
+        assert_eq!(of(&model(vec![node("DynamicQuantizeLinear", "q", &["x"], &["a", "b", "c"], vec![])], vec![])), Ok(Precision::Int8Dynamic));
+        assert_eq!(of(&model(vec![node("QuantizeLinear", "q", &["x", "s", "z"], &["y"], vec![]), node("DequantizeLinear", "d", &["y", "s", "z"], &["w"], vec![])], vec![])), Ok(Precision::Int8Static));
+        assert_eq!(of(&model(vec![node("Cast", "c", &["x"], &["y"], vec![int_attribute("to", DataType::Float16 as i64)])], vec![])), Ok(Precision::Fp16));
+        assert_eq!(of(&model(vec![node("MatMul", "m", &["x", "w"], &["y"], vec![])], vec![raw_tensor("w", &[1], DataType::Float, vec![0; 4])])), Ok(Precision::Fp32));
+        assert!(of(&model(vec![node("MatMulNBits", "m", &["x", "w"], &["y"], vec![])], vec![])).unwrap_err().contains("4-bit"));
+    }
+}

@@ -1,0 +1,57 @@
+"""ONNX Runtime's own quantizers on a user's export: writes quantize_dynamic (per-channel QInt8
+weights) and quantize_static (QDQ, calibrated on the golden features) of EXPORT into OUT_DIR, for
+`qaforge verify` to judge at the precision their operators show (they carry no qaforge metadata).
+
+    python ort_quantize_export.py EXPORT.onnx FEATURES.safetensors OUT_DIR
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+
+def features(path, count):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    body = data[8 + n:]
+    kinds = {"I32": np.int32, "U8": np.uint8, "I64": np.int64}
+    out = {}
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        info = header[name]
+        begin, end = info["data_offsets"]
+        out[name] = np.frombuffer(body[begin:end], dtype=kinds[info["dtype"]]).reshape(info["shape"])[:count].astype(np.int64)
+    return out
+
+
+class Features(CalibrationDataReader):
+    """The first features, each cut one token past its length (as qaforge runs them)."""
+
+    def __init__(self, model, tensors):
+        self.inputs = [i.name for i in model.graph.input]
+        lengths = tensors["attention_mask"].sum(axis=1)
+        roles = {"input_ids": "input_ids", "attention_mask": "attention_mask", "token_type_ids": "token_type_ids"}
+        self.feeds = iter([{name: tensors[roles[name]][i:i + 1, : min(int(lengths[i]) + 1, tensors["input_ids"].shape[1])] for name in self.inputs} for i in range(len(lengths))])
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
+def main():
+    export, feature_file, out = sys.argv[1:4]
+    os.makedirs(out, exist_ok=True)
+    name = os.path.basename(export)[: -len(".onnx")]
+    dynamic, static = os.path.join(out, f"{name}.ort-dynamic.onnx"), os.path.join(out, f"{name}.ort-static.onnx")
+    quantize_dynamic(export, dynamic, weight_type=QuantType.QUInt8, per_channel=True)
+    quantize_static(export, static, Features(onnx.load(export), features(feature_file, 16)), quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8)
+    print(dynamic)
+    print(static)
+
+
+if __name__ == "__main__":
+    main()
