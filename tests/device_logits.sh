@@ -52,18 +52,23 @@ for cpu in $ARM_CPUS; do
 done
 for p in "${pids[@]}"; do wait "$p"; done
 
-# Every logits file verified; .ort packages are read through ONNX Runtime.
+# Every logits file verified; .ort packages are read through ONNX Runtime. This machine's own x86
+# run is judged only where its ONNX Runtime computes the arm64 (full-range int8) artifacts
+# exactly, i.e. with VNNI: without it the u8 x s8 kernel saturates (measured as a Haswell: 3 of 7
+# fixtures' int8-dynamic logits FAIL), which is the Haswell check's subject below, not a defect.
+if grep -qwE 'avx512_vnni|avx_vnni' /proc/cpuinfo && [ -z "${QAFORGE_ASSUME_NO_VNNI:-}" ]; then judged=(x86 $ARM_CPUS); else
+  judged=($ARM_CPUS); echo "this x86 CPU has no VNNI: its own ONNX Runtime logits are compared below, not verified"; fi
 verified=0
 for x in "${artifacts[@]}"; do
   engine=(); [[ $x == *.ort ]] && engine=(--engine ort --ort-library "$ORT")
-  for cpu in x86 $ARM_CPUS; do
+  for cpu in "${judged[@]}"; do
     if ! out=$("$QAFORGE" verify "$x" --golden "${x%%.int8-*}.bundle" --logits "$x.$cpu.logits" "${engine[@]}" --report "$x.$cpu.json" 2>&1); then
       echo "$out" >&2; echo "FAILED: $x on $cpu" >&2; exit 1
     fi
     verified=$((verified + 1))
   done
 done
-echo "verify --logits: $verified logits files PASS (${#artifacts[@]} artifacts x (x86 + $(echo $ARM_CPUS | wc -w) ARM64 CPU models))"
+echo "verify --logits: $verified logits files PASS (${#artifacts[@]} artifacts x ${judged[*]})"
 "$PYTHON" "$HERE/python/compare_logits.py" "$DIR" x86 $ARM_CPUS
 "$PYTHON" "$HERE/python/compare_logits.py" "$DIR" cortex-a72 $(echo $ARM_CPUS | tr ' ' '\n' | grep -v '^cortex-a72$')
 
