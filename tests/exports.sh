@@ -57,7 +57,7 @@ cat "${logs[@]}"
 
 # int8-static calibrated in ONNX Runtime (--calibration-engine ort, for graphs tract cannot run):
 # the artifact verifies in ONNX Runtime, and its activation ranges are tract's within 1e-4.
-for name in mobilebert-tiny.torchscript-opset17 roberta-tiny.dynamo-opset18 bert-tiny.optimum-opset18; do
+for name in mobilebert-tiny.torchscript-opset17 roberta-tiny.dynamo-opset18 bert-tiny.optimum-opset18 mobilebert-tiny.transformers5-torchscript-opset17; do
   fixture=${name%%.*} log=$dir/$name.ort-calibrated.log
   logs+=("$log")
   artifact=$dir/$name.int8-static.x86-avx2.ort-calibrated.onnx

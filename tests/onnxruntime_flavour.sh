@@ -5,6 +5,7 @@
 #   x86-avx2, exact in ONNX Runtime on every x86 CPU);
 # - two users' exports (torch dynamo and optimum) quantized with the flavour and verified;
 # - tract refuses a flavoured artifact, naming the engine to use;
+# - int8-static of a graph tract cannot run calibrates in ONNX Runtime by itself where it is at hand;
 # - `qaforge package --format ort` of the int8-dynamic artifacts, the .ort verified in ONNX Runtime;
 # - tests/python/ort_op_counts.py: ONNX Runtime's optimized op counts beside quantize_dynamic's and
 #   quantize_static's, and the package's required_operators.config against ONNX Runtime's own tool.
@@ -61,6 +62,28 @@ if [ $rc -ne 2 ] || ! grep -q "use --engine ort" <<<"$out"; then
   status=1
 else
   echo "tract refuses the flavour: $(tail -1 <<<"$out")"
+fi
+# int8-static of a graph tract cannot run (the fused fp32 artifact), without --calibration-engine:
+# calibrated in ONNX Runtime where its library is at hand ($ORT_DYLIB_PATH here), with a note on
+# stderr and the reason in the provenance, and it verifies; without the library, a clear error.
+fused=$dir/$1.ort.onnx fallback=$dir/$1.int8-static.fallback.onnx
+out=$(ORT_DYLIB_PATH=$ort "$qaforge" quantize "$fused" -o "$fallback" --precision int8-static --target x86-avx2 "${calibrate[@]}" --tokenizer "$golden/$1" 2>&1)
+rc=$?
+engine=$("$python" -c 'import onnx, sys; p = {e.key: e.value for e in onnx.load(sys.argv[1]).metadata_props}; print(p["qaforge.quantize.calibration_engine"], "qaforge.quantize.calibration_fallback" in p)' "$fallback" 2>&1)
+if [ $rc -ne 0 ] || ! grep -q "note: calibrated in ONNX Runtime, because tract cannot run the float graph" <<<"$out" || [ "$engine" != "onnxruntime True" ]; then
+  echo "FAIL int8-static of a graph tract cannot run should calibrate in ONNX Runtime (exit $rc, provenance: $engine): $out"
+  status=1
+else
+  echo "calibration fell back to ONNX Runtime: $(grep '^note:' <<<"$out" | cut -c1-120)…"
+  check "$(basename "$fallback") (onnxruntime)" "$qaforge" verify "$fallback" --golden "$golden/$1" --engine ort --ort-library "$ort"
+fi
+out=$(env -u ORT_DYLIB_PATH "$qaforge" quantize "$fused" -o "$dir/refused.onnx" --precision int8-static "${calibrate[@]}" --tokenizer "$golden/$1" 2>&1)
+rc=$?
+if [ $rc -ne 2 ] || [ -e "$dir/refused.onnx" ] || ! grep -q "ONNX Runtime can calibrate it" <<<"$out"; then
+  echo "FAIL without ONNX Runtime, calibrating a graph tract cannot run should exit 2 naming the way (exit $rc): $out"
+  status=1
+else
+  echo "without ONNX Runtime: $(tail -1 <<<"$out" | cut -c1-160)…"
 fi
 for f in mobilebert-tiny minilm-l6-squad2; do
   [ -f "$dir/$f.int8-static.ort.onnx" ] || continue

@@ -20,6 +20,7 @@ fn options(precision: Precision) -> QuantizeOptions {
         threads: 1,
         input_names: None,
         calibration_engine: qaforge_verify::EngineChoice::Tract,
+        calibration_fallback: None,
     }
 }
 

@@ -218,6 +218,7 @@ mod tests {
             threads: 1,
             input_names: None,
             calibration_engine: qaforge_quantize::EngineChoice::Tract,
+            calibration_fallback: None,
         };
         let (mut quantized, q) = qaforge_quantize::apply(&folded, &options, None, "test").unwrap();
         fuse(&mut quantized, &mut summary).unwrap();

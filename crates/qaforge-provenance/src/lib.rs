@@ -43,6 +43,9 @@ pub mod keys {
     pub const QUANTIZE_CALIBRATION_ENGINE: &str = "qaforge.quantize.calibration_engine";
     /// Which kernels calibration computed with, i.e. whether another CPU reproduces its ranges.
     pub const QUANTIZE_CALIBRATION_KERNELS: &str = "qaforge.quantize.calibration_kernels";
+    /// Why int8-static calibration ran in ONNX Runtime although tract was asked for: tract could
+    /// not run the float graph (absent when calibration ran where it was asked to).
+    pub const QUANTIZE_CALIBRATION_FALLBACK: &str = "qaforge.quantize.calibration_fallback";
 
     /// The engine an artifact is for: `onnxruntime` (absent: portable ONNX).
     pub const FLAVOUR: &str = "qaforge.flavour";
@@ -86,6 +89,7 @@ pub mod keys {
         QUANTIZE_SAMPLES,
         QUANTIZE_CALIBRATION_ENGINE,
         QUANTIZE_CALIBRATION_KERNELS,
+        QUANTIZE_CALIBRATION_FALLBACK,
         FLAVOUR,
         ONNXRUNTIME_PASSES,
         PACKAGE_FORMAT,

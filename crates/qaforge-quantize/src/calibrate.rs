@@ -134,8 +134,63 @@ fn sweep<A: Send>(
     accumulators.map_err(QuantizeError::Runtime)
 }
 
-/// Calibrates the ranges of `tensors` (float32 tensors of `model`) on `features`.
+/// Ranges calibrated for int8-static, with the engine that measured them.
+#[derive(Debug, Clone)]
+pub struct CalibratedRanges {
+    /// Each quantized activation's range.
+    pub ranges: BTreeMap<String, ActivationRange>,
+    /// Calibration features the ranges were measured on.
+    pub features: usize,
+    /// The engine that ran the float graph.
+    pub engine: EngineChoice,
+    /// Why calibration ran in [`crate::QuantizeOptions::calibration_fallback`] rather than tract:
+    /// tract's own error (None when it ran where it was asked to).
+    pub fallback: Option<String>,
+}
+
+/// Calibrates the ranges of `tensors` (float32 tensors of `model`) on `features`, in
+/// `options.calibration_engine`; where that is tract and tract cannot load or run the float graph,
+/// in `options.calibration_fallback` (ONNX Runtime) when there is one.
 pub fn calibrate(
+    model: &ModelProto,
+    tensors: &[String],
+    features: &Features,
+    options: &crate::QuantizeOptions,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<CalibratedRanges, QuantizeError> {
+    if features.count == 0 {
+        return Err(QuantizeError::Calibration("no calibration features".into()));
+    }
+    if let CalibrationMethod::Percentile(p) = options.method {
+        if !(50.0..=100.0).contains(&p) {
+            return Err(QuantizeError::Calibration(format!("percentile {p} is outside 50..=100")));
+        }
+    }
+    let asked = &options.calibration_engine;
+    match (calibrate_in(asked, model, tensors, features, options, progress), asked, &options.calibration_fallback) {
+        (Ok(ranges), _, _) => Ok(CalibratedRanges { ranges, features: features.count, engine: asked.clone(), fallback: None }),
+        // tract's analysis or kernels stop on graphs ONNX Runtime runs (operators or shape
+        // expressions it does not know): a user with ONNX Runtime at hand gets ranges from it.
+        (Err(QuantizeError::Runtime(e)), EngineChoice::Tract, Some(fallback)) => {
+            let ranges = calibrate_in(fallback, model, tensors, features, options, progress)?;
+            Ok(CalibratedRanges { ranges, features: features.count, engine: fallback.clone(), fallback: Some(format!("tract cannot run the float graph: {}", e.message)) })
+        }
+        // tract's errors name the node it could not analyse or evaluate; the way around it is
+        // ONNX Runtime.
+        (Err(QuantizeError::Runtime(e)), EngineChoice::Tract, None) => Err(QuantizeError::Calibration(format!(
+            "tract cannot run the float graph: {e}; {}",
+            if cfg!(feature = "ort") {
+                "ONNX Runtime can calibrate it: pass --ort-library <libonnxruntime> or set ORT_DYLIB_PATH"
+            } else {
+                "a qaforge built with `--features ort` can calibrate it in ONNX Runtime (--ort-library <libonnxruntime>)"
+            }
+        ))),
+        (Err(e), _, _) => Err(e),
+    }
+}
+
+fn calibrate_in(
+    engine: &EngineChoice,
     model: &ModelProto,
     tensors: &[String],
     features: &Features,
@@ -143,35 +198,14 @@ pub fn calibrate(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<BTreeMap<String, ActivationRange>, QuantizeError> {
     let (method, batch_size, threads) = (options.method, options.batch_size, options.threads);
-    if features.count == 0 {
-        return Err(QuantizeError::Calibration("no calibration features".into()));
-    }
-    if let CalibrationMethod::Percentile(p) = method {
-        if !(50.0..=100.0).contains(&p) {
-            return Err(QuantizeError::Calibration(format!("percentile {p} is outside 50..=100")));
-        }
-    }
     let graph = with_outputs(model, tensors);
     let label = "calibration graph";
-    // tract's errors name the node it could not analyse or evaluate; the way around it is
-    // ONNX Runtime, where this build has it.
-    let tract_hint = |e: QuantizeError| match e {
-        QuantizeError::Runtime(e) if options.calibration_engine == EngineChoice::Tract => QuantizeError::Calibration(format!(
-            "tract cannot run the float graph: {e}; {}",
-            if cfg!(feature = "ort") {
-                "calibrate in ONNX Runtime instead: --calibration-engine ort --ort-library <libonnxruntime>"
-            } else {
-                "a qaforge built with `--features ort` can calibrate in ONNX Runtime instead (--calibration-engine ort)"
-            }
-        )),
-        e => e,
-    };
     let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
-    let session: Box<dyn Engine> = match &options.calibration_engine {
+    let session: Box<dyn Engine> = match engine {
         // Ranges from tract's generic kernels: the same bits on every CPU (qaforge_runtime::kernels).
         EngineChoice::Tract => {
             qaforge_runtime::kernels::use_portable_kernels()?;
-            Box::new(TractSession::with_layout(&graph, label, layout).map_err(|e| tract_hint(e.into()))?)
+            Box::new(TractSession::with_layout(&graph, label, layout)?)
         }
         engine => qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), threads, layout)?,
     };
@@ -190,8 +224,7 @@ pub fn calibrate(
             }
         },
         progress,
-    )
-    .map_err(tract_hint)?;
+    )?;
     let mut stats: Vec<Stats> = vec![Stats { min: f32::INFINITY, max: f32::NEG_INFINITY, histogram: vec![] }; n];
     for acc in &minmax {
         for (s, &(lo, hi)) in stats.iter_mut().zip(acc) {

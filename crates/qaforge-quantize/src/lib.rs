@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use qaforge_squad::Features;
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
-pub use calibrate::{ActivationRange, CalibrationMethod};
+pub use calibrate::{ActivationRange, CalibratedRanges, CalibrationMethod};
 pub use int8::{WeightOptions, WeightStorage};
 /// The engines calibration can run in (see [`QuantizeOptions::calibration_engine`]).
 pub use qaforge_runtime::EngineChoice;
@@ -117,6 +117,10 @@ pub struct QuantizeOptions {
     /// The engine int8-static calibration runs the float graph in: tract, or ONNX Runtime for
     /// graphs tract cannot run (recorded in the artifact's provenance).
     pub calibration_engine: qaforge_runtime::EngineChoice,
+    /// Where `calibration_engine` is tract: the engine (ONNX Runtime) to calibrate in when tract
+    /// cannot load or run the float graph, if one is at hand. Which engine calibrated, and why,
+    /// is recorded in the artifact's provenance.
+    pub calibration_fallback: Option<qaforge_runtime::EngineChoice>,
 }
 
 /// A tract session for `model` (the input graph or one derived from it: passes keep its inputs),
@@ -144,6 +148,11 @@ pub struct QuantizeSummary {
     pub ranges: BTreeMap<String, ActivationRange>,
     /// Calibration features used.
     pub calibration_features: usize,
+    /// The engine calibration ran in (`tract` or `onnxruntime`; int8-static).
+    pub calibration_engine: Option<&'static str>,
+    /// Why calibration ran in the fallback engine rather than tract (see
+    /// [`QuantizeOptions::calibration_fallback`]).
+    pub calibration_fallback: Option<String>,
 }
 
 /// Float32 tensors that static quantization quantizes: the activation inputs of the MatMuls it
@@ -185,17 +194,17 @@ pub fn quantize(
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     check_float_input(model)?;
     let ranges = calibrated_ranges(model, options, calibration, progress)?;
-    apply(model, options, ranges.as_ref().map(|(r, n)| (r, *n)), input_sha256)
+    apply(model, options, ranges.as_ref(), input_sha256)
 }
 
-/// For int8-static, the calibrated ranges of every activation to quantize and the number of
-/// features they were measured on; `None` for the other precisions.
+/// For int8-static, the calibrated ranges of every activation to quantize, with the number of
+/// features and the engine they were measured with; `None` for the other precisions.
 pub fn calibrated_ranges(
     model: &ModelProto,
     options: &QuantizeOptions,
     calibration: Option<&Features>,
     progress: &(dyn Fn(usize) + Sync),
-) -> Result<Option<(BTreeMap<String, ActivationRange>, usize)>, QuantizeError> {
+) -> Result<Option<CalibratedRanges>, QuantizeError> {
     if options.precision != Precision::Int8Static {
         return Ok(None);
     }
@@ -204,16 +213,15 @@ pub fn calibrated_ranges(
     let layout = qaforge_runtime::check_inputs(model, label, options.input_names.as_deref())?;
     qaforge_runtime::check_token_ids(model, &layout, features, label)?;
     let tensors = calibration_tensors(model, &options.exclude, options.int8_qa_head)?;
-    let ranges = calibrate::calibrate(model, &tensors, features, options, progress)?;
-    Ok(Some((ranges, features.count)))
+    Ok(Some(calibrate::calibrate(model, &tensors, features, options, progress)?))
 }
 
-/// Quantizes with activation ranges already calibrated (int8-static; `(ranges, features used)`):
+/// Quantizes with activation ranges already calibrated (int8-static):
 /// lets a search re-quantize with other exclusions without calibrating again.
 pub fn apply(
     model: &ModelProto,
     options: &QuantizeOptions,
-    ranges: Option<(&BTreeMap<String, ActivationRange>, usize)>,
+    ranges: Option<&CalibratedRanges>,
     input_sha256: &str,
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     check_float_input(model)?;
@@ -229,9 +237,14 @@ pub fn apply(
         }
         Precision::Int8Dynamic | Precision::Int8Static => {
             let activations = if options.precision == Precision::Int8Static {
-                let (ranges, count) = ranges.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibrated ranges".into()))?;
-                summary.ranges = ranges.clone();
-                summary.calibration_features = count;
+                let calibrated = ranges.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibrated ranges".into()))?;
+                summary.ranges = calibrated.ranges.clone();
+                summary.calibration_features = calibrated.features;
+                summary.calibration_engine = Some(match calibrated.engine {
+                    qaforge_runtime::EngineChoice::Tract => "tract",
+                    qaforge_runtime::EngineChoice::OnnxRuntime { .. } => "onnxruntime",
+                });
+                summary.calibration_fallback = calibrated.fallback.clone();
                 int8::Activations::Static(&summary.ranges)
             } else {
                 int8::Activations::Dynamic
@@ -267,12 +280,13 @@ pub fn apply(
         metadata.push((keys::QUANTIZE_SAMPLES.into(), summary.calibration_features.to_string()));
         // Whether another CPU reproduces these ranges: tract's generic kernels compute the same
         // bits on every CPU; ONNX Runtime's are chosen by the CPU that calibrated.
-        let (engine, kernels) = match &options.calibration_engine {
-            qaforge_runtime::EngineChoice::Tract => ("tract", "generic (the same on every CPU)"),
-            qaforge_runtime::EngineChoice::OnnxRuntime { .. } => ("onnxruntime", "this CPU's (another CPU may calibrate other ranges)"),
-        };
+        let engine = summary.calibration_engine.unwrap_or("tract");
+        let kernels = if engine == "tract" { "generic (the same on every CPU)" } else { "this CPU's (another CPU may calibrate other ranges)" };
         metadata.push((keys::QUANTIZE_CALIBRATION_ENGINE.into(), engine.into()));
         metadata.push((keys::QUANTIZE_CALIBRATION_KERNELS.into(), kernels.into()));
+        if let Some(why) = &summary.calibration_fallback {
+            metadata.push((keys::QUANTIZE_CALIBRATION_FALLBACK.into(), why.clone()));
+        }
     }
     out.metadata_props = metadata.into_iter().map(|(key, value)| StringStringEntryProto { key, value }).collect();
     Ok((out, summary))

@@ -138,7 +138,7 @@ pub fn search(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(ModelProto, QuantizeSummary, SearchLog), QuantizeError> {
     let ranges = calibrated_ranges(model, options, calibration, progress)?;
-    let ranges = ranges.as_ref().map(|(r, n)| (r, *n));
+    let ranges = ranges.as_ref();
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
     let mut log = SearchLog::default();
     let with_groups = |groups: &[String]| -> QuantizeOptions {

@@ -337,7 +337,7 @@ impl Artifact {
         let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
         let (precision, precision_source) = match metadata.get(keys::PRECISION) {
             None => qaforge_onnx::infer_precision(&model).map_err(|why| VerifyError::Artifact(format!("{}: records no {} and {why}", path.display(), keys::PRECISION)))?,
-            Some(name) => (name.parse().map_err(|e| VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION)))?, format!("metadata {}", keys::PRECISION)),
+            Some(name) => (name.parse().map_err(|e| VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION)))?, format!("from metadata {}", keys::PRECISION)),
         };
         let mut provenance = check_provenance(&metadata, bundle, allow_other_checkpoint)?;
         // The artifact's sha256 covers the model file only; the weights it keeps beside it are
