@@ -55,6 +55,7 @@ test-onnx: $(CHECK_VENV)/.installed build qemu
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-static.onnx --precision int8-static $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-dynamic.x86-avx2.onnx --precision int8-dynamic --target x86-avx2 > /dev/null || exit 1; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-static.x86-avx2.onnx --precision int8-static --target x86-avx2 $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
+	  $(QAFORGE) quantize $$a.onnx -o $$a.int4.onnx --precision int4 > /dev/null || exit 1; \
 	done
 	$(CHECK_VENV)/bin/python tests/python/check_onnx.py $(ARTIFACTS)/check golden
 	@# qaforge verify in ONNX Runtime (the wheel's libonnxruntime through the ort crate) for every

@@ -105,6 +105,13 @@ enum Command {
         /// Percentile of |x| kept by --method percentile.
         #[arg(long, default_value_t = 99.999)]
         percentile: f64,
+        /// int4: weights per block (one float16-exact scale each) along the reduced dimension: 16, 32,
+        /// 64, 128 or 256.
+        #[arg(long, default_value_t = 32)]
+        block_size: usize,
+        /// int4: how embedding tables are stored (4-bit blocks in GatherBlockQuantized, or int8).
+        #[arg(long, value_enum, default_value_t = TableBitsArg::Int4)]
+        embeddings: TableBitsArg,
         /// Keep nodes float whose name or op type matches (`*` wildcards; repeatable).
         #[arg(long)]
         exclude: Vec<String>,
@@ -311,6 +318,15 @@ enum PrecisionArg {
     Fp16,
     Int8Dynamic,
     Int8Static,
+    /// 4-bit block-wise weights (ONNX Runtime's MatMulNBits and GatherBlockQuantized), float
+    /// activations.
+    Int4,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TableBitsArg {
+    Int4,
+    Int8,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -319,6 +335,7 @@ enum VerifyPrecisionArg {
     Fp16,
     Int8Dynamic,
     Int8Static,
+    Int4,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -448,7 +465,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("  sha256        {}", done.sha256);
             println!("  time          {:.3} s", done.seconds);
         }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, inputs, calibration_engine, onnxruntime, flavour } => {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, block_size, embeddings, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, inputs, calibration_engine, onnxruntime, flavour } => {
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -459,11 +476,19 @@ fn run(command: Command) -> anyhow::Result<()> {
                     PrecisionArg::Fp16 => Precision::Fp16,
                     PrecisionArg::Int8Dynamic => Precision::Int8Dynamic,
                     PrecisionArg::Int8Static => Precision::Int8Static,
+                    PrecisionArg::Int4 => Precision::Int4,
                 },
                 exclude,
                 int8_qa_head,
                 target,
                 weights: qaforge_quantize::WeightOptions::for_target(target, per_tensor, reduce_range),
+                int4: qaforge_quantize::Int4Options {
+                    block_size,
+                    tables: match embeddings {
+                        TableBitsArg::Int4 => qaforge_quantize::TableBits::Int4,
+                        TableBitsArg::Int8 => qaforge_quantize::TableBits::Int8,
+                    },
+                },
                 method: match method {
                     MethodArg::Minmax => qaforge_quantize::CalibrationMethod::MinMax,
                     MethodArg::Percentile => qaforge_quantize::CalibrationMethod::Percentile(percentile),
@@ -558,6 +583,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 VerifyPrecisionArg::Fp16 => Precision::Fp16,
                 VerifyPrecisionArg::Int8Dynamic => Precision::Int8Dynamic,
                 VerifyPrecisionArg::Int8Static => Precision::Int8Static,
+                VerifyPrecisionArg::Int4 => Precision::Int4,
             });
             let overrides = qaforge_verify::ToleranceOverrides { precision, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
             let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
@@ -598,6 +624,10 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
     if precision == Precision::Fp16 {
         println!("  float16 nodes   {}", done.summary.converted.len());
         println!("  casts inserted  {}", done.summary.casts);
+    } else if precision == Precision::Int4 {
+        println!("  4-bit MatMuls   {} (blocks of {})", done.summary.converted.len(), request.options.int4.block_size);
+        println!("  4-bit tables    {}", done.summary.int4_tables.join(", "));
+        println!("  int8 tables     {}", done.summary.int8_tables.join(", "));
     } else {
         println!("  int8 MatMuls    {}", done.summary.converted.len());
         println!("  int8 tables     {}", done.summary.int8_tables.join(", "));

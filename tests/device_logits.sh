@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The phone's kernels in make test: every fixture's arm64 int8-dynamic and int8-static artifacts
+# The phone's kernels in make test: every fixture's arm64 int8-dynamic and int8-static artifacts, its int4 artifact
 # and their .ort packages run in ONNX Runtime's real aarch64 build under qemu as three CPU models
 # (cortex-a72: NEON; neoverse-n1: dot product; max,sme=off: SVE and i8mm), through
 # tools/run_on_device.py, and each logits file is verified with `qaforge verify --logits`: all must
@@ -30,10 +30,14 @@ for f in "$@"; do
   "$QAFORGE" quantize "$a.onnx" -o "$a.int8-dynamic.onnx" --precision int8-dynamic > /dev/null
   "$QAFORGE" quantize "$a.onnx" -o "$a.int8-static.onnx" --precision int8-static --calibration golden/squad/calibration.json --samples 16 --tokenizer "golden/$f" > /dev/null
   "$QAFORGE" quantize "$a.onnx" -o "$a.int8-dynamic.x86-avx2.onnx" --precision int8-dynamic --target x86-avx2 > /dev/null
+  "$QAFORGE" quantize "$a.onnx" -o "$a.int8-int4.onnx" --precision int4 > /dev/null
   for p in int8-dynamic int8-static; do
     "$QAFORGE" package "$a.$p.onnx" --format ort -o "$a.$p.ort" --operators-config "$a.$p.config" --ort-library "$ORT" > /dev/null
     artifacts+=("$a.$p.onnx" "$a.$p.ort")
   done
+  # int4 (MatMulNBits, GatherBlockQuantized): ONNX Runtime's float kernels on the phone. Named
+  # int8-int4 so that ${x%%.int8-*} finds its bundle like the others.
+  artifacts+=("$a.int8-int4.onnx")
 done
 
 # One process per CPU model runs every artifact (importing onnxruntime takes seconds emulated).
@@ -61,6 +65,9 @@ if grep -qwE 'avx512_vnni|avx_vnni' /proc/cpuinfo && [ -z "${QAFORGE_ASSUME_NO_V
 verified=0
 for x in "${artifacts[@]}"; do
   engine=(); [[ $x == *.ort ]] && engine=(--engine ort --ort-library "$ORT")
+  # int4 on random weights: cosine 0.948 to 0.994 (see verify_in_onnxruntime.sh). On a bundle of 8
+  # questions one answer moves F1 by 12.5 points, so the cosine judges int4 here, not ΔF1.
+  [[ $x == *.int8-int4.onnx ]] && engine+=(--min-cosine 0.94 --max-f1-drop 100)
   for cpu in "${judged[@]}"; do
     if ! out=$("$QAFORGE" verify "$x" --golden "${x%%.int8-*}.bundle" --logits "$x.$cpu.logits" "${engine[@]}" --report "$x.$cpu.json" 2>&1); then
       echo "$out" >&2; echo "FAILED: $x on $cpu" >&2; exit 1

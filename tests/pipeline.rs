@@ -21,6 +21,7 @@ fn options(precision: Precision) -> QuantizeOptions {
         input_names: None,
         calibration_engine: qaforge_verify::EngineChoice::Tract,
         calibration_fallback: None,
+        int4: Default::default(),
     }
 }
 

@@ -12,7 +12,7 @@ qaforge=$1 dir=$2 golden=$3 ort=$4
 shift 4
 status=0
 for f in "$@"; do
-  for p in "" .fp16 .int8-dynamic .int8-static .int8-dynamic.x86-avx2 .int8-static.x86-avx2; do
+  for p in "" .fp16 .int8-dynamic .int8-static .int8-dynamic.x86-avx2 .int8-static.x86-avx2 .int4; do
     a=$dir/$f$p.onnx
     # Random-weight fixtures (F1 about 6) flip answers under any perturbation, and one changed answer
     # of 251 moves F1 by up to 0.4. Measured here and under qemu as Haswell (tests/qaforge-as-cpu),
@@ -22,6 +22,11 @@ for f in "$@"; do
     # (0.5 of margin); the cosine floors (0.999 fp16, 0.99 int8) are the sharp checks on these.
     extra=()
     [ "$p" = .fp16 ] && extra=(--max-f1-drop 1.0)
+    # int4 on random weights is 4-bit rounding's worst case (i.i.d. weights, no outlier structure
+    # for the scale search to use): measured logit cosine 0.948 (mobilebert-tiny) to 0.994, the
+    # same in tract and ONNX Runtime, against 0.9991 on the trained fixture, which keeps int4's
+    # default floor of 0.98 (tests/trained_fixture.sh). These get 0.94.
+    [ "$p" = .int4 ] && extra=(--min-cosine 0.94)
     out=$("$qaforge" verify "$a" --golden "$golden/$f" --engine ort --ort-library "$ort" "${extra[@]}" 2>&1)
     rc=$?
     case $rc in

@@ -28,7 +28,8 @@ import onnx
 import onnxruntime as ort
 
 TOLERANCE = 1e-4
-COSINE_FLOOR = {"fp16": 0.999, "int8": 0.99}
+# int4 on these random-weight fixtures: 0.948 to 0.994 measured (see verify_in_onnxruntime.sh).
+COSINE_FLOOR = {"fp16": 0.999, "int8": 0.99, "int4": 0.94}
 DTYPES = {"F32": np.float32, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
 
 
@@ -106,7 +107,7 @@ def main():
         feeds = [features["input_ids"].astype(np.int64), mask, features["token_type_ids"].astype(np.int64)]
         for path in sorted(artifacts.glob(f"{fixture}*.onnx")):
             variant = path.name[len(fixture):-len(".onnx")].lstrip(".")
-            if variant and not variant.startswith(("fp16", "int8")):
+            if variant and not variant.startswith(("fp16", "int8", "int4")):
                 continue
             onnx.checker.check_model(str(path), full_check=True)
             inexact = saturating and largest_int8_weight(onnx.load(str(path))) > 64

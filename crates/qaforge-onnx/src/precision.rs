@@ -8,17 +8,19 @@ use crate::edit::{int_attr, tensor_attr};
 use crate::pb::{tensor_proto::DataType, ModelProto};
 
 /// What the operators say: the precision and the evidence, in words. `Err` names a precision
-/// qaforge does not judge yet (4-bit weights).
+/// qaforge does not judge yet.
 pub fn infer_precision(model: &ModelProto) -> Result<(Precision, String), String> {
     let Some(graph) = model.graph.as_ref() else { return Ok((Precision::Fp32, "no graph".into())) };
     // The first of `ops` (in the order given: the strongest evidence first) that the graph uses.
     let has = |ops: &[&str]| ops.iter().find(|op| graph.node.iter().any(|n| n.op_type == **op)).map(|op| op.to_string());
     let four_bit = |t: i32| t == DataType::Int4 as i32 || t == DataType::Uint4 as i32;
+    // Block-quantized weights (of 4 bits, or 8 in MatMulNBits): judged at int4's tolerances,
+    // the loosest, whatever else the graph quantizes.
     if let Some(op) = has(&["MatMulNBits", "GatherBlockQuantized"]) {
-        return Err(format!("its {op} holds 4-bit weights, a precision qaforge does not judge yet"));
+        return Ok((Precision::Int4, format!("inferred from its operators ({op}: block-quantized weights)")));
     }
     if graph.initializer.iter().any(|t| four_bit(t.data_type)) {
-        return Err("it holds 4-bit weights, a precision qaforge does not judge yet".into());
+        return Ok((Precision::Int4, "inferred from its operators (4-bit weight tensors)".into()));
     }
     if let Some(op) = has(&["DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"]) {
         return Ok((Precision::Int8Dynamic, format!("inferred from its operators ({op}: activations quantized at run time)")));
@@ -52,6 +54,7 @@ mod tests {
         assert_eq!(of(&model(vec![node("QuantizeLinear", "q", &["x", "s", "z"], &["y"], vec![]), node("DequantizeLinear", "d", &["y", "s", "z"], &["w"], vec![])], vec![])), Ok(Precision::Int8Static));
         assert_eq!(of(&model(vec![node("Cast", "c", &["x"], &["y"], vec![int_attribute("to", DataType::Float16 as i64)])], vec![])), Ok(Precision::Fp16));
         assert_eq!(of(&model(vec![node("MatMul", "m", &["x", "w"], &["y"], vec![])], vec![raw_tensor("w", &[1], DataType::Float, vec![0; 4])])), Ok(Precision::Fp32));
-        assert!(of(&model(vec![node("MatMulNBits", "m", &["x", "w"], &["y"], vec![])], vec![])).unwrap_err().contains("4-bit"));
+        assert_eq!(of(&model(vec![node("MatMulNBits", "m", &["x", "w"], &["y"], vec![])], vec![])), Ok(Precision::Int4));
+        assert_eq!(of(&model(vec![], vec![raw_tensor("w", &[2], DataType::Int4, vec![0])])), Ok(Precision::Int4));
     }
 }

@@ -219,6 +219,7 @@ mod tests {
             input_names: None,
             calibration_engine: qaforge_quantize::EngineChoice::Tract,
             calibration_fallback: None,
+            int4: Default::default(),
         };
         let (mut quantized, q) = qaforge_quantize::apply(&folded, &options, None, "test").unwrap();
         fuse(&mut quantized, &mut summary).unwrap();

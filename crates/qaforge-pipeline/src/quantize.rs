@@ -82,6 +82,9 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
     if options.precision == Precision::Fp32 {
         return Err(PipelineError::Request("fp32 is what quantize reads: choose fp16, int8-dynamic or int8-static".into()));
     }
+    if matches!(request.flavour, Flavour::OnnxRuntime(_)) && options.precision == Precision::Int4 {
+        return Err(PipelineError::Request("--for onnxruntime is for the int8 modes: the int4 artifact is ONNX Runtime's own operators already (MatMulNBits, GatherBlockQuantized)".into()));
+    }
     if matches!(request.flavour, Flavour::OnnxRuntime(_)) && options.precision == Precision::Fp16 {
         return Err(PipelineError::Request(
             "--for onnxruntime is for the int8 modes: ONNX Runtime's CPU kernels compute float16 slower than float32 (use the portable fp16 artifact for GPUs and NNAPI/CoreML)".into(),

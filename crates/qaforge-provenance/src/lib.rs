@@ -35,6 +35,8 @@ pub mod keys {
     pub const QUANTIZE_TARGET: &str = "qaforge.quantize.target";
     /// How int8 weights are quantized and stored, in words.
     pub const QUANTIZE_WEIGHTS: &str = "qaforge.quantize.weights";
+    /// int4: weights per block and how embedding tables are stored.
+    pub const QUANTIZE_INT4: &str = "qaforge.quantize.int4";
     /// The calibration method of int8-static.
     pub const QUANTIZE_METHOD: &str = "qaforge.quantize.method";
     /// Calibration features of int8-static.
@@ -85,6 +87,7 @@ pub mod keys {
         QUANTIZE_QA_HEAD,
         QUANTIZE_TARGET,
         QUANTIZE_WEIGHTS,
+        QUANTIZE_INT4,
         QUANTIZE_METHOD,
         QUANTIZE_SAMPLES,
         QUANTIZE_CALIBRATION_ENGINE,
@@ -117,11 +120,13 @@ pub enum Precision {
     Int8Dynamic,
     /// int8 weights and calibrated int8 activations (QDQ).
     Int8Static,
+    /// 4-bit block-wise weights (MatMulNBits, GatherBlockQuantized), float activations.
+    Int4,
 }
 
 impl Precision {
     /// Every precision, in the order of the documentation.
-    pub const ALL: [Precision; 4] = [Precision::Fp32, Precision::Fp16, Precision::Int8Dynamic, Precision::Int8Static];
+    pub const ALL: [Precision; 5] = [Precision::Fp32, Precision::Fp16, Precision::Int8Dynamic, Precision::Int8Static, Precision::Int4];
 
     /// The name used on the command line, in metadata and in reports.
     pub fn as_str(self) -> &'static str {
@@ -130,6 +135,7 @@ impl Precision {
             Precision::Fp16 => "fp16",
             Precision::Int8Dynamic => "int8-dynamic",
             Precision::Int8Static => "int8-static",
+            Precision::Int4 => "int4",
         }
     }
 
@@ -147,7 +153,7 @@ impl fmt::Display for Precision {
 
 /// A precision name qaforge does not know (an artifact from a newer qaforge, or edited metadata).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown precision `{0}` (known: fp32, fp16, int8-dynamic, int8-static)")]
+#[error("unknown precision `{0}` (known: fp32, fp16, int8-dynamic, int8-static, int4)")]
 pub struct UnknownPrecision(pub String);
 
 impl FromStr for Precision {
@@ -183,7 +189,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{p}\""));
             assert_eq!(serde_json::from_str::<Precision>(&format!("\"{p}\"")).unwrap(), p);
         }
-        assert_eq!("int4".parse::<Precision>(), Err(UnknownPrecision("int4".into())));
+        assert_eq!("int2".parse::<Precision>(), Err(UnknownPrecision("int2".into())));
     }
 
     #[test]
@@ -195,6 +201,7 @@ mod tests {
             Precision::Fp16 => 1,
             Precision::Int8Dynamic => 2,
             Precision::Int8Static => 3,
+            Precision::Int4 => 4,
         };
         let mut seen = [false; Precision::ALL.len()];
         for p in Precision::ALL {

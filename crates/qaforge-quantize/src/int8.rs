@@ -113,7 +113,7 @@ const DATA_MOVEMENT: &[&str] = &["Gather", "Slice", "Pad", "Concat", "Reshape", 
 
 /// The QA head: the MatMuls from which a graph output is reached without passing another MatMul
 /// (walking back from every output, stopping at the first MatMul on each path).
-fn qa_heads(graph: &GraphProto, index: &GraphIndex) -> std::collections::BTreeSet<usize> {
+pub(crate) fn qa_heads(graph: &GraphProto, index: &GraphIndex) -> std::collections::BTreeSet<usize> {
     let mut heads = std::collections::BTreeSet::new();
     let mut seen = std::collections::HashSet::new();
     let mut stack: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
@@ -202,7 +202,7 @@ pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize,
 
 /// Adds an int8 copy of the float matrix initializer `name` with its scales and zero points, and
 /// returns a DequantizeLinear node producing the float matrix again.
-fn dequantized_weight(rw: &mut Rewrite<'_>, name: &str, axis: usize, options: WeightOptions) -> Result<(NodeProto, String), QuantizeError> {
+pub(crate) fn dequantized_weight(rw: &mut Rewrite<'_>, name: &str, axis: usize, options: WeightOptions) -> Result<(NodeProto, String), QuantizeError> {
     let init = rw.initializer(name).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{name}`")))?;
     let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
     let values = f32_values(init)?;

@@ -11,6 +11,7 @@
 pub mod calibrate;
 pub mod fp16;
 pub mod graph;
+pub mod int4;
 pub mod int8;
 pub mod sensitivity;
 
@@ -20,6 +21,7 @@ use qaforge_squad::Features;
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
 pub use calibrate::{ActivationRange, CalibratedRanges, CalibrationMethod};
+pub use int4::{Int4Options, TableBits};
 pub use int8::{WeightOptions, WeightStorage};
 /// The engines calibration can run in (see [`QuantizeOptions::calibration_engine`]).
 pub use qaforge_runtime::EngineChoice;
@@ -105,6 +107,8 @@ pub struct QuantizeOptions {
     pub target: Target,
     /// Weight quantization (int8 modes).
     pub weights: WeightOptions,
+    /// Block size and embedding tables (int4).
+    pub int4: Int4Options,
     /// Calibration method (int8-static).
     pub method: CalibrationMethod,
     /// Features per calibration batch.
@@ -144,6 +148,8 @@ pub struct QuantizeSummary {
     pub casts: usize,
     /// Embedding tables stored int8.
     pub int8_tables: Vec<String>,
+    /// Embedding tables stored in 4-bit blocks (int4).
+    pub int4_tables: Vec<String>,
     /// Calibrated activation ranges (int8-static).
     pub ranges: BTreeMap<String, ActivationRange>,
     /// Calibration features used.
@@ -255,6 +261,18 @@ pub fn apply(
             summary.kept_float = s.kept_float;
             summary.int8_tables = s.tables;
         }
+        Precision::Int4 => {
+            let graph = out.graph.as_mut().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+            let s = int4::quantize(graph, &options.exclude, options.int8_qa_head, options.int4)?;
+            summary.converted = s.quantized;
+            summary.kept_float = s.kept_float;
+            summary.int8_tables = s.int8_tables;
+            summary.int4_tables = s.int4_tables;
+            // MatMulNBits and GatherBlockQuantized are ONNX Runtime's contrib operators.
+            if !out.opset_import.iter().any(|o| o.domain == int4::MICROSOFT_DOMAIN) {
+                out.opset_import.push(tract_onnx::pb::OperatorSetIdProto { domain: int4::MICROSOFT_DOMAIN.into(), version: 1 });
+            }
+        }
     }
     let mut metadata: Vec<(String, String)> = out
         .metadata_props
@@ -270,7 +288,11 @@ pub fn apply(
     if options.int8_qa_head {
         metadata.push((keys::QUANTIZE_QA_HEAD.into(), "int8".into()));
     }
-    if options.precision != Precision::Fp16 {
+    if options.precision == Precision::Int4 {
+        let int4 = format!("symmetric 4-bit blocks of {} (MatMulNBits), embedding tables {}", options.int4.block_size, options.int4.tables.as_str());
+        metadata.push((keys::QUANTIZE_INT4.into(), int4));
+    }
+    if options.precision.is_int8() {
         let weights = format!("symmetric {}, {}", if options.weights.per_tensor { "per-tensor" } else { "per-channel" }, options.weights.storage.describe());
         metadata.push((keys::QUANTIZE_TARGET.into(), options.target.as_str().into()));
         metadata.push((keys::QUANTIZE_WEIGHTS.into(), weights));

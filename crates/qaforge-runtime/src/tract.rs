@@ -32,9 +32,18 @@ impl TractSession {
 
     /// Loads and optimises an in-memory model whose inputs are fed as `layout` says.
     pub fn with_layout(model: &ModelProto, label: &str, layout: InputLayout) -> Result<Self, RuntimeError> {
-        // ONNX Runtime's contrib ops (the `--for onnxruntime` flavour): tract has no kernels for
-        // them, and says so in its own words only after typing the graph.
-        let mut contrib: Vec<&str> = model.graph.iter().flat_map(|g| &g.node).filter(|n| n.domain == "com.microsoft").map(|n| n.op_type.as_str()).collect();
+        // ONNX Runtime's contrib ops of the `--for onnxruntime` flavour (fused attention and
+        // normalizations): tract does not run them as ONNX Runtime does, and says so in its own
+        // words only after typing the graph. The int4 artifact's block-quantized weights
+        // (MatMulNBits, GatherBlockQuantized) it reads and dequantizes exactly.
+        const READ_BY_TRACT: &[&str] = &["MatMulNBits", "GatherBlockQuantized"];
+        let mut contrib: Vec<&str> = model
+            .graph
+            .iter()
+            .flat_map(|g| &g.node)
+            .filter(|n| n.domain == "com.microsoft" && !READ_BY_TRACT.contains(&n.op_type.as_str()))
+            .map(|n| n.op_type.as_str())
+            .collect();
         contrib.sort_unstable();
         contrib.dedup();
         if !contrib.is_empty() {

@@ -50,6 +50,7 @@ impl Tolerances {
             Precision::Fp32 => Tolerances { max_abs_diff: Some(1e-4), identical_predictions: true, max_f1_drop: None, min_cosine: None, min_agreement_f1: None },
             Precision::Fp16 => lossy(0.1, 0.999),
             Precision::Int8Dynamic | Precision::Int8Static => lossy(1.0, 0.99),
+            Precision::Int4 => lossy(3.0, 0.98),
         }
     }
 }

@@ -1,0 +1,290 @@
+//! INT4: weight-only 4-bit block-wise quantization. Every MatMul by a constant weight that int8
+//! would quantize becomes ONNX Runtime's `com.microsoft.MatMulNBits` (4 bits, one scale per block
+//! of `block_size` weights along K, symmetric: zero point 8, the operator's default); activations
+//! stay float. Embedding tables read by Gather become `com.microsoft.GatherBlockQuantized` (4 bits,
+//! blocks along each row) or stay int8 per row ([`TableBits`]); the embedding path's products,
+//! which read the table rows directly, get int8 weights, and the QA head stays float, as in int8.
+//!
+//! Why these operators (measured with ONNX Runtime 1.23.2 and tract 0.23.9): both engines run
+//! MatMulNBits with 4 bits and GatherBlockQuantized with 4 bits; ONNX Runtime 1.23 refuses 2-bit
+//! MatMulNBits, and tract refuses 8-bit. The opset-21 form (int4 DequantizeLinear with
+//! `block_size` before a MatMul) would be standard ONNX, but ONNX Runtime's CPU fuses it into
+//! MatMulNBits only with its optimizer on, and tract 0.23 does not read int4 tensors.
+//!
+//! Scales are rounded to float16 before the weights are rounded with them: tract keeps a block-32
+//! weight as its Q4_0 format, whose scales are float16, so both engines then dequantize to the same
+//! values.
+
+use qaforge_onnx::edit::{drop_unread_initializers, element_count, f32_values, int_attribute, node, raw_tensor, GraphIndex, Rewrite};
+use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, TensorProto};
+
+use crate::graph::Reasons;
+use crate::int8::{self, Decision, WeightOptions, WeightStorage};
+use crate::QuantizeError;
+
+/// The operator domain of MatMulNBits and GatherBlockQuantized.
+pub const MICROSOFT_DOMAIN: &str = "com.microsoft";
+
+/// Embedding tables smaller than this stay float (token-type embeddings), as in int8.
+const MIN_TABLE_ELEMENTS: usize = 4096;
+
+/// How embedding tables are stored in an int4 artifact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TableBits {
+    /// 4-bit blocks along each row (GatherBlockQuantized), where the row length allows a block
+    /// of at least 16; int8 otherwise.
+    #[default]
+    Int4,
+    /// int8 per row, dequantized before the Gather (as in the int8 precisions).
+    Int8,
+}
+
+impl TableBits {
+    /// The name on the command line and in provenance.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableBits::Int4 => "int4",
+            TableBits::Int8 => "int8",
+        }
+    }
+}
+
+/// How int4 quantizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int4Options {
+    /// Weights per block (one scale each) along the reduced dimension: a power of two ≥ 16.
+    pub block_size: usize,
+    /// How embedding tables are stored.
+    pub tables: TableBits,
+}
+
+impl Default for Int4Options {
+    fn default() -> Self {
+        Int4Options { block_size: 32, tables: TableBits::Int4 }
+    }
+}
+
+/// What the INT4 pass did.
+#[derive(Debug, Default)]
+pub struct Int4Summary {
+    /// MatMuls with 4-bit weights.
+    pub quantized: Vec<String>,
+    /// Nodes kept float (or int8), and why.
+    pub kept_float: Reasons,
+    /// Embedding tables stored in 4 bits (GatherBlockQuantized).
+    pub int4_tables: Vec<String>,
+    /// Embedding tables stored int8.
+    pub int8_tables: Vec<String>,
+}
+
+/// Symmetric 4-bit block quantization of `values`, `groups` rows of `len` values each, in blocks
+/// of `block_size` along a row (the last block zero-padded). Returns the codes (0..=15, zero at 8,
+/// so -8..=7 around it) and one scale per block, rounded to float16 first.
+///
+/// Each block's scale is searched, not just `max |w| / 7` (round to nearest): among `max |w| / d`
+/// for d from 6 to 9 in steps of 1/8, the one whose rounded and clamped codes reproduce the block
+/// with the least squared error. A larger d gives the many small weights finer steps at the cost
+/// of clipping the few largest; d = 7 is among the candidates, so the error is never worse than
+/// round-to-nearest's. Ties keep the smaller d, and candidates are tried in a fixed order, so the
+/// result is the same on every CPU.
+pub fn quantize_blocks(values: &[f32], groups: usize, len: usize, block_size: usize) -> (Vec<u8>, Vec<f32>) {
+    let blocks = len.div_ceil(block_size);
+    let mut codes = vec![8u8; groups * blocks * block_size];
+    let mut scales = vec![0f32; groups * blocks];
+    let code = |v: f32, scale: f32| (v / scale).round().clamp(-8.0, 7.0);
+    for g in 0..groups {
+        for b in 0..blocks {
+            let (start, end) = (b * block_size, ((b + 1) * block_size).min(len));
+            let row = &values[g * len + start..g * len + end];
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // An all-zero block gets scale 1 (its codes are 8).
+            let mut best = (f32::INFINITY, 1.0f32);
+            if amax > 0.0 {
+                for step in 0..=24 {
+                    let divisor = 6.0 + step as f32 / 8.0;
+                    // float16 keeps scales down to 6e-8; below that the block is noise anyway.
+                    let scale = half::f16::from_f32(amax / divisor).to_f32().max(f32::MIN_POSITIVE);
+                    let error: f32 = row.iter().map(|&v| (code(v, scale) * scale - v).powi(2)).sum();
+                    if error < best.0 {
+                        best = (error, scale);
+                    }
+                }
+            }
+            let scale = best.1;
+            scales[g * blocks + b] = scale;
+            for (i, &v) in row.iter().enumerate() {
+                codes[(g * blocks + b) * block_size + i] = (code(v, scale) as i8 + 8) as u8;
+            }
+        }
+    }
+    (codes, scales)
+}
+
+/// Two codes per byte, the first in the low nibble (both operators' layout).
+fn pack_nibbles(codes: &[u8]) -> Vec<u8> {
+    codes.chunks(2).map(|pair| pair[0] | (pair.get(1).copied().unwrap_or(8) << 4)).collect()
+}
+
+fn float_tensor(dims: &[i64], values: &[f32]) -> TensorProto {
+    raw_tensor("", dims, DataType::Float, values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
+fn microsoft(mut n: tract_onnx::pb::NodeProto) -> tract_onnx::pb::NodeProto {
+    n.domain = MICROSOFT_DOMAIN.into();
+    n
+}
+
+/// Quantizes `graph` in place; `exclude` and `int8_qa_head` as in int8 (the QA head stays float
+/// unless asked, and then gets int8 weights, not 4 bits).
+pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, options: Int4Options) -> Result<Int4Summary, QuantizeError> {
+    let block_size = options.block_size;
+    if !(16..=256).contains(&block_size) || !block_size.is_power_of_two() {
+        return Err(QuantizeError::Graph(format!("--block-size {block_size}: int4 blocks hold 16, 32, 64, 128 or 256 weights")));
+    }
+    let decisions = int8::weight_matmuls(graph, exclude, int8_qa_head);
+    let mut summary = Int4Summary { kept_float: int8::activation_matmuls(graph), ..Default::default() };
+    let heads = int8::qa_heads(graph, &GraphIndex::new(graph));
+    let int8_weights = WeightOptions { per_tensor: false, storage: WeightStorage::Int8 };
+    let mut rw = Rewrite::new(graph);
+    for (i, decision) in decisions {
+        let (x, w, name, output) = {
+            let n = rw.node(i);
+            (n.input[0].clone(), n.input[1].clone(), n.name.clone(), n.output[0].clone())
+        };
+        let int8_reason = match decision {
+            Decision::Float(reason) => {
+                summary.kept_float.insert(name, reason);
+                continue;
+            }
+            // The embedding path's product reads table rows directly (MobileBERT's trigram
+            // transformation), and the QA head decides every answer: 8 bits for both.
+            Decision::WeightOnly(_) => Some("embedding path: int8 weights, float activations (default)"),
+            Decision::Quantize if heads.contains(&i) => Some("QA head: int8 weights (--int8-qa-head), float activations"),
+            Decision::Quantize => None,
+        };
+        match int8_reason {
+            Some(reason) => {
+                let (dq, dq_out) = int8::dequantized_weight(&mut rw, &w, 1, int8_weights)?;
+                rw.insert_before(i, dq);
+                rw.graph.node[i].input[1] = dq_out;
+                summary.kept_float.insert(name, reason.into());
+            }
+            None => {
+                let init = rw.initializer(&w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
+                let (k, n) = (init.dims[0] as usize, init.dims[1] as usize);
+                let values = f32_values(init)?;
+                // MatMulNBits blocks each output column's K weights: transpose [K, N] to [N, K].
+                let mut columns = vec![0f32; k * n];
+                for r in 0..k {
+                    for c in 0..n {
+                        columns[c * k + r] = values[r * n + c];
+                    }
+                }
+                let (codes, scales) = quantize_blocks(&columns, n, k, block_size);
+                let blocks = k.div_ceil(block_size);
+                let b = rw.add_initializer(&format!("{w}.int4"), raw_tensor("", &[n as i64, blocks as i64, (block_size / 2) as i64], DataType::Uint8, pack_nibbles(&codes)));
+                let s = rw.add_initializer(&format!("{w}.int4_scale"), float_tensor(&[(n * blocks) as i64], &scales));
+                let attributes: Vec<AttributeProto> =
+                    vec![int_attribute("K", k as i64), int_attribute("N", n as i64), int_attribute("bits", 4), int_attribute("block_size", block_size as i64)];
+                rw.replace(i, [microsoft(node("MatMulNBits", &name, &[&x, &b, &s], &[&output], attributes))]);
+                summary.quantized.push(name);
+            }
+        }
+    }
+    // Embedding tables: those gathered by the token ids in 4-bit blocks along each row where the
+    // row holds a whole block of at least 16, else (or with --embeddings int8, or read by a Slice)
+    // int8 per row.
+    let tables: Vec<(String, Vec<usize>, bool)> = {
+        let (graph, index) = (&*rw.graph, GraphIndex::new(rw.graph));
+        graph
+            .initializer
+            .iter()
+            .filter(|t| t.data_type == DataType::Float as i32 && t.dims.len() == 2 && element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
+            .filter_map(|t| {
+                let readers = index.consumers.get(&t.name)?;
+                let moved = |r: &usize| matches!(graph.node[*r].op_type.as_str(), "Gather" | "Slice") && graph.node[*r].input[0] == t.name;
+                if !readers.iter().all(moved) {
+                    return None;
+                }
+                // tract's GatherBlockQuantized takes int64 indices only, and tract reads indices
+                // computed in the graph (RoBERTa's positions) as its dimension type: a table
+                // gathered by anything but an int64 graph input (the token ids) is stored int8.
+                let int64_input = |name: &str| {
+                    graph.input.iter().any(|i| {
+                        i.name == name
+                            && matches!(i.r#type.as_ref().and_then(|t| t.value.as_ref()), Some(tract_onnx::pb::type_proto::Value::TensorType(t)) if t.elem_type == DataType::Int64 as i32)
+                    })
+                };
+                let gathered = readers.iter().all(|&r| {
+                    let n = &graph.node[r];
+                    n.op_type == "Gather" && qaforge_onnx::edit::int_attr(n, "axis").unwrap_or(0) == 0 && int64_input(&n.input[1])
+                });
+                Some((t.name.clone(), readers.clone(), gathered))
+            })
+            .collect()
+    };
+    for (table, readers, gathered) in tables {
+        let init = rw.initializer(&table).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{table}`")))?;
+        let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
+        let table_block = (4..=block_size.trailing_zeros()).rev().map(|b| 1usize << b).find(|b| cols % b == 0);
+        match (options.tables, gathered, table_block) {
+            (TableBits::Int4, true, Some(table_block)) => {
+                let (codes, scales) = quantize_blocks(&f32_values(init)?, rows, cols, table_block);
+                let data = rw.add_initializer(&format!("{table}.int4"), raw_tensor("", &[rows as i64, (cols / 2) as i64], DataType::Uint8, pack_nibbles(&codes)));
+                let s = rw.add_initializer(&format!("{table}.int4_scale"), float_tensor(&[rows as i64, (cols / table_block) as i64], &scales));
+                for r in readers {
+                    let n = rw.node(r).clone();
+                    let attributes = vec![
+                        int_attribute("bits", 4),
+                        int_attribute("block_size", table_block as i64),
+                        int_attribute("gather_axis", 0),
+                        int_attribute("quantize_axis", 1),
+                    ];
+                    rw.replace(r, [microsoft(node("GatherBlockQuantized", &n.name, &[&data, &n.input[1], &s], &[&n.output[0]], attributes))]);
+                }
+                summary.int4_tables.push(table);
+            }
+            _ => {
+                let (dq, dq_out) = int8::dequantized_weight(&mut rw, &table, 0, int8_weights)?;
+                rw.insert_before(readers[0], dq);
+                for r in readers {
+                    rw.graph.node[r].input[0] = dq_out.clone();
+                }
+                summary.int8_tables.push(table);
+            }
+        }
+    }
+    rw.apply();
+    drop_unread_initializers(graph);
+    graph.value_info.clear();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_search_the_scale_with_the_least_error() {
+        // One group of 20 values in blocks of 16: the second block is zero-padded.
+        let mut values: Vec<f32> = (0..20).map(|i| (i as f32 - 8.0) / 8.0).collect();
+        values[3] = -2.0;
+        let (codes, scales) = quantize_blocks(&values, 1, 20, 16);
+        assert_eq!(codes.len(), 32);
+        assert_eq!(codes[8], 8, "zero is exact");
+        assert!(codes[20..].iter().all(|&c| c == 8), "padding dequantizes to zero");
+        let error = |codes: &[u8], scales: &[f32]| -> f32 { values.iter().enumerate().map(|(i, v)| ((codes[i] as f32 - 8.0) * scales[i / 16] - v).powi(2)).sum() };
+        // Round to nearest (max |w| / 7, codes -7..=7) is one of the candidates: never better.
+        let nearest: Vec<f32> = [2.0f32 / 7.0, 11.0 / 8.0 / 7.0].iter().map(|s| half::f16::from_f32(*s).to_f32()).collect();
+        let nearest_codes: Vec<u8> = values.iter().enumerate().map(|(i, v)| ((v / nearest[i / 16]).round().clamp(-8.0, 7.0) as i8 + 8) as u8).collect();
+        assert!(error(&codes, &scales) <= error(&nearest_codes, &nearest), "{} > {}", error(&codes, &scales), error(&nearest_codes, &nearest));
+        assert!(scales.iter().all(|&s| half::f16::from_f32(s).to_f32() == s), "float16-exact scales");
+        for (i, v) in values.iter().enumerate() {
+            let s = scales[i / 16];
+            assert!(((codes[i] as f32 - 8.0) * s - v).abs() <= 2.0 * s, "value {i} near its code");
+        }
+        assert_eq!(pack_nibbles(&[1, 2, 15]), vec![0x21, 0x8f]);
+        // An all-zero block: scale 1, codes at the zero point.
+        assert_eq!(quantize_blocks(&[0.0; 16], 1, 16, 16), (vec![8; 16], vec![1.0]));
+    }
+}
