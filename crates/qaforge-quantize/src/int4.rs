@@ -15,7 +15,7 @@
 //! weight as its Q4_0 format, whose scales are float16, so both engines then dequantize to the same
 //! values.
 
-use qaforge_onnx::edit::{drop_unread_initializers, element_count, f32_values, int_attribute, node, raw_tensor, GraphIndex, Rewrite};
+use qaforge_onnx::edit::{drop_unread_initializers, f32_values, int_attribute, node, raw_tensor, GraphIndex, Rewrite};
 use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, TensorProto};
 
 use crate::graph::Reasons;
@@ -24,9 +24,6 @@ use crate::QuantizeError;
 
 /// The operator domain of MatMulNBits and GatherBlockQuantized.
 pub const MICROSOFT_DOMAIN: &str = "com.microsoft";
-
-/// Embedding tables smaller than this stay float (token-type embeddings), as in int8.
-const MIN_TABLE_ELEMENTS: usize = 4096;
 
 /// How embedding tables are stored in an int4 artifact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -194,36 +191,14 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
     // Embedding tables: those gathered by the token ids in 4-bit blocks along each row where the
     // row holds a whole block of at least 16, else (or with --embeddings int8, or read by a Slice)
     // int8 per row.
-    let tables: Vec<(String, Vec<usize>, bool)> = {
-        let (graph, index) = (&*rw.graph, GraphIndex::new(rw.graph));
-        graph
-            .initializer
-            .iter()
-            .filter(|t| t.data_type == DataType::Float as i32 && t.dims.len() == 2 && element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
-            .filter_map(|t| {
-                let readers = index.consumers.get(&t.name)?;
-                let moved = |r: &usize| matches!(graph.node[*r].op_type.as_str(), "Gather" | "Slice") && graph.node[*r].input[0] == t.name;
-                if !readers.iter().all(moved) {
-                    return None;
-                }
-                // tract's GatherBlockQuantized takes int64 indices only, and tract reads indices
-                // computed in the graph (RoBERTa's positions) as its dimension type: a table
-                // gathered by anything but an int64 graph input (the token ids) is stored int8.
-                let int64_input = |name: &str| {
-                    graph.input.iter().any(|i| {
-                        i.name == name
-                            && matches!(i.r#type.as_ref().and_then(|t| t.value.as_ref()), Some(tract_onnx::pb::type_proto::Value::TensorType(t)) if t.elem_type == DataType::Int64 as i32)
-                    })
-                };
-                let gathered = readers.iter().all(|&r| {
-                    let n = &graph.node[r];
-                    n.op_type == "Gather" && qaforge_onnx::edit::int_attr(n, "axis").unwrap_or(0) == 0 && int64_input(&n.input[1])
-                });
-                Some((t.name.clone(), readers.clone(), gathered))
-            })
-            .collect()
-    };
-    for (table, readers, gathered) in tables {
+    for (table, readers) in int8::embedding_tables(rw.graph) {
+        // tract's GatherBlockQuantized takes int64 indices only, and tract reads indices computed
+        // in the graph (RoBERTa's positions) as its dimension type: a table gathered by anything
+        // but an int64 graph input (the token ids) is stored int8.
+        let gathered = readers.iter().all(|&r| {
+            let n = rw.node(r);
+            n.op_type == "Gather" && qaforge_onnx::edit::int_attr(n, "axis").unwrap_or(0) == 0 && rw.input_elem_type(&n.input[1]) == Some(DataType::Int64 as i32)
+        });
         let init = rw.initializer(&table).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{table}`")))?;
         let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
         let table_block = (4..=block_size.trailing_zeros()).rev().map(|b| 1usize << b).find(|b| cols % b == 0);
@@ -245,11 +220,7 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
                 summary.int4_tables.push(table);
             }
             _ => {
-                let (dq, dq_out) = int8::dequantized_weight(&mut rw, &table, 0, int8_weights)?;
-                rw.insert_before(readers[0], dq);
-                for r in readers {
-                    rw.graph.node[r].input[0] = dq_out.clone();
-                }
+                int8::store_table_int8(&mut rw, &table, &readers)?;
                 summary.int8_tables.push(table);
             }
         }

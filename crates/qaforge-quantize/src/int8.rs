@@ -220,6 +220,32 @@ pub(crate) fn dequantized_weight(rw: &mut Rewrite<'_>, name: &str, axis: usize, 
     Ok((node("DequantizeLinear", &out, &[&q_name, &s_name, &z_name], &[&out], attributes), out))
 }
 
+/// Embedding tables: float matrices of at least [`MIN_TABLE_ELEMENTS`] that only Gathers or
+/// Slices read (as their data), each with the positions of its readers.
+pub(crate) fn embedding_tables(graph: &GraphProto) -> Vec<(String, Vec<usize>)> {
+    let index = GraphIndex::new(graph);
+    graph
+        .initializer
+        .iter()
+        .filter(|t| is_float_matrix(t) && element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
+        .filter_map(|t| {
+            let readers = index.consumers.get(&t.name)?;
+            readers.iter().all(|&r| matches!(graph.node[r].op_type.as_str(), "Gather" | "Slice") && graph.node[r].input[0] == t.name).then(|| (t.name.clone(), readers.clone()))
+        })
+        .collect()
+}
+
+/// Stores `table` int8 per row, dequantized before its `readers`. Tables are only dequantized
+/// (exact on every engine), never multiplied as integers: full-range int8 whatever the target.
+pub(crate) fn store_table_int8(rw: &mut Rewrite<'_>, table: &str, readers: &[usize]) -> Result<(), QuantizeError> {
+    let (dq, dq_out) = dequantized_weight(rw, table, 0, WeightOptions { per_tensor: false, storage: WeightStorage::Int8 })?;
+    rw.insert_before(readers[0], dq);
+    for &r in readers {
+        rw.graph.node[r].input[0] = dq_out.clone();
+    }
+    Ok(())
+}
+
 /// How activations of quantized MatMuls are quantized.
 pub enum Activations<'a> {
     /// At run time: DynamicQuantizeLinear + MatMulInteger.
@@ -325,26 +351,8 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
     }
 
     // Embedding tables: int8 per row, dequantized before the Gather/Slice that reads them.
-    let tables: Vec<(String, Vec<usize>)> = {
-        let (graph, index) = (&*rw.graph, GraphIndex::new(rw.graph));
-        graph
-            .initializer
-            .iter()
-            .filter(|t| is_float_matrix(t) && element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
-            .filter_map(|t| {
-                let readers = index.consumers.get(&t.name)?;
-                readers.iter().all(|&r| matches!(graph.node[r].op_type.as_str(), "Gather" | "Slice") && graph.node[r].input[0] == t.name).then(|| (t.name.clone(), readers.clone()))
-            })
-            .collect()
-    };
-    for (table, readers) in tables {
-        // Tables are only dequantized (exact on every engine), never multiplied as integers:
-        // full-range int8 per row whatever the target.
-        let (dq, dq_out) = dequantized_weight(&mut rw, &table, 0, WeightOptions { per_tensor: false, storage: WeightStorage::Int8 })?;
-        rw.insert_before(readers[0], dq);
-        for r in readers {
-            rw.graph.node[r].input[0] = dq_out.clone();
-        }
+    for (table, readers) in embedding_tables(rw.graph) {
+        store_table_int8(&mut rw, &table, &readers)?;
         summary.tables.push(table);
     }
     rw.apply();
