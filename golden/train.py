@@ -12,6 +12,10 @@ first 18 articles, so those 18 articles (5,975 questions) are held out whole and
 start and end cross-entropies). The recipe is seeded (torch, shuffling, the new QA head) and runs
 with deterministic algorithms; a GPU takes about a minute, two CPU cores about an hour an epoch.
 
+With --squad-v1 it also trains on SQuAD v1.1 train and unanswerable questions made from it
+(with_unanswerable), under bfloat16 autocast where --bf16 says; golden/train_search.sh compares
+candidate recipes of that kind on 3 validation articles (make trained-fixture TRAIN_RECIPE=squad-v1).
+
 Writes DIR/model.safetensors (float16, BertForQuestionAnswering names), DIR/config.json and
 DIR/train-report.json (loss per epoch; EM/F1 on the held-out articles and on eval.json with the
 float16 weights, next to always-no-answer). golden/generate.py turns DIR into the fixtures (BERT and
@@ -21,6 +25,7 @@ MobileBERT format) and their PyTorch goldens.
 import argparse
 import collections
 import json
+import lzma
 import math
 import os
 import sys
@@ -68,29 +73,103 @@ def examples_of(articles):
                 yield qa, paragraph["context"]
 
 
-def train_features(tok, articles):
+def load_json(path):
+    """A SQuAD file, plain or xz-compressed (the device run carries SQuAD v1.1 train compressed)."""
+    opener = lzma.open if path.endswith(".xz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return json.load(f)["data"]
+
+
+# Words too common to say which paragraph a question is about (the overlap pairing ignores them).
+STOPWORDS = set("""a an and are as at be by did do does for from had has have how in is it its of on or
+that the their there these this to was were what when where which who whom whose why will with""".split())
+
+
+def words_of(text):
+    return {w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split() if w not in STOPWORDS}
+
+
+def with_unanswerable(articles, fraction, pairing, seed):
+    """SQuAD v1.1 articles plus unanswerable questions made from them: a share `fraction` of the
+    questions is also asked of another paragraph of the same article that contains none of its
+    answers. `overlap` picks the paragraph sharing most question words (a plausible distractor,
+    as SQuAD v2's unanswerable questions are written to be); `random`, any such paragraph. The
+    article is kept whole, so a negative is as close in topic as SQuAD v2's."""
+    rng = np.random.default_rng(seed)
+    out, made = [], 0
+    for article in articles:
+        paragraphs = [{"context": p["context"], "qas": [dict(qa) for qa in p["qas"]]} for p in article["paragraphs"]]
+        lowered = [p["context"].lower() for p in paragraphs]
+        vocab = [words_of(p["context"]) for p in paragraphs]
+        extra = [[] for _ in paragraphs]
+        for pi, paragraph in enumerate(paragraphs):
+            for qa in paragraph["qas"]:
+                if rng.random() >= fraction:
+                    continue
+                answers = {a["text"].lower() for a in qa["answers"]}
+                others = [oi for oi in range(len(paragraphs))
+                          if oi != pi and not any(a in lowered[oi] for a in answers)]
+                if not others:
+                    continue
+                if pairing == "overlap":
+                    q = words_of(qa["question"])
+                    other = max(others, key=lambda oi: (len(q & vocab[oi]), -oi))
+                else:
+                    other = others[int(rng.integers(len(others)))]
+                extra[other].append({"id": qa["id"] + "-unanswerable", "question": qa["question"], "answers": [],
+                                     "is_impossible": True})
+                made += 1
+        for paragraph, qas in zip(paragraphs, extra):
+            paragraph["qas"].extend(qas)
+        out.append({"title": article["title"], "paragraphs": paragraphs})
+    return out, made
+
+
+def train_features(vocab_dir, articles, workers=1):
     """run_qa.py's prepare_train_features: the answer's token span, or [CLS] (0, 0) when the
-    question has no answer or the answer is not wholly inside the window."""
+    question has no answer or the answer is not wholly inside the window. The questions are split
+    into chunks encoded by `workers` processes (SQuAD v1.1's 130,000 questions are minutes of
+    Python in one); the features come out in question order whatever the split."""
+    pairs = [({"question": qa["question"], "answers": qa["answers"][:1]}, context) for qa, context in examples_of(articles)]
+    size = max(1, math.ceil(len(pairs) / (workers * 4)))
+    chunks = [(vocab_dir, pairs[b:b + size]) for b in range(0, len(pairs), size)]
+    if workers > 1 and len(chunks) > 1:
+        import multiprocessing
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_train_features_of, chunks)
+    else:
+        parts = [_train_features_of(chunk) for chunk in chunks]
+    as_tensor = lambda k: torch.from_numpy(np.concatenate([part[k] for part in parts]))
+    return tuple(as_tensor(k) for k in range(5))
+
+
+def _train_features_of(job):
+    vocab_dir, pairs = job
+    tok = tokenizer_for(vocab_dir)
     ids, mask, types, starts, ends = [], [], [], [], []
-    for qa, context in examples_of(articles):
-        answer = qa["answers"][0] if qa["answers"] else None
-        for enc in windows(tok, qa["question"], context):
-            seq = enc.sequence_ids
-            s = e = 0
-            if answer is not None:
-                a0 = answer["answer_start"]
-                a1 = a0 + len(answer["text"])
-                ctx = [k for k, sid in enumerate(seq) if sid == 1]
-                if ctx and enc.offsets[ctx[0]][0] <= a0 and enc.offsets[ctx[-1]][1] >= a1:
-                    s = next(k for k in ctx if enc.offsets[k][1] > a0)
-                    e = next(k for k in reversed(ctx) if enc.offsets[k][0] < a1)
-            ids.append(enc.ids)
-            mask.append(enc.attention_mask)
-            types.append(enc.type_ids)
-            starts.append(s)
-            ends.append(e)
-    as_tensor = lambda v: torch.tensor(np.array(v, dtype=np.int64))
-    return as_tensor(ids), as_tensor(mask), as_tensor(types), as_tensor(starts), as_tensor(ends)
+    for b in range(0, len(pairs), 4096):
+        chunk = pairs[b:b + 4096]
+        firsts = tok.encode_batch([(qa["question"].lstrip(), context) for qa, context in chunk])
+        for (qa, context), first in zip(chunk, firsts):
+            answer = qa["answers"][0] if qa["answers"] else None
+            for enc in [first] + list(first.overflowing):
+                s = e = 0
+                if answer is not None:
+                    # Read each property once: every access builds a new Python list.
+                    seq, offsets = enc.sequence_ids, enc.offsets
+                    a0 = answer["answer_start"]
+                    a1 = a0 + len(answer["text"])
+                    ctx = [k for k, sid in enumerate(seq) if sid == 1]
+                    if ctx and offsets[ctx[0]][0] <= a0 and offsets[ctx[-1]][1] >= a1:
+                        s = next(k for k in ctx if offsets[k][1] > a0)
+                        e = next(k for k in reversed(ctx) if offsets[k][0] < a1)
+                ids.append(enc.ids)
+                mask.append(enc.attention_mask)
+                types.append(enc.type_ids)
+                starts.append(s)
+                ends.append(e)
+    rows = lambda v: np.array(v, dtype=np.int64).reshape(-1, MAX_LENGTH)
+    return rows(ids), rows(mask), rows(types), np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
 
 
 def eval_features(tok, articles):
@@ -161,6 +240,22 @@ def main():
                    help="keep the last N training articles out of training and report F1 on them (choosing a recipe "
                         "without looking at the held-out articles); the final recipe trains on all 17")
     p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (a smoke test; 0: no limit)")
+    p.add_argument("--squad-v1", help="SQuAD v1.1 train (train-v1.1.json, or .json.xz): trained on beside the dev articles, "
+                                      "with unanswerable questions made from it (--unanswerable-fraction, --pairing)")
+    p.add_argument("--unanswerable-fraction", type=float, default=0.5,
+                   help="share of SQuAD v1.1 questions also asked, unanswerable, of another paragraph of their article")
+    p.add_argument("--pairing", choices=["overlap", "random"], default="overlap",
+                   help="which other paragraph: the one sharing most question words, or any")
+    p.add_argument("--dev-repeat", type=int, default=1,
+                   help="times each dev training feature appears per epoch (SQuAD v2's own unanswerable questions)")
+    p.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (float32 weights and optimizer)")
+    p.add_argument("--features-cache", help="a file that keeps the training features between runs of one recipe's data")
+    p.add_argument("--prepare-only", action="store_true", help="write --features-cache and stop")
+    p.add_argument("--deadline", type=float, default=0,
+                   help="stop training after this many seconds from the start (a leased GPU's time limit; 0: none); "
+                        "the report records the step it stopped at")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that make the training features")
+    p.add_argument("--limit-v1-articles", type=int, default=0, help="use only the first N SQuAD v1.1 articles (a smoke test)")
     args = p.parse_args()
     started = time.time()
     torch.manual_seed(args.seed)
@@ -179,17 +274,43 @@ def main():
     held_titles = {a["title"] for a in held_out}
     assert all(a["title"] in held_titles for a in eval_slice), "eval.json must lie inside the held-out articles"
 
-    tok = tokenizer_for(os.path.join(args.shared, "vocab", "bert-base-uncased"))
-    ids, mask, types, starts, ends = train_features(tok, training)
-    print(f"training: {len(training)} articles, {sum(1 for _ in examples_of(training))} questions, {len(ids)} features; "
-          f"held out: {len(held_out)} articles", flush=True)
+    vocab_dir = os.path.join(args.shared, "vocab", "bert-base-uncased")
+    tok = tokenizer_for(vocab_dir)
+    data_report = {"dev_articles": len(training), "dev_questions": sum(1 for _ in examples_of(training))}
+    if args.features_cache and os.path.exists(args.features_cache):
+        ids, mask, types, starts, ends, data_report = torch.load(args.features_cache)
+    else:
+        ids, mask, types, starts, ends = train_features(vocab_dir, training, args.workers)
+        data_report["dev_features"] = len(ids)
+        if args.dev_repeat > 1:
+            ids, mask, types, starts, ends = (t.repeat(args.dev_repeat, 1) if t.dim() == 2 else t.repeat(args.dev_repeat)
+                                              for t in (ids, mask, types, starts, ends))
+        if args.squad_v1:
+            v1 = load_json(args.squad_v1)
+            if args.limit_v1_articles:
+                v1 = v1[:args.limit_v1_articles]
+            v1, made = with_unanswerable(v1, args.unanswerable_fraction, args.pairing, args.seed)
+            more = train_features(vocab_dir, v1, args.workers)
+            ids, mask, types, starts, ends = (torch.cat([a, b]) for a, b in zip((ids, mask, types, starts, ends), more))
+            data_report |= {"squad_v1_articles": len(v1), "squad_v1_questions": sum(1 for _ in examples_of(v1)) - made,
+                            "unanswerable_made": made, "squad_v1_features": len(more[0])}
+        data_report["features"] = len(ids)
+        data_report["unanswerable_features"] = int((starts == 0).sum())
+        if args.features_cache:
+            torch.save((ids, mask, types, starts, ends, data_report), args.features_cache + ".tmp")
+            os.replace(args.features_cache + ".tmp", args.features_cache)
+    print(f"training data: {json.dumps(data_report)}; held out: {len(held_out)} articles; "
+          f"validation: {len(validation)} articles", flush=True)
+    if args.prepare_only:
+        return
 
     with open(os.path.join(args.base, "config.json")) as f:
         base_config = json.load(f)
     keep = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
             "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id")
     config = BertConfig(**{k: base_config[k] for k in keep})
-    config._attn_implementation = "eager"
+    # sdpa under autocast (fast); eager otherwise, as the recipe always ran.
+    config._attn_implementation = "sdpa" if args.bf16 else "eager"
     model = BertForQuestionAnswering(config)  # the QA head is drawn from torch's seeded RNG
     # The pretrained weights are rounded to float16 first (as the fixture is stored), so that the
     # recipe reads the same numbers from the package's float32 file and from a float16 copy of it.
@@ -198,6 +319,8 @@ def main():
     missing, unexpected = model.bert.load_state_dict(base, strict=False)
     assert not unexpected and all(k.startswith("pooler.") for k in missing), (missing, unexpected)
     model.to(args.device)
+    # The whole training set fits on a GPU (about 1.3 GB with SQuAD v1.1): moved once, not per step.
+    ids, mask, types, starts, ends = (t.to(args.device) for t in (ids, mask, types, starts, ends))
 
     no_decay = lambda n: n.endswith(".bias") or "LayerNorm" in n
     groups = [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": 0.01},
@@ -209,26 +332,38 @@ def main():
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: step / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup)))
     shuffle = torch.Generator().manual_seed(args.seed)
-    report = {"recipe": vars(args) | {"base": os.path.basename(os.path.normpath(args.base))}, "epochs": []}
+    report = {"recipe": vars(args) | {"base": os.path.basename(os.path.normpath(args.base))}, "data": data_report,
+              "epochs": []}
     for epoch in range(args.epochs):
+        if "stopped_at" in report:
+            break
         model.train()
         order = torch.randperm(len(ids), generator=shuffle)
         losses = []
         for step, b in enumerate(range(0, len(ids), args.batch)):
             if args.max_steps and step >= args.max_steps:
                 break
+            if args.deadline and time.time() - started > args.deadline:
+                report["stopped_at"] = {"epoch": epoch + 1, "step": step, "of_steps": steps_per_epoch}
+                print(f"deadline: stopped at epoch {epoch + 1} step {step}/{steps_per_epoch}", flush=True)
+                break
             idx = order[b:b + args.batch]
-            out = model(input_ids=ids[idx].to(args.device), attention_mask=mask[idx].to(args.device),
-                        token_type_ids=types[idx].to(args.device), start_positions=starts[idx].to(args.device),
-                        end_positions=ends[idx].to(args.device))
+            with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
+                out = model(input_ids=ids[idx].to(args.device), attention_mask=mask[idx].to(args.device),
+                            token_type_ids=types[idx].to(args.device), start_positions=starts[idx].to(args.device),
+                            end_positions=ends[idx].to(args.device))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(out.loss.item())
-        report["epochs"].append({"epoch": epoch + 1, "mean_loss": float(np.mean(losses))})
-        print(f"epoch {epoch + 1}: mean loss {np.mean(losses):.4f} ({time.time() - started:.0f} s)", flush=True)
+            losses.append(out.loss.detach())  # no .item() per step: it would wait for the GPU each time
+            if step % 1000 == 999:
+                print(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch}: loss {torch.stack(losses[-1000:]).mean().item():.4f} "
+                      f"({time.time() - started:.0f} s)", flush=True)
+        mean_loss = torch.stack(losses).float().mean().item()
+        report["epochs"].append({"epoch": epoch + 1, "mean_loss": mean_loss})
+        print(f"epoch {epoch + 1}: mean loss {mean_loss:.4f} ({time.time() - started:.0f} s)", flush=True)
 
     # Stored float16; every figure below is computed with those rounded weights.
     model.to("cpu")
@@ -248,7 +383,11 @@ def main():
         json.dump(config_dict, f, indent=2, sort_keys=True)
         f.write("\n")
 
-    if validation:
+    if validation and args.squad_v1:
+        # With SQuAD v1.1 the validation articles stay out of the fixture's training (1,265 of
+        # ~140,000 questions), so the recipe chosen on them is the fixture itself, without a rerun.
+        evaluations = [("validation articles", validation), ("eval.json", eval_slice), ("held-out articles", held_out)]
+    elif validation:
         evaluations = [("validation articles", validation)]
     elif args.max_steps:
         evaluations = [("eval.json", eval_slice)]
