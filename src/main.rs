@@ -293,9 +293,11 @@ enum Command {
         /// or for an artifact without qaforge metadata, the one its operators show).
         #[arg(long, value_enum)]
         precision: Option<VerifyPrecisionArg>,
-        /// Features per batch.
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
+        /// Features per batch [default: 1 for int8-dynamic artifacts, 8 otherwise]. int8-dynamic
+        /// scales each activation over its whole batch, so its logits depend on the batch they
+        /// run in: batch 1 is how an app runs it. The report records the batch size used.
+        #[arg(long)]
+        batch_size: Option<usize>,
         /// Write the JSON report here, and the Markdown report beside it (same name, .md).
         #[arg(long)]
         report: Option<PathBuf>,
@@ -667,13 +669,14 @@ fn conclude(result: &qaforge_verify::Report, report: Option<PathBuf>) -> anyhow:
     }
     println!("{}\n{}", qaforge_verify::MARKDOWN_HEADER, result.markdown_row());
     println!(
-        "{}: {}; {} features in {:.2} s ({} on {}); reference F1 {:.2}; {} of {} predictions identical",
+        "{}: {}; {} features in {:.2} s ({} on {}{}); reference F1 {:.2}; {} of {} predictions identical",
         result.artifact.display(),
         result.data,
         result.features,
         result.seconds,
         result.engine,
         result.cpu,
+        result.batch_size.map_or_else(String::new, |b| format!(", batch size {b}")),
         result.squad.reference.f1,
         result.squad.identical_predictions,
         result.squad.questions

@@ -48,12 +48,12 @@ fn convert_quantize_and_verify_in_two_steps() {
 
     // Verify's two steps, as a caller with logits from elsewhere uses them.
     let bundle = qaforge_verify::Bundle::open(&golden().join("mobilebert-tiny")).unwrap();
-    let run = qaforge_verify::RunOptions { engine: qaforge_verify::EngineChoice::Tract, batch_size: 8, cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None };
+    let run = qaforge_verify::RunOptions { engine: qaforge_verify::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None };
     let artifact = qaforge_verify::Artifact::open(&int8, &bundle, &run.engine, false).unwrap();
     assert_eq!(artifact.precision, Precision::Int8Dynamic);
     let computed = qaforge_verify::compute_logits(&artifact, &bundle, &run, &|_, _| {}).unwrap();
     assert_eq!(computed.features, 0..bundle.features.count);
-    let mut truncated = qaforge_verify::ComputedLogits { features: computed.features.clone(), logits: computed.logits.clone(), engine: computed.engine.clone(), cpu: computed.cpu.clone(), exactness: computed.exactness.clone(), seconds: 0.0 };
+    let mut truncated = qaforge_verify::ComputedLogits { features: computed.features.clone(), logits: computed.logits.clone(), engine: computed.engine.clone(), cpu: computed.cpu.clone(), exactness: computed.exactness.clone(), seconds: 0.0, batch_size: computed.batch_size };
     let report = qaforge_verify::judge(&artifact, &bundle, run.shard, computed, Default::default()).unwrap();
     assert!(report.pass, "{:?}", report.failures);
     assert_eq!(report.tolerances, qaforge_verify::Tolerances::for_precision(Precision::Int8Dynamic));

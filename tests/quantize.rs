@@ -54,6 +54,9 @@ fn every_mode_passes_verify_on_every_fixture() {
             assert!(verified.status.success(), "{fixture} {precision}: {}", text(&verified));
             assert_eq!(report["precision"], precision);
             assert_eq!(report["logits"]["non_finite"], 0);
+            // int8-dynamic runs as an app runs it, one feature at a time (its activation scales
+            // span the batch); the rest in batches of 8.
+            assert_eq!(report["batch_size"], if precision == "int8-dynamic" { 1 } else { 8 }, "{fixture} {precision}");
             // Not bit-exact (that is fp32's bar), but close: a broken pass would not be.
             let cosine = report["logits"]["cosine"].as_f64().unwrap();
             let floor = match precision {

@@ -8,12 +8,15 @@
 #   artifact                agreement F1 ≥   ΔF1 ≥   measured agreement, ΔF1: Xeon AVX-512 VNNI | EPYC AVX2
 #   fp32 (tract)            every prediction identical, max |Δ| ≤ 1e-4 (verify's fp32 default)
 #   fp16                    99               -1.0    100.00, 0.00 | 100.00, 0.00
-#   int8-dynamic            88.5             -2.5    90.83, +2.58 | 91.23, +3.37 (the same bytes)
+#   int8-dynamic (batch 1)  86.5             -2.5    88.82, +1.99 | 90.46, +1.63 (the same bytes; **)
 #   int8-static minmax      89.5             -2.5    91.68, +1.71 | 92.77, +2.69 (*)
 #   int8-static percentile  88               -2.5    90.33, +1.64 | 90.61, +2.84 (*)
 #   int8-static mse         82               -2.5    84.52, -0.21 | 84.40, -0.35 (*)
 #   int4 (blocks of 32)     84.5             -2.5    86.99, +0.63 | (not measured there)
 #
+# (**) verify runs int8-dynamic at batch size 1 (as an app does; its activation scales span the
+# batch). AVX2 measured as a Haswell under qemu (2026-11-30), which reproduced the EPYC exactly
+# before. At batch 8 the same file read 90.83, +2.58 | 91.23, +3.37.
 # (*) calibrated on that CPU before calibration was made CPU-independent; an AVX-512 VNNI EPYC
 # measured mse at ΔF1 -0.55 then. int8-static artifacts are now the same bytes everywhere
 # (tests/cross_cpu.sh), but ONNX Runtime runs each with its CPU's float kernels, and this model's
@@ -51,7 +54,7 @@ done
 bounds() { # ARTIFACT -> "MIN_AGREEMENT_F1 MAX_F1_DROP"
   case $1 in
     fp16) echo 99 1.0 ;;
-    int8-dynamic) echo 88.5 2.5 ;;
+    int8-dynamic) echo 86.5 2.5 ;;
     int8-static-minmax | regression-per-tensor) echo 89.5 2.5 ;;
     int8-static-percentile) echo 88 2.5 ;;
     int8-static-mse) echo 82 2.5 ;;

@@ -72,5 +72,6 @@ pub fn read_logits(path: &Path, bundle: &Bundle, artifact: &Artifact, shard: Sha
         // The figures are the device's own: there is no other engine whose exactness to doubt.
         exactness: Exactness::Exact,
         seconds: 0.0,
+        batch_size: metadata.get(keys::LOGITS_BATCH_SIZE).and_then(|b| b.parse().ok()),
     })
 }

@@ -144,6 +144,9 @@ pub struct Report {
     pub features: usize,
     /// Wall time of loading and running the artifact.
     pub seconds: f64,
+    /// Features per batch the logits were computed at (int8-dynamic's depend on it), where known.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
     /// Logit agreement with the reference.
     pub logits: LogitStats,
     /// Share of features whose start and end argmax equal the reference's.
@@ -176,6 +179,18 @@ pub fn engine_exactness(engine: &EngineChoice, cpu: &CpuFeatures, model: &tract_
     match engine {
         EngineChoice::Tract => Exactness::Exact,
         EngineChoice::OnnxRuntime { .. } => onnxruntime_exactness(cpu, &IntegerProducts::of(model)),
+    }
+}
+
+/// The batch size verify runs an artifact of `precision` at unless told otherwise: 1 for
+/// int8-dynamic, 8 for the rest. An int8-dynamic artifact quantizes each activation with a scale
+/// taken over the whole batch, padding included, so its logits depend on which features share its
+/// batch; an app runs one question at a time, and batch 1 gives the logits it will see. The other
+/// precisions compute each feature alone, and batches only make verify faster.
+pub fn default_batch_size(precision: Precision) -> usize {
+    match precision {
+        Precision::Int8Dynamic => 1,
+        Precision::Fp32 | Precision::Fp16 | Precision::Int8Static | Precision::Int4 => 8,
     }
 }
 
@@ -216,8 +231,9 @@ impl Shard {
 pub struct RunOptions {
     /// The engine (tract unless asked otherwise).
     pub engine: EngineChoice,
-    /// Features per batch (each batch padded to its longest feature).
-    pub batch_size: usize,
+    /// Features per batch (each batch padded to its longest feature); `None`: the artifact's
+    /// precision's [`default_batch_size`].
+    pub batch_size: Option<usize>,
     /// Cores to use.
     pub cores: usize,
     /// The slice to verify.
@@ -264,6 +280,7 @@ struct Header {
     provenance: Vec<String>,
     engine: String,
     cpu: String,
+    batch_size: Option<usize>,
     exactness: Exactness,
     seconds: f64,
     tolerances: Tolerances,
@@ -371,6 +388,8 @@ pub struct ComputedLogits {
     pub exactness: Exactness,
     /// Wall time of loading the artifact and computing them.
     pub seconds: f64,
+    /// Features per batch they were computed at, where known.
+    pub batch_size: Option<usize>,
 }
 
 /// The first step of verification: runs `artifact` in `run.engine` over the bundle's features
@@ -382,7 +401,7 @@ pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, pr
     let owned = features.range_of_questions(run.shard.questions(bundle.data.examples.len()));
     // The global batches the shard's features fall in: the same batches, padded to the same
     // lengths, as an unsharded run computes.
-    let batch = run.batch_size.max(1);
+    let batch = run.batch_size.unwrap_or_else(|| default_batch_size(artifact.precision)).max(1);
     let computed = (owned.start / batch * batch)..(owned.end.div_ceil(batch) * batch).min(features.count);
     let first_example = features.example_index.get(computed.start).copied().unwrap_or(0);
     let slice = features.select(computed.start, computed.end, first_example);
@@ -392,7 +411,7 @@ pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, pr
     let layout = qaforge_runtime::check_inputs(&artifact.model, &artifact.path, run.input_names.as_deref())?;
     qaforge_runtime::check_token_ids(&artifact.model, &layout, &slice, &artifact.path)?;
     let engine = load_engine(&run.engine, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
-    let logits = engine.run_features(&slice, run.batch_size, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
+    let logits = engine.run_features(&slice, batch, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
     let m = features.max_length;
     let rows = |v: &[f32]| v[(owned.start - computed.start) * m..(owned.end - computed.start) * m].to_vec();
     Ok(ComputedLogits {
@@ -402,6 +421,7 @@ pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, pr
         cpu: cpu.describe(),
         exactness,
         seconds: started.elapsed().as_secs_f64(),
+        batch_size: Some(batch),
     })
 }
 
@@ -469,6 +489,7 @@ pub fn judge(artifact: &Artifact, bundle: &Bundle, shard: Shard, computed: Compu
         provenance: artifact.provenance.clone(),
         engine: computed.engine,
         cpu: computed.cpu,
+        batch_size: computed.batch_size,
         exactness: computed.exactness,
         seconds: computed.seconds,
         tolerances: Tolerances::for_precision(precision).with(overrides),
@@ -563,6 +584,7 @@ pub fn merge(parts: &[Report], bundle: &Bundle) -> Result<Report, VerifyError> {
         provenance: first.provenance.clone(),
         engine: first.engine.clone(),
         cpu: first.cpu.clone(),
+        batch_size: first.batch_size,
         exactness: if exact { Exactness::Exact } else { Exactness::Inexact { reason: by_index.iter().flatten().find_map(|r| r.engine_note.clone()).unwrap_or_default() } },
         seconds: by_index.iter().flatten().map(|r| r.seconds).sum(),
         tolerances: first.tolerances,
@@ -662,6 +684,7 @@ fn assemble(
         data: scope.unwrap_or_else(|| data.summary()),
         features: features.count,
         seconds: h.seconds,
+        batch_size: h.batch_size,
         logits: stats,
         argmax_agreement: agree as f64 / agreements.len().max(1) as f64,
         squad,
@@ -722,7 +745,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = format!("# qaforge verify: {}\n\n{MARKDOWN_HEADER}\n{}\n\n", self.artifact.display(), self.markdown_row());
         s += &format!(
-            "Reference ({}) on the same {} questions: EM {:.2}, F1 {:.2}. Golden bundle `{}`, {} features, engine {} on {}.\n\n",
+            "Reference ({}) on the same {} questions: EM {:.2}, F1 {:.2}. Golden bundle `{}`, {} features, engine {} on {}{}.\n\n",
             self.reference,
             self.squad.questions,
             self.squad.reference.exact,
@@ -730,7 +753,8 @@ impl Report {
             self.golden.display(),
             self.features,
             self.engine,
-            self.cpu
+            self.cpu,
+            self.batch_size.map_or_else(String::new, |b| format!(", batch size {b}"))
         );
         s += &format!("Tolerances ({}, {}): {}\n\n", self.precision, self.precision_source, serde_json::to_string(&self.tolerances).unwrap_or_default());
         if !self.near_ties.is_empty() {
@@ -757,6 +781,14 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn int8_dynamic_is_verified_one_feature_at_a_time() {
+        assert_eq!(default_batch_size(Precision::Int8Dynamic), 1);
+        for precision in [Precision::Fp32, Precision::Fp16, Precision::Int8Static, Precision::Int4] {
+            assert_eq!(default_batch_size(precision), 8, "{precision}");
+        }
+    }
 
     #[test]
     fn every_precision_has_a_row_and_lossier_precisions_looser_bounds() {
