@@ -143,8 +143,11 @@ endif
 ## --for onnxruntime artifacts against the best peer artifacts in ONNX Runtime, on that model and
 ## the trained fixture; prints the table and writes bench/results/bench-<date>.{json,md}. Sets up
 ## its peers in $(BENCH_VENV) (torch: ~3 GB download; point BENCH_VENV at an existing venv with
-## bench/requirements.txt to skip it). About 45 minutes; BENCH_SECTIONS=6 runs section 6 alone.
-BENCH_SECTIONS ?= 1,2,3,4,6
+## bench/requirements.txt to skip it). Section 7: answer agreement with the float model on the trained
+## fixture, qaforge's int8 modes beside onnxruntime.quantization's (defaults, qaforge's choices, qaforge's
+## float-kept set), judged by qaforge verify in ONNX Runtime. About 55 minutes; BENCH_SECTIONS=7 runs
+## section 7 alone (after the shared setup).
+BENCH_SECTIONS ?= 1,2,3,4,6,7
 BENCH_VENV ?= .venv/bench
 bench:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)

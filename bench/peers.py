@@ -5,9 +5,14 @@ each whole process (imports included) and its peak RSS. Prints one JSON object o
   peers.py export MODEL_DIR OUT.onnx            torch.onnx.export of the model's ...ForQuestionAnswering
   peers.py ort-optimize IN.onnx OUT.onnx MODEL_DIR  ONNX Runtime's offline transformer optimizer (model_type bert),
                                                 for the architectures it knows (not MobileBERT)
-  peers.py quantize-dynamic IN.onnx OUT.onnx    onnxruntime.quantization.quantize_dynamic
-  peers.py quantize-static IN.onnx OUT.onnx FEATURES.safetensors minmax|minmax-bounded|percentile
+  peers.py quantize-dynamic IN.onnx OUT.onnx [per-channel|default|float-kept]
+                                                onnxruntime.quantization.quantize_dynamic
+  peers.py quantize-static IN.onnx OUT.onnx FEATURES.safetensors minmax|minmax-bounded|percentile [qaforge|default|float-kept]
                                                 onnxruntime.quantization.quantize_static (QDQ)
+
+Variants: `default` calls the quantizer with nothing but its inputs (what its documentation shows);
+`per-channel` / `qaforge` makes qaforge's choices (per-channel int8 weights; static: uint8
+activations, QDQ); `float-kept` adds qaforge's float-kept set on top (float_kept).
 """
 
 import json
@@ -47,15 +52,43 @@ def ort_optimize(src, out, config_dir):
     return {"import_s": imported - started, "optimize_s": time.perf_counter() - imported, "fused": optimized.get_fused_operator_statistics()}
 
 
-def quantize_dynamic(src, out):
+def float_kept(path):
+    """The products qaforge's int8 leaves in float, found by structure as qaforge finds them: every
+    MatMul/Gemm without a constant operand (attention's two activation products) and the QA head
+    (the products met first walking back from the graph's outputs)."""
+    import onnx
+    graph = onnx.load(path).graph
+    constants = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in graph.node for o in n.output}
+    products = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    kept = {n.name for n in products if not any(i in constants for i in n.input)}
+    stack, seen = [o.name for o in graph.output], set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in ("MatMul", "Gemm"):
+            kept.add(node.name)
+        else:
+            stack.extend(node.input)
+    return sorted(kept)
+
+
+def quantize_dynamic(src, out, variant="per-channel"):
     from onnxruntime.quantization import QuantType, quantize_dynamic
     imported = time.perf_counter()
-    # Per-channel int8 weights, as qaforge writes them.
-    quantize_dynamic(src, out, per_channel=True, weight_type=QuantType.QInt8)
-    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported}
+    if variant == "default":
+        quantize_dynamic(src, out)
+        excluded = []
+    else:
+        # Per-channel int8 weights, as qaforge writes them.
+        excluded = float_kept(src) if variant == "float-kept" else []
+        quantize_dynamic(src, out, per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "excluded": excluded}
 
 
-def quantize_static(src, out, features, method):
+def quantize_static(src, out, features, method, variant="qaforge"):
     import numpy as np
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -89,11 +122,16 @@ def quantize_static(src, out, features, method):
         # features, onnxruntime 1.23.2 empties its list at the last fold and then raises
         # "No data is collected".
         extra["CalibMaxIntermediateOutputs"] = 15
-    # qaforge's choices: QDQ, uint8 activations, per-channel int8 weights, percentile 99.999.
-    quantize_static(src, out, Features(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=method_enum, extra_options=extra)
-    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "features": len(lengths)}
+    excluded = float_kept(src) if variant == "float-kept" else []
+    if variant == "default":
+        quantize_static(src, out, Features(), calibrate_method=method_enum, extra_options=extra)
+    else:
+        # qaforge's choices: QDQ, uint8 activations, per-channel int8 weights, percentile 99.999.
+        quantize_static(src, out, Features(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method_enum, extra_options=extra, nodes_to_exclude=excluded)
+    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "features": len(lengths),
+            "excluded": excluded}
 
 
 def main():

@@ -153,7 +153,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds before a process is killed")
     parser.add_argument("--ort-library", required=True, help="libonnxruntime of the onnxruntime wheel")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
-    parser.add_argument("--sections", default="1,2,3,4,6", help="comma-separated: 1-4 the Python chain and tract, 6 ONNX Runtime artifacts")
+    parser.add_argument("--sections", default="1,2,3,4,6,7", help="comma-separated: 1-4 the Python chain and tract, 6 ONNX Runtime artifacts, "
+                        "7 fidelity of int8 on the trained fixture")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     os.makedirs(WORK, exist_ok=True)
@@ -181,6 +182,8 @@ def main():
         chain(args, table, peak, py, limit, fp32, features)
     if "6" in sections:
         onnxruntime_artifacts(args, table, py, limit, fp32, features)
+    if "7" in sections:
+        fidelity(args, table, py, limit, features)
     write(args, table, facts)
 
 
@@ -369,6 +372,69 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
                           note=", ".join(f"{op} {pct}%" for op, pct in profile.items()))
 
 
+def fidelity(args, table, py, limit, features):
+    """Section 7: how closely each int8 artifact follows the float model, qaforge's modes beside
+    ONNX Runtime's quantizers (their defaults, qaforge's choices, and qaforge's float-kept set), all
+    judged by one harness: `qaforge verify --engine ort` against the trained fixture's PyTorch
+    golden (answer agreement F1 with the float model, ΔF1 against the gold answers, logit cosine).
+    The peers quantize the torch export of the same weights and calibrate on the same features."""
+    model = TRAINED
+    stem = os.path.join(WORK, "fidelity." + os.path.basename(model))
+    log("7. fidelity on the trained fixture: qaforge's int8 against onnxruntime.quantization's")
+    qa_fp32 = stem + ".qaforge.onnx"
+    torch_export = stem + ".torch.onnx"
+    run_process([QAFORGE, "convert", model, "-o", qa_fp32], 2**40, 600)
+    run_process([py, PEERS, "export", model, torch_export], limit, args.timeout)
+    calib = ["--calibration", CALIBRATION, "--tokenizer", model, "--samples", str(SAMPLES)]
+    ours = {"qaforge int8-dynamic": [], "qaforge int8-static minmax": ["--method", "minmax"] + calib,
+            "qaforge int8-static percentile": ["--method", "percentile"] + calib, "qaforge int8-static mse": ["--method", "mse"] + calib}
+    artifacts = {}
+    for name, extra in ours.items():
+        artifacts[name] = f"{stem}.{name.split(' ', 1)[1].replace(' ', '-')}.onnx"
+        precision = "int8-dynamic" if "dynamic" in name else "int8-static"
+        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts[name], "--precision", precision] + extra, 2**40, args.timeout)
+    peers = {"ORT quantize_dynamic (defaults)": ["quantize-dynamic", "default"],
+             "ORT quantize_dynamic (per-channel)": ["quantize-dynamic", "per-channel"],
+             "ORT quantize_dynamic (per-channel, qaforge's float-kept set)": ["quantize-dynamic", "float-kept"],
+             "ORT quantize_static (defaults, MinMax)": ["quantize-static", "minmax-bounded", "default"],
+             "ORT quantize_static (qaforge's choices, MinMax)": ["quantize-static", "minmax-bounded", "qaforge"],
+             "ORT quantize_static (qaforge's choices and float-kept set, MinMax)": ["quantize-static", "minmax-bounded", "float-kept"],
+             "ORT quantize_static (qaforge's choices and float-kept set, Percentile)": ["quantize-static", "percentile", "float-kept"]}
+    for i, (name, job) in enumerate(peers.items()):
+        artifacts[name] = f"{stem}.peer{i}.onnx"
+        extra = [features] + job[1:] if job[0] == "quantize-static" else job[1:]
+        run_process([py, PEERS, job[0], torch_export, artifacts[name]] + extra, limit, args.timeout)
+    judged = {}
+    for name, path in artifacts.items():
+        if not os.path.exists(path):
+            log(f"  {name}: not produced ({path}); see {os.path.join(WORK, 'stderr.log')}")
+            continue
+        report = path + ".report.json"
+        # Bounds wide open: the figures are what is compared here, not a verdict (verify's exit
+        # status is not either: a collapsed peer still gets its row).
+        subprocess.run([QAFORGE, "verify", path, "--golden", model, "--engine", "ort", "--ort-library", args.ort_library,
+                        "--min-agreement-f1", "0", "--max-f1-drop", "100", "--min-cosine", "0", "--report", report],
+                       cwd=ROOT, capture_output=True, timeout=args.timeout)
+        if os.path.exists(report):
+            with open(report) as f:
+                r = json.load(f)
+            judged[name] = {"agreement": r["squad"]["agreement_f1"], "delta_f1": -r["squad"]["f1_drop"],
+                            "cosine": r["logits"]["cosine"], "batch_size": r.get("batch_size"), "bytes": r["size_bytes"]}
+            log(f"  {name}: agreement F1 {judged[name]['agreement']:.2f}, ΔF1 {judged[name]['delta_f1']:+.2f}, "
+                f"cosine {judged[name]['cosine']:.5f}")
+    where = f"trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime, batch 1 for int8-dynamic"
+    single = lambda v: {"min": v, "median": v, "max": v, "runs": 0}
+    for ours_name in ours:
+        kind = "quantize_dynamic" if "dynamic" in ours_name else "quantize_static"
+        for peer_name in [p for p in peers if kind in p]:
+            if ours_name in judged and peer_name in judged:
+                a, b = judged[ours_name], judged[peer_name]
+                table.add("7", f"{where}: answer agreement F1 with the float model, {ours_name} vs {peer_name}",
+                          single(a["agreement"]), single(b["agreement"]), "", True,
+                          note=f"ΔF1 {a['delta_f1']:+.2f} vs {b['delta_f1']:+.2f}, cosine {a['cosine']:.5f} vs {b['cosine']:.5f}")
+    table.fidelity = judged
+
+
 def write(args, table, facts):
     markdown = table.markdown()
     header = (f"qaforge `make bench` (sections {args.sections}), {facts['date']}: {facts['cores']} cores, {facts['cpu']} "
@@ -376,13 +442,14 @@ def write(args, table, facts):
               f"{facts['peers']['onnxruntime']}; full-size random MobileBERT (24,582,914 parameters); "
               f"qaforge/examples in release builds. Ratios: how many times faster / smaller qaforge is (or, for "
               f"section 3's inference rows, tract versus ONNX Runtime on the same artifact; section 6: qaforge's "
-              f"ONNX Runtime artifact versus the peer artifact, both in ONNX Runtime).")
+              f"ONNX Runtime artifact versus the peer artifact, both in ONNX Runtime; section 7: qaforge's answer agreement "
+              f"with the float model versus the peer quantizer's, one harness).")
     print(header + "\n\n" + markdown)
     os.makedirs(args.out, exist_ok=True)
-    partial = "" if args.sections == "1,2,3,4,6" else "-sections-" + args.sections.replace(",", "")
+    partial = "" if args.sections == "1,2,3,4,6,7" else "-sections-" + args.sections.replace(",", "")
     stem = os.path.join(args.out, f"bench-{facts['date']}{partial}")
     with open(stem + ".json", "w") as f:
-        json.dump({"machine": facts, "rows": table.rows}, f, indent=1)
+        json.dump({"machine": facts, "rows": table.rows, "fidelity": getattr(table, "fidelity", None)}, f, indent=1)
         f.write("\n")
     with open(stem + ".md", "w") as f:
         f.write(header + "\n\n" + markdown + "\n")
