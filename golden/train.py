@@ -349,9 +349,8 @@ def main():
                 break
             idx = order[b:b + args.batch]
             with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
-                out = model(input_ids=ids[idx].to(args.device), attention_mask=mask[idx].to(args.device),
-                            token_type_ids=types[idx].to(args.device), start_positions=starts[idx].to(args.device),
-                            end_positions=ends[idx].to(args.device))
+                out = model(input_ids=ids[idx], attention_mask=mask[idx], token_type_ids=types[idx],
+                            start_positions=starts[idx], end_positions=ends[idx])
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -361,6 +360,8 @@ def main():
             if step % 1000 == 999:
                 print(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch}: loss {torch.stack(losses[-1000:]).mean().item():.4f} "
                       f"({time.time() - started:.0f} s)", flush=True)
+        if not losses:  # the deadline fell between two epochs
+            break
         mean_loss = torch.stack(losses).float().mean().item()
         report["epochs"].append({"epoch": epoch + 1, "mean_loss": mean_loss})
         print(f"epoch {epoch + 1}: mean loss {mean_loss:.4f} ({time.time() - started:.0f} s)", flush=True)
