@@ -13,7 +13,7 @@ QAFORGE := target/debug/qaforge
 # stays lean. Both use one feature set so that cargo does not rebuild between them.
 FEATURES := --features ort
 
-.PHONY: all build test test-rust test-onnx qemu demo golden trained-fixture bench fuzz clean
+.PHONY: all build test test-rust test-onnx test-web web-deps qemu demo golden trained-fixture bench fuzz clean
 
 all: build
 
@@ -41,11 +41,27 @@ qemu:
 	  echo "installing Debian's qemu-user-static for the cross-CPU check"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static > /dev/null; }
 
+# The web package's JavaScript side: the pinned npm packages of web/package-lock.json (onnxruntime-web
+# and @huggingface/tokenizers, which every site carries; puppeteer-core, which drives the browser),
+# and Debian's chromium for the browser test (installed here when missing: CI runs as root on Debian).
+WEB_MODULES := web/node_modules
+$(WEB_MODULES)/.installed: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js and npm for the web package's checks" >&2; exit 1; }
+	npm ci --prefix web --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+CHROMIUM := chromium
+web-deps: $(WEB_MODULES)/.installed
+	@command -v $(CHROMIUM) >/dev/null || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { echo "make test needs Debian's chromium for the browser test: apt-get install chromium" >&2; exit 1; }; \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; }
+
 # The onnxruntime wheel's shared library, for `verify --engine ort` (evaluated when used).
 ORT_LIBRARY = $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
 CALIBRATE = --calibration golden/squad/calibration.json --samples 128
 
-test-onnx: $(CHECK_VENV)/.installed build qemu
+test-onnx: $(CHECK_VENV)/.installed build qemu web-deps
 	@rm -rf $(ARTIFACTS)/check && mkdir -p $(ARTIFACTS)/check
 	@for f in $(FIXTURES); do \
 	  a=$(ARTIFACTS)/check/$$f; \
@@ -78,6 +94,13 @@ test-onnx: $(CHECK_VENV)/.installed build qemu
 	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 	@# Why entropy calibration was replaced: its ranges beside ONNX Runtime's entropy calibrator.
 	$(CHECK_VENV)/bin/python tests/python/entropy_vs_onnxruntime.py $(QAFORGE) $(ORT_LIBRARY) $(ARTIFACTS)/trained
+	@# The web package: every fixture and precision in onnxruntime-web (Node.js), the page in headless Chromium.
+	bash tests/web.sh $(QAFORGE) $(ARTIFACTS)/check $(ARTIFACTS)/web $(FIXTURES)
+
+## The web package's checks alone, on the artifacts an earlier make test-onnx wrote.
+test-web: build web-deps
+	@[ -d $(ARTIFACTS)/check ] || { echo "make test-web checks the artifacts of make test-onnx: run that first" >&2; exit 1; }
+	bash tests/web.sh $(QAFORGE) $(ARTIFACTS)/check $(ARTIFACTS)/web $(FIXTURES)
 
 ## The main job on the shipped fixture, as a user runs it on their own model: a golden bundle of the
 ## checkpoint (reference logits computed in Rust), convert, quantize (fp16, int8 dynamic, int8 static

@@ -161,20 +161,31 @@ enum Command {
         #[command(flatten)]
         flavour: FlavourArgs,
     },
-    /// Package an artifact for ONNX Runtime Mobile: an ORT-format model (ONNX Runtime's
-    /// optimizations applied offline) and the required_operators.config of a reduced build.
+    /// Package an artifact: for ONNX Runtime Mobile (`--format ort`: an ORT-format model with
+    /// ONNX Runtime's optimizations applied offline, and the required_operators.config of a
+    /// reduced build), or for browsers (`--format web`: a static site that answers questions in
+    /// the browser with onnxruntime-web).
     Package {
         /// The ONNX artifact (portable or --for onnxruntime).
         artifact: PathBuf,
         /// The package format.
         #[arg(long, value_enum)]
         format: PackageFormatArg,
-        /// Where to write the ORT-format model (by convention *.ort).
+        /// Where to write the ORT-format model (by convention *.ort), or the site's folder (web).
         #[arg(short, long)]
         output: PathBuf,
-        /// Where to write the operator list (default: required_operators.config beside --output).
+        /// Where to write the operator list (ort; default: required_operators.config beside --output).
         #[arg(long)]
         operators_config: Option<PathBuf>,
+        /// The model directory with tokenizer.json or vocab.txt (web: the page tokenizes with it).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// The node_modules folder holding the pinned onnxruntime-web and @huggingface/tokenizers
+        /// (web; `npm ci --prefix web` installs them there).
+        #[arg(long, env = "QAFORGE_WEB_RUNTIME", default_value = "web/node_modules")]
+        web_runtime: PathBuf,
+        #[command(flatten)]
+        inputs: InputNamesArg,
         #[command(flatten)]
         onnxruntime: OrtLibraryArg,
     },
@@ -195,6 +206,9 @@ enum Command {
         inputs: InputNamesArg,
         #[command(flatten)]
         engine: EngineArgs,
+        /// Print the answer as JSON ({"text", "null_odds", "margin", "windows"}; text "" for no answer).
+        #[arg(long)]
+        json: bool,
     },
     /// Merge the partial reports of `verify --shard K/N` (all N shards) into the report one
     /// unsharded run gives, with its verdict and exit code.
@@ -348,7 +362,10 @@ enum FlavourArg {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum PackageFormatArg {
+    /// ONNX Runtime Mobile's ORT format.
     Ort,
+    /// A static web site (onnxruntime-web, WebAssembly).
+    Web,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -523,7 +540,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             bar.finish_and_clear();
             print_quantized(&request, &done?);
         }
-        Command::Package { artifact, format: PackageFormatArg::Ort, output, operators_config, onnxruntime } => {
+        Command::Package { artifact, format: PackageFormatArg::Web, output, tokenizer, web_runtime, inputs, .. } => {
+            let tokenizer = tokenizer.ok_or_else(|| anyhow::anyhow!("--format web needs --tokenizer MODEL_DIR (the model directory whose tokenizer the page uses)"))?;
+            let request = qaforge_pipeline::WebPackageRequest { artifact, tokenizer, output, node_modules: web_runtime, input_names: inputs.input_names };
+            let done = qaforge_pipeline::package_web(&request)?;
+            let site = &done.site;
+            println!("packaged {} -> {}/ (a static site: serve the folder and open index.html)", request.artifact.display(), site.dir.display());
+            println!("  runtime       onnxruntime-web {} (WebAssembly), @huggingface/tokenizers {}", site.onnxruntime_web, site.tokenizers);
+            println!("  files         {} ({} bytes in all)", site.files.len(), site.total_bytes());
+            println!("  model sha256  {}", site.artifact_sha256);
+            println!("  time          {:.3} s", done.seconds);
+        }
+        Command::Package { artifact, format: PackageFormatArg::Ort, output, operators_config, onnxruntime, .. } => {
             let request = qaforge_pipeline::PackageRequest { artifact, output, operators_config, library: onnxruntime.ort_library };
             let done = qaforge_pipeline::package(&request)?;
             println!("packaged {} -> {} (ORT format, ONNX Runtime's optimizations applied offline)", request.artifact.display(), done.ort_path.display());
@@ -535,11 +563,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("  sha256        {}", done.ort_sha256);
             println!("  time          {:.3} s", done.seconds);
         }
-        Command::Answer { artifact, tokenizer, question, context, inputs, engine } => {
+        Command::Answer { artifact, tokenizer, question, context, inputs, engine, json } => {
             let engine = engine_choice(engine.engine, &engine.onnxruntime)?;
             let request = qaforge_pipeline::AnswerRequest { artifact, tokenizer, question, context, input_names: inputs.input_names, engine, cores: cores() };
             let answer = qaforge_pipeline::answer(&request)?;
-            if answer.text.is_empty() {
+            if json {
+                println!("{}", serde_json::json!({"text": answer.text, "null_odds": answer.null_odds, "margin": answer.margin, "windows": answer.windows}));
+            } else if answer.text.is_empty() {
                 println!("no answer (null score beats the best span by {:.3})", answer.null_odds);
             } else {
                 println!("{}", answer.text);

@@ -45,3 +45,29 @@ fn an_empty_context_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("context is empty"), "{}", text(&output));
 }
+
+#[test]
+fn json_output_carries_the_answer_and_its_margin() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifact = convert("mobilebert-tiny", dir.path());
+    let tokenizer = golden().join("mobilebert-tiny");
+    let args = |json: bool| {
+        let mut args = vec!["answer", artifact.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--question", "Where did Bob go?", "--context", "Bob went home after the game."];
+        if json {
+            args.push("--json");
+        }
+        qaforge(&args)
+    };
+    let (plain, json) = (args(false), args(true));
+    assert!(plain.status.success() && json.status.success(), "{}{}", text(&plain), text(&json));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let first_line = String::from_utf8_lossy(&plain.stdout).lines().next().unwrap_or_default().to_string();
+    let answer = value["text"].as_str().unwrap();
+    if answer.is_empty() {
+        assert!(first_line.starts_with("no answer"), "{first_line}");
+    } else {
+        assert_eq!(answer, first_line);
+    }
+    assert!(value["null_odds"].as_f64().unwrap().is_finite() && value["margin"].as_f64().unwrap() >= 0.0, "{value}");
+    assert_eq!(value["windows"], 1);
+}

@@ -31,6 +31,9 @@ pub struct Answered {
     pub text: String,
     /// The no-answer score minus the best span's (positive: no answer).
     pub null_odds: f32,
+    /// How far the decision is from going another way (see [`qaforge_squad::Prediction::margin`]):
+    /// logits that each move by less than a quarter of it cannot change the answer.
+    pub margin: f32,
     /// Windows the context was split into.
     pub windows: usize,
 }
@@ -60,5 +63,5 @@ pub fn answer(request: &AnswerRequest) -> Result<Answered, PipelineError> {
     let prediction = qaforge_squad::predict_all(&squad, &features, &logits.start, &logits.end, &qaforge_squad::PostprocessOptions::default(), true)
         .remove("question")
         .ok_or_else(|| PipelineError::Request("no prediction".into()))?;
-    Ok(Answered { text: prediction.text, null_odds: prediction.null_odds, windows: features.count })
+    Ok(Answered { text: prediction.text, null_odds: prediction.null_odds, margin: prediction.margin, windows: features.count })
 }

@@ -3,7 +3,7 @@
 //! outcomes, and tests call the same functions where they need the behaviour, not the text.
 //!
 //! Data flows one way through the stage crates: checkpoint ([`convert`]) → graph → quantized
-//! graph ([`quantize`]) → package ([`package`]) or answers ([`answer`]); verification lives in
+//! graph ([`quantize`]) → package ([`package`], [`web`] for browsers) or answers ([`answer`]); verification lives in
 //! qaforge-verify, whose two steps the binary calls directly.
 
 pub mod answer;
@@ -11,12 +11,14 @@ pub mod convert;
 pub mod package;
 pub mod quantize;
 pub mod reports;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 
 pub use answer::{answer, AnswerRequest, Answered};
 pub use convert::{convert, ConvertOutcome, ConvertRequest};
 pub use package::{package, PackageOutcome, PackageRequest};
+pub use web::{package_web, WebPackageOutcome, WebPackageRequest};
 pub use quantize::{quantize, QuantizeOutcome, QuantizeRequest, Search};
 pub use qaforge_verify::EngineChoice;
 
@@ -56,6 +58,9 @@ pub enum PipelineError {
     /// An engine failed.
     #[error(transparent)]
     Runtime(#[from] qaforge_verify::RuntimeError),
+    /// Writing the web package failed.
+    #[error(transparent)]
+    Web(#[from] qaforge_web::WebError),
 }
 
 /// Whether this build can load ONNX Runtime (the `ort` feature).

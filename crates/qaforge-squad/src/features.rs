@@ -355,6 +355,12 @@ impl QaTokenizer {
         Ok(QaTokenizer { tokenizer, source, pad_id, pad_token })
     }
 
+    /// The tokenizer as a tokenizer.json text (for a tokenizer built from vocab.txt, the
+    /// tokenizer.json transformers' converter would write), e.g. for the web package's page.
+    pub fn to_tokenizer_json(&self) -> Result<String, SquadError> {
+        self.tokenizer.to_string(false).map_err(|e| tokenizer_error(&self.source, e))
+    }
+
     /// Where the tokenizer was loaded from.
     pub fn source(&self) -> &Path {
         &self.source
