@@ -29,8 +29,10 @@ for f in "$@"; do
     extra=()
     [ "$p" = .fp16 ] && extra=(--max-f1-drop 1.0)
     [ "$p" = .int4 ] && extra=(--min-cosine 0.94)
+    # Each step in an assignment of its own, so that set -e stops the script on a failure.
     checked=$(node web/test/site_check.mjs "$site" "golden/$f/golden" --logits "$OUT/$f$p.node.logits.safetensors")
-    echo "$f$p (node): $(head -1 <<<"$checked" | sed 's/^features *//'); $(verify "$a" "$f" "$OUT/$f$p.node.logits.safetensors" "${extra[@]}")"
+    verdict=$(verify "$a" "$f" "$OUT/$f$p.node.logits.safetensors" "${extra[@]}")
+    echo "$f$p (node): $(head -1 <<<"$checked" | sed 's/^features *//'); $verdict"
   done
 done
 echo "every site checked in Node.js in $((SECONDS - started)) s"
@@ -44,6 +46,7 @@ cp -r "$OUT/site-$tiny" "$OUT/site-damaged"
 head -c 100000 "$OUT/site-$tiny/model.onnx" > "$OUT/site-damaged/model.onnx"
 node web/test/browser.mjs "$OUT/site-$trained" "golden/$trained/golden" "$QAFORGE" "$OUT/$trained.onnx" "golden/$trained" "$OUT/chromium-$trained" --questions 12 --no-logits --broken-site "$OUT/site-damaged"
 node web/test/browser.mjs "$OUT/site-$tiny" "golden/$1/golden" "$QAFORGE" "$ARTIFACTS/$tiny.onnx" "golden/$1" "$OUT/chromium-$tiny" --questions 0
-echo "$tiny (chromium): $(verify "$ARTIFACTS/$tiny.onnx" "$1" "$OUT/chromium-$tiny/page.logits.safetensors")"
+verdict=$(verify "$ARTIFACTS/$tiny.onnx" "$1" "$OUT/chromium-$tiny/page.logits.safetensors")
+echo "$tiny (chromium): $verdict"
 mkdir -p target/web && cp "$OUT/chromium-$trained/answered.png" target/web/answered.png
 echo "web package checks done in $((SECONDS - started)) s; screenshot of the answered page: target/web/answered.png"
