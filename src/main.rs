@@ -699,14 +699,12 @@ fn conclude(result: &qaforge_verify::Report, report: Option<PathBuf>) -> anyhow:
     }
     println!("{}\n{}", qaforge_verify::MARKDOWN_HEADER, result.markdown_row());
     println!(
-        "{}: {}; {} features in {:.2} s ({} on {}{}); reference F1 {:.2}; {} of {} predictions identical",
+        "{}: {}; {} features in {:.2} s ({}); reference F1 {:.2}; {} of {} predictions identical",
         result.artifact.display(),
         result.data,
         result.features,
         result.seconds,
-        result.engine,
-        result.cpu,
-        result.batch_size.map_or_else(String::new, |b| format!(", batch size {b}")),
+        result.computed_on(),
         result.squad.reference.f1,
         result.squad.identical_predictions,
         result.squad.questions

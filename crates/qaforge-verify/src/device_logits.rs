@@ -63,11 +63,11 @@ pub fn read_logits(path: &Path, bundle: &Bundle, artifact: &Artifact, shard: Sha
     let owned = features.range_of_questions(shard.questions(bundle.data.examples.len()));
     let rows = |v: &[f32]| v[owned.start * m..owned.end * m].to_vec();
     let runtime = runtime.map(str::to_string).or_else(|| metadata.get(keys::LOGITS_RUNTIME).cloned()).unwrap_or_else(|| "a runtime the logits file does not name (give --runtime)".into());
-    let batch = metadata.get(keys::LOGITS_BATCH_SIZE).map_or(String::new(), |b| format!(", batch {b}"));
     Ok(ComputedLogits {
         logits: Logits { start: rows(&start), end: rows(&end) },
         features: owned,
-        engine: format!("{runtime}{batch}; logits from {} (sha256 {})", path.display(), qaforge_onnx::sha256_hex(&bytes)),
+        // The batch size is the report's own field (from qaforge.logits.batch_size), said once.
+        engine: format!("{runtime}; logits from {} (sha256 {})", path.display(), qaforge_onnx::sha256_hex(&bytes)),
         cpu: metadata.get(keys::LOGITS_DEVICE).cloned().unwrap_or_else(|| "a device the logits file does not name".into()),
         // The figures are the device's own: there is no other engine whose exactness to doubt.
         exactness: Exactness::Exact,

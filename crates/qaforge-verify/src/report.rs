@@ -741,20 +741,24 @@ impl Report {
         )
     }
 
+    /// Where the logits were computed: the engine, the CPU and the batch size, as the summary
+    /// line and the Markdown report say it.
+    pub fn computed_on(&self) -> String {
+        format!("{} on {}{}", self.engine, self.cpu, self.batch_size.map_or_else(String::new, |b| format!(", batch size {b}")))
+    }
+
     /// The report for people: the table, the reference's scores, tolerances and failures.
     pub fn markdown(&self) -> String {
         let mut s = format!("# qaforge verify: {}\n\n{MARKDOWN_HEADER}\n{}\n\n", self.artifact.display(), self.markdown_row());
         s += &format!(
-            "Reference ({}) on the same {} questions: EM {:.2}, F1 {:.2}. Golden bundle `{}`, {} features, engine {} on {}{}.\n\n",
+            "Reference ({}) on the same {} questions: EM {:.2}, F1 {:.2}. Golden bundle `{}`, {} features, engine {}.\n\n",
             self.reference,
             self.squad.questions,
             self.squad.reference.exact,
             self.squad.reference.f1,
             self.golden.display(),
             self.features,
-            self.engine,
-            self.cpu,
-            self.batch_size.map_or_else(String::new, |b| format!(", batch size {b}"))
+            self.computed_on()
         );
         s += &format!("Tolerances ({}, {}): {}\n\n", self.precision, self.precision_source, serde_json::to_string(&self.tolerances).unwrap_or_default());
         if !self.near_ties.is_empty() {
