@@ -19,22 +19,34 @@ verify() { # artifact fixture logits extra...
   "$QAFORGE" verify "$a" --golden "golden/$f" --logits "$l" --report "${l%.safetensors}.json" "$@" 2>&1 | tail -1
 }
 
-# 1. Node.js: every fixture and precision. Tolerances as tests/verify_in_onnxruntime.sh gives them
-# on the random-weight fixtures (one flipped answer of 251 moves F1 by 0.4): fp16 an F1 drop of 1.0,
-# int4 a cosine floor of 0.94.
+# 1. Node.js: every fixture and precision, one job per core (each runs one WebAssembly thread).
+# Tolerances as tests/verify_in_onnxruntime.sh gives them on the random-weight fixtures (one flipped
+# answer of 251 moves F1 by 0.4): fp16 an F1 drop of 1.0, int4 a cosine floor of 0.94.
+check() { # fixture precision-suffix: every step must succeed (explicit returns: this runs in a condition)
+  local f=$1 p=$2 a=$ARTIFACTS/$1$2.onnx site=$OUT/site-$1$2 checked verdict extra=()
+  "$QAFORGE" package "$a" --format web -o "$site" --tokenizer "golden/$f" --web-runtime "$NODE_MODULES" > /dev/null || return 1
+  [ "$p" = .fp16 ] && extra=(--max-f1-drop 1.0)
+  [ "$p" = .int4 ] && extra=(--min-cosine 0.94)
+  checked=$(node web/test/site_check.mjs "$site" "golden/$f/golden" --logits "$OUT/$f$p.node.logits.safetensors") || { echo "$checked"; return 1; }
+  verdict=$(verify "$a" "$f" "$OUT/$f$p.node.logits.safetensors" "${extra[@]}") || { echo "$verdict"; return 1; }
+  echo "$f$p (node): $(head -1 <<<"$checked" | sed 's/^features *//'); $verdict"
+}
+JOBS=${JOBS:-$(nproc)}
+names=()
 for f in "$@"; do
   for p in "" .fp16 .int8-dynamic .int8-static .int4; do
-    a=$ARTIFACTS/$f$p.onnx site=$OUT/site-$f$p
-    "$QAFORGE" package "$a" --format web -o "$site" --tokenizer "golden/$f" --web-runtime "$NODE_MODULES" > /dev/null
-    extra=()
-    [ "$p" = .fp16 ] && extra=(--max-f1-drop 1.0)
-    [ "$p" = .int4 ] && extra=(--min-cosine 0.94)
-    # Each step in an assignment of its own, so that set -e stops the script on a failure.
-    checked=$(node web/test/site_check.mjs "$site" "golden/$f/golden" --logits "$OUT/$f$p.node.logits.safetensors")
-    verdict=$(verify "$a" "$f" "$OUT/$f$p.node.logits.safetensors" "${extra[@]}")
-    echo "$f$p (node): $(head -1 <<<"$checked" | sed 's/^features *//'); $verdict"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    names+=("$f$p")
+    { if check "$f" "$p" > "$OUT/$f$p.log" 2>&1; then echo 0; else echo 1; fi > "$OUT/$f$p.rc"; } &
   done
 done
+wait
+failed=0
+for n in "${names[@]}"; do
+  cat "$OUT/$n.log"
+  if [ "$(cat "$OUT/$n.rc")" != 0 ]; then echo "$n (node): FAILED"; failed=1; fi
+done
+[ $failed = 0 ] || exit 1
 echo "every site checked in Node.js in $((SECONDS - started)) s"
 
 # 2. Chromium. A copy of a site with its model file cut short, for the page's message.
