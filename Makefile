@@ -73,7 +73,16 @@ test-onnx: $(CHECK_VENV)/.installed build qemu web-deps
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-static.x86-avx2.onnx --precision int8-static --target x86-avx2 $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int4.onnx --precision int4 > /dev/null || exit 1; \
 	done
+	@# int4 under a size budget of 99% of the int4 artifact, where 2-bit products can save that much
+	@# (on the other tiny fixtures the embedding tables are nearly all of the file).
+	@for f in mobilebert-tiny roberta-tiny; do \
+	  a=$(ARTIFACTS)/check/$$f; \
+	  $(QAFORGE) quantize $$a.onnx -o $$a.budget.onnx --precision int4 --max-size $$(( $$(stat -c %s $$a.int4.onnx) * 99 / 100 )) $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
+	done
 	$(CHECK_VENV)/bin/python tests/python/check_onnx.py $(ARTIFACTS)/check golden
+	@# int4 under a size budget (2- and 4-bit MatMulNBits, zero points): ONNX Runtime against a float
+	@# twin decoded from the operator's specification with numpy.
+	$(CHECK_VENV)/bin/python tests/python/check_nbits.py $(ARTIFACTS)/check golden
 	@# qaforge verify in ONNX Runtime (the wheel's libonnxruntime through the ort crate) for every
 	@# artifact; full-range int8 artifacts go to tract where this CPU's ONNX Runtime is not exact.
 	bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden $(ORT_LIBRARY) $(FIXTURES)
@@ -168,9 +177,11 @@ endif
 ## its peers in $(BENCH_VENV) (torch: ~3 GB download; point BENCH_VENV at an existing venv with
 ## bench/requirements.txt to skip it). Section 7: answer agreement with the float model on the trained
 ## fixture, qaforge's int8 modes beside onnxruntime.quantization's (defaults, qaforge's choices, qaforge's
-## float-kept set), judged by qaforge verify in ONNX Runtime. About 55 minutes; BENCH_SECTIONS=7 runs
-## section 7 alone (after the shared setup).
-BENCH_SECTIONS ?= 1,2,3,4,6,7
+## float-kept set), judged by qaforge verify in ONNX Runtime. Section 8: int4 and the size budget (sizes
+## and ONNX Runtime speed of the full-size model; answer agreement on the trained fixture against
+## onnxruntime's matmul_nbits_quantizer: defaults, HQQ, GPTQ). About 55 minutes without 8;
+## BENCH_SECTIONS=7 (or 8) runs that section alone (after the shared setup).
+BENCH_SECTIONS ?= 1,2,3,4,6,7,8
 BENCH_VENV ?= .venv/bench
 bench:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)

@@ -9,6 +9,11 @@ each whole process (imports included) and its peak RSS. Prints one JSON object o
                                                 onnxruntime.quantization.quantize_dynamic
   peers.py quantize-static IN.onnx OUT.onnx FEATURES.safetensors minmax|minmax-bounded|percentile [qaforge|default|float-kept]
                                                 onnxruntime.quantization.quantize_static (QDQ)
+  peers.py matmul-nbits IN.onnx OUT.onnx default|tables|hqq|gptq [BLOCK] [FEATURES.safetensors]
+                                                onnxruntime.quantization.matmul_nbits_quantizer (4-bit
+                                                MatMulNBits): its defaults (round to nearest, asymmetric),
+                                                `tables` also its Gather quantization (embedding tables),
+                                                `hqq` its HQQ search, `gptq` its GPTQ on the features
 
 Variants: `default` calls the quantizer with nothing but its inputs (what its documentation shows);
 `per-channel` / `qaforge` makes qaforge's choices (per-channel int8 weights; static: uint8
@@ -134,9 +139,54 @@ def quantize_static(src, out, features, method, variant="qaforge"):
             "excluded": excluded}
 
 
+def matmul_nbits(src, out, variant, block="128", features=None):
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, matmul_nbits_quantizer as mnq
+    imported = time.perf_counter()
+    block = int(block)
+    kwargs = {"block_size": block}
+    if variant == "tables":
+        kwargs["op_types_to_quantize"] = ("MatMul", "Gather")
+    elif variant == "hqq":
+        kwargs["algo_config"] = mnq.HQQWeightOnlyQuantConfig(block_size=block, bits=4)
+    elif variant == "gptq":
+        from safetensors.numpy import load_file
+        tensors = load_file(features)
+        lengths = tensors["attention_mask"].sum(axis=1)
+        names = [i.name for i in onnx.load(src, load_external_data=False).graph.input]
+
+        class Features(CalibrationDataReader):
+            """The features qaforge's GPTQ collects its statistics on, one at a time, cut one token
+            past the last real one (as in quantize_static above)."""
+
+            def __init__(self):
+                self.i = 0
+
+            def get_next(self):
+                if self.i >= len(lengths):
+                    return None
+                n = min(int(lengths[self.i]) + 1, tensors["input_ids"].shape[1])
+                row = [np.ascontiguousarray(tensors[k][self.i:self.i + 1, :n]) for k in ("input_ids", "attention_mask", "token_type_ids")]
+                self.i += 1
+                return dict(zip(names, row))
+
+            def rewind(self):
+                self.i = 0
+
+        kwargs["algo_config"] = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=Features(), block_size=block)
+    elif variant != "default":
+        raise SystemExit(f"unknown matmul-nbits variant {variant}")
+    quantizer = mnq.MatMulNBitsQuantizer(onnx.load(src), **kwargs)
+    quantizer.process()
+    quantizer.model.save_model_to_file(out, use_external_data_format=False)
+    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "variant": variant, "block_size": block}
+
+
 def main():
     job, args = sys.argv[1], sys.argv[2:]
-    result = {"export": export, "ort-optimize": ort_optimize, "quantize-dynamic": quantize_dynamic, "quantize-static": quantize_static}[job](*args)
+    result = {"export": export, "ort-optimize": ort_optimize, "quantize-dynamic": quantize_dynamic, "quantize-static": quantize_static,
+              "matmul-nbits": matmul_nbits}[job](*args)
     print(json.dumps(result))
 
 

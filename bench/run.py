@@ -12,6 +12,7 @@ RSS is read from the kernel (wait4; it includes the ~10 MB this driver had when 
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -153,8 +154,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=1200.0, help="seconds before a process is killed")
     parser.add_argument("--ort-library", required=True, help="libonnxruntime of the onnxruntime wheel")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
-    parser.add_argument("--sections", default="1,2,3,4,6,7", help="comma-separated: 1-4 the Python chain and tract, 6 ONNX Runtime artifacts, "
-                        "7 fidelity of int8 on the trained fixture")
+    parser.add_argument("--sections", default="1,2,3,4,6,7,8", help="comma-separated: 1-4 the Python chain and tract, 6 ONNX Runtime artifacts, "
+                        "7 fidelity of int8 on the trained fixture, 8 int4 and the size budget (sizes, speed, fidelity)")
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     os.makedirs(WORK, exist_ok=True)
@@ -184,6 +185,8 @@ def main():
         onnxruntime_artifacts(args, table, py, limit, fp32, features)
     if "7" in sections:
         fidelity(args, table, py, limit, features)
+    if "8" in sections:
+        four_bit(args, table, py, limit, fp32, features)
     write(args, table, facts)
 
 
@@ -435,6 +438,118 @@ def fidelity(args, table, py, limit, features):
     table.fidelity = judged
 
 
+def judge(args, model, path):
+    """qaforge verify --engine ort of `path` against `model`'s golden, bounds wide open: the figures
+    are what is compared (a collapsed artifact still gets its row)."""
+    report = path + ".report.json"
+    subprocess.run([QAFORGE, "verify", path, "--golden", model, "--engine", "ort", "--ort-library", args.ort_library,
+                    "--min-agreement-f1", "0", "--max-f1-drop", "100", "--min-cosine", "0", "--report", report],
+                   cwd=ROOT, capture_output=True, timeout=args.timeout)
+    if not os.path.exists(report):
+        return None
+    with open(report) as f:
+        r = json.load(f)
+    return {"agreement": r["squad"]["agreement_f1"], "delta_f1": -r["squad"]["f1_drop"], "cosine": r["logits"]["cosine"],
+            "bytes": r["size_bytes"]}
+
+
+def four_bit(args, table, py, limit, fp32, features):
+    """Section 8: int4. (a) Full-size MobileBERT: the size of qaforge's int4 artifacts (blocks of 32
+    and 128) and of `--max-size 12MB` against ONNX Runtime's matmul_nbits_quantizer (its defaults,
+    and with its Gather quantization for the embedding table), and their speed in ONNX Runtime
+    beside fp32 and int8-dynamic (interleaved rounds, one process). (b) The trained fixture: answer
+    agreement with the float model of qaforge's roundings (block search, GPTQ) and of the size
+    budget at the full-size budget's bytes per parameter, against matmul_nbits_quantizer's defaults,
+    HQQ and GPTQ, all judged by qaforge verify in ONNX Runtime."""
+    log("8. int4: full-size sizes and speed")
+    stem = os.path.join(WORK, "int4." + os.path.basename(MODEL))
+    torch_export = os.path.join(WORK, "torch-export.onnx")
+    calib = ["--calibration", CALIBRATION, "--samples", str(SAMPLES)]
+    artifacts = {"qaforge fp32": fp32, "qaforge int8-dynamic": stem + ".int8-dynamic.onnx",
+                 "qaforge int4 (blocks of 32)": stem + ".int4-b32.onnx", "qaforge int4 (blocks of 128)": stem + ".int4-b128.onnx",
+                 "qaforge int4 --max-size 12MB": stem + ".12mb.onnx",
+                 "ORT matmul_nbits (defaults)": stem + ".ort-nbits.onnx", "ORT matmul_nbits (MatMul and Gather)": stem + ".ort-nbits-tables.onnx"}
+    run_process([QAFORGE, "quantize", fp32, "-o", artifacts["qaforge int8-dynamic"], "--precision", "int8-dynamic"], 2**40, 600)
+    run_process([QAFORGE, "quantize", fp32, "-o", artifacts["qaforge int4 (blocks of 32)"], "--precision", "int4"], 2**40, 600)
+    run_process([QAFORGE, "quantize", fp32, "-o", artifacts["qaforge int4 (blocks of 128)"], "--precision", "int4", "--block-size", "128"], 2**40, 600)
+    budget = run_process([QAFORGE, "quantize", fp32, "-o", artifacts["qaforge int4 --max-size 12MB"], "--precision", "int4", "--block-size", "128",
+                          "--max-size", "12MB", "--tokenizer", MODEL] + calib, 2**40, args.timeout)
+    run_process([py, PEERS, "matmul-nbits", torch_export, artifacts["ORT matmul_nbits (defaults)"], "default"], limit, args.timeout)
+    run_process([py, PEERS, "matmul-nbits", torch_export, artifacts["ORT matmul_nbits (MatMul and Gather)"], "tables"], limit, args.timeout)
+    for k in [k for k, v in artifacts.items() if not os.path.exists(v)]:
+        log(f"  {k}: not produced ({artifacts[k]}); see {os.path.join(WORK, 'stderr.log')}")
+        del artifacts[k]
+    sizes = {k: os.path.getsize(v) for k, v in artifacts.items()}
+    single = lambda v: {"min": v, "median": v, "max": v, "runs": 0}
+    for ours in ["qaforge int4 (blocks of 32)", "qaforge int4 (blocks of 128)", "qaforge int4 --max-size 12MB"]:
+        for peer in ["ORT matmul_nbits (defaults)", "ORT matmul_nbits (MatMul and Gather)", "qaforge int8-dynamic"]:
+            if ours in sizes and peer in sizes:
+                table.add("8", f"full-size MobileBERT: artifact bytes, {ours} vs {peer}", single(sizes[ours]), single(sizes[peer]), " B", False, digits=0,
+                          note=f"quantize took {budget.seconds:.0f} s" if ours.endswith("12MB") else "")
+    result = run_process([py, SPEED, features] + [f"{k}={v}" for k, v in artifacts.items()] + ["--rounds", str(max(args.runs, 7))], 2**40, args.timeout)
+    speeds = result.json_lines()[0]
+    runs = speeds["artifacts"]
+
+    def rate(name):
+        r = runs[name]
+        per_round = [speeds["features_per_round"] / t for t in r["seconds_per_round"]]
+        return {"min": min(per_round), "median": r["features_per_s"], "max": max(per_round), "runs": len(per_round)}
+
+    where = f"full-size MobileBERT (random), ONNX Runtime {speeds['onnxruntime']}, {speeds['threads']} threads, batch 1, real lengths"
+    for ours in ["qaforge int4 (blocks of 32)", "qaforge int4 (blocks of 128)", "qaforge int4 --max-size 12MB"]:
+        for peer in ["ORT matmul_nbits (defaults)", "qaforge int8-dynamic", "qaforge fp32"]:
+            if ours in runs and peer in runs:
+                table.add("8", f"{where}: features/s, {ours} vs {peer}", rate(ours), rate(peer), "/s", True)
+
+    log("8. int4: fidelity on the trained fixture")
+    model = TRAINED
+    stem = os.path.join(WORK, "int4." + os.path.basename(model))
+    qa_fp32, torch_export = stem + ".qaforge.onnx", stem + ".torch.onnx"
+    run_process([QAFORGE, "convert", model, "-o", qa_fp32], 2**40, 600)
+    run_process([py, PEERS, "export", model, torch_export], limit, args.timeout)
+    calib = ["--calibration", CALIBRATION, "--tokenizer", model, "--samples", str(SAMPLES)]
+    # The full-size budget's bytes per parameter: 12 MB for 24,582,914 parameters.
+    with open(os.path.join(model, "model.safetensors"), "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    parameters = sum(math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__")
+    proxy = str(int(12e6 * parameters / 24582914))
+    ours = {"qaforge int4 (blocks of 32, search)": ["--block-size", "32"],
+            "qaforge int4 (blocks of 32, GPTQ)": ["--block-size", "32", "--rounding", "gptq"] + calib,
+            "qaforge int4 (blocks of 128, search)": ["--block-size", "128"],
+            "qaforge int4 (blocks of 128, GPTQ)": ["--block-size", "128", "--rounding", "gptq"] + calib,
+            f"qaforge int4 --max-size {proxy} (search)": ["--block-size", "128", "--max-size", proxy] + calib,
+            f"qaforge int4 --max-size {proxy} (GPTQ)": ["--block-size", "128", "--max-size", proxy, "--rounding", "gptq"] + calib}
+    peers = {"ORT matmul_nbits (defaults: blocks of 128, round to nearest)": ["default", "128"],
+             "ORT matmul_nbits (MatMul and Gather, blocks of 128)": ["tables", "128"],
+             "ORT matmul_nbits (MatMul and Gather, blocks of 32)": ["tables", "32"],
+             "ORT matmul_nbits (HQQ, blocks of 128)": ["hqq", "128"],
+             "ORT matmul_nbits (GPTQ, blocks of 128)": ["gptq", "128", os.path.join(WORK, "int4.trained-features.safetensors")]}
+    run_process([BENCH, "features", model, CALIBRATION, str(SAMPLES), peers["ORT matmul_nbits (GPTQ, blocks of 128)"][2]], 2**40, 600)
+    artifacts = {}
+    for i, (name, extra) in enumerate(ours.items()):
+        artifacts[name] = f"{stem}.ours{i}.onnx"
+        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts[name], "--precision", "int4"] + extra, 2**40, args.timeout)
+    for i, (name, job) in enumerate(peers.items()):
+        artifacts[name] = f"{stem}.peer{i}.onnx"
+        run_process([py, PEERS, "matmul-nbits", torch_export, artifacts[name]] + job, limit, args.timeout)
+    judged = {}
+    for name, path in artifacts.items():
+        r = judge(args, model, path) if os.path.exists(path) else None
+        if r is None:
+            log(f"  {name}: not produced or not judged ({path})")
+            continue
+        judged[name] = r
+        log(f"  {name}: {r['bytes']} bytes, agreement F1 {r['agreement']:.2f}, ΔF1 {r['delta_f1']:+.2f}, cosine {r['cosine']:.5f}")
+    where = "trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime"
+    for o in ours:
+        for p in peers:
+            if o in judged and p in judged:
+                a, b = judged[o], judged[p]
+                table.add("8", f"{where}: answer agreement F1 with the float model, {o} vs {p}", single(a["agreement"]), single(b["agreement"]), "", True,
+                          note=f"{a['bytes']} vs {b['bytes']} bytes; ΔF1 {a['delta_f1']:+.2f} vs {b['delta_f1']:+.2f}, cosine {a['cosine']:.5f} vs {b['cosine']:.5f}")
+    table.int4 = judged
+
+
 def write(args, table, facts):
     markdown = table.markdown()
     header = (f"qaforge `make bench` (sections {args.sections}), {facts['date']}: {facts['cores']} cores, {facts['cpu']} "
@@ -446,10 +561,10 @@ def write(args, table, facts):
               f"with the float model versus the peer quantizer's, one harness).")
     print(header + "\n\n" + markdown)
     os.makedirs(args.out, exist_ok=True)
-    partial = "" if args.sections == "1,2,3,4,6,7" else "-sections-" + args.sections.replace(",", "")
+    partial = "" if args.sections == "1,2,3,4,6,7,8" else "-sections-" + args.sections.replace(",", "")
     stem = os.path.join(args.out, f"bench-{facts['date']}{partial}")
     with open(stem + ".json", "w") as f:
-        json.dump({"machine": facts, "rows": table.rows, "fidelity": getattr(table, "fidelity", None)}, f, indent=1)
+        json.dump({"machine": facts, "rows": table.rows, "fidelity": getattr(table, "fidelity", None), "int4": getattr(table, "int4", None)}, f, indent=1)
         f.write("\n")
     with open(stem + ".md", "w") as f:
         f.write(header + "\n\n" + markdown + "\n")

@@ -112,6 +112,18 @@ enum Command {
         /// int4: how embedding tables are stored (4-bit blocks in GatherBlockQuantized, or int8).
         #[arg(long, value_enum, default_value_t = TableBitsArg::Int4)]
         embeddings: TableBitsArg,
+        /// int4: how weights are rounded to their blocks: search (each block's least-error grid)
+        /// or gptq (errors compensated with the inputs' statistics over --calibration features).
+        #[arg(long, value_enum, default_value_t = RoundingArg::Search)]
+        rounding: RoundingArg,
+        /// int4: the largest artifact (bytes, or with kB/MB/GB or KiB/MiB/GiB): each weight product
+        /// then gets 2 or 4 bits, int8 or float, whatever fits with the least output error over
+        /// --calibration features. --report lists each product's choice.
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Write what quantize chose (JSON, and Markdown beside it).
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// Keep nodes float whose name or op type matches (`*` wildcards; repeatable).
         #[arg(long)]
         exclude: Vec<String>,
@@ -340,6 +352,35 @@ enum PrecisionArg {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum RoundingArg {
+    Search,
+    Gptq,
+}
+
+/// A size in bytes: a number, optionally with kB, MB, GB (powers of 1000) or KiB, MiB, GiB.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_bytes: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown unit `{other}` (bytes, kB, MB, GB, KiB, MiB or GiB)")),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a size (e.g. 12MB or 12000000)"))?;
+    let bytes = value * unit_bytes;
+    if !(bytes >= 1.0 && bytes < 1e15) {
+        return Err(format!("`{text}`: a size from 1 byte to 1 PB"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum TableBitsArg {
     Int4,
     Int8,
@@ -484,7 +525,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("  sha256        {}", done.sha256);
             println!("  time          {:.3} s", done.seconds);
         }
-        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, block_size, embeddings, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, inputs, calibration_engine, onnxruntime, flavour } => {
+        Command::Quantize { input, output, precision, calibration, tokenizer, samples, method, percentile, block_size, embeddings, rounding, max_size, report, exclude, int8_qa_head, per_tensor, target, reduce_range, max_f1_drop, held_back, golden, batch_size, inputs, calibration_engine, onnxruntime, flavour } => {
             let target = match target {
                 TargetArg::Arm64 => qaforge_quantize::Target::Arm64,
                 TargetArg::X86Vnni => qaforge_quantize::Target::X86Vnni,
@@ -507,6 +548,11 @@ fn run(command: Command) -> anyhow::Result<()> {
                         TableBitsArg::Int4 => qaforge_quantize::TableBits::Int4,
                         TableBitsArg::Int8 => qaforge_quantize::TableBits::Int8,
                     },
+                    rounding: match rounding {
+                        RoundingArg::Search => qaforge_quantize::Rounding::Search,
+                        RoundingArg::Gptq => qaforge_quantize::Rounding::Gptq,
+                    },
+                    max_size,
                 },
                 method: match method {
                     MethodArg::Minmax => qaforge_quantize::CalibrationMethod::MinMax,
@@ -538,7 +584,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             let (bar, progress) = progress_bar();
             let done = qaforge_pipeline::quantize(&request, &progress);
             bar.finish_and_clear();
-            print_quantized(&request, &done?);
+            let done = done?;
+            print_quantized(&request, &done);
+            if let Some(path) = report {
+                qaforge_pipeline::write_quantize_report(&request, &done, &path).context("writing the report")?;
+                println!("  report          {} (and .md)", path.display());
+            }
         }
         Command::Package { artifact, format: PackageFormatArg::Web, output, tokenizer, web_runtime, inputs, .. } => {
             let tokenizer = tokenizer.ok_or_else(|| anyhow::anyhow!("--format web needs --tokenizer MODEL_DIR (the model directory whose tokenizer the page uses)"))?;
@@ -657,7 +708,11 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
         println!("  float16 nodes   {}", done.summary.converted.len());
         println!("  casts inserted  {}", done.summary.casts);
     } else if precision == Precision::Int4 {
-        println!("  4-bit MatMuls   {} (blocks of {})", done.summary.converted.len(), request.options.int4.block_size);
+        let rounding = request.options.int4.rounding.as_str();
+        println!("  4-bit MatMuls   {} (blocks of {}, rounding: {rounding})", done.summary.converted.len(), request.options.int4.block_size);
+        if let Some(max_size) = request.options.int4.max_size {
+            println!("  2-bit MatMuls   {} (size budget {} bytes; statistics of {} features)", done.summary.two_bit.len(), max_size, done.summary.statistics_features);
+        }
         println!("  4-bit tables    {}", done.summary.int4_tables.join(", "));
         println!("  int8 tables     {}", done.summary.int8_tables.join(", "));
     } else {

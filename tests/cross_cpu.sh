@@ -4,7 +4,9 @@
 # x86-64 CPUs (`-cpu Haswell`: AVX2 and FMA, no AVX-512; `-cpu Nehalem`: SSE4.2, no AVX at all),
 # must have the same sha256. Calibration runs tract's generic kernels (qaforge_runtime::kernels),
 # whose arithmetic does not depend on the CPU; before them the same command wrote three different
-# files on these three CPUs. int8-dynamic, fp16 and int4 (no float forward pass) are checked on one fixture.
+# files on these three CPUs. int8-dynamic, fp16 and int4 (no float forward pass) are checked on one fixture,
+# and so are int4 with GPTQ rounding and int4 under a size budget (`--max-size` at 99% of the int4
+# artifact's size): both sum input statistics over the features and factor matrices in float64.
 #
 # Emulation costs about 15x, so this calibrates on 4 features and runs the two emulated CPUs side by
 # side; the ranges still come from every activation of those features, through every kernel, and
@@ -29,9 +31,13 @@ for spec in "$@"; do
   "$qaforge" convert "golden/$f" -o "$dir/$f.onnx" > /dev/null || { echo "$f: convert failed"; status=1; continue; }
   runs=()
   for m in ${methods//,/ }; do runs+=("int8-static-$m:--precision int8-static --method $m ${calibrate[*]} --tokenizer golden/$f"); done
-  [ "$f" = "$first_fixture" ] && runs+=("int8-dynamic:--precision int8-dynamic" "fp16:--precision fp16" "int4:--precision int4")
+  [ "$f" = "$first_fixture" ] && runs+=("int8-dynamic:--precision int8-dynamic" "fp16:--precision fp16" "int4:--precision int4"
+    "int4-gptq:--precision int4 --rounding gptq ${calibrate[*]} --tokenizer golden/$f"
+    "int4-budget:--precision int4 --max-size @INT4_99@ ${calibrate[*]} --tokenizer golden/$f")
   for run in "${runs[@]}"; do
     name=${run%%:*} args=${run#*:}
+    # The budget: 99% of the plain int4 artifact written just before (some products go to 2 bits).
+    [[ $args == *@INT4_99@* ]] && args=${args//@INT4_99@/$(( $(stat -c %s "$dir/$f.int4.native.onnx") * 99 / 100 ))}
     line="$f $name:"
     same=1 first=
     # shellcheck disable=SC2086

@@ -478,3 +478,120 @@ fn onnxruntime_flavour_requests_are_clear_errors_and_write_nothing() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(!package.exists() && !dir.path().join("required_operators.config").exists());
 }
+
+/// MatMulNBits' weight `[K, N]` decoded from the artifact's bytes as ONNX Runtime's
+/// ContribOperators.md specifies it, written here on its own (no code shared with the packer):
+/// codes of `bits` bits from the lowest bits of each byte, `[N, blocks, block_size]`; one scale
+/// per block; zero points packed the same way per column, or 2^(bits-1) when absent.
+fn decode_mat_mul_nbits(node: &qaforge_onnx::pb::NodeProto, graph: &qaforge_onnx::pb::GraphProto) -> (usize, Vec<f32>) {
+    let attr = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.i as usize);
+    let (k, n, bits, block) = (attr("K").unwrap(), attr("N").unwrap(), attr("bits").unwrap_or(4), attr("block_size").unwrap());
+    let init = |name: &str| graph.initializer.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no initializer {name}")).raw_data.clone();
+    let (codes, scales) = (init(&node.input[1]), init(&node.input[2]));
+    let zeros = node.input.get(3).filter(|z| !z.is_empty()).map(|z| init(z));
+    let blocks = k.div_ceil(block);
+    let per_byte = 8 / bits;
+    let code_at = |bytes: &[u8], index: usize| ((bytes[index / per_byte] >> (bits * (index % per_byte))) & ((1 << bits) - 1) as u8) as f32;
+    let mut w = vec![0f32; k * n];
+    for c in 0..n {
+        for b in 0..blocks {
+            let scale = f32::from_le_bytes(scales[(c * blocks + b) * 4..][..4].try_into().unwrap());
+            let zero = match &zeros {
+                Some(z) => code_at(&z[c * blocks.div_ceil(per_byte)..], b),
+                None => (1 << (bits - 1)) as f32,
+            };
+            for i in 0..block.min(k - b * block) {
+                let code = code_at(&codes, (c * blocks + b) * block + i);
+                w[(b * block + i) * n + c] = (code - zero) * scale;
+            }
+        }
+    }
+    (bits, w)
+}
+
+#[test]
+fn size_budget_mixes_bit_widths_within_the_size_and_tract_reads_them_as_specified() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = "mobilebert-tiny";
+    let fp32 = convert(fixture, dir.path());
+    let int4 = dir.path().join("int4.onnx");
+    assert!(quantize(&fp32, &int4, fixture, &["--precision", "int4"]).status.success());
+    let budget = std::fs::metadata(&int4).unwrap().len() * 99 / 100;
+    let calibration = golden().join("squad/calibration.json");
+    let tokenizer = golden().join(fixture);
+    let statistics = ["--calibration", calibration.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--samples", "16"];
+    let out = dir.path().join("budget.onnx");
+    let report = dir.path().join("budget.json");
+    let budget_arg = budget.to_string();
+    let mut args = vec!["--precision", "int4", "--max-size", &budget_arg, "--report", report.to_str().unwrap()];
+    args.extend(statistics);
+    let run = quantize(&fp32, &out, fixture, &args);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(std::fs::metadata(&out).unwrap().len() <= budget, "within --max-size {budget}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(json["products_two_bit"].as_u64().unwrap() > 0, "the budget bites: {json}");
+    let layers = json["layers"].as_array().unwrap();
+    assert!(layers.iter().any(|l| l["stored"] == "4-bit blocks of 32") && layers.iter().any(|l| l["stored"] == "2-bit blocks of 32"));
+    assert!(std::fs::read_to_string(report.with_extension("md")).unwrap().contains("| product | K × N | stored |"));
+    assert!(metadata(&out)["qaforge.quantize.int4"].contains("size budget"));
+    // Same inputs, same bytes.
+    let again = dir.path().join("again.onnx");
+    assert!(quantize(&fp32, &again, fixture, &args).status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+
+    // tract reads every MatMulNBits as the specification says: the artifact and its float twin
+    // (each weight decoded above, a plain MatMul) give the same logits.
+    let mut twin = qaforge_onnx::read_model(&out).unwrap();
+    let graph = twin.graph.as_mut().unwrap();
+    let (mut two_bit, mut zero_points) = (0, 0);
+    for i in 0..graph.node.len() {
+        if graph.node[i].op_type != "MatMulNBits" {
+            continue;
+        }
+        let (bits, w) = decode_mat_mul_nbits(&graph.node[i], graph);
+        two_bit += (bits == 2) as usize;
+        zero_points += (graph.node[i].input.len() > 3) as usize;
+        let n = graph.node[i].attribute.iter().find(|a| a.name == "N").unwrap().i as usize;
+        let k = w.len() / n;
+        let name = format!("{}.decoded", graph.node[i].output[0]);
+        graph.initializer.push(qaforge_onnx::edit::raw_tensor(&name, &[k as i64, n as i64], qaforge_onnx::pb::tensor_proto::DataType::Float, w.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        let node = &mut graph.node[i];
+        node.op_type = "MatMul".into();
+        node.domain.clear();
+        node.attribute.clear();
+        node.input = vec![node.input[0].clone(), name];
+    }
+    assert!(two_bit > 0 && zero_points >= two_bit, "{two_bit} 2-bit products, {zero_points} with zero points");
+    let twin_path = dir.path().join("twin.onnx");
+    std::fs::write(&twin_path, qaforge_onnx::encode(&twin)).unwrap();
+    let (_, artifact_report) = verify_report_with(&out, fixture, &["--min-cosine", "0"]);
+    let (_, twin_report) = verify_report_with(&twin_path, fixture, &["--precision", "int4", "--min-cosine", "0"]);
+    let cosine = |r: &serde_json::Value| r["logits"]["cosine"].as_f64().unwrap();
+    let worst = |r: &serde_json::Value| r["logits"]["max_abs_diff"].as_f64().unwrap();
+    assert!((cosine(&artifact_report) - cosine(&twin_report)).abs() < 1e-5, "{} vs {}", cosine(&artifact_report), cosine(&twin_report));
+    assert!((worst(&artifact_report) - worst(&twin_report)).abs() < 1e-3, "{} vs {}", worst(&artifact_report), worst(&twin_report));
+
+    // GPTQ rounding: the same shapes, other codes, recorded in the provenance.
+    let gptq = dir.path().join("gptq.onnx");
+    let mut gptq_args = vec!["--precision", "int4", "--rounding", "gptq"];
+    gptq_args.extend(statistics);
+    let run = quantize(&fp32, &gptq, fixture, &gptq_args);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(metadata(&gptq)["qaforge.quantize.int4"].contains("GPTQ"));
+    assert_ne!(std::fs::read(&gptq).unwrap(), std::fs::read(&int4).unwrap());
+    let (verified, _) = verify_report_with(&gptq, fixture, &["--min-cosine", "0.94"]);
+    assert!(verified.status.success(), "{}", text(&verified));
+
+    // Bad requests: clear errors, nothing written.
+    let nothing = dir.path().join("nothing.onnx");
+    let too_small = quantize(&fp32, &nothing, fixture, &[&["--precision", "int4", "--max-size", "100kB"][..], &statistics[..]].concat());
+    assert_eq!(too_small.status.code(), Some(2));
+    assert!(text(&too_small).contains("the smallest artifact is"), "{}", text(&too_small));
+    let no_statistics = quantize(&fp32, &nothing, fixture, &["--precision", "int4", "--rounding", "gptq"]);
+    assert_eq!(no_statistics.status.code(), Some(2));
+    assert!(text(&no_statistics).contains("need --calibration"), "{}", text(&no_statistics));
+    let bad_size = quantize(&fp32, &nothing, fixture, &["--precision", "int4", "--max-size", "12 parsecs"]);
+    assert_eq!(bad_size.status.code(), Some(2));
+    assert!(text(&bad_size).contains("unknown unit"), "{}", text(&bad_size));
+    assert!(!nothing.exists());
+}

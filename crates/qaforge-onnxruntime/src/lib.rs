@@ -221,7 +221,7 @@ mod tests {
             calibration_fallback: None,
             int4: Default::default(),
         };
-        let (mut quantized, q) = qaforge_quantize::apply(&folded, &options, None, "test").unwrap();
+        let (mut quantized, q) = qaforge_quantize::apply(&folded, &options, None, None, "test").unwrap();
         fuse(&mut quantized, &mut summary).unwrap();
         let ops = op_counts(&quantized);
         assert_eq!(ops.get("com.microsoft.DynamicQuantizeMatMul"), Some(&q.converted.len()), "{ops:?}");

@@ -19,7 +19,7 @@ pub use answer::{answer, AnswerRequest, Answered};
 pub use convert::{convert, ConvertOutcome, ConvertRequest};
 pub use package::{package, PackageOutcome, PackageRequest};
 pub use web::{package_web, WebPackageOutcome, WebPackageRequest};
-pub use quantize::{quantize, QuantizeOutcome, QuantizeRequest, Search};
+pub use quantize::{quantize, write_quantize_report, QuantizeOutcome, QuantizeRequest, Search};
 pub use qaforge_verify::EngineChoice;
 
 /// Errors of the workflows: a stage's own error, or a request the product refuses (with why).

@@ -103,9 +103,12 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
     // The calibration file's features: int8-static calibrates on the first `samples`; the
     // label-free search measures on questions held back after them.
     let is_static = options.precision == Precision::Int8Static;
+    // int4 with GPTQ rounding or a size budget: the inputs' statistics over the same features.
+    let statistics = qaforge_quantize::needs_statistics(options);
+    let calibrates = is_static || statistics;
     let label_free = request.search.as_ref().is_some_and(|s| s.golden.is_none());
     let calibration_data = match (&request.calibration, &request.tokenizer) {
-        (Some(data), Some(tokenizer)) if is_static || label_free => {
+        (Some(data), Some(tokenizer)) if calibrates || label_free => {
             let squad = qaforge_squad::SquadFile::load(data)?;
             notes.push(format!("calibration data {}: {}", data.display(), squad.summary()));
             let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(tokenizer)?;
@@ -117,17 +120,26 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
             Some((squad, features))
         }
         _ if is_static => return Err(PipelineError::Request("int8-static needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>".into())),
+        _ if statistics => {
+            return Err(PipelineError::Request(
+                "--rounding gptq and --max-size need --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>: they weigh each weight by the inputs it meets on those features".into(),
+            ))
+        }
         _ if label_free => {
             return Err(PipelineError::Request("--max-f1-drop without --golden measures on held-back questions: it needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>".into()))
         }
         _ => None,
     };
-    let calibration_count = if is_static { request.samples } else { 0 };
+    let calibration_count = if calibrates { request.samples } else { 0 };
     let features = match &calibration_data {
-        Some((_, f)) if is_static => Some(f.clone().truncated(request.samples)),
+        Some((_, f)) if calibrates => Some(f.clone().truncated(request.samples)),
         _ => None,
     };
-    let passes = if options.method == qaforge_quantize::CalibrationMethod::MinMax { 1 } else { 2 };
+    let passes = match (is_static, options.method) {
+        (true, qaforge_quantize::CalibrationMethod::MinMax) => 1,
+        (true, _) => 2,
+        (false, _) => 1,
+    };
     let total = features.as_ref().map_or(0, |f| f.count * passes);
     let advance = |n: usize| progress(n, total);
     let input_sha256 = qaforge_onnx::sha256_hex(&input_bytes);
@@ -169,11 +181,67 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
     Ok(QuantizeOutcome {
         notes,
         flavour: matches!(request.flavour, Flavour::OnnxRuntime(_)).then(|| describe_flavour(&flavour, &quantized)),
-        calibration_features: features.as_ref().map(|f| f.count),
+        calibration_features: features.as_ref().filter(|_| is_static).map(|f| f.count),
         summary,
         search: search_log,
         sizes: (input_bytes.len() as u64, bytes.len() as u64),
         sha256: qaforge_onnx::sha256_hex(&bytes),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What `quantize --report` writes: the request's choices, the artifact, and for int4 each weight
+/// product's storage with its bytes and relative output error.
+#[derive(Debug, serde::Serialize)]
+struct QuantizeReport<'a> {
+    input: String,
+    output: String,
+    precision: &'static str,
+    bytes: (u64, u64),
+    sha256: &'a str,
+    max_size: Option<u64>,
+    block_size: Option<usize>,
+    rounding: Option<&'static str>,
+    statistics_features: usize,
+    products_two_bit: usize,
+    products_four_bit: usize,
+    layers: &'a [qaforge_quantize::budget::LayerChoice],
+    kept_float: &'a BTreeMap<String, String>,
+}
+
+/// Writes `path` (JSON) and the same with the extension `.md` (a Markdown table of the products).
+pub fn write_quantize_report(request: &QuantizeRequest, done: &QuantizeOutcome, path: &std::path::Path) -> Result<(), PipelineError> {
+    let int4 = request.options.precision == Precision::Int4;
+    let report = QuantizeReport {
+        input: request.input.display().to_string(),
+        output: request.output.display().to_string(),
+        precision: request.options.precision.as_str(),
+        bytes: done.sizes,
+        sha256: &done.sha256,
+        max_size: request.options.int4.max_size.filter(|_| int4),
+        block_size: int4.then_some(request.options.int4.block_size),
+        rounding: int4.then_some(request.options.int4.rounding.as_str()),
+        statistics_features: done.summary.statistics_features,
+        products_two_bit: done.summary.two_bit.len(),
+        products_four_bit: if int4 { done.summary.converted.len() } else { 0 },
+        layers: &done.summary.layers,
+        kept_float: &done.summary.kept_float,
+    };
+    let json = serde_json::to_string_pretty(&report).map_err(|e| PipelineError::Request(format!("{}: {e}", path.display())))?;
+    let mut md = format!(
+        "# qaforge quantize: {}\n\n{} → {} ({}), {} → {} bytes, sha256 `{}`\n",
+        report.output, report.input, report.output, report.precision, done.sizes.0, done.sizes.1, done.sha256
+    );
+    if let Some(max_size) = report.max_size {
+        md.push_str(&format!("\nSize budget {max_size} bytes: {} products at 2 bits, {} at 4 bits.\n", report.products_two_bit, report.products_four_bit));
+    }
+    if !report.layers.is_empty() {
+        md.push_str("\n| product | K × N | stored | bytes | relative output error |\n|---|---|---|---:|---:|\n");
+        for l in report.layers {
+            md.push_str(&format!("| {} | {} × {} | {} | {} | {:.3e} |\n", l.node, l.shape.0, l.shape.1, l.stored, l.bytes, l.relative_error));
+        }
+    }
+    qaforge_onnx::write_atomically(path, format!("{json}\n").as_bytes())?;
+    qaforge_onnx::write_atomically(&path.with_extension("md"), md.as_bytes())?;
+    Ok(())
 }

@@ -78,7 +78,7 @@ struct Stats {
     histogram: Vec<u64>,
 }
 
-fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
+pub(crate) fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
     let mut model = model.clone();
     if let Some(graph) = model.graph.as_mut() {
         for t in tensors {
@@ -98,7 +98,7 @@ fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
 /// Runs `session` over `features`, calling `visit(tensor index, values of real tokens)` for every
 /// extra output (outputs after start/end logits) of every batch. Batches run on `threads` threads,
 /// each folding into its own accumulator; the accumulators come back in thread order.
-fn sweep<A: Send>(
+pub(crate) fn sweep<A: Send>(
     session: &dyn Engine,
     features: &Features,
     batch_size: usize,

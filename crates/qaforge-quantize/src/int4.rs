@@ -5,11 +5,16 @@
 //! blocks along each row) or stay int8 per row ([`TableBits`]); the embedding path's products,
 //! which read the table rows directly, get int8 weights, and the QA head stays float, as in int8.
 //!
-//! Why these operators (measured with ONNX Runtime 1.23.2 and tract 0.23.9): both engines run
-//! MatMulNBits with 4 bits and GatherBlockQuantized with 4 bits; ONNX Runtime 1.23 refuses 2-bit
-//! MatMulNBits, and tract refuses 8-bit. The opset-21 form (int4 DequantizeLinear with
-//! `block_size` before a MatMul) would be standard ONNX, but ONNX Runtime's CPU fuses it into
-//! MatMulNBits only with its optimizer on, and tract 0.23 does not read int4 tensors.
+//! Why these operators (measured with ONNX Runtime 1.32.0 and tract 0.23.9): both engines run
+//! MatMulNBits with 4 and 2 bits (ONNX Runtime before 1.32 refuses 2 bits) and GatherBlockQuantized
+//! with 4 bits; tract refuses 8-bit MatMulNBits, so 8-bit products are int8 DequantizeLinear. The
+//! opset-21 form (int4 DequantizeLinear with `block_size` before a MatMul) would be standard ONNX,
+//! but ONNX Runtime's CPU fuses it into MatMulNBits only with its optimizer on, and tract 0.23
+//! does not read int4 tensors.
+//!
+//! With input statistics ([`crate::gram`]) products may be rounded by GPTQ, and under a size
+//! budget each gets 2 or 4 bits, int8 or float ([`crate::budget`]); 2-bit blocks carry zero points
+//! ([`crate::blockwise`]).
 //!
 //! Scales are rounded to float16 before the weights are rounded with them: tract keeps a block-32
 //! weight as its Q4_0 format, whose scales are float16, so both engines then dequantize to the same
@@ -18,6 +23,8 @@
 use qaforge_onnx::edit::{drop_unread_initializers, f32_values, int_attribute, node, raw_tensor, GraphIndex, Rewrite};
 use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, TensorProto};
 
+use crate::blockwise::{self, BlockWeights};
+use crate::budget::{Plan, Stored};
 use crate::graph::Reasons;
 use crate::int8::{self, Decision, WeightOptions, WeightStorage};
 use crate::QuantizeError;
@@ -46,6 +53,28 @@ impl TableBits {
     }
 }
 
+/// How weights are rounded to their blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Rounding {
+    /// Each block's grid by a search for its least squared error, every weight to its nearest
+    /// level ([`crate::blockwise::round_to_grid`]).
+    #[default]
+    Search,
+    /// GPTQ: rounding errors compensated with the calibration inputs' statistics
+    /// ([`crate::blockwise::gptq`]).
+    Gptq,
+}
+
+impl Rounding {
+    /// The name on the command line and in provenance.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rounding::Search => "search",
+            Rounding::Gptq => "gptq",
+        }
+    }
+}
+
 /// How int4 quantizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Int4Options {
@@ -53,11 +82,16 @@ pub struct Int4Options {
     pub block_size: usize,
     /// How embedding tables are stored.
     pub tables: TableBits,
+    /// How weights are rounded.
+    pub rounding: Rounding,
+    /// The largest artifact, in bytes: each product then gets 2 or 4 bits, int8 or float, by
+    /// the size budget ([`crate::budget`]).
+    pub max_size: Option<u64>,
 }
 
 impl Default for Int4Options {
     fn default() -> Self {
-        Int4Options { block_size: 32, tables: TableBits::Int4 }
+        Int4Options { block_size: 32, tables: TableBits::Int4, rounding: Rounding::Search, max_size: None }
     }
 }
 
@@ -66,6 +100,8 @@ impl Default for Int4Options {
 pub struct Int4Summary {
     /// MatMuls with 4-bit weights.
     pub quantized: Vec<String>,
+    /// MatMuls with 2-bit weights (under a size budget).
+    pub two_bit: Vec<String>,
     /// Nodes kept float (or int8), and why.
     pub kept_float: Reasons,
     /// Embedding tables stored in 4 bits (GatherBlockQuantized).
@@ -88,29 +124,14 @@ pub fn quantize_blocks(values: &[f32], groups: usize, len: usize, block_size: us
     let blocks = len.div_ceil(block_size);
     let mut codes = vec![8u8; groups * blocks * block_size];
     let mut scales = vec![0f32; groups * blocks];
-    let code = |v: f32, scale: f32| (v / scale).round().clamp(-8.0, 7.0);
     for g in 0..groups {
         for b in 0..blocks {
             let (start, end) = (b * block_size, ((b + 1) * block_size).min(len));
             let row = &values[g * len + start..g * len + end];
-            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            // An all-zero block gets scale 1 (its codes are 8).
-            let mut best = (f32::INFINITY, 1.0f32);
-            if amax > 0.0 {
-                for step in 0..=24 {
-                    let divisor = 6.0 + step as f32 / 8.0;
-                    // float16 keeps scales down to 6e-8; below that the block is noise anyway.
-                    let scale = half::f16::from_f32(amax / divisor).to_f32().max(f32::MIN_POSITIVE);
-                    let error: f32 = row.iter().map(|&v| (code(v, scale) * scale - v).powi(2)).sum();
-                    if error < best.0 {
-                        best = (error, scale);
-                    }
-                }
-            }
-            let scale = best.1;
-            scales[g * blocks + b] = scale;
+            let grid = blockwise::grid(row, 4);
+            scales[g * blocks + b] = grid.scale;
             for (i, &v) in row.iter().enumerate() {
-                codes[(g * blocks + b) * block_size + i] = (code(v, scale) as i8 + 8) as u8;
+                codes[(g * blocks + b) * block_size + i] = grid.code(v);
             }
         }
     }
@@ -120,6 +141,24 @@ pub fn quantize_blocks(values: &[f32], groups: usize, len: usize, block_size: us
 /// Two codes per byte, the first in the low nibble (both operators' layout).
 fn pack_nibbles(codes: &[u8]) -> Vec<u8> {
     codes.chunks(2).map(|pair| pair[0] | (pair.get(1).copied().unwrap_or(8) << 4)).collect()
+}
+
+/// The MatMulNBits node for `weights`, reading `x` into `output`.
+fn mat_mul_nbits(rw: &mut Rewrite<'_>, name: &str, x: &str, w: &str, output: &str, weights: &BlockWeights) -> tract_onnx::pb::NodeProto {
+    let (k, n, blocks, bits) = (weights.k, weights.n, weights.blocks(), weights.bits);
+    let suffix = format!("int{bits}");
+    let blob = weights.block_size * bits as usize / 8;
+    let b = rw.add_initializer(&format!("{w}.{suffix}"), raw_tensor("", &[n as i64, blocks as i64, blob as i64], DataType::Uint8, weights.packed_codes()));
+    let s = rw.add_initializer(&format!("{w}.{suffix}_scale"), float_tensor(&[(n * blocks) as i64], &weights.scales));
+    let mut inputs = vec![x.to_string(), b, s];
+    if weights.needs_zero_points() {
+        let zeros = weights.packed_zeros();
+        inputs.push(rw.add_initializer(&format!("{w}.{suffix}_zero_point"), raw_tensor("", &[zeros.len() as i64], DataType::Uint8, zeros)));
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let attributes: Vec<AttributeProto> =
+        vec![int_attribute("K", k as i64), int_attribute("N", n as i64), int_attribute("bits", bits as i64), int_attribute("block_size", weights.block_size as i64)];
+    microsoft(node("MatMulNBits", name, &inputs, &[output], attributes))
 }
 
 fn float_tensor(dims: &[i64], values: &[f32]) -> TensorProto {
@@ -132,8 +171,9 @@ fn microsoft(mut n: tract_onnx::pb::NodeProto) -> tract_onnx::pb::NodeProto {
 }
 
 /// Quantizes `graph` in place; `exclude` and `int8_qa_head` as in int8 (the QA head stays float
-/// unless asked, and then gets int8 weights, not 4 bits).
-pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, options: Int4Options) -> Result<Int4Summary, QuantizeError> {
+/// unless asked, and then gets int8 weights, not 4 bits). `plan` says how products are stored
+/// where it has a say ([`crate::budget`]); the others get 4-bit blocks rounded by the search.
+pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, options: Int4Options, plan: &Plan) -> Result<Int4Summary, QuantizeError> {
     let block_size = options.block_size;
     if !(16..=256).contains(&block_size) || !block_size.is_power_of_two() {
         return Err(QuantizeError::Graph(format!("--block-size {block_size}: int4 blocks hold 16, 32, 64, 128 or 256 weights")));
@@ -166,26 +206,36 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
                 rw.graph.node[i].input[1] = dq_out;
                 summary.kept_float.insert(name, reason.into());
             }
-            None => {
-                let init = rw.initializer(&w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
-                let (k, n) = (init.dims[0] as usize, init.dims[1] as usize);
-                let values = f32_values(init)?;
-                // MatMulNBits blocks each output column's K weights: transpose [K, N] to [N, K].
-                let mut columns = vec![0f32; k * n];
-                for r in 0..k {
-                    for c in 0..n {
-                        columns[c * k + r] = values[r * n + c];
+            None => match plan.stored.get(&output) {
+                Some(Stored::Float) => {
+                    summary.kept_float.insert(name, "size budget: float".into());
+                }
+                Some(Stored::Int8) => {
+                    let (dq, dq_out) = int8::dequantized_weight(&mut rw, &w, 1, int8_weights)?;
+                    rw.insert_before(i, dq);
+                    rw.graph.node[i].input[1] = dq_out;
+                    summary.kept_float.insert(name, "size budget: int8 weights, float activations".into());
+                }
+                chosen => {
+                    let computed;
+                    let weights = match chosen {
+                        Some(Stored::Blocks(b)) => b,
+                        _ => {
+                            let init = rw.initializer(&w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
+                            let (k, n) = (init.dims[0] as usize, init.dims[1] as usize);
+                            computed = blockwise::round_to_grid(&f32_values(init)?, k, n, 4, block_size);
+                            &computed
+                        }
+                    };
+                    let replacement = mat_mul_nbits(&mut rw, &name, &x, &w, &output, weights);
+                    rw.replace(i, [replacement]);
+                    if weights.bits == 2 {
+                        summary.two_bit.push(name);
+                    } else {
+                        summary.quantized.push(name);
                     }
                 }
-                let (codes, scales) = quantize_blocks(&columns, n, k, block_size);
-                let blocks = k.div_ceil(block_size);
-                let b = rw.add_initializer(&format!("{w}.int4"), raw_tensor("", &[n as i64, blocks as i64, (block_size / 2) as i64], DataType::Uint8, pack_nibbles(&codes)));
-                let s = rw.add_initializer(&format!("{w}.int4_scale"), float_tensor(&[(n * blocks) as i64], &scales));
-                let attributes: Vec<AttributeProto> =
-                    vec![int_attribute("K", k as i64), int_attribute("N", n as i64), int_attribute("bits", 4), int_attribute("block_size", block_size as i64)];
-                rw.replace(i, [microsoft(node("MatMulNBits", &name, &[&x, &b, &s], &[&output], attributes))]);
-                summary.quantized.push(name);
-            }
+            },
         }
     }
     // Embedding tables: those gathered by the token ids in 4-bit blocks along each row where the

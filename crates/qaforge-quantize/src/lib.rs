@@ -8,8 +8,37 @@
 //!
 //! Every artifact records its provenance in metadata_props; the same inputs give the same bytes.
 
+/// Defines `$name` as `$body` compiled twice, for AVX2 and for the baseline, and calls the AVX2
+/// copy where the CPU has it. The loops inside operate lane-wise (never reordering a sum, and Rust
+/// never fuses a multiply and an add), so both copies give the same bits: the wider vectors only
+/// make them faster.
+macro_rules! with_avx2 {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
+        $(#[$meta])*
+        fn $name($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn body($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+pub mod blockwise;
+pub mod budget;
 pub mod calibrate;
 pub mod fp16;
+pub mod gram;
 pub mod graph;
 pub mod int4;
 pub mod int8;
@@ -21,7 +50,8 @@ use qaforge_squad::Features;
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
 pub use calibrate::{ActivationRange, CalibratedRanges, CalibrationMethod};
-pub use int4::{Int4Options, TableBits};
+pub use gram::InputGrams;
+pub use int4::{Int4Options, Rounding, TableBits};
 pub use int8::{WeightOptions, WeightStorage};
 /// The engines calibration can run in (see [`QuantizeOptions::calibration_engine`]).
 pub use qaforge_runtime::EngineChoice;
@@ -150,6 +180,13 @@ pub struct QuantizeSummary {
     pub int8_tables: Vec<String>,
     /// Embedding tables stored in 4-bit blocks (int4).
     pub int4_tables: Vec<String>,
+    /// MatMuls with 2-bit weights (int4 under a size budget).
+    pub two_bit: Vec<String>,
+    /// How each weight product is stored, with its bytes and relative output error (int4 with
+    /// GPTQ rounding or a size budget).
+    pub layers: Vec<budget::LayerChoice>,
+    /// Features the input statistics were collected on (int4 with GPTQ or a size budget).
+    pub statistics_features: usize,
     /// Calibrated activation ranges (int8-static).
     pub ranges: BTreeMap<String, ActivationRange>,
     /// Calibration features used.
@@ -200,7 +237,33 @@ pub fn quantize(
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     check_float_input(model)?;
     let ranges = calibrated_ranges(model, options, calibration, progress)?;
-    apply(model, options, ranges.as_ref(), input_sha256)
+    let grams = input_statistics(model, options, calibration, progress)?;
+    apply(model, options, ranges.as_ref(), grams.as_ref(), input_sha256)
+}
+
+/// Whether quantizing with `options` needs input statistics ([`input_statistics`]).
+pub fn needs_statistics(options: &QuantizeOptions) -> bool {
+    options.precision == Precision::Int4 && (options.int4.rounding == Rounding::Gptq || options.int4.max_size.is_some())
+}
+
+/// For int4 with GPTQ rounding or a size budget, the Gram matrices of the inputs of every product
+/// to quantize, over the calibration features; `None` otherwise.
+pub fn input_statistics(
+    model: &ModelProto,
+    options: &QuantizeOptions,
+    calibration: Option<&Features>,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<Option<InputGrams>, QuantizeError> {
+    if !needs_statistics(options) {
+        return Ok(None);
+    }
+    let features = calibration.ok_or_else(|| QuantizeError::Calibration("GPTQ rounding and --max-size need calibration features (--calibration and --tokenizer)".into()))?;
+    let label = std::path::Path::new("the model being quantized");
+    let layout = qaforge_runtime::check_inputs(model, label, options.input_names.as_deref())?;
+    qaforge_runtime::check_token_ids(model, &layout, features, label)?;
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+    let tensors = budget::statistics_tensors(graph, &options.exclude, options.int8_qa_head)?;
+    Ok(Some(gram::input_grams(model, &tensors, features, options, progress)?))
 }
 
 /// For int8-static, the calibrated ranges of every activation to quantize, with the number of
@@ -228,9 +291,72 @@ pub fn apply(
     model: &ModelProto,
     options: &QuantizeOptions,
     ranges: Option<&CalibratedRanges>,
+    grams: Option<&InputGrams>,
     input_sha256: &str,
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     check_float_input(model)?;
+    if options.precision == Precision::Int4 {
+        return apply_int4(model, options, grams, input_sha256);
+    }
+    apply_plan(model, options, ranges, &budget::Plan::default(), input_sha256)
+}
+
+/// int4: each product's storage from the planner; under a size budget, the plan whose written
+/// artifact fits. The budget covers the products' weights after everything else the artifact
+/// holds, measured by writing it with the smallest options; the written size is then checked,
+/// and the products' share lowered by any overshoot (protobuf framing) and chosen again.
+fn apply_int4(model: &ModelProto, options: &QuantizeOptions, grams: Option<&InputGrams>, input_sha256: &str) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+    let int4 = &options.int4;
+    if !(16..=256).contains(&int4.block_size) || !int4.block_size.is_power_of_two() {
+        return Err(QuantizeError::Graph(format!("--block-size {}: int4 blocks hold 16, 32, 64, 128 or 256 weights", int4.block_size)));
+    }
+    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+    let planner = budget::planner(graph, &options.exclude, options.int8_qa_head, int4, grams, options.threads)?;
+    let written = |plan: &budget::Plan| -> Result<(ModelProto, QuantizeSummary, u64), QuantizeError> {
+        let (m, mut s) = apply_plan(model, options, None, plan, input_sha256)?;
+        s.layers = plan.choices.clone();
+        s.statistics_features = grams.map_or(0, |g| g.features);
+        let size = qaforge_onnx::encode(&m).len() as u64;
+        Ok((m, s, size))
+    };
+    let Some(max_size) = int4.max_size else {
+        let plan = planner.choose(None).expect("no budget always has a plan");
+        let (m, mut s, _) = written(&plan)?;
+        if int4.rounding == Rounding::Search {
+            s.layers.clear();
+        }
+        return Ok((m, s));
+    };
+    let smallest = planner.choose(Some(planner.smallest_bytes())).expect("the smallest options fit their own size");
+    let (m, s, size) = written(&smallest)?;
+    if size > max_size {
+        return Err(QuantizeError::Graph(format!(
+            "--max-size {max_size} bytes: the smallest artifact is {size} bytes (every product at 2 bits, blocks of {}); allow more, or use larger blocks",
+            int4.block_size
+        )));
+    }
+    let rest = size - planner.smallest_bytes();
+    let mut best = (m, s);
+    let mut share = max_size - rest;
+    for _ in 0..4 {
+        let plan = planner.choose(Some(share)).expect("at least the smallest options fit");
+        let (m, s, size) = written(&plan)?;
+        if size <= max_size {
+            best = (m, s);
+            break;
+        }
+        share -= (size - max_size).min(share);
+    }
+    Ok(best)
+}
+
+fn apply_plan(
+    model: &ModelProto,
+    options: &QuantizeOptions,
+    ranges: Option<&CalibratedRanges>,
+    plan: &budget::Plan,
+    input_sha256: &str,
+) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     let mut out = model.clone();
     let mut summary = QuantizeSummary::default();
     match options.precision {
@@ -263,8 +389,9 @@ pub fn apply(
         }
         Precision::Int4 => {
             let graph = out.graph.as_mut().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-            let s = int4::quantize(graph, &options.exclude, options.int8_qa_head, options.int4)?;
+            let s = int4::quantize(graph, &options.exclude, options.int8_qa_head, options.int4, plan)?;
             summary.converted = s.quantized;
+            summary.two_bit = s.two_bit;
             summary.kept_float = s.kept_float;
             summary.int8_tables = s.int8_tables;
             summary.int4_tables = s.int4_tables;
@@ -289,7 +416,14 @@ pub fn apply(
         metadata.push((keys::QUANTIZE_QA_HEAD.into(), "int8".into()));
     }
     if options.precision == Precision::Int4 {
-        let int4 = format!("symmetric 4-bit blocks of {} (MatMulNBits), embedding tables {}", options.int4.block_size, options.int4.tables.as_str());
+        let int4 = &options.int4;
+        let mut int4 = format!("symmetric 4-bit blocks of {} (MatMulNBits), embedding tables {}", int4.block_size, int4.tables.as_str());
+        if options.int4.rounding == Rounding::Gptq {
+            int4.push_str(", GPTQ rounding");
+        }
+        if let Some(max_size) = options.int4.max_size {
+            int4.push_str(&format!(", size budget {max_size} bytes: {} products at 2 bits (asymmetric), {} at 4 bits, the rest int8 or float", summary.two_bit.len(), summary.converted.len()));
+        }
         metadata.push((keys::QUANTIZE_INT4.into(), int4));
     }
     if options.precision.is_int8() {

@@ -139,6 +139,8 @@ pub fn search(
 ) -> Result<(ModelProto, QuantizeSummary, SearchLog), QuantizeError> {
     let ranges = calibrated_ranges(model, options, calibration, progress)?;
     let ranges = ranges.as_ref();
+    let grams = crate::input_statistics(model, options, calibration, progress)?;
+    let grams = grams.as_ref();
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
     let mut log = SearchLog::default();
     let with_groups = |groups: &[String]| -> QuantizeOptions {
@@ -152,7 +154,7 @@ pub fn search(
         let (f1, logits) = f1_of(candidate, slice, options)?;
         Ok((slice.reference_f1 - f1, cosine(&logits, &float_eval, slice.features)))
     };
-    let (mut best, mut summary) = apply(model, options, ranges, input_sha256)?;
+    let (mut best, mut summary) = apply(model, options, ranges, grams, input_sha256)?;
     let (mut drop, mut cos) = measure(&best)?;
     log.steps.push(SearchStep { kept_float: vec![], f1_drop: drop, cosine: cos });
     if drop <= max_f1_drop && cos >= min_cosine {
@@ -180,7 +182,7 @@ pub fn search(
     }
     for g in &groups {
         let others: Vec<String> = groups.iter().filter(|o| *o != g).cloned().collect();
-        let (candidate, _) = apply(model, &with_groups(&others), ranges, input_sha256)?;
+        let (candidate, _) = apply(model, &with_groups(&others), ranges, grams, input_sha256)?;
         let logits = crate::tract_session(&candidate, "candidate graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
         log.sensitivity.push((g.clone(), logit_mse(&logits, &float_logits, &probe)));
     }
@@ -188,7 +190,7 @@ pub fn search(
 
     for (g, _) in log.sensitivity.clone() {
         kept.push(g);
-        let (candidate, mut s) = apply(model, &with_groups(&kept), ranges, input_sha256)?;
+        let (candidate, mut s) = apply(model, &with_groups(&kept), ranges, grams, input_sha256)?;
         for reason in s.kept_float.values_mut() {
             if let Some(g) = reason.strip_prefix("excluded by --exclude ").and_then(|p| p.strip_suffix(".*")) {
                 if kept.iter().any(|k| k == g) {
