@@ -711,7 +711,10 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
         let rounding = request.options.int4.rounding.as_str();
         println!("  4-bit MatMuls   {} (blocks of {}, rounding: {rounding})", done.summary.converted.len(), request.options.int4.block_size);
         if let Some(max_size) = request.options.int4.max_size {
-            println!("  2-bit MatMuls   {} (size budget {} bytes; statistics of {} features)", done.summary.two_bit.len(), max_size, done.summary.statistics_features);
+            println!("  2-bit MatMuls   {} (size budget {max_size} bytes)", done.summary.two_bit.len());
+        }
+        if done.summary.statistics_features > 0 {
+            println!("  statistics      {} features (Gram matrices of the inputs of {} products)", done.summary.statistics_features, done.summary.layers.len());
         }
         println!("  4-bit tables    {}", done.summary.int4_tables.join(", "));
         println!("  int8 tables     {}", done.summary.int8_tables.join(", "));

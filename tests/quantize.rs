@@ -593,5 +593,8 @@ fn size_budget_mixes_bit_widths_within_the_size_and_tract_reads_them_as_specifie
     let bad_size = quantize(&fp32, &nothing, fixture, &["--precision", "int4", "--max-size", "12 parsecs"]);
     assert_eq!(bad_size.status.code(), Some(2));
     assert!(text(&bad_size).contains("unknown unit"), "{}", text(&bad_size));
+    let not_int4 = quantize(&fp32, &nothing, fixture, &["--precision", "int8-dynamic", "--max-size", "1MB"]);
+    assert_eq!(not_int4.status.code(), Some(2));
+    assert!(text(&not_int4).contains("are for --precision int4"), "{}", text(&not_int4));
     assert!(!nothing.exists());
 }

@@ -13,7 +13,7 @@
 #   int8-static percentile  88               -2.5    90.33, +1.64 | 90.61, +2.84 (*)
 #   int8-static mse         82               -2.5    84.52, -0.21 | 84.40, -0.35 (*)
 #   int4 (blocks of 32)     84.5             -2.5    86.99, +0.63 | (not measured there)
-#   int4 GPTQ (blocks of 128) 88.5           -2.5    90.86, +0.22 | (not measured there)
+#   int4 GPTQ (blocks of 128, 32 features) 86  -2.5    88.12, +0.37 | (not measured there)
 #
 # Measured with ONNX Runtime 1.23.2; with 1.32.0 (the pin since 2026-12-01) the Xeon reads fp16
 # 100.00, int8-dynamic 89.52 (+2.78), minmax 91.98, percentile 90.61, mse 84.43, int4 86.99: the
@@ -48,8 +48,10 @@ mkdir -p "$dir"
 "$qaforge" quantize "$dir/fp32.onnx" -o "$dir/fp16.onnx" --precision fp16 > /dev/null
 "$qaforge" quantize "$dir/fp32.onnx" -o "$dir/int8-dynamic.onnx" --precision int8-dynamic --target x86-avx2 > /dev/null
 "$qaforge" quantize "$dir/fp32.onnx" -o "$dir/int4.onnx" --precision int4 > /dev/null
-# GPTQ rounding with blocks of 128 (2 MB smaller than blocks of 32; round to nearest there: 84.26).
-"$qaforge" quantize "$dir/fp32.onnx" -o "$dir/int4-gptq.onnx" --precision int4 --block-size 128 --rounding gptq "${calibrate[@]}" > /dev/null
+# GPTQ rounding with blocks of 128 (2 MB smaller than blocks of 32; round to nearest there: 84.26),
+# statistics of 32 features to keep make test short (128 features: 90.86, README).
+"$qaforge" quantize "$dir/fp32.onnx" -o "$dir/int4-gptq.onnx" --precision int4 --block-size 128 --rounding gptq \
+  --calibration golden/squad/calibration.json --tokenizer "$fixture" --samples 32 > /dev/null
 for m in minmax percentile mse; do
   "$qaforge" quantize "$dir/fp32.onnx" -o "$dir/int8-static-$m.onnx" --precision int8-static --method $m --target x86-avx2 "${calibrate[@]}" > /dev/null
 done
@@ -67,7 +69,7 @@ bounds() { # ARTIFACT -> "MIN_AGREEMENT_F1 MAX_F1_DROP"
     # Measured on one CPU only (AVX-512 VNNI); ONNX Runtime computes int4 in float32, so the spread
     # between CPUs is fp32-kernel-sized, but the margin is int8's (2.5 points).
     int4) echo 84.5 2.5 ;;
-    int4-gptq) echo 88.5 2.5 ;;
+    int4-gptq) echo 86 2.5 ;;
   esac
 }
 judge() { # ARTIFACT -> verify's exit status; the log in $dir/ARTIFACT.log

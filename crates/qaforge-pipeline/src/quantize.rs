@@ -82,6 +82,9 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
     if options.precision == Precision::Fp32 {
         return Err(PipelineError::Request("fp32 is what quantize reads: choose fp16, int8-dynamic or int8-static".into()));
     }
+    if options.precision != Precision::Int4 && (options.int4.max_size.is_some() || options.int4.rounding != qaforge_quantize::Rounding::Search) {
+        return Err(PipelineError::Request(format!("--max-size and --rounding are for --precision int4, not {}", options.precision)));
+    }
     if matches!(request.flavour, Flavour::OnnxRuntime(_)) && options.precision == Precision::Int4 {
         return Err(PipelineError::Request("--for onnxruntime is for the int8 modes: the int4 artifact is ONNX Runtime's own operators already (MatMulNBits, GatherBlockQuantized)".into()));
     }
