@@ -591,7 +591,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 println!("  report          {} (and .md)", path.display());
             }
         }
-        Command::Package { artifact, format: PackageFormatArg::Web, output, tokenizer, web_runtime, inputs, .. } => {
+        Command::Package { artifact, format: PackageFormatArg::Web, output, tokenizer, web_runtime, inputs, operators_config, .. } => {
+            if operators_config.is_some() {
+                anyhow::bail!("--operators-config is for --format ort (the web package's page needs no operator list)");
+            }
             let tokenizer = tokenizer.ok_or_else(|| anyhow::anyhow!("--format web needs --tokenizer MODEL_DIR (the model directory whose tokenizer the page uses)"))?;
             let request = qaforge_pipeline::WebPackageRequest { artifact, tokenizer, output, node_modules: web_runtime, input_names: inputs.input_names };
             let done = qaforge_pipeline::package_web(&request)?;
@@ -602,7 +605,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("  model sha256  {}", site.artifact_sha256);
             println!("  time          {:.3} s", done.seconds);
         }
-        Command::Package { artifact, format: PackageFormatArg::Ort, output, operators_config, onnxruntime, .. } => {
+        Command::Package { artifact, format: PackageFormatArg::Ort, output, operators_config, onnxruntime, tokenizer, .. } => {
+            if tokenizer.is_some() {
+                anyhow::bail!("--tokenizer is for --format web (an .ort package holds the model only)");
+            }
             let request = qaforge_pipeline::PackageRequest { artifact, output, operators_config, library: onnxruntime.ort_library };
             let done = qaforge_pipeline::package(&request)?;
             println!("packaged {} -> {} (ORT format, ONNX Runtime's optimizations applied offline)", request.artifact.display(), done.ort_path.display());

@@ -87,6 +87,16 @@ fn bad_requests_are_refused_without_writing() {
     assert_eq!(no_tokenizer.status.code(), Some(2), "{}", text(&no_tokenizer));
     assert!(text(&no_tokenizer).contains("--tokenizer"), "{}", text(&no_tokenizer));
 
+    // Options of the other format are usage errors, not silently ignored.
+    let with_config = qaforge(&["package", artifact.to_str().unwrap(), "--format", "web", "-o", site.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(),
+        "--web-runtime", node_modules.to_str().unwrap(), "--operators-config", dir.path().join("ops.config").to_str().unwrap()]);
+    assert_eq!(with_config.status.code(), Some(2), "{}", text(&with_config));
+    assert!(text(&with_config).contains("--operators-config is for --format ort"), "{}", text(&with_config));
+    let ort_with_tokenizer = qaforge(&["package", artifact.to_str().unwrap(), "--format", "ort", "-o", dir.path().join("m.ort").to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap()]);
+    assert_eq!(ort_with_tokenizer.status.code(), Some(2), "{}", text(&ort_with_tokenizer));
+    assert!(text(&ort_with_tokenizer).contains("--tokenizer is for --format web"), "{}", text(&ort_with_tokenizer));
+    assert!(!site.exists() && !dir.path().join("m.ort").exists());
+
     let no_runtime = package_web(&artifact, &tokenizer, &site, &dir.path().join("nowhere"));
     assert_eq!(no_runtime.status.code(), Some(2));
     assert!(text(&no_runtime).contains("npm ci --prefix web"), "{}", text(&no_runtime));
