@@ -103,4 +103,28 @@ for f in "$@"; do
   [ $code = 3 ] || { echo "FAILED: verify --engine ort as a Haswell should refuse to judge $f's full-range artifact (exit 3), got $code" >&2; exit 1; }
 done
 "$PYTHON" "$HERE/python/compare_logits.py" "$DIR" x86 haswell
+
+# int4 under a size budget (2-bit MatMulNBits with zero points, make test-onnx's *.budget.onnx) on
+# the phone's kernels: each ARM model must compute it as it computes the float twin that
+# tests/python/check_nbits.py decoded from the operator's specification (the same ONNX Runtime
+# float kernels then multiply the same weights).
+check=$(dirname "$DIR")/check
+for budget in "$check"/*.budget.onnx; do
+  f=$(basename "$budget" .budget.onnx)
+  for cpu in cortex-a72 neoverse-n1; do
+    "$ARM/python" "$cpu" "$HERE/../tools/run_on_device.py" "$budget" "$DIR/$f.bundle" -o "$DIR/$f.budget.$cpu.logits" --device "$cpu" \
+      --also "$check/$f.budget.dequantized.onnx" "$DIR/$f.bundle" "$DIR/$f.budget-twin.$cpu.logits" > "$DIR/$f.budget.$cpu.log" 2>&1 \
+      || { grep -v "TCG doesn't support" "$DIR/$f.budget.$cpu.log" >&2; echo "FAILED: $f's budget artifact on $cpu" >&2; exit 1; }
+    "$PYTHON" - "$DIR/$f.budget.$cpu.logits" "$DIR/$f.budget-twin.$cpu.logits" "$f on $cpu" <<'PY' || exit 1
+import sys
+sys.path.insert(0, "tests/python")
+import numpy as np
+from compare_logits import logits
+got, want = logits(sys.argv[1]), logits(sys.argv[2])
+worst = max(float(np.abs(got[k] - want[k]).max()) for k in ("start_logits", "end_logits"))
+print(f"{sys.argv[3]}: 2-bit budget artifact against its decoded float twin, max |diff| {worst:.3e}")
+sys.exit(0 if worst <= 1e-4 else 1)
+PY
+  done
+done
 echo "device logits checked in $((SECONDS - started)) s"
