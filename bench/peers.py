@@ -175,6 +175,10 @@ def matmul_nbits(src, out, variant, block="128", features=None):
                 self.i = 0
 
         kwargs["algo_config"] = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=Features(), block_size=block)
+        # Symmetric: onnxruntime 1.32's GPTQ packs asymmetric zero points across columns and then
+        # fails to reshape them when K / block is odd (384 / 128 here: "cannot reshape array of
+        # size 2304 into shape (1536, newaxis)").
+        kwargs["is_symmetric"] = True
     elif variant != "default":
         raise SystemExit(f"unknown matmul-nbits variant {variant}")
     quantizer = mnq.MatMulNBitsQuantizer(onnx.load(src), **kwargs)

@@ -201,6 +201,16 @@ fn check_tensor_data(t: &pb::TensorProto) -> Result<(), String> {
             Err(format!("dims {:?} claim {count} {data_type:?} values, the file holds {n} ({what})", t.dims))
         }
     };
+    if !t.raw_data.is_empty() && matches!(data_type, T::Int4 | T::Uint4) {
+        // 4-bit types pack two values per byte, the first in the low nibble (what ONNX Runtime's
+        // quantizers write for block-quantized embedding tables).
+        let bytes = count.div_ceil(2);
+        return if t.raw_data.len() as u64 == bytes {
+            Ok(())
+        } else {
+            Err(format!("dims {:?} claim {count} {data_type:?} values ({bytes} bytes packed two per byte), the file holds {} bytes of raw data", t.dims, t.raw_data.len()))
+        };
+    }
     if !t.raw_data.is_empty() {
         let size = element_size(t.data_type).ok_or_else(|| format!("{data_type:?} values cannot be stored as raw data"))?;
         if t.raw_data.len() % size != 0 {
@@ -293,6 +303,11 @@ mod tests {
         let err = decode(external).unwrap_err();
         assert!(err.contains("m.onnx") && err.contains("tensor `w`") && err.contains("outside the model's folder"), "{err}");
         assert!(decode(pb::TensorProto { raw_data: vec![0; 7], ..tensor(&[2], T::Float) }).unwrap_err().contains("whole number"));
+        // 4-bit values, two per byte (ONNX Runtime's quantized embedding tables): 3 × 5 of them in 8 bytes.
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 8], ..tensor(&[3, 5], T::Uint4) }).is_ok());
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 2], ..tensor(&[4], T::Int4) }).is_ok());
+        let err = decode(pb::TensorProto { raw_data: vec![0; 15], ..tensor(&[3, 5], T::Uint4) }).unwrap_err();
+        assert!(err.contains("8 bytes packed two per byte") && err.contains("holds 15 bytes"), "{err}");
     }
 }
 
