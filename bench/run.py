@@ -518,7 +518,8 @@ def four_bit(args, table, py, limit, fp32, features):
             "qaforge int4 (blocks of 128, search)": ["--block-size", "128"],
             "qaforge int4 (blocks of 128, GPTQ)": ["--block-size", "128", "--rounding", "gptq"] + calib,
             f"qaforge int4 --max-size {proxy} (search)": ["--block-size", "128", "--max-size", proxy] + calib,
-            f"qaforge int4 --max-size {proxy} (GPTQ)": ["--block-size", "128", "--max-size", proxy, "--rounding", "gptq"] + calib}
+            f"qaforge int4 --max-size {proxy} (GPTQ)": ["--block-size", "128", "--max-size", proxy, "--rounding", "gptq"] + calib,
+            "qaforge int4 --max-size 12MB (GPTQ)": ["--block-size", "128", "--max-size", "12MB", "--rounding", "gptq"] + calib}
     peers = {"ORT matmul_nbits (defaults: blocks of 128, round to nearest)": ["default", "128"],
              "ORT matmul_nbits (MatMul and Gather, blocks of 128)": ["tables", "128"],
              "ORT matmul_nbits (MatMul and Gather, blocks of 32)": ["tables", "32"],
