@@ -162,8 +162,8 @@ enum Command {
         batch_size: usize,
         #[command(flatten)]
         inputs: InputNamesArg,
-        /// The engine int8-static calibration runs the float graph in: tract (built in, the same
-        /// ranges on every CPU), or ort (ONNX Runtime; needs `--features ort` and libonnxruntime).
+        /// The engine int8-static calibration and int4's input statistics (GPTQ, --max-size) run
+        /// the float graph in: tract (built in, the same ranges on every CPU), or ort (ONNX Runtime; needs `--features ort` and libonnxruntime).
         /// With tract, a graph tract cannot run is calibrated in ONNX Runtime where its library is
         /// at hand (--ort-library or $ORT_DYLIB_PATH), with a note on stderr.
         #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
@@ -706,7 +706,7 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
         println!("{note}");
     }
     if let Some(why) = &done.summary.calibration_fallback {
-        eprintln!("note: calibrated in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges may differ from another CPU's)");
+        eprintln!("note: calibrated in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges and statistics may differ from another CPU's)");
     }
     let precision = request.options.precision;
     println!("quantized {} -> {} ({precision})", request.input.display(), request.output.display());
@@ -720,7 +720,8 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
             println!("  2-bit MatMuls   {} (size budget {max_size} bytes)", done.summary.two_bit.len());
         }
         if done.summary.statistics_features > 0 {
-            println!("  statistics      {} features (Gram matrices of the inputs of {} products)", done.summary.statistics_features, done.summary.layers.len());
+            let engine = done.summary.calibration_engine.unwrap_or("tract");
+            println!("  statistics      {} features in {engine} (Gram matrices of the inputs of {} products)", done.summary.statistics_features, done.summary.layers.len());
         }
         println!("  4-bit tables    {}", done.summary.int4_tables.join(", "));
         println!("  int8 tables     {}", done.summary.int8_tables.join(", "));

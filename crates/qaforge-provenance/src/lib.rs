@@ -39,13 +39,15 @@ pub mod keys {
     pub const QUANTIZE_INT4: &str = "qaforge.quantize.int4";
     /// The calibration method of int8-static.
     pub const QUANTIZE_METHOD: &str = "qaforge.quantize.method";
-    /// Calibration features of int8-static.
+    /// Calibration features of int8-static, or those int4's input statistics (GPTQ, size budget)
+    /// were collected on.
     pub const QUANTIZE_SAMPLES: &str = "qaforge.quantize.samples";
-    /// The engine int8-static calibration ran in (`tract` or `onnxruntime`).
+    /// The engine that ran the float graph for int8-static calibration or int4's input statistics
+    /// (`tract` or `onnxruntime`).
     pub const QUANTIZE_CALIBRATION_ENGINE: &str = "qaforge.quantize.calibration_engine";
     /// Which kernels calibration computed with, i.e. whether another CPU reproduces its ranges.
     pub const QUANTIZE_CALIBRATION_KERNELS: &str = "qaforge.quantize.calibration_kernels";
-    /// Why int8-static calibration ran in ONNX Runtime although tract was asked for: tract could
+    /// Why calibration (or int4's input statistics) ran in ONNX Runtime although tract was asked for: tract could
     /// not run the float graph (absent when calibration ran where it was asked to).
     pub const QUANTIZE_CALIBRATION_FALLBACK: &str = "qaforge.quantize.calibration_fallback";
 

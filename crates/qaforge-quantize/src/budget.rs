@@ -60,18 +60,19 @@ pub struct LayerChoice {
 /// What [`plan`] decided, by MatMul output tensor, with the report's rows in graph order.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// How each product is stored (products not listed get the default 4-bit blocks).
+    /// How each product is stored, by MatMul output tensor: every product the planner found.
     pub stored: BTreeMap<String, Stored>,
     /// One row per product that has a choice.
     pub choices: Vec<LayerChoice>,
 }
 
-/// A product int4 quantizes to blocks by default: its node, input, weight and shape.
+/// A product int4 quantizes to blocks by default: its node, input, weight (an index into the
+/// graph's initializers, decoded only where the values are needed) and shape.
 pub(crate) struct Product {
     pub node: String,
     pub output: String,
     pub input: String,
-    pub weight: Vec<f32>,
+    pub weight: usize,
     pub k: usize,
     pub n: usize,
 }
@@ -86,15 +87,9 @@ pub(crate) fn products(graph: &GraphProto, exclude: &[String], int8_qa_head: boo
             continue;
         }
         let n = &graph.node[i];
-        let init = graph.initializer.iter().find(|t| t.name == n.input[1]).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{}`", n.input[1])))?;
-        out.push(Product {
-            node: n.name.clone(),
-            output: n.output[0].clone(),
-            input: n.input[0].clone(),
-            weight: qaforge_onnx::edit::f32_values(init)?,
-            k: init.dims[0] as usize,
-            n: init.dims[1] as usize,
-        });
+        let weight = graph.initializer.iter().position(|t| t.name == n.input[1]).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{}`", n.input[1])))?;
+        let dims = &graph.initializer[weight].dims;
+        out.push(Product { node: n.name.clone(), output: n.output[0].clone(), input: n.input[0].clone(), weight, k: dims[0] as usize, n: dims[1] as usize });
     }
     Ok(out)
 }
@@ -141,19 +136,20 @@ struct Candidate {
     error: f64,
 }
 
-fn candidates(p: &Product, options: &Int4Options, grams: Option<&InputGrams>, budgeted: bool) -> Result<Vec<Candidate>, QuantizeError> {
+fn candidates(graph: &GraphProto, p: &Product, options: &Int4Options, grams: Option<&InputGrams>, budgeted: bool) -> Result<Vec<Candidate>, QuantizeError> {
     let gram = grams.map(|g| g.grams.get(&p.input).ok_or_else(|| QuantizeError::Calibration(format!("no input statistics for `{}`", p.input)))).transpose()?;
+    let weight = qaforge_onnx::edit::f32_values(&graph.initializer[p.weight])?;
     let blocks = |bits: u32| -> BlockWeights {
         match (options.rounding, gram) {
-            (Rounding::Gptq, Some(gram)) => blockwise::gptq(&p.weight, p.k, p.n, bits, options.block_size, gram)
-                .unwrap_or_else(|| blockwise::round_to_grid(&p.weight, p.k, p.n, bits, options.block_size)),
-            _ => blockwise::round_to_grid(&p.weight, p.k, p.n, bits, options.block_size),
+            (Rounding::Gptq, Some(gram)) => blockwise::gptq(&weight, p.k, p.n, bits, options.block_size, gram)
+                .unwrap_or_else(|| blockwise::round_to_grid(&weight, p.k, p.n, bits, options.block_size)),
+            _ => blockwise::round_to_grid(&weight, p.k, p.n, bits, options.block_size),
         }
     };
-    let energy = gram.map_or(0.0, |g| blockwise::output_energy(&p.weight, p.k, p.n, g));
+    let energy = gram.map_or(0.0, |g| blockwise::output_energy(&weight, p.k, p.n, g));
     let relative = |quantized: &[f32]| -> f64 {
         match gram {
-            Some(gram) if energy > 0.0 => blockwise::output_error(&p.weight, quantized, p.k, p.n, gram) / energy,
+            Some(gram) if energy > 0.0 => blockwise::output_error(&weight, quantized, p.k, p.n, gram) / energy,
             _ => 0.0,
         }
     };
@@ -169,7 +165,7 @@ fn candidates(p: &Product, options: &Int4Options, grams: Option<&InputGrams>, bu
         out.push(Candidate { bytes: b.stored_bytes(), stored: Stored::Blocks(b), error });
     }
     let int8_options = WeightOptions { per_tensor: false, storage: WeightStorage::Int8 };
-    let (q, scales) = int8::quantize_symmetric(&p.weight, p.k, p.n, 1, int8_options);
+    let (q, scales) = int8::quantize_symmetric(&weight, p.k, p.n, 1, int8_options);
     let dequantized: Vec<f32> = q.iter().enumerate().map(|(i, &v)| v as f32 * scales[i % p.n]).collect();
     out.push(Candidate { stored: Stored::Int8, bytes: (p.k * p.n + 5 * p.n) as u64, error: relative(&dequantized) });
     out.push(Candidate { stored: Stored::Float, bytes: (4 * p.k * p.n) as u64, error: 0.0 });
@@ -191,7 +187,7 @@ pub fn planner(graph: &GraphProto, exclude: &[String], int8_qa_head: bool, optio
         return Err(QuantizeError::Calibration("GPTQ rounding and --max-size need input statistics from calibration features".into()));
     }
     let products = products(graph, exclude, int8_qa_head)?;
-    let computed = parallel_map(&products, threads, |p| candidates(p, options, grams, budgeted));
+    let computed = parallel_map(&products, threads, |p| candidates(graph, p, options, grams, budgeted));
     let mut all = Vec::new();
     for c in computed {
         let mut c = c?;

@@ -78,7 +78,7 @@ struct Stats {
     histogram: Vec<u64>,
 }
 
-pub(crate) fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
+fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
     let mut model = model.clone();
     if let Some(graph) = model.graph.as_mut() {
         for t in tensors {
@@ -148,32 +148,23 @@ pub struct CalibratedRanges {
     pub fallback: Option<String>,
 }
 
-/// Calibrates the ranges of `tensors` (float32 tensors of `model`) on `features`, in
+/// Runs `pass` (a sweep of the float graph over calibration features) in
 /// `options.calibration_engine`; where that is tract and tract cannot load or run the float graph,
-/// in `options.calibration_fallback` (ONNX Runtime) when there is one.
-pub fn calibrate(
-    model: &ModelProto,
-    tensors: &[String],
-    features: &Features,
+/// in `options.calibration_fallback` (ONNX Runtime) when there is one. Returns the result, the
+/// engine that produced it, and why the fallback ran (tract's own error; None when the asked engine
+/// ran). Int8-static ranges and int4's input statistics both come through here.
+pub(crate) fn in_calibration_engine<T>(
     options: &crate::QuantizeOptions,
-    progress: &(dyn Fn(usize) + Sync),
-) -> Result<CalibratedRanges, QuantizeError> {
-    if features.count == 0 {
-        return Err(QuantizeError::Calibration("no calibration features".into()));
-    }
-    if let CalibrationMethod::Percentile(p) = options.method {
-        if !(50.0..=100.0).contains(&p) {
-            return Err(QuantizeError::Calibration(format!("percentile {p} is outside 50..=100")));
-        }
-    }
+    pass: impl Fn(&EngineChoice) -> Result<T, QuantizeError>,
+) -> Result<(T, EngineChoice, Option<String>), QuantizeError> {
     let asked = &options.calibration_engine;
-    match (calibrate_in(asked, model, tensors, features, options, progress), asked, &options.calibration_fallback) {
-        (Ok(ranges), _, _) => Ok(CalibratedRanges { ranges, features: features.count, engine: asked.clone(), fallback: None }),
+    match (pass(asked), asked, &options.calibration_fallback) {
+        (Ok(result), _, _) => Ok((result, asked.clone(), None)),
         // tract's analysis or kernels stop on graphs ONNX Runtime runs (operators or shape
-        // expressions it does not know): a user with ONNX Runtime at hand gets ranges from it.
+        // expressions it does not know): a user with ONNX Runtime at hand gets the pass from it.
         (Err(QuantizeError::Runtime(e)), EngineChoice::Tract, Some(fallback)) => {
-            let ranges = calibrate_in(fallback, model, tensors, features, options, progress)?;
-            Ok(CalibratedRanges { ranges, features: features.count, engine: fallback.clone(), fallback: Some(format!("tract cannot run the float graph: {}", e.message)) })
+            let result = pass(fallback)?;
+            Ok((result, fallback.clone(), Some(format!("tract cannot run the float graph: {}", e.message))))
         }
         // tract's errors name the node it could not analyse or evaluate; the way around it is
         // ONNX Runtime.
@@ -189,6 +180,49 @@ pub fn calibrate(
     }
 }
 
+/// The float graph with `tensors` (float32 tensors of `model`) as extra outputs, loaded in
+/// `engine` and fed as `options.input_names` or the graph's input names say. tract computes with
+/// its generic kernels (the same bits on every CPU: qaforge_runtime::kernels); ONNX Runtime with
+/// this CPU's.
+pub(crate) fn calibration_session(
+    model: &ModelProto,
+    tensors: &[String],
+    engine: &EngineChoice,
+    options: &crate::QuantizeOptions,
+    label: &str,
+) -> Result<Box<dyn Engine>, QuantizeError> {
+    let graph = with_outputs(model, tensors);
+    let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
+    Ok(match engine {
+        EngineChoice::Tract => {
+            qaforge_runtime::kernels::use_portable_kernels()?;
+            Box::new(TractSession::with_layout(&graph, label, layout)?)
+        }
+        engine => qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), options.threads, layout)?,
+    })
+}
+
+/// Calibrates the ranges of `tensors` (float32 tensors of `model`) on `features`, in the
+/// calibration engine (see [`in_calibration_engine`]).
+pub fn calibrate(
+    model: &ModelProto,
+    tensors: &[String],
+    features: &Features,
+    options: &crate::QuantizeOptions,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<CalibratedRanges, QuantizeError> {
+    if features.count == 0 {
+        return Err(QuantizeError::Calibration("no calibration features".into()));
+    }
+    if let CalibrationMethod::Percentile(p) = options.method {
+        if !(50.0..=100.0).contains(&p) {
+            return Err(QuantizeError::Calibration(format!("percentile {p} is outside 50..=100")));
+        }
+    }
+    let (ranges, engine, fallback) = in_calibration_engine(options, |engine| calibrate_in(engine, model, tensors, features, options, progress))?;
+    Ok(CalibratedRanges { ranges, features: features.count, engine, fallback })
+}
+
 fn calibrate_in(
     engine: &EngineChoice,
     model: &ModelProto,
@@ -198,17 +232,7 @@ fn calibrate_in(
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<BTreeMap<String, ActivationRange>, QuantizeError> {
     let (method, batch_size, threads) = (options.method, options.batch_size, options.threads);
-    let graph = with_outputs(model, tensors);
-    let label = "calibration graph";
-    let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
-    let session: Box<dyn Engine> = match engine {
-        // Ranges from tract's generic kernels: the same bits on every CPU (qaforge_runtime::kernels).
-        EngineChoice::Tract => {
-            qaforge_runtime::kernels::use_portable_kernels()?;
-            Box::new(TractSession::with_layout(&graph, label, layout)?)
-        }
-        engine => qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), threads, layout)?,
-    };
+    let session = calibration_session(model, tensors, engine, options, "calibration graph")?;
     let (session, threads) = (session.as_ref(), session.preferred_threads(threads));
     let n = tensors.len();
     let minmax = sweep(

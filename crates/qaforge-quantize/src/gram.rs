@@ -11,13 +11,12 @@
 //! which gives the same total in any order.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use qaforge_runtime::{Engine, EngineChoice, TractSession};
+use qaforge_runtime::EngineChoice;
 use qaforge_squad::Features;
 use tract_onnx::pb::ModelProto;
 
-use crate::calibrate::{sweep, with_outputs};
+use crate::calibrate::{calibration_session, in_calibration_engine, sweep};
 use crate::QuantizeError;
 
 /// Fraction bits of the fixed-point batch sums: 2⁻⁴⁰ ≈ 9e-13 resolution, sums up to 2⁸⁶ ≈ 8e25.
@@ -35,12 +34,17 @@ pub struct Gram {
 }
 
 /// The Gram matrices of the inputs of a model's weight products, by input tensor name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct InputGrams {
     /// Each input tensor's Gram matrix.
     pub grams: BTreeMap<String, Gram>,
     /// Calibration features run.
     pub features: usize,
+    /// The engine that ran the float graph.
+    pub engine: EngineChoice,
+    /// Why the statistics came from [`crate::QuantizeOptions::calibration_fallback`] rather than
+    /// tract: tract's own error (None when they came from the engine asked for).
+    pub fallback: Option<String>,
 }
 
 /// Entries per side of the tiles [`add_outer_products`] fills: a tile of float64 sums (32 KiB)
@@ -94,8 +98,9 @@ struct Accumulator {
 }
 
 /// Collects the Gram matrix of each of `tensors` (float32 tensors of `model`, rows of `dims[i]`
-/// values) over `features`, running the float graph in tract's generic kernels (the same bits on
-/// every CPU).
+/// values) over `features`, running the float graph in the calibration engine (tract's generic
+/// kernels by default: the same bits on every CPU; ONNX Runtime where asked or where tract cannot
+/// run the graph, see [`crate::calibrate::calibrate`]).
 pub fn input_grams(
     model: &ModelProto,
     tensors: &[(String, usize)],
@@ -106,16 +111,21 @@ pub fn input_grams(
     if features.count == 0 {
         return Err(QuantizeError::Calibration("no calibration features".into()));
     }
+    let (grams, engine, fallback) = in_calibration_engine(options, |engine| grams_in(engine, model, tensors, features, options, progress))?;
+    Ok(InputGrams { grams, features: features.count, engine, fallback })
+}
+
+fn grams_in(
+    engine: &EngineChoice,
+    model: &ModelProto,
+    tensors: &[(String, usize)],
+    features: &Features,
+    options: &crate::QuantizeOptions,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<BTreeMap<String, Gram>, QuantizeError> {
     let names: Vec<String> = tensors.iter().map(|(t, _)| t.clone()).collect();
     let dims: Vec<usize> = tensors.iter().map(|&(_, d)| d).collect();
-    let graph = with_outputs(model, &names);
-    let label = "statistics graph";
-    let layout = qaforge_runtime::check_inputs(&graph, Path::new(label), options.input_names.as_deref())?;
-    qaforge_runtime::kernels::use_portable_kernels()?;
-    let session: Box<dyn Engine> = match &options.calibration_engine {
-        EngineChoice::Tract => Box::new(TractSession::with_layout(&graph, label, layout)?),
-        engine => qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), options.threads, layout)?,
-    };
+    let session = calibration_session(model, &names, engine, options, "statistics graph")?;
     let threads = session.preferred_threads(options.threads);
     let scale = 2f64.powi(FIXED_POINT_BITS);
     let limit = 2f64.powi(126);
@@ -173,7 +183,7 @@ pub fn input_grams(
         }
         grams.insert(name.clone(), Gram { dim, values, rows });
     }
-    Ok(InputGrams { grams, features: features.count })
+    Ok(grams)
 }
 
 #[cfg(test)]

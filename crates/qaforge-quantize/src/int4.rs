@@ -172,7 +172,7 @@ fn microsoft(mut n: tract_onnx::pb::NodeProto) -> tract_onnx::pb::NodeProto {
 
 /// Quantizes `graph` in place; `exclude` and `int8_qa_head` as in int8 (the QA head stays float
 /// unless asked, and then gets int8 weights, not 4 bits). `plan` says how products are stored
-/// where it has a say ([`crate::budget`]); the others get 4-bit blocks rounded by the search.
+/// ([`crate::budget::planner`] on the same graph: every product has an entry).
 pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, options: Int4Options, plan: &Plan) -> Result<Int4Summary, QuantizeError> {
     let block_size = options.block_size;
     if !(16..=256).contains(&block_size) || !block_size.is_power_of_two() {
@@ -216,17 +216,7 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
                     rw.graph.node[i].input[1] = dq_out;
                     summary.kept_float.insert(name, "size budget: int8 weights, float activations".into());
                 }
-                chosen => {
-                    let computed;
-                    let weights = match chosen {
-                        Some(Stored::Blocks(b)) => b,
-                        _ => {
-                            let init = rw.initializer(&w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
-                            let (k, n) = (init.dims[0] as usize, init.dims[1] as usize);
-                            computed = blockwise::round_to_grid(&f32_values(init)?, k, n, 4, block_size);
-                            &computed
-                        }
-                    };
+                Some(Stored::Blocks(weights)) => {
                     let replacement = mat_mul_nbits(&mut rw, &name, &x, &w, &output, weights);
                     rw.replace(i, [replacement]);
                     if weights.bits == 2 {
@@ -235,6 +225,9 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
                         summary.quantized.push(name);
                     }
                 }
+                // The planner lists every product it finds; one missing here means the graph
+                // changed between planning and quantizing.
+                None => return Err(QuantizeError::Graph(format!("`{name}`: no storage was planned for this product"))),
             },
         }
     }

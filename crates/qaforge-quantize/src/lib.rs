@@ -246,6 +246,16 @@ pub fn needs_statistics(options: &QuantizeOptions) -> bool {
     options.precision == Precision::Int4 && (options.int4.rounding == Rounding::Gptq || options.int4.max_size.is_some())
 }
 
+/// The calibration features, checked against the model they will run through: its inputs found
+/// (by `options.input_names` or by name), and every token id within its vocabulary.
+fn checked_features<'a>(model: &ModelProto, options: &QuantizeOptions, calibration: Option<&'a Features>, missing: &str) -> Result<&'a Features, QuantizeError> {
+    let features = calibration.ok_or_else(|| QuantizeError::Calibration(missing.into()))?;
+    let label = std::path::Path::new("the model being quantized");
+    let layout = qaforge_runtime::check_inputs(model, label, options.input_names.as_deref())?;
+    qaforge_runtime::check_token_ids(model, &layout, features, label)?;
+    Ok(features)
+}
+
 /// For int4 with GPTQ rounding or a size budget, the Gram matrices of the inputs of every product
 /// to quantize, over the calibration features; `None` otherwise.
 pub fn input_statistics(
@@ -257,10 +267,7 @@ pub fn input_statistics(
     if !needs_statistics(options) {
         return Ok(None);
     }
-    let features = calibration.ok_or_else(|| QuantizeError::Calibration("GPTQ rounding and --max-size need calibration features (--calibration and --tokenizer)".into()))?;
-    let label = std::path::Path::new("the model being quantized");
-    let layout = qaforge_runtime::check_inputs(model, label, options.input_names.as_deref())?;
-    qaforge_runtime::check_token_ids(model, &layout, features, label)?;
+    let features = checked_features(model, options, calibration, "GPTQ rounding and --max-size need calibration features (--calibration and --tokenizer)")?;
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
     let tensors = budget::statistics_tensors(graph, &options.exclude, options.int8_qa_head)?;
     Ok(Some(gram::input_grams(model, &tensors, features, options, progress)?))
@@ -277,12 +284,16 @@ pub fn calibrated_ranges(
     if options.precision != Precision::Int8Static {
         return Ok(None);
     }
-    let features = calibration.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibration features".into()))?;
-    let label = std::path::Path::new("the model being quantized");
-    let layout = qaforge_runtime::check_inputs(model, label, options.input_names.as_deref())?;
-    qaforge_runtime::check_token_ids(model, &layout, features, label)?;
+    let features = checked_features(model, options, calibration, "int8-static needs calibration features")?;
     let tensors = calibration_tensors(model, &options.exclude, options.int8_qa_head)?;
     Ok(Some(calibrate::calibrate(model, &tensors, features, options, progress)?))
+}
+
+fn engine_name(engine: &qaforge_runtime::EngineChoice) -> &'static str {
+    match engine {
+        qaforge_runtime::EngineChoice::Tract => "tract",
+        qaforge_runtime::EngineChoice::OnnxRuntime { .. } => "onnxruntime",
+    }
 }
 
 /// Quantizes with activation ranges already calibrated (int8-static):
@@ -298,7 +309,7 @@ pub fn apply(
     if options.precision == Precision::Int4 {
         return apply_int4(model, options, grams, input_sha256);
     }
-    apply_plan(model, options, ranges, &budget::Plan::default(), input_sha256)
+    apply_plan(model, options, ranges, &budget::Plan::default(), None, input_sha256)
 }
 
 /// int4: each product's storage from the planner; under a size budget, the plan whose written
@@ -313,9 +324,8 @@ fn apply_int4(model: &ModelProto, options: &QuantizeOptions, grams: Option<&Inpu
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
     let planner = budget::planner(graph, &options.exclude, options.int8_qa_head, int4, grams, options.threads)?;
     let written = |plan: &budget::Plan| -> Result<(ModelProto, QuantizeSummary, u64), QuantizeError> {
-        let (m, mut s) = apply_plan(model, options, None, plan, input_sha256)?;
+        let (m, mut s) = apply_plan(model, options, None, plan, grams, input_sha256)?;
         s.layers = plan.choices.clone();
-        s.statistics_features = grams.map_or(0, |g| g.features);
         let size = qaforge_onnx::encode(&m).len() as u64;
         Ok((m, s, size))
     };
@@ -355,6 +365,7 @@ fn apply_plan(
     options: &QuantizeOptions,
     ranges: Option<&CalibratedRanges>,
     plan: &budget::Plan,
+    grams: Option<&InputGrams>,
     input_sha256: &str,
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     let mut out = model.clone();
@@ -372,10 +383,7 @@ fn apply_plan(
                 let calibrated = ranges.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibrated ranges".into()))?;
                 summary.ranges = calibrated.ranges.clone();
                 summary.calibration_features = calibrated.features;
-                summary.calibration_engine = Some(match calibrated.engine {
-                    qaforge_runtime::EngineChoice::Tract => "tract",
-                    qaforge_runtime::EngineChoice::OnnxRuntime { .. } => "onnxruntime",
-                });
+                summary.calibration_engine = Some(engine_name(&calibrated.engine));
                 summary.calibration_fallback = calibrated.fallback.clone();
                 int8::Activations::Static(&summary.ranges)
             } else {
@@ -395,6 +403,11 @@ fn apply_plan(
             summary.kept_float = s.kept_float;
             summary.int8_tables = s.int8_tables;
             summary.int4_tables = s.int4_tables;
+            if let Some(grams) = grams {
+                summary.statistics_features = grams.features;
+                summary.calibration_engine = Some(engine_name(&grams.engine));
+                summary.calibration_fallback = grams.fallback.clone();
+            }
             // MatMulNBits and GatherBlockQuantized are ONNX Runtime's contrib operators.
             if !out.opset_import.iter().any(|o| o.domain == int4::MICROSOFT_DOMAIN) {
                 out.opset_import.push(tract_onnx::pb::OperatorSetIdProto { domain: int4::MICROSOFT_DOMAIN.into(), version: 1 });
@@ -434,9 +447,13 @@ fn apply_plan(
     if options.precision == Precision::Int8Static {
         metadata.push((keys::QUANTIZE_METHOD.into(), options.method.to_string()));
         metadata.push((keys::QUANTIZE_SAMPLES.into(), summary.calibration_features.to_string()));
-        // Whether another CPU reproduces these ranges: tract's generic kernels compute the same
-        // bits on every CPU; ONNX Runtime's are chosen by the CPU that calibrated.
-        let engine = summary.calibration_engine.unwrap_or("tract");
+    } else if summary.statistics_features > 0 {
+        metadata.push((keys::QUANTIZE_SAMPLES.into(), summary.statistics_features.to_string()));
+    }
+    // Calibration ranges (int8-static) or input statistics (int4 GPTQ, size budget): whether another
+    // CPU reproduces them. tract's generic kernels compute the same bits on every CPU; ONNX
+    // Runtime's are chosen by the CPU that ran the float graph.
+    if let Some(engine) = summary.calibration_engine {
         let kernels = if engine == "tract" { "generic (the same on every CPU)" } else { "this CPU's (another CPU may calibrate other ranges)" };
         metadata.push((keys::QUANTIZE_CALIBRATION_ENGINE.into(), engine.into()));
         metadata.push((keys::QUANTIZE_CALIBRATION_KERNELS.into(), kernels.into()));
