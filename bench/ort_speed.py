@@ -4,7 +4,8 @@ rounds: each round runs every session once over the same features (batch 1, each
 its real length), so that the machine's drift reaches every artifact alike; each artifact's
 figure is the median of its rounds. Also reports the op counts of ONNX Runtime's optimized graph
 (ORT_ENABLE_ALL, as the session runs it) and, for the artifacts named in --profile, where the
-time goes (ONNX Runtime's profiler: kernel time by op type). Prints one JSON object.
+time goes (ONNX Runtime's profiler: kernel time by op type, and the share in matrix-product
+kernels, i.e. how close the artifact runs to its GEMM limit). Prints one JSON object.
 
 usage: ort_speed.py FEATURES.safetensors LABEL=ARTIFACT.onnx... [--threads 2] [--rounds 7]
                     [--features 16] [--profile LABEL...]
@@ -23,6 +24,11 @@ import onnx
 import onnxruntime as ort
 from safetensors.numpy import load_file
 
+# Kernels whose work is a matrix product (the integer ones include quantizing their float input);
+# attention kernels also multiply matrices but spend part of their time in softmax and reshapes, so
+# they are not counted: the share is a lower bound on the time spent multiplying.
+GEMM = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QLinearMatMul",
+        "QGemm", "MatMulNBits"}
 FUSED = ["Attention", "MultiHeadAttention", "SkipLayerNormalization", "EmbedLayerNormalization", "BiasGelu", "FastGelu", "Gelu",
          "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul", "FusedMatMul"]
 
@@ -99,6 +105,7 @@ def main():
                     by_op[e["args"].get("op_name", "?")] += e.get("dur", 0)
             total = sum(by_op.values()) or 1
             result["artifacts"][label]["kernel_time_by_op"] = {op: round(100 * us / total, 1) for op, us in by_op.most_common(8)}
+            result["artifacts"][label]["gemm_share"] = round(100 * sum(us for op, us in by_op.items() if op in GEMM) / total, 1)
     print(json.dumps(result))
 
 

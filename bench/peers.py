@@ -93,19 +93,22 @@ def quantize_dynamic(src, out, variant="per-channel"):
     return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "excluded": excluded}
 
 
-def quantize_static(src, out, features, method, variant="qaforge"):
+def calibration_reader(features, model_path):
+    """The features qaforge calibrates on (int8-static ranges, int4 statistics) as ONNX Runtime's
+    CalibrationDataReader: one at a time, each cut one token past its last real token (qaforge pads
+    its calibration batches the same way), fed by the model's input names (by name where they are
+    input_ids / attention_mask / token_type_ids, else by position). Returns the reader and the
+    number of features."""
     import numpy as np
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader
     from safetensors.numpy import load_file
-    imported = time.perf_counter()
     tensors = load_file(features)
     lengths = tensors["attention_mask"].sum(axis=1)
+    inputs = [i.name for i in onnx.load(model_path, load_external_data=False).graph.input]
+    feed = {k: (k if k in inputs else inputs[j]) for j, k in enumerate(("input_ids", "attention_mask", "token_type_ids")) if j < len(inputs)}
 
     class Features(CalibrationDataReader):
-        """The same features qaforge calibrates on, one at a time, each cut one token past its
-        last real token (qaforge pads its calibration batches the same way)."""
-
         def __init__(self):
             self.i = 0
 
@@ -113,9 +116,20 @@ def quantize_static(src, out, features, method, variant="qaforge"):
             if self.i >= len(lengths):
                 return None
             n = min(int(lengths[self.i]) + 1, tensors["input_ids"].shape[1])
-            row = {k: np.ascontiguousarray(v[self.i:self.i + 1, :n]) for k, v in tensors.items()}
+            row = {name: np.ascontiguousarray(tensors[k][self.i:self.i + 1, :n]) for k, name in feed.items()}
             self.i += 1
             return row
+
+        def rewind(self):
+            self.i = 0
+
+    return Features(), len(lengths)
+
+
+def quantize_static(src, out, features, method, variant="qaforge"):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    imported = time.perf_counter()
+    reader, count = calibration_reader(features, src)
 
     method_enum = {"minmax": CalibrationMethod.MinMax, "minmax-bounded": CalibrationMethod.MinMax,
                    "percentile": CalibrationMethod.Percentile}[method]
@@ -129,20 +143,19 @@ def quantize_static(src, out, features, method, variant="qaforge"):
         extra["CalibMaxIntermediateOutputs"] = 15
     excluded = float_kept(src) if variant == "float-kept" else []
     if variant == "default":
-        quantize_static(src, out, Features(), calibrate_method=method_enum, extra_options=extra)
+        quantize_static(src, out, reader, calibrate_method=method_enum, extra_options=extra)
     else:
         # qaforge's choices: QDQ, uint8 activations, per-channel int8 weights, percentile 99.999.
-        quantize_static(src, out, Features(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(src, out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=method_enum, extra_options=extra, nodes_to_exclude=excluded)
-    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "features": len(lengths),
+    return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "features": count,
             "excluded": excluded}
 
 
 def matmul_nbits(src, out, variant, block="128", features=None):
-    import numpy as np
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, matmul_nbits_quantizer as mnq
+    from onnxruntime.quantization import matmul_nbits_quantizer as mnq
     imported = time.perf_counter()
     block = int(block)
     kwargs = {"block_size": block}
@@ -151,30 +164,8 @@ def matmul_nbits(src, out, variant, block="128", features=None):
     elif variant == "hqq":
         kwargs["algo_config"] = mnq.HQQWeightOnlyQuantConfig(block_size=block, bits=4)
     elif variant == "gptq":
-        from safetensors.numpy import load_file
-        tensors = load_file(features)
-        lengths = tensors["attention_mask"].sum(axis=1)
-        names = [i.name for i in onnx.load(src, load_external_data=False).graph.input]
-
-        class Features(CalibrationDataReader):
-            """The features qaforge's GPTQ collects its statistics on, one at a time, cut one token
-            past the last real one (as in quantize_static above)."""
-
-            def __init__(self):
-                self.i = 0
-
-            def get_next(self):
-                if self.i >= len(lengths):
-                    return None
-                n = min(int(lengths[self.i]) + 1, tensors["input_ids"].shape[1])
-                row = [np.ascontiguousarray(tensors[k][self.i:self.i + 1, :n]) for k in ("input_ids", "attention_mask", "token_type_ids")]
-                self.i += 1
-                return dict(zip(names, row))
-
-            def rewind(self):
-                self.i = 0
-
-        kwargs["algo_config"] = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=Features(), block_size=block)
+        reader, _ = calibration_reader(features, src)
+        kwargs["algo_config"] = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=block)
         # Symmetric: onnxruntime 1.32's GPTQ packs asymmetric zero points across columns and then
         # fails to reshape them when K / block is odd (384 / 128 here: "cannot reshape array of
         # size 2304 into shape (1536, newaxis)").

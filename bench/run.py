@@ -11,6 +11,7 @@ RSS is read from the kernel (wait4; it includes the ~10 MB this driver had when 
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -297,6 +298,13 @@ SPEED = os.path.join(ROOT, "bench", "ort_speed.py")
 TRAINED = os.path.join(ROOT, "golden", "minilm-l6-squad2")
 
 
+def rate_of(speeds, name):
+    """One artifact's features/s from bench/ort_speed.py's output: the median round and the spread."""
+    r = speeds["artifacts"][name]
+    per_round = [speeds["features_per_round"] / t for t in r["seconds_per_round"]]
+    return {"min": min(per_round), "median": r["features_per_s"], "max": max(per_round), "runs": len(per_round)}
+
+
 def onnxruntime_artifacts(args, table, py, limit, fp32, features):
     """Section 6: the artifacts phones run, in ONNX Runtime: qaforge's --for onnxruntime flavour
     against the best peer artifact of the same model (torch export; ONNX Runtime's offline
@@ -338,15 +346,14 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
         for k in missing:
             log(f"  {k}: not produced ({artifacts[k]}); see {os.path.join(WORK, 'stderr.log')}")
             del artifacts[k]
+        # Every artifact is profiled (after the timed rounds, in sessions of their own): the share of
+        # kernel time in matrix products says how far each is from its GEMM limit.
         result = run_process([py, SPEED, features] + [f"{k}={v}" for k, v in artifacts.items()] + ["--rounds", str(max(args.runs, 7)),
-                             "--profile", "qaforge fp32 --for onnxruntime", "qaforge int8-dynamic --for onnxruntime"], 2**40, args.timeout)
+                             "--profile"] + list(artifacts), 2**40, args.timeout)
         speeds = result.json_lines()[0]
         runs = speeds["artifacts"]
 
-        def rate(name):
-            r = runs[name]
-            per_round = [speeds["features_per_round"] / t for t in r["seconds_per_round"]]
-            return {"min": min(per_round), "median": r["features_per_s"], "max": max(per_round), "runs": len(per_round)}
+        rate = functools.partial(rate_of, speeds)
 
         def nodes(name):
             r = runs[name]
@@ -368,7 +375,12 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
             if ours in runs and peer in runs:
                 table.add("6", f"{where}: features/s, {ours} vs {peer}", rate(ours), rate(peer), "/s", True,
                           note=f"optimized graphs: {nodes(ours)} vs {nodes(peer)}")
-        for name in ["qaforge fp32 --for onnxruntime", "qaforge int8-dynamic --for onnxruntime"]:
+        share = lambda name: {"min": runs[name]["gemm_share"], "median": runs[name]["gemm_share"], "max": runs[name]["gemm_share"], "runs": 0}
+        for precision, ours, peer in rows:
+            if ours in runs and peer in runs and "gemm_share" in runs[ours] and "gemm_share" in runs[peer]:
+                table.add("6", f"{label}: share of kernel time in matrix-product kernels (ONNX Runtime profiler), {ours} vs {peer}",
+                          share(ours), share(peer), "%", True, digits=1)
+        for name in ["qaforge fp32 --for onnxruntime", "qaforge int8-dynamic --for onnxruntime", "qaforge int8-static --for onnxruntime"]:
             profile = runs.get(name, {}).get("kernel_time_by_op")
             if profile:
                 table.add("6", f"{label}: where {name}'s time goes (ONNX Runtime profiler, % of kernel time)", None, None, "", True,
@@ -490,10 +502,7 @@ def four_bit(args, table, py, limit, fp32, features):
     speeds = result.json_lines()[0]
     runs = speeds["artifacts"]
 
-    def rate(name):
-        r = runs[name]
-        per_round = [speeds["features_per_round"] / t for t in r["seconds_per_round"]]
-        return {"min": min(per_round), "median": r["features_per_s"], "max": max(per_round), "runs": len(per_round)}
+    rate = functools.partial(rate_of, speeds)
 
     where = f"full-size MobileBERT (random), ONNX Runtime {speeds['onnxruntime']}, {speeds['threads']} threads, batch 1, real lengths"
     for ours in ["qaforge int4 (blocks of 32)", "qaforge int4 (blocks of 128)", "qaforge int4 --max-size 12MB"]:
