@@ -24,7 +24,7 @@ build:
 test: test-rust test-onnx
 
 test-rust:
-	cargo test --workspace $(FEATURES)
+	bash tests/timed.sh "cargo test" cargo test --workspace $(FEATURES)
 
 $(CHECK_VENV)/.installed: tests/python/requirements.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make test needs $(PYTHON) (with venv and pip) for the ONNX Runtime check" >&2; exit 1; }
@@ -62,7 +62,7 @@ ORT_LIBRARY = $$(ls $(CHECK_VENV)/lib/python*/site-packages/onnxruntime/capi/lib
 CALIBRATE = --calibration golden/squad/calibration.json --samples 128
 
 test-onnx: $(CHECK_VENV)/.installed build qemu web-deps
-	@rm -rf $(ARTIFACTS)/check && mkdir -p $(ARTIFACTS)/check
+	@rm -rf $(ARTIFACTS)/check && mkdir -p $(ARTIFACTS)/check && date +%s > $(ARTIFACTS)/check-started
 	@for f in $(FIXTURES); do \
 	  a=$(ARTIFACTS)/check/$$f; \
 	  $(QAFORGE) convert golden/$$f -o $$a.onnx > /dev/null || exit 1; \
@@ -79,37 +79,38 @@ test-onnx: $(CHECK_VENV)/.installed build qemu web-deps
 	  a=$(ARTIFACTS)/check/$$f; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.budget.onnx --precision int4 --max-size $$(( $$(stat -c %s $$a.int4.onnx) * 99 / 100 )) $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
 	done
-	$(CHECK_VENV)/bin/python tests/python/check_onnx.py $(ARTIFACTS)/check golden
+	@echo "== artifacts: $$(( $$(date +%s) - $$(cat $(ARTIFACTS)/check-started) )) s"
+	bash tests/timed.sh check_onnx $(CHECK_VENV)/bin/python tests/python/check_onnx.py $(ARTIFACTS)/check golden
 	@# int4 under a size budget (2- and 4-bit MatMulNBits, zero points): ONNX Runtime against a float
 	@# twin decoded from the operator's specification with numpy.
-	$(CHECK_VENV)/bin/python tests/python/check_nbits.py $(ARTIFACTS)/check golden
+	bash tests/timed.sh check_nbits $(CHECK_VENV)/bin/python tests/python/check_nbits.py $(ARTIFACTS)/check golden
 	@# qaforge verify in ONNX Runtime (the wheel's libonnxruntime through the ort crate) for every
 	@# artifact; full-range int8 artifacts go to tract where this CPU's ONNX Runtime is not exact.
-	bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden $(ORT_LIBRARY) $(FIXTURES)
+	bash tests/timed.sh verify_in_onnxruntime bash tests/verify_in_onnxruntime.sh $(QAFORGE) $(ARTIFACTS)/check golden $(ORT_LIBRARY) $(FIXTURES)
 	@# The ONNX users bring: torch.onnx.export (TorchScript, dynamo) and optimum exports of the fixtures
 	@# (golden/exports), verified as they are and quantized in every mode, each checked by onnx.checker
 	@# and verified in tract and ORT; int8-static also calibrated in ORT, its ranges compared with tract's.
-	bash tests/exports.sh $(QAFORGE) $(ARTIFACTS)/exports golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
+	bash tests/timed.sh exports bash tests/exports.sh $(QAFORGE) $(ARTIFACTS)/exports golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 	@# The ONNX Runtime flavour (com.microsoft fusions, exact folds) and the .ort package, verified in
 	@# ONNX Runtime; op counts against onnxruntime.quantization's artifacts.
-	bash tests/onnxruntime_flavour.sh $(QAFORGE) $(ARTIFACTS)/onnxruntime golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES) minilm-l6-squad2
+	bash tests/timed.sh onnxruntime_flavour bash tests/onnxruntime_flavour.sh $(QAFORGE) $(ARTIFACTS)/onnxruntime golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES) minilm-l6-squad2
 	@# Same bytes on every CPU: int8-static (each method), int8-dynamic and fp16 quantized natively and
 	@# as Haswell (AVX2) and Nehalem (SSE4) under qemu must have the same sha256.
-	bash tests/cross_cpu.sh $(QAFORGE) $(QEMU_X86) $(ARTIFACTS)/cross-cpu $(FIXTURES) minilm-l6-squad2:minmax
+	bash tests/timed.sh cross_cpu bash tests/cross_cpu.sh $(QAFORGE) $(QEMU_X86) $(ARTIFACTS)/cross-cpu $(FIXTURES) minilm-l6-squad2:minmax
 	@# The phone's kernels: every fixture's arm64 int8 artifacts and .ort packages in ONNX Runtime's
 	@# aarch64 build under qemu as three CPU models, judged with verify --logits; x86 as a Haswell.
-	bash tests/device_logits.sh $(QAFORGE) $(ARTIFACTS)/device $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES)
+	bash tests/timed.sh device_logits bash tests/device_logits.sh $(QAFORGE) $(ARTIFACTS)/device $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES)
 	@# Real numerics: the trained fixture in every precision and calibration method, with F1 bounds.
-	bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
+	bash tests/timed.sh trained_fixture bash tests/trained_fixture.sh $(QAFORGE) $(ARTIFACTS)/trained $(ORT_LIBRARY) $(CHECK_VENV)/bin/python
 	@# Why entropy calibration was replaced: its ranges beside ONNX Runtime's entropy calibrator.
-	$(CHECK_VENV)/bin/python tests/python/entropy_vs_onnxruntime.py $(QAFORGE) $(ORT_LIBRARY) $(ARTIFACTS)/trained
+	bash tests/timed.sh entropy_vs_onnxruntime $(CHECK_VENV)/bin/python tests/python/entropy_vs_onnxruntime.py $(QAFORGE) $(ORT_LIBRARY) $(ARTIFACTS)/trained
 	@# The web package: every fixture and precision in onnxruntime-web (Node.js), the page in headless Chromium.
-	bash tests/web.sh $(QAFORGE) $(ARTIFACTS)/check $(ARTIFACTS)/web $(FIXTURES)
+	bash tests/timed.sh web bash tests/web.sh $(QAFORGE) $(ARTIFACTS)/check $(ARTIFACTS)/web $(FIXTURES)
 
 ## The web package's checks alone, on the artifacts an earlier make test-onnx wrote.
 test-web: build web-deps
 	@[ -d $(ARTIFACTS)/check ] || { echo "make test-web checks the artifacts of make test-onnx: run that first" >&2; exit 1; }
-	bash tests/web.sh $(QAFORGE) $(ARTIFACTS)/check $(ARTIFACTS)/web $(FIXTURES)
+	bash tests/timed.sh web bash tests/web.sh $(QAFORGE) $(ARTIFACTS)/check $(ARTIFACTS)/web $(FIXTURES)
 
 ## The main job on the shipped fixture, as a user runs it on their own model: a golden bundle of the
 ## checkpoint (reference logits computed in Rust), convert, quantize (fp16, int8 dynamic, int8 static

@@ -99,10 +99,18 @@ fn every_precision_verifies_against_a_candle_bundle() {
             out
         };
         let report_path = dir.path().join(format!("{precision}.json"));
-        let output = qaforge(&["verify", s(&artifact), "--golden", s(&bundle), "--report", s(&report_path)]);
+        let mut args = vec!["verify", s(&artifact), "--golden", s(&bundle), "--report", s(&report_path)];
+        // fp16 on a quarter of the bundle: tract runs float16 element-wise ops in software on x86,
+        // 15x its fp32 time (see tests/quantize.rs); a shard's verdict is PARTIAL, with the same
+        // tolerances applied to its questions.
+        if precision == "fp16" {
+            args.extend(["--shard", "1/4"]);
+        }
+        let output = qaforge(&args);
         assert!(output.status.success(), "{precision} against the candle bundle:\n{}", text(&output));
         let r = report(&report_path);
-        assert_eq!(r["verdict"], "PASS");
+        assert_eq!(r["verdict"], if precision == "fp16" { "PARTIAL" } else { "PASS" });
+        assert_eq!(r["failures"].as_array().map(Vec::len), Some(0), "{precision}: {}", r["failures"]);
         assert!(r["reference"].as_str().unwrap().starts_with("qaforge-reference"), "{}", r["reference"]);
     }
 }

@@ -5,8 +5,9 @@
 # must have the same sha256. Calibration runs tract's generic kernels (qaforge_runtime::kernels),
 # whose arithmetic does not depend on the CPU; before them the same command wrote three different
 # files on these three CPUs. int8-dynamic, fp16 and int4 (no float forward pass) are checked on one fixture,
-# and so are int4 with GPTQ rounding and int4 under a size budget (`--max-size` at 99% of the int4
-# artifact's size): both sum input statistics over the features and factor matrices in float64.
+# and so is int4 under a size budget (`--max-size` at 99% of the int4 artifact's size) with GPTQ
+# rounding: one run that sums input statistics over the features, factors matrices in float64 and
+# plans the bit widths from them (GPTQ alone is the same path without the plan).
 #
 # Emulation costs about 15x, so this calibrates on 4 features and runs the two emulated CPUs side by
 # side; the ranges still come from every activation of those features, through every kernel, and
@@ -32,8 +33,7 @@ for spec in "$@"; do
   runs=()
   for m in ${methods//,/ }; do runs+=("int8-static-$m:--precision int8-static --method $m ${calibrate[*]} --tokenizer golden/$f"); done
   [ "$f" = "$first_fixture" ] && runs+=("int8-dynamic:--precision int8-dynamic" "fp16:--precision fp16" "int4:--precision int4"
-    "int4-gptq:--precision int4 --rounding gptq ${calibrate[*]} --tokenizer golden/$f"
-    "int4-budget:--precision int4 --max-size @INT4_99@ ${calibrate[*]} --tokenizer golden/$f")
+    "int4-budget-gptq:--precision int4 --max-size @INT4_99@ --rounding gptq ${calibrate[*]} --tokenizer golden/$f")
   for run in "${runs[@]}"; do
     name=${run%%:*} args=${run#*:}
     # The budget: 99% of the plain int4 artifact written just before (some products go to 2 bits).

@@ -36,6 +36,9 @@ check_export() {
       # As in verify_in_onnxruntime.sh: ONNX Runtime computes some fp16 ops in fp32, and on these
       # random fixtures one answer moves F1 by up to 0.4, so fp16 gets 1.0 (measured worst -0.11).
       [ "$mode" = fp16 ] && [ "$engine" = ort ] && extra=(--max-f1-drop 1.0)
+      # tract runs float16 element-wise ops in software on x86 (15x its fp32 time): fp16 in tract
+      # on the first quarter of the questions (verdict PARTIAL), in ONNX Runtime on all of them.
+      [ "$mode" = fp16 ] && [ "$engine" = tract ] && extra=(--shard 1/4)
       out=$("$qaforge" verify "$artifact" --golden "$golden/$fixture" --engine "$engine" --ort-library "$ort" "${extra[@]}" 2>&1) \
         && echo "$name $mode ($engine): $(tail -1 <<<"$out")" \
         || { echo "FAIL: $name $mode ($engine)"; echo "$out"; }

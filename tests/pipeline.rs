@@ -109,7 +109,13 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
         let bare = dir.path().join(format!("{precision}.bare.onnx"));
         std::fs::write(&bare, qaforge_onnx::encode(&model)).unwrap();
         let report = dir.path().join(format!("{precision}.json"));
-        let run = common::qaforge(&["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--report", report.to_str().unwrap()]);
+        let mut args = vec!["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--report", report.to_str().unwrap()];
+        // fp16 on a quarter of the bundle: tract runs float16 element-wise ops in software on x86
+        // (15x its fp32 time, see tests/quantize.rs); what is checked here is the inferred precision.
+        if precision == "fp16" {
+            args.extend(["--shard", "1/4"]);
+        }
+        let run = common::qaforge(&args);
         assert!(run.status.success(), "{precision}: {}", common::text(&run));
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         assert_eq!(json["precision"], precision);

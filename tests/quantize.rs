@@ -50,7 +50,16 @@ fn every_mode_passes_verify_on_every_fixture() {
             assert!(run.status.success(), "{fixture} {precision}: {}", text(&run));
             // int4 on random weights (4-bit rounding's worst case): cosine 0.948 to 0.994 measured,
             // below int4's default floor of 0.98, which the trained fixture meets (0.9991).
-            let (verified, report) = if precision == "int4" { verify_report_with(&out, fixture, &["--min-cosine", "0.94"]) } else { verify_report(&out, fixture) };
+            // fp16 on the first quarter of the questions: tract computes float16 element-wise ops in
+            // software on x86 (half's conversions and fallback adds are 90% of its profile): 82 s
+            // for mobilebert-tiny's whole bundle against 5.4 s in fp32, 7 to 9 minutes of make test
+            // over the fixtures. Every fixture's fp16 artifact is verified whole in ONNX Runtime
+            // (tests/verify_in_onnxruntime.sh).
+            let (verified, report) = match precision {
+                "int4" => verify_report_with(&out, fixture, &["--min-cosine", "0.94"]),
+                "fp16" => verify_report_with(&out, fixture, &["--shard", "1/4"]),
+                _ => verify_report(&out, fixture),
+            };
             assert!(verified.status.success(), "{fixture} {precision}: {}", text(&verified));
             assert_eq!(report["precision"], precision);
             assert_eq!(report["logits"]["non_finite"], 0);
