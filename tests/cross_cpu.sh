@@ -15,7 +15,8 @@
 # removing qaforge_runtime::kernels::use_portable_kernels from calibration).
 #
 # A FIXTURE may name its methods (minilm-l6-squad2:minmax): the trained fixture takes 2.5 minutes
-# a method under emulation, so make test runs minmax there and every method on the tiny fixtures.
+# a method under emulation, so make test runs minmax there, every method on two tiny fixtures and
+# minmax on the others (the Makefile's CROSS_CPU_FIXTURES says why).
 #
 #   tests/cross_cpu.sh QAFORGE QEMU WORK_DIR FIXTURE[:METHOD,...]...
 set -uo pipefail

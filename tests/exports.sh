@@ -31,6 +31,10 @@ check_export() {
         || { echo "FAIL: $name $mode: onnx.checker"; continue; }
     fi
     local engines=(tract ort)
+    # transformers 5's exports: each graph in both engines as it is (fp32), its quantized artifacts
+    # in ONNX Runtime. The same exporters under transformers 4 carry the tract check of quantized
+    # graphs; both engines on all 25 exports were 11 of make test's minutes.
+    [[ $name == *transformers5* ]] && [ "$mode" != fp32 ] && engines=(ort)
     for engine in "${engines[@]}"; do
       local extra=()
       # As in verify_in_onnxruntime.sh: ONNX Runtime computes some fp16 ops in fp32, and on these
