@@ -101,7 +101,7 @@ test-onnx: $(CHECK_VENV)/.installed build qemu web-deps
 	@# ONNX Runtime; op counts against onnxruntime.quantization's artifacts.
 	bash tests/timed.sh onnxruntime_flavour bash tests/onnxruntime_flavour.sh $(QAFORGE) $(ARTIFACTS)/onnxruntime golden $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES) minilm-l6-squad2
 	@# Same bytes on every CPU: int8-static (each method), int8-dynamic and fp16 quantized natively and
-	@# as Haswell (AVX2) and Nehalem (SSE4) under qemu must have the same sha256.
+	@# as Haswell (AVX2) and, for the two fixtures run with every method, Nehalem (SSE4) under qemu must have the same sha256.
 	bash tests/timed.sh cross_cpu bash tests/cross_cpu.sh $(QAFORGE) $(QEMU_X86) $(ARTIFACTS)/cross-cpu $(CROSS_CPU_FIXTURES)
 	@# The phone's kernels: every fixture's arm64 int8 artifacts and .ort packages in ONNX Runtime's
 	@# aarch64 build under qemu as three CPU models, judged with verify --logits; x86 as a Haswell.

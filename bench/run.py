@@ -257,8 +257,7 @@ def chain(args, table, peak, py, limit, fp32, features):
         for name in ["int8-dynamic", "int8-static-percentile"]:
             t = speed[(name, length, batch)]["tract"]["median"] / speed[("fp32", length, batch)]["tract"]["median"]
             o = speed[(name, length, batch)]["ort"]["median"] / speed[("fp32", length, batch)]["ort"]["median"]
-            one = lambda v: {"min": v, "median": v, "max": v, "runs": 0}
-            table.add("3", f"{name} speed-up over fp32 ({length}, batch {batch}), ratio of medians: tract vs ONNX Runtime", one(t), one(o), "×", True)
+            table.add("3", f"{name} speed-up over fp32 ({length}, batch {batch}), ratio of medians: tract vs ONNX Runtime", single(t), single(o), "×", True)
 
     log("verify throughput on the fixture")
     tiny = os.path.join(WORK, "mobilebert-tiny.onnx")
@@ -296,6 +295,11 @@ def chain(args, table, peak, py, limit, fp32, features):
 
 SPEED = os.path.join(ROOT, "bench", "ort_speed.py")
 TRAINED = os.path.join(ROOT, "golden", "minilm-l6-squad2")
+
+
+def single(value):
+    """A figure measured once (a ratio, a size, an agreement), in the table's spread form."""
+    return {"min": value, "median": value, "max": value, "runs": 0}
 
 
 def rate_of(speeds, name):
@@ -375,11 +379,10 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
             if ours in runs and peer in runs:
                 table.add("6", f"{where}: features/s, {ours} vs {peer}", rate(ours), rate(peer), "/s", True,
                           note=f"optimized graphs: {nodes(ours)} vs {nodes(peer)}")
-        share = lambda name: {"min": runs[name]["gemm_share"], "median": runs[name]["gemm_share"], "max": runs[name]["gemm_share"], "runs": 0}
         for precision, ours, peer in rows:
             if ours in runs and peer in runs and "gemm_share" in runs[ours] and "gemm_share" in runs[peer]:
                 table.add("6", f"{label}: share of kernel time in matrix-product kernels (ONNX Runtime profiler), {ours} vs {peer}",
-                          share(ours), share(peer), "%", True, digits=1)
+                          single(runs[ours]["gemm_share"]), single(runs[peer]["gemm_share"]), "%", True, digits=1)
         for name in ["qaforge fp32 --for onnxruntime", "qaforge int8-dynamic --for onnxruntime", "qaforge int8-static --for onnxruntime"]:
             profile = runs.get(name, {}).get("kernel_time_by_op")
             if profile:
@@ -438,7 +441,6 @@ def fidelity(args, table, py, limit, features):
             log(f"  {name}: agreement F1 {judged[name]['agreement']:.2f}, ΔF1 {judged[name]['delta_f1']:+.2f}, "
                 f"cosine {judged[name]['cosine']:.5f}")
     where = f"trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime, batch 1 for int8-dynamic"
-    single = lambda v: {"min": v, "median": v, "max": v, "runs": 0}
     for ours_name in ours:
         kind = "quantize_dynamic" if "dynamic" in ours_name else "quantize_static"
         for peer_name in [p for p in peers if kind in p]:
@@ -492,7 +494,6 @@ def four_bit(args, table, py, limit, fp32, features):
         log(f"  {k}: not produced ({artifacts[k]}); see {os.path.join(WORK, 'stderr.log')}")
         del artifacts[k]
     sizes = {k: os.path.getsize(v) for k, v in artifacts.items()}
-    single = lambda v: {"min": v, "median": v, "max": v, "runs": 0}
     for ours in ["qaforge int4 (blocks of 32)", "qaforge int4 (blocks of 128)", "qaforge int4 --max-size 12MB"]:
         for peer in ["ORT matmul_nbits (defaults)", "ORT matmul_nbits (MatMul and Gather)", "qaforge int8-dynamic"]:
             if ours in sizes and peer in sizes:

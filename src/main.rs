@@ -706,7 +706,9 @@ fn print_quantized(request: &qaforge_pipeline::QuantizeRequest, done: &qaforge_p
         println!("{note}");
     }
     if let Some(why) = &done.summary.calibration_fallback {
-        eprintln!("note: calibrated in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges and statistics may differ from another CPU's)");
+        // int8-static calibrates ranges; int4 (GPTQ, --max-size) collects input statistics.
+        let what = if request.options.precision == Precision::Int4 { "input statistics collected" } else { "calibrated" };
+        eprintln!("note: {what} in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges and statistics may differ from another CPU's)");
     }
     let precision = request.options.precision;
     println!("quantized {} -> {} ({precision})", request.input.display(), request.output.display());

@@ -1,8 +1,6 @@
 //! End-to-end: `qaforge answer` gives, for golden questions, the answer that PyTorch's logits give.
 
-mod common;
-
-use common::{convert, fixture_features, golden, qaforge, text};
+use crate::common::{convert, fixture_features, golden, qaforge, text};
 use qaforge_squad::{predict_all, PostprocessOptions, SquadFile};
 use qaforge_verify::GoldenLogits;
 

@@ -1,11 +1,9 @@
 //! End-to-end: the BERT family beside MobileBERT. Each architecture's exactness against PyTorch
 //! runs with every fixture in tests/convert.rs; here, what is particular to the family.
 
-mod common;
-
 use std::path::Path;
 
-use common::{golden, qaforge, text, fixtures};
+use crate::common::{golden, qaforge, text, fixtures};
 
 /// The trained fixture is MiniLM-L6 (a BERT) stored in MobileBERT's format. Its weights under
 /// BERT's own names convert through the BERT emitter to a graph that answers every question as

@@ -3,11 +3,9 @@
 //! own error (exit 2). An allocation sized by a claim would abort the process instead (Rust
 //! aborts when an allocation fails), which this test would see as a signal, not exit 2.
 
-mod common;
-
 use std::path::Path;
 
-use common::{golden, text};
+use crate::common::{golden, text};
 
 /// Address-space limit for the process: 2 GiB, below every claim below (4 GiB to 4 TB) but room
 /// for the debug binary's own mappings.

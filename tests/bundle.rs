@@ -2,11 +2,9 @@
 //! the shipped fixtures, verification of every precision with a bundle, sharded verification
 //! merged to the bit, and the refusals (another checkpoint or tokenizer, bundles that lie).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{convert, golden, qaforge, text};
+use crate::common::{convert, golden, qaforge, text};
 use qaforge_verify::Bundle;
 
 fn s(p: &Path) -> &str {

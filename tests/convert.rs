@@ -1,8 +1,6 @@
 //! End-to-end: `qaforge convert` on every fixture, checked against the PyTorch golden logits.
 
-mod common;
-
-use common::{convert, fixture_features, full_size_checkpoint, golden, qaforge, text, fixtures};
+use crate::common::{convert, fixture_features, full_size_checkpoint, golden, qaforge, text, fixtures};
 use qaforge_verify::Engine;
 
 #[test]

@@ -1,12 +1,10 @@
 //! `qaforge verify --logits`: logits computed elsewhere are judged like an engine's, and logits
 //! that are not the bundle's or the artifact's are refused (exit 2) naming the problem.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{convert, golden, qaforge, text};
+use crate::common::{convert, golden, qaforge, text};
 
 /// Writes `start`/`end` logits as safetensors with `metadata`, `dtype` F32 unless asked otherwise.
 fn write_logits(path: &Path, shape: [usize; 2], start: &[f32], end: &[f32], metadata: HashMap<String, String>, as_f64: bool) {

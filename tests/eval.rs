@@ -1,9 +1,7 @@
 //! `qaforge eval` gives the official SQuAD v2 numbers (computed by golden/generate.py's restatement
 //! of evaluate-v2.0.py) for three public systems and for each fixture's reference predictions.
 
-mod common;
-
-use common::{golden, qaforge, text, golden_fixtures};
+use crate::common::{golden, qaforge, text, golden_fixtures};
 
 fn assert_same_metrics(got: &serde_json::Value, want: &serde_json::Value, what: &str) {
     let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());

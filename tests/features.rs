@@ -1,9 +1,7 @@
 //! Tokenization and features built in Rust equal run_qa.py's with BertTokenizerFast (the golden
 //! features), for each way a model directory ships its tokenizer.
 
-mod common;
-
-use common::{fixture_features, golden, golden_fixtures};
+use crate::common::{fixture_features, golden, golden_fixtures};
 use qaforge_squad::{FeatureOptions, QaTokenizer, SquadFile};
 
 #[test]

@@ -1,10 +1,8 @@
 //! The shipped fixtures and goldens load and agree with each other (shapes, ids, counts).
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{fixture_features, golden, golden_fixtures};
+use crate::common::{fixture_features, golden, golden_fixtures};
 use qaforge_verify::{GoldenFeatures, GoldenLogits};
 
 fn json(path: &std::path::Path) -> serde_json::Value {

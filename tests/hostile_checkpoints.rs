@@ -1,12 +1,10 @@
 //! Hostile model directories: each gives its own clear error (exit 2), names the file, and leaves
 //! no output behind.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{golden, qaforge, text};
+use crate::common::{golden, qaforge, text};
 
 /// A copy of the tiny fixture's config.json in a fresh directory.
 fn model_dir(root: &Path, name: &str) -> PathBuf {
@@ -245,7 +243,7 @@ fn sharded_safetensors_convert_to_the_same_graph() {
     let output = qaforge(&["convert", dir.to_str().unwrap(), "-o", sharded.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("model-00002-of-00002.safetensors"), "{}", text(&output));
-    let whole = common::convert("mobilebert-tiny", root.path());
+    let whole = crate::common::convert("mobilebert-tiny", root.path());
     // Same nodes and initializers; only the provenance (source files and their hash) differs.
     let (a, b) = (qaforge_onnx::read_model(&sharded).unwrap(), qaforge_onnx::read_model(&whole).unwrap());
     assert!(a.graph == b.graph, "a sharded checkpoint gives a different graph");

@@ -2,12 +2,10 @@
 //! per file, each asserting exit code 2, the file's name and the specific problem in the message,
 //! no panic or backtrace, and no output left behind.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{golden, text};
+use crate::common::{golden, text};
 
 fn corpus(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile").join(file)

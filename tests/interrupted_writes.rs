@@ -3,13 +3,11 @@
 //! the target must then hold exactly the previous file, or, when the kill came after the rename,
 //! exactly the complete artifact (outputs are byte-identical across runs, so "complete" is exact).
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{full_size_checkpoint, qaforge, text};
+use crate::common::{full_size_checkpoint, qaforge, text};
 
 const PREVIOUS: &[u8] = b"the previous artifact, which an interrupted run must leave intact";
 

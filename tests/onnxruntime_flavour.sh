@@ -77,6 +77,19 @@ else
   echo "calibration fell back to ONNX Runtime: $(grep '^note:' <<<"$out" | cut -c1-120)…"
   check "$(basename "$fallback") (onnxruntime)" "$qaforge" verify "$fallback" --golden "$golden/$1" --engine ort --ort-library "$ort"
 fi
+# int4 with GPTQ rounding needs input statistics, a float pass as calibration is: the same fallback,
+# the note naming input statistics, the engine in the provenance, and the artifact verifies.
+fallback4=$dir/$1.int4-gptq.fallback.onnx
+out=$(ORT_DYLIB_PATH=$ort "$qaforge" quantize "$fused" -o "$fallback4" --precision int4 --rounding gptq "${calibrate[@]}" --tokenizer "$golden/$1" 2>&1)
+rc=$?
+engine=$("$python" -c 'import onnx, sys; p = {e.key: e.value for e in onnx.load(sys.argv[1]).metadata_props}; print(p["qaforge.quantize.calibration_engine"], "qaforge.quantize.calibration_fallback" in p)' "$fallback4" 2>&1)
+if [ $rc -ne 0 ] || ! grep -q "note: input statistics collected in ONNX Runtime, because tract cannot run the float graph" <<<"$out" || [ "$engine" != "onnxruntime True" ]; then
+  echo "FAIL int4 --rounding gptq of a graph tract cannot run should collect its input statistics in ONNX Runtime (exit $rc, provenance: $engine): $out"
+  status=1
+else
+  echo "input statistics fell back to ONNX Runtime: $(grep '^note:' <<<"$out" | cut -c1-120)…"
+  check "$(basename "$fallback4") (onnxruntime)" "$qaforge" verify "$fallback4" --golden "$golden/$1" --engine ort --ort-library "$ort"
+fi
 out=$(env -u ORT_DYLIB_PATH "$qaforge" quantize "$fused" -o "$dir/refused.onnx" --precision int8-static "${calibrate[@]}" --tokenizer "$golden/$1" 2>&1)
 rc=$?
 if [ $rc -ne 2 ] || [ -e "$dir/refused.onnx" ] || ! grep -q "ONNX Runtime can calibrate it" <<<"$out"; then

@@ -3,11 +3,9 @@
 //! the graph's inputs and outputs by role, and the runtime files; bad requests are refused without
 //! writing. The page itself runs in tests/web.sh (Node.js and headless Chromium, make test).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{convert, fixture_features, fixtures, golden, qaforge, text};
+use crate::common::{convert, fixture_features, fixtures, golden, qaforge, text};
 
 /// The files a site copies from the npm packages, with stand-in contents: this test checks what
 /// qaforge writes; tests/web.sh runs the real packages.

@@ -2,9 +2,7 @@
 //! their behaviour rather than the binary's text: outcomes agree with the files written, product
 //! rules refuse with their reason, and judging refuses logits that are not the bundle's.
 
-mod common;
-
-use common::golden;
+use crate::common::golden;
 use qaforge_pipeline::{ConvertRequest, Flavour, PipelineError, QuantizeRequest};
 use qaforge_quantize::{CalibrationMethod, Precision, QuantizeOptions, Target, WeightOptions};
 
@@ -83,7 +81,7 @@ fn product_rules_refuse_with_their_reason() {
     assert!(refuse(request(Precision::Fp16, Flavour::OnnxRuntime("libonnxruntime.so".into()))).contains("--for onnxruntime is for the int8 modes"));
     assert!(refuse(request(Precision::Fp32, Flavour::Portable)).contains("fp32 is what quantize reads"));
     // int8-static without calibration data is refused before anything is read or written.
-    let fp32 = common::convert("mobilebert-tiny", dir.path());
+    let fp32 = crate::common::convert("mobilebert-tiny", dir.path());
     let mut r = request(Precision::Int8Static, Flavour::Portable);
     r.input = fp32;
     assert!(refuse(r).contains("int8-static needs --calibration"));
@@ -96,14 +94,14 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
     // artifacts with their metadata stripped stand in for them here (make test verifies ONNX
     // Runtime's real outputs in tests/exports.sh).
     let dir = tempfile::tempdir().unwrap();
-    let fp32 = common::convert("mobilebert-tiny", dir.path());
+    let fp32 = crate::common::convert("mobilebert-tiny", dir.path());
     let bundle_dir = golden().join("mobilebert-tiny");
     for (precision, flags) in [("int8-dynamic", vec![]), ("int8-static", vec!["--calibration", "golden/squad/calibration.json", "--samples", "16", "--tokenizer", "golden/mobilebert-tiny"]), ("fp16", vec![])] {
         let out = dir.path().join(format!("{precision}.onnx"));
         let mut args = vec!["quantize", fp32.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", precision];
         args.extend(flags);
-        let run = common::qaforge(&args);
-        assert!(run.status.success(), "{}", common::text(&run));
+        let run = crate::common::qaforge(&args);
+        assert!(run.status.success(), "{}", crate::common::text(&run));
         let mut model = qaforge_onnx::read_model(&out).unwrap();
         model.metadata_props.clear();
         let bare = dir.path().join(format!("{precision}.bare.onnx"));
@@ -115,19 +113,19 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
         if precision == "fp16" {
             args.extend(["--shard", "1/4"]);
         }
-        let run = common::qaforge(&args);
-        assert!(run.status.success(), "{precision}: {}", common::text(&run));
+        let run = crate::common::qaforge(&args);
+        assert!(run.status.success(), "{precision}: {}", crate::common::text(&run));
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         assert_eq!(json["precision"], precision);
         assert!(json["precision_source"].as_str().unwrap().starts_with("inferred from its operators"), "{}", json["precision_source"]);
         // Judged as fp32 on request, an int8 artifact misses fp32's max |Δ| and FAILs.
         if precision != "fp16" {
-            let run = common::qaforge(&["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--precision", "fp32"]);
-            assert_eq!(run.status.code(), Some(1), "{}", common::text(&run));
+            let run = crate::common::qaforge(&["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--precision", "fp32"]);
+            assert_eq!(run.status.code(), Some(1), "{}", crate::common::text(&run));
         }
         // And quantize refuses to quantize it again.
-        let again = common::qaforge(&["quantize", bare.to_str().unwrap(), "-o", dir.path().join("again.onnx").to_str().unwrap(), "--precision", "int8-dynamic"]);
-        assert_eq!(again.status.code(), Some(2), "{}", common::text(&again));
-        assert!(common::text(&again).contains(&format!("the input is already {precision} (inferred from its operators")), "{}", common::text(&again));
+        let again = crate::common::qaforge(&["quantize", bare.to_str().unwrap(), "-o", dir.path().join("again.onnx").to_str().unwrap(), "--precision", "int8-dynamic"]);
+        assert_eq!(again.status.code(), Some(2), "{}", crate::common::text(&again));
+        assert!(crate::common::text(&again).contains(&format!("the input is already {precision} (inferred from its operators")), "{}", crate::common::text(&again));
     }
 }

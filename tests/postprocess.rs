@@ -1,9 +1,7 @@
 //! Post-processing the golden PyTorch logits reproduces the golden reference predictions of
 //! run_qa.py exactly, for every fixture.
 
-mod common;
-
-use common::{fixture_features, golden, fixtures};
+use crate::common::{fixture_features, golden, fixtures};
 use qaforge_squad::{predict, FeatureLogits, PostprocessOptions, SquadFile};
 use qaforge_verify::{GoldenFeatures, GoldenLogits};
 

@@ -2,12 +2,10 @@
 //! verify` with its precision's default tolerances, is deterministic, records its provenance, and
 //! never puts quantization next to a Softmax.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{convert, golden, qaforge, text, fixtures};
+use crate::common::{convert, golden, qaforge, text, fixtures};
 
 fn quantize(input: &Path, output: &Path, fixture: &str, args: &[&str]) -> std::process::Output {
     let tokenizer = golden().join(fixture);

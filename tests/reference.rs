@@ -1,9 +1,7 @@
 //! The candle reference (qaforge-reference) against PyTorch: on every shipped fixture its logits
 //! equal golden/<fixture>/golden/logits.safetensors, which transformers computed.
 
-mod common;
-
-use common::{fixture_features, golden, golden_fixtures};
+use crate::common::{fixture_features, golden, golden_fixtures};
 use qaforge_checkpoint::Checkpoint;
 use qaforge_reference::ReferenceModel;
 use qaforge_verify::{Engine, GoldenLogits};
@@ -43,7 +41,7 @@ fn reference_logits_equal_the_fp32_artifacts_on_a_full_size_mobilebert() {
     std::fs::create_dir(&model_dir).unwrap();
     let config = qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG.replace("\"no_norm\"", "\"layer_norm\"");
     qaforge_checkpoint::synthetic::write_random_checkpoint(&model_dir, &config, 3).unwrap();
-    let artifact = common::convert_dir(&model_dir, dir.path());
+    let artifact = crate::common::convert_dir(&model_dir, dir.path());
     let features = fixture_features("mobilebert-tiny").truncated(6);
     let reference = ReferenceModel::load(&Checkpoint::open(&model_dir).unwrap()).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
     let tract = qaforge_verify::TractSession::load(&artifact).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();

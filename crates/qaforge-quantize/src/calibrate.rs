@@ -152,11 +152,16 @@ pub struct CalibratedRanges {
 /// `options.calibration_engine`; where that is tract and tract cannot load or run the float graph,
 /// in `options.calibration_fallback` (ONNX Runtime) when there is one. Returns the result, the
 /// engine that produced it, and why the fallback ran (tract's own error; None when the asked engine
-/// ran). Int8-static ranges and int4's input statistics both come through here.
+/// ran). Int8-static ranges and int4's input statistics both come through here; an empty
+/// `features` is an error before any engine loads.
 pub(crate) fn in_calibration_engine<T>(
     options: &crate::QuantizeOptions,
+    features: &Features,
     pass: impl Fn(&EngineChoice) -> Result<T, QuantizeError>,
 ) -> Result<(T, EngineChoice, Option<String>), QuantizeError> {
+    if features.count == 0 {
+        return Err(QuantizeError::Calibration("no calibration features".into()));
+    }
     let asked = &options.calibration_engine;
     match (pass(asked), asked, &options.calibration_fallback) {
         (Ok(result), _, _) => Ok((result, asked.clone(), None)),
@@ -211,15 +216,12 @@ pub fn calibrate(
     options: &crate::QuantizeOptions,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<CalibratedRanges, QuantizeError> {
-    if features.count == 0 {
-        return Err(QuantizeError::Calibration("no calibration features".into()));
-    }
     if let CalibrationMethod::Percentile(p) = options.method {
         if !(50.0..=100.0).contains(&p) {
             return Err(QuantizeError::Calibration(format!("percentile {p} is outside 50..=100")));
         }
     }
-    let (ranges, engine, fallback) = in_calibration_engine(options, |engine| calibrate_in(engine, model, tensors, features, options, progress))?;
+    let (ranges, engine, fallback) = in_calibration_engine(options, features, |engine| calibrate_in(engine, model, tensors, features, options, progress))?;
     Ok(CalibratedRanges { ranges, features: features.count, engine, fallback })
 }
 

@@ -108,10 +108,7 @@ pub fn input_grams(
     options: &crate::QuantizeOptions,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<InputGrams, QuantizeError> {
-    if features.count == 0 {
-        return Err(QuantizeError::Calibration("no calibration features".into()));
-    }
-    let (grams, engine, fallback) = in_calibration_engine(options, |engine| grams_in(engine, model, tensors, features, options, progress))?;
+    let (grams, engine, fallback) = in_calibration_engine(options, features, |engine| grams_in(engine, model, tensors, features, options, progress))?;
     Ok(InputGrams { grams, features: features.count, engine, fallback })
 }
 
