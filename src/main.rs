@@ -52,9 +52,11 @@ struct FlavourArgs {
 /// `--engine` and its library, shared by the commands that run an artifact.
 #[derive(Args)]
 struct EngineArgs {
-    /// The engine that runs the artifact: tract (built in) or ort (ONNX Runtime, the runtime
-    /// phones use; needs a build with `--features ort` and libonnxruntime).
-    #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
+    /// The engine that runs the artifact: tract (built in), ort (ONNX Runtime, the runtime
+    /// phones use; needs a build with `--features ort` and libonnxruntime), or auto: ONNX Runtime
+    /// where its library is given (--ort-library or $ORT_DYLIB_PATH) and computes the artifact
+    /// exactly on this CPU, tract otherwise (the report's engine says which, and why).
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     engine: EngineArg,
     #[command(flatten)]
     onnxruntime: OrtLibraryArg,
@@ -166,8 +168,8 @@ enum Command {
         /// the float graph in: tract (built in, the same ranges on every CPU), or ort (ONNX Runtime; needs `--features ort` and libonnxruntime).
         /// With tract, a graph tract cannot run is calibrated in ONNX Runtime where its library is
         /// at hand (--ort-library or $ORT_DYLIB_PATH), with a note on stderr.
-        #[arg(long, value_enum, default_value_t = EngineArg::Tract)]
-        calibration_engine: EngineArg,
+        #[arg(long, value_enum, default_value_t = CalibrationEngineArg::Tract)]
+        calibration_engine: CalibrationEngineArg,
         #[command(flatten)]
         onnxruntime: OrtLibraryArg,
         #[command(flatten)]
@@ -418,6 +420,15 @@ enum TargetArg {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum EngineArg {
+    Auto,
+    Tract,
+    Ort,
+}
+
+/// `--calibration-engine`: calibration has no auto (tract's ranges are the same on every CPU,
+/// ONNX Runtime's are not, so the choice is the user's; tract falls back by itself).
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum CalibrationEngineArg {
     Tract,
     Ort,
 }
@@ -438,10 +449,16 @@ impl FlavourArgs {
     }
 }
 
-fn engine_choice(engine: EngineArg, onnxruntime: &OrtLibraryArg) -> Result<EngineChoice, PipelineError> {
+/// The engine verify and answer start from, and whether `--engine auto` may move the artifact to
+/// tract where that engine is not exact on this CPU: auto is ONNX Runtime where this build has it
+/// and its library is given, tract otherwise.
+fn engine_choice(engine: EngineArg, onnxruntime: &OrtLibraryArg) -> Result<(EngineChoice, bool), PipelineError> {
+    let library = onnxruntime.ort_library.as_deref();
     match engine {
-        EngineArg::Tract => Ok(EngineChoice::Tract),
-        EngineArg::Ort => qaforge_pipeline::onnxruntime(onnxruntime.ort_library.as_deref()),
+        EngineArg::Tract => Ok((EngineChoice::Tract, false)),
+        EngineArg::Ort => Ok((qaforge_pipeline::onnxruntime(library)?, false)),
+        EngineArg::Auto if qaforge_pipeline::WITH_ONNXRUNTIME && library.is_some() => Ok((qaforge_pipeline::onnxruntime(library)?, true)),
+        EngineArg::Auto => Ok((EngineChoice::Tract, false)),
     }
 }
 
@@ -566,10 +583,13 @@ fn run(command: Command) -> anyhow::Result<()> {
                 threads: cores(),
                 input_names: inputs.input_names,
                 calibration_fallback: match calibration_engine {
-                    EngineArg::Tract => qaforge_pipeline::onnxruntime(onnxruntime.ort_library.as_deref()).ok(),
-                    EngineArg::Ort => None,
+                    CalibrationEngineArg::Tract => qaforge_pipeline::onnxruntime(onnxruntime.ort_library.as_deref()).ok(),
+                    CalibrationEngineArg::Ort => None,
                 },
-                calibration_engine: engine_choice(calibration_engine, &onnxruntime)?,
+                calibration_engine: match calibration_engine {
+                    CalibrationEngineArg::Tract => EngineChoice::Tract,
+                    CalibrationEngineArg::Ort => qaforge_pipeline::onnxruntime(onnxruntime.ort_library.as_deref())?,
+                },
             };
             let request = qaforge_pipeline::QuantizeRequest {
                 flavour: flavour.resolve(&onnxruntime)?,
@@ -621,8 +641,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("  time          {:.3} s", done.seconds);
         }
         Command::Answer { artifact, tokenizer, question, context, inputs, engine, json } => {
-            let engine = engine_choice(engine.engine, &engine.onnxruntime)?;
-            let request = qaforge_pipeline::AnswerRequest { artifact, tokenizer, question, context, input_names: inputs.input_names, engine, cores: cores() };
+            let (engine, exact_fallback) = engine_choice(engine.engine, &engine.onnxruntime)?;
+            let request = qaforge_pipeline::AnswerRequest { artifact, tokenizer, question, context, input_names: inputs.input_names, engine, exact_fallback, cores: cores() };
             let answer = qaforge_pipeline::answer(&request)?;
             if json {
                 println!("{}", serde_json::json!({"text": answer.text, "null_odds": answer.null_odds, "margin": answer.margin, "windows": answer.windows}));
@@ -676,7 +696,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             });
             let overrides = qaforge_verify::ToleranceOverrides { precision, max_abs_diff, max_f1_drop, min_cosine, min_agreement_f1 };
             let shard = shard.as_deref().map(qaforge_verify::Shard::parse).transpose().map_err(|e| anyhow::anyhow!("--shard {e}"))?.unwrap_or(qaforge_verify::Shard::WHOLE);
-            let engine = engine_choice(engine.engine, &engine.onnxruntime)?;
+            let (engine, exact_fallback) = engine_choice(engine.engine, &engine.onnxruntime)?;
             let bundle = qaforge_verify::Bundle::open(&golden)?;
             let result = match logits {
                 // Verify's second step only, on logits a device computed.
@@ -686,7 +706,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     qaforge_verify::judge(&artifact, &bundle, shard, computed, overrides)
                 }
                 None => {
-                    let run = qaforge_verify::RunOptions { engine, batch_size, cores: cores(), shard, allow_other_checkpoint, input_names: inputs.input_names };
+                    let run = qaforge_verify::RunOptions { engine, batch_size, cores: cores(), shard, allow_other_checkpoint, input_names: inputs.input_names, exact_fallback };
                     let (bar, progress) = progress_bar();
                     let result = qaforge_verify::verify(&artifact, &bundle, overrides, &run, &progress);
                     bar.finish_and_clear();

@@ -135,6 +135,19 @@ fn verify_with_onnx_runtime_explains_what_it_needs() {
     } else {
         assert!(text(&output).contains("built without ONNX Runtime support"), "{}", text(&output));
     }
+    // --engine auto (the default) with a library named that is not there is the same error in a
+    // build with ONNX Runtime (never a silent fall back to tract); without the library, or in a
+    // build without ONNX Runtime, it is tract.
+    let auto = ["verify", artifact.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap(), "--engine", "auto", "--ort-library", missing.to_str().unwrap()];
+    let output = qaforge(&auto);
+    if cfg!(feature = "ort") {
+        assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+        assert!(text(&output).contains("libonnxruntime.so.missing: no such file"), "{}", text(&output));
+    } else {
+        assert!(output.status.success() && text(&output).contains("(tract "), "{}", text(&output));
+    }
+    let output = qaforge(&auto[..auto.len() - 4]);
+    assert!(output.status.success() && text(&output).contains("(tract "), "{}", text(&output));
 }
 
 /// An exported graph whose inputs come in another order would be fed the wrong tensors by

@@ -46,7 +46,7 @@ fn convert_quantize_and_verify_in_two_steps() {
 
     // Verify's two steps, as a caller with logits from elsewhere uses them.
     let bundle = qaforge_verify::Bundle::open(&golden().join("mobilebert-tiny")).unwrap();
-    let run = qaforge_verify::RunOptions { engine: qaforge_verify::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None };
+    let run = qaforge_verify::RunOptions { engine: qaforge_verify::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None, exact_fallback: false };
     let artifact = qaforge_verify::Artifact::open(&int8, &bundle, &run.engine, false).unwrap();
     assert_eq!(artifact.precision, Precision::Int8Dynamic);
     let computed = qaforge_verify::compute_logits(&artifact, &bundle, &run, &|_, _| {}).unwrap();

@@ -33,9 +33,11 @@ pub fn golden() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
-/// Runs the qaforge binary with `args`.
+/// Runs the qaforge binary with `args`. Without $ORT_DYLIB_PATH: `--engine auto` (verify's and
+/// answer's default) would otherwise run ONNX Runtime on a developer's machine that sets it and
+/// tract in CI; the ONNX Runtime runs are make test-onnx's, with the library named.
 pub fn qaforge(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_qaforge")).args(args).output().expect("qaforge runs")
+    std::process::Command::new(env!("CARGO_BIN_EXE_qaforge")).args(args).env_remove("ORT_DYLIB_PATH").output().expect("qaforge runs")
 }
 
 /// stdout + stderr as text, for assertion messages.

@@ -15,6 +15,24 @@ pub struct TractSession {
     layout: InputLayout,
 }
 
+/// The com.microsoft operators of `model` that only ONNX Runtime runs (the fused attention and
+/// normalizations of the `--for onnxruntime` flavour), sorted and without repeats. tract does not
+/// run them as ONNX Runtime does; the int4 artifact's block-quantized weights (MatMulNBits,
+/// GatherBlockQuantized) it reads and dequantizes exactly, so those are not listed.
+pub fn onnxruntime_only_operators(model: &ModelProto) -> Vec<&str> {
+    const READ_BY_TRACT: &[&str] = &["MatMulNBits", "GatherBlockQuantized"];
+    let mut contrib: Vec<&str> = model
+        .graph
+        .iter()
+        .flat_map(|g| &g.node)
+        .filter(|n| n.domain == "com.microsoft" && !READ_BY_TRACT.contains(&n.op_type.as_str()))
+        .map(|n| n.op_type.as_str())
+        .collect();
+    contrib.sort_unstable();
+    contrib.dedup();
+    contrib
+}
+
 impl TractSession {
     /// Loads and optimises an ONNX file, its inputs mapped as [`crate::check_inputs`] does.
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
@@ -32,20 +50,8 @@ impl TractSession {
 
     /// Loads and optimises an in-memory model whose inputs are fed as `layout` says.
     pub fn with_layout(model: &ModelProto, label: &str, layout: InputLayout) -> Result<Self, RuntimeError> {
-        // ONNX Runtime's contrib ops of the `--for onnxruntime` flavour (fused attention and
-        // normalizations): tract does not run them as ONNX Runtime does, and says so in its own
-        // words only after typing the graph. The int4 artifact's block-quantized weights
-        // (MatMulNBits, GatherBlockQuantized) it reads and dequantizes exactly.
-        const READ_BY_TRACT: &[&str] = &["MatMulNBits", "GatherBlockQuantized"];
-        let mut contrib: Vec<&str> = model
-            .graph
-            .iter()
-            .flat_map(|g| &g.node)
-            .filter(|n| n.domain == "com.microsoft" && !READ_BY_TRACT.contains(&n.op_type.as_str()))
-            .map(|n| n.op_type.as_str())
-            .collect();
-        contrib.sort_unstable();
-        contrib.dedup();
+        // tract says so in its own words only after typing the graph.
+        let contrib = onnxruntime_only_operators(model);
         if !contrib.is_empty() {
             return Err(RuntimeError {
                 path: PathBuf::from(label),

@@ -182,6 +182,21 @@ pub fn engine_exactness(engine: &EngineChoice, cpu: &CpuFeatures, model: &tract_
     }
 }
 
+/// The engine `verify --engine auto` computes `model` in: `asked` (ONNX Runtime, the engine the
+/// artifact ships to, several times tract's speed on int8) where it computes the artifact's integer
+/// products exactly on `cpu`; tract, whose integer kernels are exact on every CPU, where it would
+/// not (full-range int8 weights meeting ONNX Runtime's saturating u8 × s8 kernel on x86 without
+/// VNNI), with the reason. A graph only ONNX Runtime runs (an .ort package, com.microsoft fused
+/// operators) stays where it was asked, and verify says NOT VERIFIED there.
+pub fn exact_engine(asked: &EngineChoice, cpu: &CpuFeatures, model: &tract_onnx::pb::ModelProto, engine_bytes: &[u8]) -> (EngineChoice, Option<String>) {
+    match engine_exactness(asked, cpu, model) {
+        Exactness::Inexact { reason } if !qaforge_runtime::is_ort_format(engine_bytes) && qaforge_runtime::onnxruntime_only_operators(model).is_empty() => {
+            (EngineChoice::Tract, Some(reason))
+        }
+        _ => (asked.clone(), None),
+    }
+}
+
 /// The batch size verify runs an artifact of `precision` at unless told otherwise: 1 for
 /// int8-dynamic, 8 for the rest. An int8-dynamic artifact quantizes each activation with a scale
 /// taken over the whole batch, padding included, so its logits depend on which features share its
@@ -242,6 +257,9 @@ pub struct RunOptions {
     pub allow_other_checkpoint: bool,
     /// The graph's inputs for token ids, attention mask and token types, when its names do not say.
     pub input_names: Option<Vec<String>>,
+    /// `verify --engine auto`: where `engine` would not compute the artifact exactly on this CPU,
+    /// run it in tract instead (see [`exact_engine`]); the report's engine says why.
+    pub exact_fallback: bool,
 }
 
 /// What a shard's partial report carries for `qaforge merge`: its per-feature agreements and its
@@ -407,17 +425,24 @@ pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, pr
     let slice = features.select(computed.start, computed.end, first_example);
 
     let cpu = CpuFeatures::detect();
-    let exactness = engine_exactness(&run.engine, &cpu, &artifact.model);
+    let (chosen, instead) = match run.exact_fallback {
+        true => exact_engine(&run.engine, &cpu, &artifact.model, &artifact.engine_bytes),
+        false => (run.engine.clone(), None),
+    };
+    let exactness = engine_exactness(&chosen, &cpu, &artifact.model);
     let layout = qaforge_runtime::check_inputs(&artifact.model, &artifact.path, run.input_names.as_deref())?;
     qaforge_runtime::check_token_ids(&artifact.model, &layout, &slice, &artifact.path)?;
-    let engine = load_engine(&run.engine, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
+    let engine = load_engine(&chosen, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
     let logits = engine.run_features(&slice, batch, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
     let m = features.max_length;
     let rows = |v: &[f32]| v[(owned.start - computed.start) * m..(owned.end - computed.start) * m].to_vec();
     Ok(ComputedLogits {
         logits: Logits { start: rows(&logits.start), end: rows(&logits.end) },
         features: owned,
-        engine: engine.description(),
+        engine: match instead {
+            None => engine.description(),
+            Some(why) => format!("{} (--engine auto: ONNX Runtime would not be exact here: {why})", engine.description()),
+        },
         cpu: cpu.describe(),
         exactness,
         seconds: started.elapsed().as_secs_f64(),
