@@ -63,34 +63,35 @@ if [ $rc -ne 2 ] || ! grep -q "use --engine ort" <<<"$out"; then
 else
   echo "tract refuses the flavour: $(tail -1 <<<"$out")"
 fi
-# int8-static of a graph tract cannot run (the fused fp32 artifact), without --calibration-engine:
-# calibrated in ONNX Runtime where its library is at hand ($ORT_DYLIB_PATH here), with a note on
-# stderr and the reason in the provenance, and it verifies; without the library, a clear error.
-fused=$dir/$1.ort.onnx fallback=$dir/$1.int8-static.fallback.onnx
-out=$(ORT_DYLIB_PATH=$ort "$qaforge" quantize "$fused" -o "$fallback" --precision int8-static --target x86-avx2 "${calibrate[@]}" --tokenizer "$golden/$1" 2>&1)
-rc=$?
-engine=$("$python" -c 'import onnx, sys; p = {e.key: e.value for e in onnx.load(sys.argv[1]).metadata_props}; print(p["qaforge.quantize.calibration_engine"], "qaforge.quantize.calibration_fallback" in p)' "$fallback" 2>&1)
-if [ $rc -ne 0 ] || ! grep -q "note: calibrated in ONNX Runtime, because tract cannot run the float graph" <<<"$out" || [ "$engine" != "onnxruntime True" ]; then
-  echo "FAIL int8-static of a graph tract cannot run should calibrate in ONNX Runtime (exit $rc, provenance: $engine): $out"
-  status=1
-else
-  echo "calibration fell back to ONNX Runtime: $(grep '^note:' <<<"$out" | cut -c1-120)…"
-  check "$(basename "$fallback") (onnxruntime)" "$qaforge" verify "$fallback" --golden "$golden/$1" --engine ort --ort-library "$ort"
-fi
-# int4 with GPTQ rounding needs input statistics, a float pass as calibration is: the same fallback,
-# the note naming input statistics, the engine in the provenance, and the artifact verifies.
-fallback4=$dir/$1.int4-gptq.fallback.onnx
-out=$(ORT_DYLIB_PATH=$ort "$qaforge" quantize "$fused" -o "$fallback4" --precision int4 --rounding gptq "${calibrate[@]}" --tokenizer "$golden/$1" 2>&1)
-rc=$?
-engine=$("$python" -c 'import onnx, sys; p = {e.key: e.value for e in onnx.load(sys.argv[1]).metadata_props}; print(p["qaforge.quantize.calibration_engine"], "qaforge.quantize.calibration_fallback" in p)' "$fallback4" 2>&1)
-if [ $rc -ne 0 ] || ! grep -q "note: input statistics collected in ONNX Runtime, because tract cannot run the float graph" <<<"$out" || [ "$engine" != "onnxruntime True" ]; then
-  echo "FAIL int4 --rounding gptq of a graph tract cannot run should collect its input statistics in ONNX Runtime (exit $rc, provenance: $engine): $out"
-  status=1
-else
-  echo "input statistics fell back to ONNX Runtime: $(grep '^note:' <<<"$out" | cut -c1-120)…"
-  # int4 on random weights: the cosine floor of tests/verify_in_onnxruntime.sh (0.94; measured 0.978).
-  check "$(basename "$fallback4") (onnxruntime)" "$qaforge" verify "$fallback4" --golden "$golden/$1" --engine ort --ort-library "$ort" --min-cosine 0.94
-fi
+# A graph tract cannot run (the fused fp32 artifact) still quantizes where a float pass is needed,
+# without --calibration-engine: the pass runs in ONNX Runtime where its library is at hand
+# ($ORT_DYLIB_PATH here), with a note on stderr and the reason in the provenance, and the artifact
+# verifies; without the library, a clear error (below).
+#   expect_fallback LABEL NOTE OUTPUT -- QUANTIZE_ARGS... [-- VERIFY_ARGS...]
+first=$1 fused=$dir/$1.ort.onnx
+expect_fallback() {
+  local label=$1 note=$2 output=$3 out rc engine
+  shift 4
+  local quantize_args=() verify_args=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do quantize_args+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && verify_args=("$@")
+  out=$(ORT_DYLIB_PATH=$ort "$qaforge" quantize "$fused" -o "$output" "${quantize_args[@]}" 2>&1)
+  rc=$?
+  engine=$("$python" -c 'import onnx, sys; p = {e.key: e.value for e in onnx.load(sys.argv[1]).metadata_props}; print(p["qaforge.quantize.calibration_engine"], "qaforge.quantize.calibration_fallback" in p)' "$output" 2>&1)
+  if [ $rc -ne 0 ] || ! grep -qF "note: $note in ONNX Runtime, because tract cannot run the float graph" <<<"$out" || [ "$engine" != "onnxruntime True" ]; then
+    echo "FAIL $label of a graph tract cannot run should run its float pass in ONNX Runtime (exit $rc, provenance: $engine): $out"
+    status=1
+  else
+    echo "$label fell back to ONNX Runtime: $(grep '^note:' <<<"$out" | cut -c1-120)…"
+    check "$(basename "$output") (onnxruntime)" "$qaforge" verify "$output" --golden "$golden/$first" --engine ort --ort-library "$ort" "${verify_args[@]}"
+  fi
+}
+expect_fallback int8-static "calibrated" "$dir/$1.int8-static.fallback.onnx" -- \
+  --precision int8-static --target x86-avx2 "${calibrate[@]}" --tokenizer "$golden/$1"
+# int4 with GPTQ rounding needs input statistics, a float pass as calibration is. On random weights
+# it verifies at int4's cosine floor of tests/verify_in_onnxruntime.sh (0.94; measured 0.978).
+expect_fallback "int4 --rounding gptq" "input statistics collected" "$dir/$1.int4-gptq.fallback.onnx" -- \
+  --precision int4 --rounding gptq "${calibrate[@]}" --tokenizer "$golden/$1" -- --min-cosine 0.94
 out=$(env -u ORT_DYLIB_PATH "$qaforge" quantize "$fused" -o "$dir/refused.onnx" --precision int8-static "${calibrate[@]}" --tokenizer "$golden/$1" 2>&1)
 rc=$?
 if [ $rc -ne 2 ] || [ -e "$dir/refused.onnx" ] || ! grep -q "ONNX Runtime can calibrate it" <<<"$out"; then
