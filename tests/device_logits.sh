@@ -121,16 +121,15 @@ for f in "$@"; do
 done
 # --engine auto (verify's default) as a Haswell: the full-range artifact goes to tract, which is
 # exact there, and the report says why; the x86-avx2 one stays in ONNX Runtime (exact on every x86).
+. "$HERE/lib/verify_output.sh"
 a=$DIR/$1
 for p in int8-dynamic int8-dynamic.x86-avx2; do
   out=$(QAFORGE_CPU=Haswell QAFORGE_BINARY="$QAFORGE" "$HERE/qaforge-as-cpu" verify "$a.$p.onnx" --golden "$a.bundle" --engine auto --ort-library "$ORT" 2>&1) \
     || { echo "$out" >&2; echo "FAILED: verify --engine auto as a Haswell on $1's $p artifact" >&2; exit 1; }
-  case $p in
-    int8-dynamic) want="(tract [^ ]* (--engine auto: ONNX Runtime would not be exact here" ;;
-    *) want="(onnxruntime (" ;;
-  esac
-  grep -q -- "$want" <<<"$out" || { echo "$out" >&2; echo "FAILED: verify --engine auto as a Haswell on $1's $p artifact should run in ${want#(}" >&2; exit 1; }
-  echo "verify --engine auto as a Haswell, $1 $p: ran in $(grep -oE '\((onnxruntime \([^)]*\)|tract [^ ]*)' <<<"$out" | head -1 | cut -c2-): $(grep -oE 'PASS|FAIL|NOT VERIFIED' <<<"$out" | tail -1)"
+  want=onnxruntime
+  [ $p = int8-dynamic ] && want=tract
+  auto_ran_in $want "$out" || { echo "$out" >&2; echo "FAILED: verify --engine auto as a Haswell on $1's $p artifact should run in $want" >&2; exit 1; }
+  echo "verify --engine auto as a Haswell, $1 $p: ran in $(ran_in "$out")"
 done
 "$PYTHON" "$HERE/python/compare_logits.py" "$DIR" x86 haswell
 

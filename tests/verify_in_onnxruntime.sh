@@ -53,12 +53,13 @@ done
 # --engine auto (verify's default) with the library: ONNX Runtime where it is exact on this CPU
 # (every artifact on a VNNI CPU), tract for the full-range int8 artifact where it is not.
 # tests/device_logits.sh checks the other side as a Haswell.
-a=$dir/$1.int8-dynamic.onnx want="(onnxruntime ("
-grep -qwE 'avx512_vnni|avx_vnni' /proc/cpuinfo || want="(tract [^ ]* (--engine auto: ONNX Runtime would not be exact here"
+. "$(dirname "$0")/lib/verify_output.sh"
+a=$dir/$1.int8-dynamic.onnx want=onnxruntime
+grep -qwE 'avx512_vnni|avx_vnni' /proc/cpuinfo || want=tract
 out=$("$qaforge" verify "$a" --golden "$golden/$1" --engine auto --ort-library "$ort" 2>&1)
-if [ $? -ne 0 ] || ! grep -q -- "$want" <<<"$out"; then
-  echo "FAIL: verify --engine auto on $1.int8-dynamic should run in ${want#(} here:"; echo "$out"; status=1
+if [ $? -ne 0 ] || ! auto_ran_in $want "$out"; then
+  echo "FAIL: verify --engine auto on $1.int8-dynamic should run in $want here:"; echo "$out"; status=1
 else
-  echo "$1.int8-dynamic (--engine auto): ran in $(grep -oE '\((onnxruntime \([^)]*\)|tract [^ ]*)' <<<"$out" | head -1 | cut -c2-): $(grep -oE 'PASS|FAIL|NOT VERIFIED' <<<"$out" | tail -1)"
+  echo "$1.int8-dynamic (--engine auto): ran in $(ran_in "$out")"
 fi
 exit $status
