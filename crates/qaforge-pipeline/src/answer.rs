@@ -21,7 +21,7 @@ pub struct AnswerRequest {
     /// The engine that runs the artifact.
     pub engine: EngineChoice,
     /// `--engine auto`: tract instead where `engine` would not compute the artifact exactly on
-    /// this CPU (see [`qaforge_verify::exact_engine`]).
+    /// this CPU (see [`qaforge_verify::choose_engine`]).
     pub exact_fallback: bool,
     /// Cores to use.
     pub cores: usize,
@@ -60,11 +60,8 @@ pub fn answer(request: &AnswerRequest) -> Result<Answered, PipelineError> {
     };
     let layout = qaforge_verify::check_inputs(&model, path, request.input_names.as_deref())?;
     qaforge_verify::check_token_ids(&model, &layout, &features, path)?;
-    let engine = match request.exact_fallback {
-        true => qaforge_verify::exact_engine(&request.engine, &qaforge_verify::CpuFeatures::detect(), &model, &bytes).0,
-        false => request.engine.clone(),
-    };
-    let engine = qaforge_verify::load_engine(&engine, &model, &bytes, path, request.cores, layout)?;
+    let chosen = qaforge_verify::choose_engine(&request.engine, request.exact_fallback, &qaforge_verify::CpuFeatures::detect(), &model, &bytes);
+    let engine = qaforge_verify::load_engine(&chosen.engine, &model, &bytes, path, request.cores, layout)?;
     let logits = engine.run_features(&features, 8, engine.preferred_threads(request.cores), &|_| {})?;
     let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1, paragraphs: 1 };
     let prediction = qaforge_squad::predict_all(&squad, &features, &logits.start, &logits.end, &qaforge_squad::PostprocessOptions::default(), true)

@@ -17,7 +17,7 @@ pub use make_bundle::{make_bundle, BundleOptions};
 pub use qaforge_runtime::{check_inputs, FedInput, InputRole, check_token_ids, is_ort_format, load_engine, ort_format_view, Engine, EngineChoice, Logits, RuntimeError, TractSession};
 pub use stats::LogitStats;
 pub use qaforge_runtime::integer_kernels::{CpuFeatures, Exactness};
-pub use report::{compute_logits, default_batch_size, engine_exactness, exact_engine, judge, merge, verify, Artifact, ComputedLogits, Report, RunOptions, Shard, ShardPart, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
+pub use report::{compute_logits, default_batch_size, choose_engine, engine_exactness, judge, merge, verify, Artifact, ChosenEngine, ComputedLogits, Report, RunOptions, Shard, ShardPart, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
 pub use stats::FeatureAgreement;
 
 /// Errors of verification.

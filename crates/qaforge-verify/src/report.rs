@@ -182,18 +182,32 @@ pub fn engine_exactness(engine: &EngineChoice, cpu: &CpuFeatures, model: &tract_
     }
 }
 
-/// The engine `verify --engine auto` computes `model` in: `asked` (ONNX Runtime, the engine the
-/// artifact ships to, several times tract's speed on int8) where it computes the artifact's integer
-/// products exactly on `cpu`; tract, whose integer kernels are exact on every CPU, where it would
-/// not (full-range int8 weights meeting ONNX Runtime's saturating u8 × s8 kernel on x86 without
-/// VNNI), with the reason. A graph only ONNX Runtime runs (an .ort package, com.microsoft fused
-/// operators) stays where it was asked, and verify says NOT VERIFIED there.
-pub fn exact_engine(asked: &EngineChoice, cpu: &CpuFeatures, model: &tract_onnx::pb::ModelProto, engine_bytes: &[u8]) -> (EngineChoice, Option<String>) {
+/// The engine an artifact is computed in, and how exactly it computes it on this CPU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChosenEngine {
+    /// The engine to load.
+    pub engine: EngineChoice,
+    /// Whether it computes the artifact's integer products as its target does, here.
+    pub exactness: Exactness,
+    /// Why `--engine auto` moved the artifact to tract (ONNX Runtime would not be exact here).
+    pub instead_because: Option<String>,
+}
+
+/// The engine verify computes `model` in. Without `exact_fallback`, `asked`. With it (`--engine
+/// auto`): `asked` (ONNX Runtime, the engine the artifact ships to, several times tract's speed on
+/// int8) where it computes the artifact's integer products exactly on `cpu`; tract, whose integer
+/// kernels are exact on every CPU, where it would not (full-range int8 weights meeting ONNX
+/// Runtime's saturating u8 × s8 kernel on x86 without VNNI), with the reason. A graph only ONNX
+/// Runtime runs (an .ort package, com.microsoft fused operators) stays where it was asked, and
+/// verify says NOT VERIFIED there. The exactness is computed once, for the engine chosen.
+pub fn choose_engine(asked: &EngineChoice, exact_fallback: bool, cpu: &CpuFeatures, model: &tract_onnx::pb::ModelProto, engine_bytes: &[u8]) -> ChosenEngine {
     match engine_exactness(asked, cpu, model) {
-        Exactness::Inexact { reason } if !qaforge_runtime::is_ort_format(engine_bytes) && qaforge_runtime::onnxruntime_only_operators(model).is_empty() => {
-            (EngineChoice::Tract, Some(reason))
+        Exactness::Inexact { reason }
+            if exact_fallback && !qaforge_runtime::is_ort_format(engine_bytes) && qaforge_runtime::onnxruntime_only_operators(model).is_empty() =>
+        {
+            ChosenEngine { engine: EngineChoice::Tract, exactness: engine_exactness(&EngineChoice::Tract, cpu, model), instead_because: Some(reason) }
         }
-        _ => (asked.clone(), None),
+        exactness => ChosenEngine { engine: asked.clone(), exactness, instead_because: None },
     }
 }
 
@@ -258,7 +272,7 @@ pub struct RunOptions {
     /// The graph's inputs for token ids, attention mask and token types, when its names do not say.
     pub input_names: Option<Vec<String>>,
     /// `verify --engine auto`: where `engine` would not compute the artifact exactly on this CPU,
-    /// run it in tract instead (see [`exact_engine`]); the report's engine says why.
+    /// run it in tract instead (see [`choose_engine`]); the report's engine says why.
     pub exact_fallback: bool,
 }
 
@@ -425,26 +439,22 @@ pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, pr
     let slice = features.select(computed.start, computed.end, first_example);
 
     let cpu = CpuFeatures::detect();
-    let (chosen, instead) = match run.exact_fallback {
-        true => exact_engine(&run.engine, &cpu, &artifact.model, &artifact.engine_bytes),
-        false => (run.engine.clone(), None),
-    };
-    let exactness = engine_exactness(&chosen, &cpu, &artifact.model);
+    let chosen = choose_engine(&run.engine, run.exact_fallback, &cpu, &artifact.model, &artifact.engine_bytes);
     let layout = qaforge_runtime::check_inputs(&artifact.model, &artifact.path, run.input_names.as_deref())?;
     qaforge_runtime::check_token_ids(&artifact.model, &layout, &slice, &artifact.path)?;
-    let engine = load_engine(&chosen, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
+    let engine = load_engine(&chosen.engine, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
     let logits = engine.run_features(&slice, batch, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
     let m = features.max_length;
     let rows = |v: &[f32]| v[(owned.start - computed.start) * m..(owned.end - computed.start) * m].to_vec();
     Ok(ComputedLogits {
         logits: Logits { start: rows(&logits.start), end: rows(&logits.end) },
         features: owned,
-        engine: match instead {
+        engine: match chosen.instead_because {
             None => engine.description(),
             Some(why) => format!("{} (--engine auto: ONNX Runtime would not be exact here: {why})", engine.description()),
         },
         cpu: cpu.describe(),
-        exactness,
+        exactness: chosen.exactness,
         seconds: started.elapsed().as_secs_f64(),
         batch_size: Some(batch),
     })
