@@ -281,8 +281,10 @@ enum Command {
         /// Overlap of consecutive windows of a long context.
         #[arg(long, default_value_t = 128)]
         doc_stride: usize,
-        /// Features per reference batch.
-        #[arg(long, default_value_t = 8)]
+        /// Features per reference batch. 1 computes each feature at its own length, no padding:
+        /// the reference's fastest (full-size MobileBERT, 200 dev questions: 3.6 features/s at 1,
+        /// 2.5 at 8).
+        #[arg(long, default_value_t = 1)]
         batch_size: usize,
     },
     /// Run an ONNX artifact (tract, or ONNX Runtime) on a golden bundle's features: logits against
