@@ -16,13 +16,6 @@
 # first (the budget run needs the plain int4 artifact's size), then the emulated ones from one
 # queue, two at a time, the slowest (the trained fixture, named last) first.
 #
-# The reference (`qaforge golden`, candle) must write the same logits on every CPU as well: gemm
-# picks its AVX-512 kernels at run time where the CPU has them (x86-v4) and its AVX2 + FMA ones
-# elsewhere, and the two accumulate each output's terms in the same order. The last fixture named
-# (the trained one: real weights, products large enough for every kernel size) gets a golden bundle
-# of 2 questions natively and as a Haswell, its logits.safetensors compared. Not as a Nehalem: no
-# FMA there, so libm's exp and gemm's products round differently, and no user's CI runs on it.
-#
 # A FIXTURE may name its methods and its calibration features (minilm-l6-squad2:minmax:1): the
 # trained fixture under emulation took 4.5 minutes of both cores on 4 features (natively 1.2 s of
 # one core a feature, 2 s besides), so make test runs it with minmax on 1 feature, every method
@@ -52,36 +45,24 @@ for spec in "$@"; do
   [ "$f" = "$first_fixture" ] && runs+=("$f|int8-dynamic|$cpus|--precision int8-dynamic" "$f|fp16|$cpus|--precision fp16" "$f|int4|$cpus|--precision int4"
     "$f|int4-budget-gptq|$cpus|--precision int4 --max-size @INT4_99@ --rounding gptq ${calibrate[*]} --tokenizer golden/$f")
 done
-runs+=("$f|golden|Haswell|--data golden/squad/eval.json --limit 2")
-# output FIXTURE NAME CPU: the file a run writes, whose bytes are compared.
-output() {
-  case $2 in
-    golden) echo "$dir/$1.golden.$3/logits.safetensors" ;;
-    *) echo "$dir/$1.$2.$3.onnx" ;;
-  esac
-}
-# run_on FIXTURE NAME CPU ARGS: one run (a quantization, or the reference's golden bundle), its
-# output and log named by the CPU.
-run_on() {
+# quantize FIXTURE NAME CPU ARGS: one run, its output and log named by the CPU.
+quantize() {
   local f=$1 name=$2 cpu=$3 args=$4
   # The budget: 99% of the plain int4 artifact written natively before (some products go to 2 bits).
   [[ $args == *@INT4_99@* ]] && args=${args//@INT4_99@/$(( $(stat -c %s "$dir/$f.int4.native.onnx") * 99 / 100 ))}
   local emulate=(); [ "$cpu" = native ] || emulate=("$qemu" -cpu "$cpu")
   # shellcheck disable=SC2086
-  case $name in
-    golden) rm -rf "$dir/$f.golden.$cpu" && "${emulate[@]}" "$qaforge" golden "golden/$f" -o "$dir/$f.golden.$cpu" $args ;;
-    *) "${emulate[@]}" "$qaforge" quantize "$dir/$f.onnx" -o "$(output "$f" "$name" "$cpu")" $args ;;
-  esac > "$dir/$f.$name.$cpu.log" 2>&1
+  "${emulate[@]}" "$qaforge" quantize "$dir/$f.onnx" -o "$dir/$f.$name.$cpu.onnx" $args > "$dir/$f.$name.$cpu.log" 2>&1
 }
 for run in "${runs[@]}"; do
   IFS='|' read -r f name cpus args <<<"$run"
-  run_on "$f" "$name" native "$args"
+  quantize "$f" "$name" native "$args"
 done
 # The emulated runs, two at a time, the slowest fixture (the last one named) first.
 for ((i = ${#runs[@]} - 1; i >= 0; i--)); do
   IFS='|' read -r f name cpus args <<<"${runs[i]}"
   for cpu in ${cpus//,/ }; do
-    run_on "$f" "$name" "$cpu" "$args" &
+    quantize "$f" "$name" "$cpu" "$args" &
     while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n; done
   done
 done
@@ -91,10 +72,9 @@ for run in "${runs[@]}"; do
   line="$f $name:"
   same=1 first=
   for cpu in native ${cpus//,/ }; do
-    out=$(output "$f" "$name" "$cpu")
-    # A quantization says `quantized`; a golden bundle appears whole (staged, then renamed) or not.
-    if { [ "$name" != golden ] && ! grep -q '^quantized' "$dir/$f.$name.$cpu.log"; } || [ ! -f "$out" ]; then
-      echo "$line $name on $cpu failed:"; grep -v "TCG doesn't support" "$dir/$f.$name.$cpu.log"; status=1; same=0; break
+    out=$dir/$f.$name.$cpu.onnx
+    if ! grep -q '^quantized' "$dir/$f.$name.$cpu.log" || [ ! -f "$out" ]; then
+      echo "$line quantize on $cpu failed:"; grep -v "TCG doesn't support" "$dir/$f.$name.$cpu.log"; status=1; same=0; break
     fi
     d=$(digest "$out")
     line="$line $cpu $d"
