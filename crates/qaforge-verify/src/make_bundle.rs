@@ -26,8 +26,8 @@ pub struct BundleOptions {
     /// Overlap of consecutive windows.
     pub doc_stride: usize,
     /// Features per reference batch: 1 by default, each feature computed at its own length
-    /// (batches are padded to their longest feature, and the reference gains nothing from larger
-    /// products: 3.6 features/s at 1 against 2.5 at 8 on full-size MobileBERT).
+    /// (batches are padded to their longest feature, 21% more tokens at 8 on the SQuAD v2 dev
+    /// set, and the reference gains nothing per token from larger products).
     pub batch_size: usize,
 }
 
