@@ -323,19 +323,24 @@ fn apply_int4(model: &ModelProto, options: &QuantizeOptions, grams: Option<&Inpu
     }
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
     let planner = budget::planner(graph, &options.exclude, options.int8_qa_head, int4, grams, options.threads)?;
-    let written = |plan: &budget::Plan| -> Result<(ModelProto, QuantizeSummary, u64), QuantizeError> {
+    let quantized = |plan: &budget::Plan| -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
         let (m, mut s) = apply_plan(model, options, None, plan, grams, input_sha256)?;
         s.layers = plan.choices.clone();
-        let size = qaforge_onnx::encode(&m).len() as u64;
-        Ok((m, s, size))
+        Ok((m, s))
     };
     let Some(max_size) = int4.max_size else {
         let plan = planner.choose(None).expect("no budget always has a plan");
-        let (m, mut s, _) = written(&plan)?;
+        let (m, mut s) = quantized(&plan)?;
         if int4.rounding == Rounding::Search {
             s.layers.clear();
         }
         return Ok((m, s));
+    };
+    // Under a budget each candidate is encoded to measure what it would write.
+    let written = |plan: &budget::Plan| -> Result<(ModelProto, QuantizeSummary, u64), QuantizeError> {
+        let (m, s) = quantized(plan)?;
+        let size = qaforge_onnx::encode(&m).len() as u64;
+        Ok((m, s, size))
     };
     let smallest = planner.choose(Some(planner.smallest_bytes())).expect("the smallest options fit their own size");
     let (m, s, size) = written(&smallest)?;
