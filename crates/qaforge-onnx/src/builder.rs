@@ -42,7 +42,7 @@ pub struct GraphBuilder {
     names: BTreeSet<String>,
 }
 
-fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, elem_type: DataType, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| pb::tensor_shape_proto::Dimension {

@@ -20,7 +20,7 @@ mod mobilebert;
 mod types;
 
 pub use precision::infer_precision;
-pub use types::{check_types, element_types};
+pub use types::{check_types, declared_elem_type, element_types};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

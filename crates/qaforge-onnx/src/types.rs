@@ -77,13 +77,21 @@ fn output_types(node: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>
     }
 }
 
+/// The element type (ONNX `DataType` code) a graph input or output declares; `None` when it
+/// declares no tensor type.
+pub fn declared_elem_type(value: &pb::ValueInfoProto) -> Option<i32> {
+    match value.r#type.as_ref()?.value.as_ref()? {
+        pb::type_proto::Value::TensorType(t) => Some(t.elem_type),
+    }
+}
+
 /// The element type of every value whose type follows from the graph inputs, initializers and
 /// node attributes (ONNX `DataType` codes), by name.
 pub fn element_types(graph: &pb::GraphProto) -> HashMap<String, i32> {
     let mut types: HashMap<String, i32> = HashMap::new();
     for input in &graph.input {
-        if let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            types.insert(input.name.clone(), t.elem_type);
+        if let Some(t) = declared_elem_type(input) {
+            types.insert(input.name.clone(), t);
         }
     }
     for init in &graph.initializer {
@@ -106,8 +114,8 @@ pub fn check_types(model: &pb::ModelProto) -> Result<(), String> {
     let Some(graph) = model.graph.as_ref() else { return Ok(()) };
     let mut types: HashMap<&str, i32> = HashMap::new();
     for input in &graph.input {
-        if let Some(pb::type_proto::Value::TensorType(t)) = input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            types.insert(input.name.as_str(), t.elem_type);
+        if let Some(t) = declared_elem_type(input) {
+            types.insert(input.name.as_str(), t);
         }
     }
     for init in &graph.initializer {
@@ -168,6 +176,14 @@ mod tests {
         );
         let err = check_types(&m).unwrap_err();
         assert!(err.contains("`/encoder/layer.0/attention/self/Mul_1` (Mul)") && err.contains("tensor(float16)") && err.contains("tensor(float)"), "{err}");
+    }
+
+    #[test]
+    fn declared_element_types_are_read_where_a_tensor_type_is_given() {
+        let typed = crate::builder::value_info("logits", DataType::Int64, &[]);
+        assert_eq!(declared_elem_type(&typed), Some(DataType::Int64 as i32));
+        let untyped = pb::ValueInfoProto { name: "x".into(), ..Default::default() };
+        assert_eq!(declared_elem_type(&untyped), None);
     }
 
     #[test]

@@ -97,16 +97,13 @@ pub fn package_web(request: &WebPackageRequest) -> Result<WebPackageOutcome, Pip
 
 /// The graph's two outputs (start logits, end logits), which the page reads as float32.
 fn float_outputs(model: &qaforge_onnx::pb::ModelProto, path: &std::path::Path) -> Result<[String; 2], PipelineError> {
-    use qaforge_onnx::pb::{tensor_proto::DataType, type_proto::Value};
+    use qaforge_onnx::pb::tensor_proto::DataType;
     let outputs = model.graph.as_ref().map(|g| g.output.as_slice()).unwrap_or_default();
     let [start, end] = outputs else {
         return Err(PipelineError::Request(format!("{}: {} outputs; a question-answering graph has two (start and end logits)", path.display(), outputs.len())));
     };
     for output in [start, end] {
-        let element = match output.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            Some(Value::TensorType(t)) => t.elem_type,
-            _ => DataType::Undefined as i32,
-        };
+        let element = qaforge_onnx::declared_elem_type(output).unwrap_or(DataType::Undefined as i32);
         if element != DataType::Float as i32 {
             return Err(PipelineError::Request(format!("{}: output `{}` is not float32 (element type {element}); the page reads float32 logits", path.display(), output.name)));
         }

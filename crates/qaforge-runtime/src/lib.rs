@@ -304,7 +304,7 @@ impl InputLayout {
 /// at another role's position. Inputs must be int64 or int32 tensors; anything that cannot be
 /// mapped is an error naming the inputs found.
 pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path, input_names: Option<&[String]>) -> Result<InputLayout, RuntimeError> {
-    use tract_onnx::pb::{tensor_proto::DataType, type_proto::Value};
+    use tract_onnx::pb::tensor_proto::DataType;
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
     let Some(graph) = model.graph.as_ref() else { return Err(error("no graph".into())) };
     // Before IR 4, initializers were listed among the inputs too.
@@ -351,10 +351,7 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path, input_name
     };
     let mut layout = Vec::new();
     for (input, role) in inputs.iter().zip(roles) {
-        let element = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-            Some(Value::TensorType(t)) => t.elem_type,
-            _ => DataType::Undefined as i32,
-        };
+        let element = qaforge_onnx::declared_elem_type(input).unwrap_or(DataType::Undefined as i32);
         let int32 = match element {
             e if e == DataType::Int64 as i32 => false,
             e if e == DataType::Int32 as i32 => true,
