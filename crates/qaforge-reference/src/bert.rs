@@ -145,7 +145,7 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: &Tensor) -> Result<Tensor, ReferenceError> {
+    fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, ReferenceError> {
         let context = attention(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, self.heads, bias)?;
         let x = self.attention_norm.forward(&(self.attention_dense.forward(&context)? + x)?)?;
         let inner = activation(&self.intermediate.forward(&x)?, &self.act)?;
@@ -173,7 +173,7 @@ impl Bert {
         let bias = mask_bias(mask, b, t)?;
         let mut x = self.embeddings.forward(ids, types, b, t)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias)?;
+            x = layer.forward(&x, bias.as_ref())?;
         }
         qa_logits(&self.qa_outputs, &x)
     }

@@ -171,7 +171,7 @@ impl Layer {
         ffn.output.forward(&activation(&ffn.intermediate.forward(x)?, &self.act)?, x)
     }
 
-    fn forward(&self, hidden: &Tensor, bias: &Tensor) -> Result<Tensor, ReferenceError> {
+    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, ReferenceError> {
         // Bottleneck.forward: (query, key, value, layer_input).
         let (query_in, key_in, value_in, layer_input) = match &self.bottleneck {
             None => (hidden.clone(), hidden.clone(), hidden.clone(), hidden.clone()),
@@ -220,7 +220,7 @@ impl MobileBert {
         let bias = mask_bias(mask, b, t)?;
         let mut x = self.embeddings.forward(ids, types, b, t)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &bias)?;
+            x = layer.forward(&x, bias.as_ref())?;
         }
         qa_logits(&self.qa_outputs, &x)
     }
