@@ -1,12 +1,7 @@
 //! The int8 products in ONNX Runtime's one-kernel forms, with the linear layer's bias folded in:
 //!
 //! - dynamic: `DynamicQuantizeLinear(x) → MatMulInteger(·, W) → Cast → Mul(·, x_scale × w_scale)
-//!   [→ Add(bias)]` becomes `com.microsoft.DynamicQuantizeMatMul(x, W, w_scale, w_zero_point, bias)`
-//!   where that product alone reads the quantized x. Where several do (MobileBERT's layer input
-//!   feeds both bottlenecks and the value, the shared bottleneck the query and the key; BERT's
-//!   hidden state its query, key and value), x is quantized once by the DynamicQuantizeLinear
-//!   already there and each product becomes `MatMulIntegerToFloat(xq, W, x_scale, w_scale,
-//!   x_zero_point, w_zero_point, bias)`: DynamicQuantizeMatMul would quantize x again in each;
+//!   [→ Add(bias)]` becomes `com.microsoft.DynamicQuantizeMatMul(x, W, w_scale, w_zero_point, bias)`;
 //! - static (QDQ): `DequantizeLinear(QuantizeLinear(x)) → MatMul(·, DequantizeLinear(W)) [→ Add(bias)]`
 //!   becomes `QuantizeLinear(x) → com.microsoft.MatMulIntegerToFloat(xq, W, x_scale, w_scale,
 //!   x_zero_point, w_zero_point, bias)`.
@@ -46,7 +41,7 @@ impl Pass for IntegerMatMulFusion {
     }
 
     fn describe(&self) -> &'static str {
-        "int8 products as com.microsoft DynamicQuantizeMatMul (dynamic, one reader of the quantized input) or MatMulIntegerToFloat (static, and dynamic inputs quantized once for several products), bias folded"
+        "int8 products as com.microsoft DynamicQuantizeMatMul (dynamic) or MatMulIntegerToFloat (static), bias folded"
     }
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
@@ -122,13 +117,7 @@ impl IntegerMatMulFusion {
             Some((add, bias)) => (add, rw.node(add).output[0].clone(), Some(bias)),
             None => (mul, out, None),
         };
-        // Several products reading one quantized x share its quantization (the module's note).
-        let shared_quantization = rw.consumers(&xq).len() > 1;
-        let (op, mut inputs): (_, Vec<&str>) = if shared_quantization {
-            ("MatMulIntegerToFloat", vec![&xq, &w, &xs, &ws, &xz, wz.as_deref().unwrap_or("")])
-        } else {
-            ("DynamicQuantizeMatMul", vec![&x, &w, &ws, wz.as_deref().unwrap_or("")])
-        };
+        let mut inputs: Vec<&str> = vec![&x, &w, &ws, wz.as_deref().unwrap_or("")];
         if let Some(b) = &bias {
             inputs.push(b);
         }
@@ -136,7 +125,7 @@ impl IntegerMatMulFusion {
             inputs.pop();
         }
         let name = rw.names.fresh(&format!("{}.fused", rw.node(mi).name));
-        Some((last, NodeProto { domain: MS_DOMAIN.into(), ..node(op, &name, &inputs, &[&output], vec![]) }))
+        Some((last, NodeProto { domain: MS_DOMAIN.into(), ..node("DynamicQuantizeMatMul", &name, &inputs, &[&output], vec![]) }))
     }
 
     /// The QDQ chain around MatMul `mm`: (the chain's last node, the fused node).
