@@ -5,7 +5,7 @@
 use candle_core::Tensor;
 use qaforge_checkpoint::{BertConfig, BertFamily, Weights};
 
-use crate::ops::{activation, attention, embed, mask_bias, parameter, qa_logits, Linear, Norm};
+use crate::ops::{attention, embed, mask_bias, parameter, qa_logits, Linear, Norm};
 use crate::ReferenceError;
 
 /// `BertEmbeddings` / `Embeddings` (DistilBERT) / `RobertaEmbeddings` / `ElectraEmbeddings`,
@@ -145,11 +145,11 @@ impl Layer {
         })
     }
 
-    fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, ReferenceError> {
+    fn forward(&self, x: &Tensor, bias: Option<&[f32]>) -> Result<Tensor, ReferenceError> {
         let context = attention(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, self.heads, bias)?;
-        let x = self.attention_norm.forward(&(self.attention_dense.forward(&context)? + x)?)?;
-        let inner = activation(&self.intermediate.forward(&x)?, &self.act)?;
-        self.output_norm.forward(&(self.output_dense.forward(&inner)? + x)?)
+        let x = self.attention_dense.forward_then(&context, Some(x), Some(&self.attention_norm))?;
+        let inner = self.intermediate.forward_activated(&x, &self.act)?;
+        self.output_dense.forward_then(&inner, Some(&x), Some(&self.output_norm))
     }
 }
 
@@ -170,10 +170,10 @@ impl Bert {
     }
 
     pub(crate) fn forward(&self, b: usize, t: usize, ids: &[i64], mask: &[i64], types: &[i64]) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
-        let bias = mask_bias(mask, b, t)?;
+        let bias = mask_bias(mask);
         let mut x = self.embeddings.forward(ids, types, b, t)?;
         for layer in &self.layers {
-            x = layer.forward(&x, bias.as_ref())?;
+            x = layer.forward(&x, bias.as_deref())?;
         }
         qa_logits(&self.qa_outputs, &x)
     }

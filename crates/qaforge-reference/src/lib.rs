@@ -9,6 +9,7 @@
 
 mod bert;
 mod mobilebert;
+mod in_place;
 mod ops;
 
 use std::path::{Path, PathBuf};

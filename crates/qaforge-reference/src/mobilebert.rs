@@ -5,7 +5,7 @@
 use candle_core::{Tensor, D};
 use qaforge_checkpoint::{MobileBertConfig, Normalization, Weights};
 
-use crate::ops::{activation, attention, embed, mask_bias, parameter, qa_logits, Linear, Norm};
+use crate::ops::{attention, embed, mask_bias, parameter, qa_logits, Linear, Norm};
 use crate::ReferenceError;
 
 /// The epsilon of `nn.LayerNorm(size)`: transformers builds the embeddings' and
@@ -88,7 +88,7 @@ impl BottleneckLayer {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, ReferenceError> {
-        self.norm.forward(&self.dense.forward(x)?)
+        self.dense.forward_then(x, None, Some(&self.norm))
     }
 }
 
@@ -105,7 +105,7 @@ impl DenseResidualNorm {
     }
 
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor, ReferenceError> {
-        self.norm.forward(&(self.dense.forward(x)? + residual)?)
+        self.dense.forward_then(x, Some(residual), Some(&self.norm))
     }
 }
 
@@ -168,10 +168,10 @@ impl Layer {
     }
 
     fn feed_forward(&self, ffn: &FeedForward, x: &Tensor) -> Result<Tensor, ReferenceError> {
-        ffn.output.forward(&activation(&ffn.intermediate.forward(x)?, &self.act)?, x)
+        ffn.output.forward(&ffn.intermediate.forward_activated(x, &self.act)?, x)
     }
 
-    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, ReferenceError> {
+    fn forward(&self, hidden: &Tensor, bias: Option<&[f32]>) -> Result<Tensor, ReferenceError> {
         // Bottleneck.forward: (query, key, value, layer_input).
         let (query_in, key_in, value_in, layer_input) = match &self.bottleneck {
             None => (hidden.clone(), hidden.clone(), hidden.clone(), hidden.clone()),
@@ -217,10 +217,10 @@ impl MobileBert {
     }
 
     pub(crate) fn forward(&self, b: usize, t: usize, ids: &[i64], mask: &[i64], types: &[i64]) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
-        let bias = mask_bias(mask, b, t)?;
+        let bias = mask_bias(mask);
         let mut x = self.embeddings.forward(ids, types, b, t)?;
         for layer in &self.layers {
-            x = layer.forward(&x, bias.as_ref())?;
+            x = layer.forward(&x, bias.as_deref())?;
         }
         qa_logits(&self.qa_outputs, &x)
     }

@@ -4,6 +4,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use qaforge_checkpoint::Weights;
 
+use crate::in_place::{RowEpilogue, RowsBy, ScaleScores};
 use crate::ReferenceError;
 
 /// Reads `name` with shape `shape` from the checkpoint as an f32 tensor.
@@ -12,32 +13,63 @@ pub(crate) fn parameter(weights: &Weights, name: &str, shape: &[usize]) -> Resul
     Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
+/// Reads `name` with shape `[width]` as plain values, for the in-place epilogues.
+fn parameter_values(weights: &Weights, name: &str, width: usize) -> Result<Vec<f32>, ReferenceError> {
+    Ok(weights.f32(name, &[width])?)
+}
+
 /// `nn.Linear(inputs, outputs)`: `x @ weight.T + bias`. The weight is transposed once at load.
 pub(crate) struct Linear {
     weight_t: Tensor,
-    bias: Tensor,
+    bias: Vec<f32>,
 }
 
 impl Linear {
     /// Reads `<name>.weight` (`[outputs, inputs]`) and `<name>.bias`.
     pub(crate) fn load(weights: &Weights, name: &str, inputs: usize, outputs: usize) -> Result<Self, ReferenceError> {
         let weight = parameter(weights, &format!("{name}.weight"), &[outputs, inputs])?;
-        Ok(Linear { weight_t: weight.t()?.contiguous()?, bias: parameter(weights, &format!("{name}.bias"), &[outputs])? })
+        Ok(Linear { weight_t: weight.t()?.contiguous()?, bias: parameter_values(weights, &format!("{name}.bias"), outputs)? })
     }
 
     /// `x`: `[batch, sequence, inputs]` → `[batch, sequence, outputs]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, ReferenceError> {
+        self.forward_then(x, None, None)
+    }
+
+    /// `activation(x @ weight.T + bias)`: ReLU in the product's epilogue, the others after it.
+    pub(crate) fn forward_activated(&self, x: &Tensor, act: &str) -> Result<Tensor, ReferenceError> {
+        if act != "relu" {
+            return activation(&self.forward(x)?, act);
+        }
         let (b, t, i) = x.dims3()?;
-        let y = x.reshape((b * t, i))?.matmul(&self.weight_t)?.broadcast_add(&self.bias)?;
-        Ok(y.reshape((b, t, self.weight_t.dim(1)?))?)
+        let y = x.reshape((b * t, i))?.matmul(&self.weight_t)?;
+        RowEpilogue { bias: Some(&self.bias), scale_shift: None, relu: true, width: self.bias.len() }.run(&y, None)?;
+        Ok(y.reshape((b, t, self.bias.len()))?)
+    }
+
+    /// `norm(x @ weight.T + bias + residual)`, the residual and the norm each when given, as
+    /// transformers computes it: the product, then each element-wise step in turn. The steps
+    /// after the product run in place in one pass over it (NoNorm's too; a LayerNorm's
+    /// statistics make their own tensor), since the product is this function's own.
+    pub(crate) fn forward_then(&self, x: &Tensor, residual: Option<&Tensor>, norm: Option<&Norm>) -> Result<Tensor, ReferenceError> {
+        let (b, t, i) = x.dims3()?;
+        let width = self.bias.len();
+        let y = x.reshape((b * t, i))?.matmul(&self.weight_t)?;
+        let no_norm = norm.filter(|n| n.eps.is_none());
+        RowEpilogue { bias: Some(&self.bias), scale_shift: no_norm.map(|n| (&n.weight[..], &n.bias[..])), relu: false, width }.run(&y, residual)?;
+        let y = match norm {
+            Some(norm) if no_norm.is_none() => norm.normalize_own(y)?,
+            _ => y,
+        };
+        Ok(y.reshape((b, t, width))?)
     }
 }
 
 /// `nn.LayerNorm(width, eps)` (biased variance, as torch), or MobileBERT's `NoNorm`
 /// (`x * weight + bias`, no statistics).
 pub(crate) struct Norm {
-    weight: Tensor,
-    bias: Tensor,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
     /// `None` for NoNorm.
     eps: Option<f64>,
 }
@@ -45,19 +77,31 @@ pub(crate) struct Norm {
 impl Norm {
     /// Reads `<name>.weight` and `<name>.bias` of width `width`; `eps: None` makes a NoNorm.
     pub(crate) fn load(weights: &Weights, name: &str, width: usize, eps: Option<f64>) -> Result<Self, ReferenceError> {
-        Ok(Norm { weight: parameter(weights, &format!("{name}.weight"), &[width])?, bias: parameter(weights, &format!("{name}.bias"), &[width])?, eps })
+        Ok(Norm { weight: parameter_values(weights, &format!("{name}.weight"), width)?, bias: parameter_values(weights, &format!("{name}.bias"), width)?, eps })
     }
 
+    /// The norm of `x`, a new tensor (`x` is left as it was).
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor, ReferenceError> {
+        match self.eps {
+            None => self.normalize_own(x.copy()?),
+            Some(_) => self.normalize_own(x.clone()),
+        }
+    }
+
+    /// The norm of `x`, a tensor the caller has just produced and nothing else holds: NoNorm
+    /// writes into it.
+    fn normalize_own(&self, x: Tensor) -> Result<Tensor, ReferenceError> {
         let x = match self.eps {
-            None => x.clone(),
+            None => x,
             Some(eps) => {
                 let centred = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
                 let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
                 centred.broadcast_div(&(variance + eps)?.sqrt()?)?
             }
         };
-        Ok(x.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+        let x = x.contiguous()?;
+        RowEpilogue { bias: None, scale_shift: Some((&self.weight, &self.bias)), relu: false, width: self.weight.len() }.run(&x, None)?;
+        Ok(x)
     }
 }
 
@@ -76,35 +120,31 @@ pub(crate) fn activation(x: &Tensor, name: &str) -> Result<Tensor, ReferenceErro
     })
 }
 
-/// transformers' extended attention mask: 0 where attended, the most negative f32 where not,
-/// `[batch, 1, 1, sequence]`; `None` where every position is attended (a feature run at its own
-/// length, golden's default): adding zeros changes no score (perf put 4.5% of the reference's
-/// time in that broadcast add over the heads; timed on 40 dev questions, the gain was within the
-/// machine's noise).
-pub(crate) fn mask_bias(mask: &[i64], batch: usize, len: usize) -> Result<Option<Tensor>, ReferenceError> {
+/// transformers' extended attention mask, one additive bias per key of each batch item
+/// (`[batch, sequence]`): 0 where attended, the most negative f32 where not; `None` where every
+/// position is attended (adding zeros changes no score).
+pub(crate) fn mask_bias(mask: &[i64]) -> Option<Vec<f32>> {
     if mask.iter().all(|&m| m != 0) {
-        return Ok(None);
+        return None;
     }
-    let bias: Vec<f32> = mask.iter().map(|&m| if m != 0 { 0.0 } else { f32::MIN }).collect();
-    Ok(Some(Tensor::from_vec(bias, (batch, 1, 1, len), &Device::Cpu)?))
+    Some(mask.iter().map(|&m| if m != 0 { 0.0 } else { f32::MIN }).collect())
 }
 
 /// Scaled dot-product attention over `heads` heads: `q`, `k`, `v` are `[batch, sequence, width]`;
-/// returns the context `[batch, sequence, width]`. Scores are `q kᵀ / √d + bias`, softmax over
-/// keys (max-subtracted, as torch's softmax).
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: Option<&Tensor>) -> Result<Tensor, ReferenceError> {
+/// returns the context `[batch, sequence, width]`. Scores are `q kᵀ / √d + bias` (`bias` from
+/// [`mask_bias`]), softmax over keys (max-subtracted, as torch's softmax).
+pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: Option<&[f32]>) -> Result<Tensor, ReferenceError> {
     let (b, t, width) = q.dims3()?;
     let d = width / heads;
     let split = |x: &Tensor| -> candle_core::Result<Tensor> { x.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous() };
     let (q, k, v) = (split(q)?, split(k)?, split(v)?);
-    let scores = (q.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?;
-    let scores = match bias {
-        Some(bias) => scores.broadcast_add(bias)?,
-        None => scores,
-    };
-    let shifted = scores.broadcast_sub(&scores.max_keepdim(D::Minus1)?)?.exp()?;
-    let probabilities = shifted.broadcast_div(&shifted.sum_keepdim(D::Minus1)?)?;
-    let context = probabilities.matmul(&v)?.transpose(1, 2)?.contiguous()?;
+    // The softmax's element-wise steps, the mask's bias among them, write into the scores (this
+    // function's own tensor); the row maxima and sums stay candle's reductions.
+    let scores = q.matmul(&k.t()?.contiguous()?)?;
+    scores.inplace_op1(&ScaleScores { factor: (1.0 / (d as f64).sqrt()) as f32, key_bias: bias, keys: t, rows_per_item: heads * t })?;
+    scores.inplace_op2(&scores.max_keepdim(D::Minus1)?, &RowsBy::ExpMinus)?;
+    scores.inplace_op2(&scores.sum_keepdim(D::Minus1)?, &RowsBy::Divide)?;
+    let context = scores.matmul(&v)?.transpose(1, 2)?.contiguous()?;
     Ok(context.reshape((b, t, width))?)
 }
 
@@ -138,7 +178,7 @@ mod tests {
 
     #[test]
     fn layer_norm_matches_the_definition() {
-        let norm = Norm { weight: Tensor::new(&[1f32, 2.0, 1.0, 1.0], &Device::Cpu).unwrap(), bias: Tensor::new(&[0f32, 0.0, 0.0, 1.0], &Device::Cpu).unwrap(), eps: Some(0.0) };
+        let norm = Norm { weight: vec![1.0, 2.0, 1.0, 1.0], bias: vec![0.0, 0.0, 0.0, 1.0], eps: Some(0.0) };
         let y = norm.forward(&t(&[1.0, 2.0, 3.0, 4.0], (1, 1, 4))).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // mean 2.5, biased variance 1.25.
         let s = 1.25f32.sqrt();
@@ -156,11 +196,11 @@ mod tests {
         // One head, two tokens; the second is padding, so both queries read only the first value.
         let q = t(&[1.0, 0.0, 0.0, 1.0], (1, 2, 2));
         let v = t(&[3.0, 4.0, 100.0, 200.0], (1, 2, 2));
-        let bias = mask_bias(&[1, 0], 1, 2).unwrap();
-        let out = attention(&q, &q, &v, 1, bias.as_ref()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let bias = mask_bias(&[1, 0]);
+        let out = attention(&q, &q, &v, 1, bias.as_deref()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(out, [3.0, 4.0, 3.0, 4.0]);
         // Nothing masked: no bias at all.
-        assert!(mask_bias(&[1, 1], 1, 2).unwrap().is_none());
+        assert!(mask_bias(&[1, 1]).is_none());
     }
 
     #[test]
