@@ -103,6 +103,9 @@ test-onnx: $(CHECK_VENV)/.installed build qemu web-deps
 	@# Same bytes on every CPU: int8-static (each method), int8-dynamic and fp16 quantized natively and
 	@# as Haswell (AVX2) and, for the two fixtures run with every method, Nehalem (SSE4) under qemu must have the same sha256.
 	bash tests/timed.sh cross_cpu bash tests/cross_cpu.sh $(QAFORGE) $(QEMU_X86) $(ARTIFACTS)/cross-cpu $(CROSS_CPU_FIXTURES)
+	@# Same bytes whatever the caches: golden of the trained fixture natively and with other CPUs'
+	@# L1 data caches laid over sysfs (qemu cannot show this: the emulated program reads the host's).
+	bash tests/timed.sh cache_geometry bash tests/cache_geometry.sh $(QAFORGE) $(ARTIFACTS)/cache-geometry
 	@# The phone's kernels: every fixture's arm64 int8 artifacts and .ort packages in ONNX Runtime's
 	@# aarch64 build under qemu as three CPU models, judged with verify --logits; x86 as a Haswell.
 	bash tests/timed.sh device_logits bash tests/device_logits.sh $(QAFORGE) $(ARTIFACTS)/device $(ORT_LIBRARY) $(CHECK_VENV)/bin/python $(FIXTURES)

@@ -18,6 +18,37 @@ fn parameter_values(weights: &Weights, name: &str, width: usize) -> Result<Vec<f
     Ok(weights.f32(name, &[width])?)
 }
 
+/// The longest sum one gemm call may compute in one piece: products with a longer inner dimension
+/// are cut into equal blocks of at most this many terms, multiplied block by block and added in
+/// order.
+///
+/// gemm cuts a product's inner dimension itself, into blocks sized from the L1 data cache the OS
+/// reports (`gemm_common::cache::kernel_params`: at least 512 terms, more on larger or more
+/// associative caches) and rounds each block's sum into the result, so a product whose inner
+/// dimension exceeds 512 summed in another order on another machine: MiniLM's output layers
+/// (1,536 terms) took blocks of 768 on a 48 KiB 12-way L1 and of 512 on a 32 KiB 8-way one
+/// (Haswell, Zen), and the trained fixture's logits differed. gemm never cuts 512 terms or fewer,
+/// on any cache. MobileBERT's products all have 512 or fewer.
+const SUM_BLOCK: usize = 512;
+
+/// `a @ b` over the last two dimensions, the same bytes on every machine (see [`SUM_BLOCK`]).
+pub(crate) fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor, ReferenceError> {
+    let terms = a.dim(D::Minus1)?;
+    if terms <= SUM_BLOCK {
+        return Ok(a.matmul(b)?);
+    }
+    let block = terms.div_ceil(terms.div_ceil(SUM_BLOCK));
+    let part = |start: usize| -> candle_core::Result<Tensor> {
+        let len = block.min(terms - start);
+        a.narrow(D::Minus1, start, len)?.contiguous()?.matmul(&b.narrow(D::Minus2, start, len)?.contiguous()?)
+    };
+    let mut sum = part(0)?;
+    for start in (block..terms).step_by(block) {
+        sum = (sum + part(start)?)?;
+    }
+    Ok(sum)
+}
+
 /// `nn.Linear(inputs, outputs)`: `x @ weight.T + bias`. The weight is transposed once at load.
 pub(crate) struct Linear {
     weight_t: Tensor,
@@ -42,7 +73,7 @@ impl Linear {
             return activation(&self.forward(x)?, act);
         }
         let (b, t, i) = x.dims3()?;
-        let y = x.reshape((b * t, i))?.matmul(&self.weight_t)?;
+        let y = matmul(&x.reshape((b * t, i))?, &self.weight_t)?;
         RowEpilogue { bias: Some(&self.bias), scale_shift: None, relu: true, width: self.bias.len() }.run(&y, None)?;
         Ok(y.reshape((b, t, self.bias.len()))?)
     }
@@ -54,7 +85,7 @@ impl Linear {
     pub(crate) fn forward_then(&self, x: &Tensor, residual: Option<&Tensor>, norm: Option<&Norm>) -> Result<Tensor, ReferenceError> {
         let (b, t, i) = x.dims3()?;
         let width = self.bias.len();
-        let y = x.reshape((b * t, i))?.matmul(&self.weight_t)?;
+        let y = matmul(&x.reshape((b * t, i))?, &self.weight_t)?;
         let no_norm = norm.filter(|n| n.eps.is_none());
         RowEpilogue { bias: Some(&self.bias), scale_shift: no_norm.map(|n| (&n.weight[..], &n.bias[..])), relu: false, width }.run(&y, residual)?;
         let y = match norm {
@@ -140,11 +171,11 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: 
     let (q, k, v) = (split(q)?, split(k)?, split(v)?);
     // The softmax's element-wise steps, the mask's bias among them, write into the scores (this
     // function's own tensor); the row maxima and sums stay candle's reductions.
-    let scores = q.matmul(&k.t()?.contiguous()?)?;
+    let scores = matmul(&q, &k.t()?.contiguous()?)?;
     scores.inplace_op1(&ScaleScores { factor: (1.0 / (d as f64).sqrt()) as f32, key_bias: bias, keys: t, rows_per_item: heads * t })?;
     scores.inplace_op2(&scores.max_keepdim(D::Minus1)?, &RowsBy::ExpMinus)?;
     scores.inplace_op2(&scores.sum_keepdim(D::Minus1)?, &RowsBy::Divide)?;
-    let context = scores.matmul(&v)?.transpose(1, 2)?.contiguous()?;
+    let context = matmul(&scores, &v)?.transpose(1, 2)?.contiguous()?;
     Ok(context.reshape((b, t, width))?)
 }
 
@@ -201,6 +232,23 @@ mod tests {
         assert_eq!(out, [3.0, 4.0, 3.0, 4.0]);
         // Nothing masked: no bias at all.
         assert!(mask_bias(&[1, 1]).is_none());
+    }
+
+    /// Past 512 terms the product is the sum of its blocks' products, in order: on 1,536 terms,
+    /// three blocks of 512.
+    #[test]
+    fn long_sums_are_cut_into_fixed_blocks() {
+        let (m, k, n) = (3, 1536, 2);
+        let a = Tensor::from_vec((0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect::<Vec<_>>(), (m, k), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec((0..k * n).map(|i| ((i * 104729) % 997) as f32 * 1e-2 - 5.0).collect::<Vec<_>>(), (k, n), &Device::Cpu).unwrap();
+        let block = |s: usize| a.narrow(1, s, 512).unwrap().contiguous().unwrap().matmul(&b.narrow(0, s, 512).unwrap()).unwrap();
+        let want = ((block(0) + block(512)).unwrap() + block(1024)).unwrap();
+        let got = matmul(&a, &b).unwrap();
+        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        // 512 terms or fewer: one gemm call, as before.
+        let short = a.narrow(1, 0, 512).unwrap().contiguous().unwrap();
+        let b_short = b.narrow(0, 0, 512).unwrap().contiguous().unwrap();
+        assert_eq!(matmul(&short, &b_short).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), short.matmul(&b_short).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
     }
 
     #[test]
