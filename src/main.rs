@@ -513,11 +513,26 @@ fn main() -> ExitCode {
                 ExitCode::from(verdict.code)
             }
             None => {
-                eprintln!("qaforge: error: {err:#}");
+                eprintln!("qaforge: error: {}", error_text(&err));
                 ExitCode::from(2)
             }
         },
     }
+}
+
+/// The error and its causes, `: `-separated, each cause left out where the text so far already
+/// quotes it: the library errors name the file and quote the OS's words in their own message
+/// (`{path}: {source}`) and keep the OS error as their source too, which `{:#}` would print twice.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn run(command: Command) -> anyhow::Result<()> {

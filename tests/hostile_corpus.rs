@@ -257,6 +257,11 @@ fn exit_codes_are_0_for_success_and_2_for_usage_errors() {
     }
     let missing = qaforge(&["convert", "/nonexistent/model", "-o", "/nonexistent/out.onnx"]);
     assert_bad_input(&missing, &["/nonexistent/model/config.json"]);
+    // The OS's words once, after the file's name: the library error quotes them in its message and
+    // keeps them as its source, and the binary printed both.
+    let absent = qaforge(&["eval", "/nonexistent/data.json", squad.join("predictions/nlnet-single.json").to_str().unwrap()]);
+    assert_bad_input(&absent, &["/nonexistent/data.json: No such file or directory"]);
+    assert_eq!(text(&absent).matches("No such file or directory").count(), 1, "{}", text(&absent));
 }
 
 /// `answer` with a tokenizer.json from the corpus (the artifact is never opened: the tokenizer
