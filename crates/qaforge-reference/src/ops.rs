@@ -1,5 +1,6 @@
 //! The layers both architectures are built from, as transformers' `nn` modules compute them, on
-//! candle-core tensors (candle-nn is not a dependency: these five functions are all that is used).
+//! candle-core tensors (candle-nn is not a dependency: these functions are all that is used), their
+//! element-wise steps written in place by [`crate::in_place`].
 
 use candle_core::{DType, Device, Tensor, D};
 use qaforge_checkpoint::Weights;
