@@ -70,25 +70,27 @@ impl Linear {
 
     /// `activation(x @ weight.T + bias)`: ReLU in the product's epilogue, the others after it.
     pub(crate) fn forward_activated(&self, x: &Tensor, act: &str) -> Result<Tensor, ReferenceError> {
-        if act != "relu" {
-            return activation(&self.forward(x)?, act);
+        match act {
+            "relu" => self.product_then(x, None, None, true),
+            _ => activation(&self.forward(x)?, act),
         }
-        let (b, t, i) = x.dims3()?;
-        let y = matmul(&x.reshape((b * t, i))?, &self.weight_t)?;
-        RowEpilogue { bias: Some(&self.bias), scale_shift: None, relu: true, width: self.bias.len() }.run(&y, None)?;
-        Ok(y.reshape((b, t, self.bias.len()))?)
     }
 
     /// `norm(x @ weight.T + bias + residual)`, the residual and the norm each when given, as
-    /// transformers computes it: the product, then each element-wise step in turn. The steps
-    /// after the product run in place in one pass over it (NoNorm's too; a LayerNorm's
-    /// statistics make their own tensor), since the product is this function's own.
+    /// transformers computes it: the product, then each element-wise step in turn.
     pub(crate) fn forward_then(&self, x: &Tensor, residual: Option<&Tensor>, norm: Option<&Norm>) -> Result<Tensor, ReferenceError> {
+        self.product_then(x, residual, norm, false)
+    }
+
+    /// The product, then bias, residual, NoNorm and ReLU (those given) in place in one pass over
+    /// it, since the product is this function's own; a LayerNorm's statistics make their own
+    /// tensor after that pass.
+    fn product_then(&self, x: &Tensor, residual: Option<&Tensor>, norm: Option<&Norm>, relu: bool) -> Result<Tensor, ReferenceError> {
         let (b, t, i) = x.dims3()?;
         let width = self.bias.len();
         let y = matmul(&x.reshape((b * t, i))?, &self.weight_t)?;
         let no_norm = norm.filter(|n| n.eps.is_none());
-        RowEpilogue { bias: Some(&self.bias), scale_shift: no_norm.map(|n| (&n.weight[..], &n.bias[..])), relu: false, width }.run(&y, residual)?;
+        RowEpilogue { bias: Some(&self.bias), scale_shift: no_norm.map(|n| (&n.weight[..], &n.bias[..])), relu, width }.run(&y, residual)?;
         let y = match norm {
             Some(norm) if no_norm.is_none() => norm.normalize_own(y)?,
             _ => y,
