@@ -20,8 +20,10 @@ if ! unshare -m true 2> /dev/null || [ ! -r "$cache/index0/size" ]; then
   exit 0
 fi
 rm -rf "$dir" && mkdir -p "$dir"
-golden() { "$qaforge" golden golden/minilm-l6-squad2 --data golden/squad/eval.json --limit 1 -o "$1" > "$1.log" 2>&1 || { cat "$1.log"; exit 1; }; }
-golden "$dir/native"
+# The one command, run natively and (exported) inside each private mount namespace.
+run_golden() { "$qaforge" golden golden/minilm-l6-squad2 --data golden/squad/eval.json --limit 1 -o "$1" > "$1.log" 2>&1; }
+export qaforge && export -f run_golden
+run_golden "$dir/native" || { cat "$dir/native.log"; exit 1; }
 want=$(sha256sum "$dir/native/logits.safetensors" | cut -c1-16)
 echo "native (L1d $(cat $cache/index0/size) $(cat $cache/index0/ways_of_associativity)-way): $want"
 status=0
@@ -39,7 +41,7 @@ for geometry in 32K:8 48K:12 64K:16 128K:8 16K:4; do
       echo "$size" > "$index/size" && echo "$ways" > "$index/ways_of_associativity"
     fi
   done
-  unshare -m bash -c "mount --bind '$fake' $cache && '$qaforge' golden golden/minilm-l6-squad2 --data golden/squad/eval.json --limit 1 -o '$dir/$size-$ways' > '$dir/$size-$ways.log' 2>&1" || { cat "$dir/$size-$ways.log"; status=1; continue; }
+  unshare -m bash -c "mount --bind '$fake' $cache && run_golden '$dir/$size-$ways'" || { cat "$dir/$size-$ways.log"; status=1; continue; }
   got=$(sha256sum "$dir/$size-$ways/logits.safetensors" | cut -c1-16)
   if [ "$got" = "$want" ]; then
     echo "L1d $size $ways-way: $got, the same"
