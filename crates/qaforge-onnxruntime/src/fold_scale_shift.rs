@@ -3,8 +3,8 @@
 //! `(x W + b) * gamma + beta = x (W diag(gamma)) + (b * gamma + beta)`, exact in real arithmetic.
 //! ONNX Runtime has no NoNorm kernel and fuses neither op, so each fold removes two passes over
 //! the activation. In MobileBERT it applies to the bottleneck projections (the layer input and
-//! the shared key/query input); the other NoNorms follow a residual addition, which no fold
-//! removes.
+//! the shared key/query input); the other NoNorms follow a residual addition, which
+//! [`fold_residual_scale_shift`](crate::fold_residual_scale_shift) takes.
 
 use qaforge_onnx::builder::f32_tensor;
 
@@ -131,7 +131,7 @@ mod tests {
             let mut folded = model.clone();
             let mut summary = FuseSummary::default();
             fold(&mut folded, &mut summary).unwrap();
-            assert_eq!(summary.passes, vec![("fold_scale_shift", 1)]);
+            assert_eq!(summary.passes, vec![("fold_scale_shift", 1), ("fold_residual_scale_shift", 0)]);
             let ops = op_counts(&folded);
             assert_eq!(ops.get("Mul"), None, "the scale is gone: {ops:?}");
             assert_eq!(ops.get("Add"), Some(&1), "one addition (bias and shift, or the shift alone): {ops:?}");
@@ -152,6 +152,6 @@ mod tests {
         graph.output.push(extra);
         let mut summary = FuseSummary::default();
         fold(&mut model, &mut summary).unwrap();
-        assert_eq!(summary.passes, vec![("fold_scale_shift", 0)]);
+        assert_eq!(summary.passes, vec![("fold_scale_shift", 0), ("fold_residual_scale_shift", 0)]);
     }
 }

@@ -7,7 +7,7 @@
 //! optimum's) and emit what ONNX Runtime's CPU kernels run fastest:
 //!
 //! - [`FOLDS`], on the float graph before any quantization: exact algebraic folds
-//!   ([`fold_scale_shift`]);
+//!   ([`fold_scale_shift`], [`fold_residual_scale_shift`]);
 //! - [`FUSIONS`], on the float or int8 graph: com.microsoft fused ops ([`integer_matmul`],
 //!   [`attention`], [`skip_layer_norm`]) and int8 table lookups that read int8 rows
 //!   ([`gather_quantized`]).
@@ -17,6 +17,7 @@
 //! kernels); the portable standard-ONNX artifact stays the default.
 
 pub mod attention;
+pub mod fold_residual_scale_shift;
 pub mod fold_scale_shift;
 pub mod gather_quantized;
 pub mod integer_matmul;
@@ -69,8 +70,9 @@ pub trait Pass: Sync {
 }
 
 /// Exact algebraic folds, run on the float graph (before quantization, so that int8 weights are
-/// quantized from the folded values).
-pub const FOLDS: &[&dyn Pass] = &[&fold_scale_shift::FoldScaleShift];
+/// quantized from the folded values). The NoNorms after a linear layer alone first, then those
+/// after a residual addition.
+pub const FOLDS: &[&dyn Pass] = &[&fold_scale_shift::FoldScaleShift, &fold_residual_scale_shift::FoldResidualScaleShift];
 
 /// Fusions into com.microsoft ops and rewrites of the int8 graph, in order: the int8 products
 /// first (they take the linear layers' biases), int8 table lookups, then attention (on whatever
@@ -178,6 +180,8 @@ mod tests {
         assert_eq!(ops.get("com.microsoft.MultiHeadAttention"), Some(&4), "{ops:?}");
         assert_eq!(ops.get("Softmax"), None);
         assert_eq!(summary.passes.iter().find(|p| p.0 == "fold_scale_shift"), Some(&("fold_scale_shift", 8)));
+        // Six NoNorms after a residual addition per layer.
+        assert_eq!(summary.passes.iter().find(|p| p.0 == "fold_residual_scale_shift"), Some(&("fold_residual_scale_shift", 24)));
         assert!(model.opset_import.iter().any(|o| o.domain == MS_DOMAIN && o.version == 1));
         assert!(model.metadata_props.iter().any(|p| p.key == FLAVOUR_KEY && p.value == "onnxruntime"));
         // Every node's inputs are produced before it (the rewrite keeps topological order).
