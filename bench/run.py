@@ -309,6 +309,14 @@ def rate_of(speeds, name):
     return {"min": min(per_round), "median": r["features_per_s"], "max": max(per_round), "runs": len(per_round)}
 
 
+def paired_ratio(speeds, ours, peer):
+    """ours' speed over peer's, round by round: both ran back to back in each round, so the ratio
+    of the same round cancels most of the machine's drift, which moves whole rounds by tens of
+    percent. Returns "median× [min–max]" over the rounds."""
+    ratios = sorted(p / o for o, p in zip(speeds["artifacts"][ours]["seconds_per_round"], speeds["artifacts"][peer]["seconds_per_round"]))
+    return f"{statistics.median(ratios):.2f}× [{ratios[0]:.2f}–{ratios[-1]:.2f}]"
+
+
 def onnxruntime_artifacts(args, table, py, limit, fp32, features):
     """Section 6: the artifacts phones run, in ONNX Runtime: qaforge's --for onnxruntime flavour
     against the best peer artifact of the same model (torch export; ONNX Runtime's offline
@@ -378,7 +386,7 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
         for precision, ours, peer in rows:
             if ours in runs and peer in runs:
                 table.add("6", f"{where}: features/s, {ours} vs {peer}", rate(ours), rate(peer), "/s", True,
-                          note=f"optimized graphs: {nodes(ours)} vs {nodes(peer)}")
+                          note=f"per-round ratio {paired_ratio(speeds, ours, peer)}; optimized graphs: {nodes(ours)} vs {nodes(peer)}")
         for precision, ours, peer in rows:
             if ours in runs and peer in runs and "gemm_share" in runs[ours] and "gemm_share" in runs[peer]:
                 table.add("6", f"{label}: share of kernel time in matrix-product kernels (ONNX Runtime profiler), {ours} vs {peer}",
