@@ -17,35 +17,18 @@ x86-avx2 twin (uint8 weights, exact u8 x u8 kernels) in ONNX Runtime. This decis
 here from MLAS's platform.cpp on its own, sharing no code with qaforge's.
 """
 
-import json
 import platform
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from safetensors.numpy import load_file
 
 TOLERANCE = 1e-4
 # int4 on these random-weight fixtures: 0.948 to 0.994 measured (see verify_in_onnxruntime.sh).
 COSINE_FLOOR = {"fp16": 0.999, "int8": 0.99, "int4": 0.94}
-DTYPES = {"F32": np.float32, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
-
-
-def read_safetensors(path):
-    """The safetensors format is an 8-byte header length, a JSON header and raw data: read it with
-    numpy alone rather than pulling in another package."""
-    data = Path(path).read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        out[name] = np.frombuffer(data[8 + n + start:8 + n + end], dtype=DTYPES[info["dtype"]]).reshape(info["shape"])
-    return out
 
 
 def cpu_flags():
@@ -99,10 +82,10 @@ def main():
     failures = 0
     saturating = onnxruntime_u8s8_saturates(platform.machine(), cpu_flags())
     for fixture in fixtures:
-        reference = read_safetensors(golden / fixture / "golden" / "logits.safetensors")
+        reference = load_file(golden / fixture / "golden" / "logits.safetensors")
         # A fixture with a tokenizer of its own (RoBERTa's byte-level BPE) has features of its own.
         own = golden / fixture / "golden" / "features.safetensors"
-        features = read_safetensors(own if own.exists() else golden / "squad" / "features.safetensors")
+        features = load_file(own if own.exists() else golden / "squad" / "features.safetensors")
         mask = features["attention_mask"].astype(np.int64)
         feeds = [features["input_ids"].astype(np.int64), mask, features["token_type_ids"].astype(np.int64)]
         for path in sorted(artifacts.glob(f"{fixture}*.onnx")):

@@ -7,25 +7,16 @@ prints per artifact how many features' logits are bit-identical to BASE's and th
 elsewhere, then a summary per TAG. Informational: verify --logits is what passes or fails.
 """
 import glob
-import json
 import os
-import struct
 import sys
 
 import numpy as np
+from safetensors.numpy import load_file
 
 
 def logits(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    out = {}
-    for name in ("start_logits", "end_logits"):
-        begin, end = header[name]["data_offsets"]
-        out[name] = np.frombuffer(body[begin:end], dtype="<f4").reshape(header[name]["shape"])
-    return out
+    tensors = load_file(path)
+    return {name: tensors[name] for name in ("start_logits", "end_logits")}
 
 
 def main():

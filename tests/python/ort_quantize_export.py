@@ -4,29 +4,18 @@ weights) and quantize_static (QDQ, calibrated on the golden features) of EXPORT 
 
     python ort_quantize_export.py EXPORT.onnx FEATURES.safetensors OUT_DIR
 """
-import json
 import os
-import struct
 import sys
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+from safetensors.numpy import load_file
 
 
 def features(path, count):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    body = data[8 + n:]
-    kinds = {"I32": np.int32, "U8": np.uint8, "I64": np.int64}
-    out = {}
-    for name in ("input_ids", "attention_mask", "token_type_ids"):
-        info = header[name]
-        begin, end = info["data_offsets"]
-        out[name] = np.frombuffer(body[begin:end], dtype=kinds[info["dtype"]]).reshape(info["shape"])[:count].astype(np.int64)
-    return out
+    tensors = load_file(path)
+    return {name: tensors[name][:count].astype(np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
 
 
 class Features(CalibrationDataReader):
