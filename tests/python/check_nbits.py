@@ -19,8 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
-
-from check_onnx import read_safetensors
+from safetensors.numpy import load_file
 
 TOLERANCE = 2e-3
 
@@ -90,7 +89,7 @@ def main():
     for path in paths:
         fixture = path.name[: -len(".budget.onnx")]
         own = golden / fixture / "golden" / "features.safetensors"
-        features = read_safetensors(own if own.exists() else golden / "squad" / "features.safetensors")
+        features = load_file(own if own.exists() else golden / "squad" / "features.safetensors")
         feeds = [features[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")]
         model = onnx.load(str(path))
         twin, widths = float_twin(model)
