@@ -16,29 +16,11 @@
 use qaforge_onnx::builder::f32_tensor;
 use qaforge_onnx::edit::{node, Rewrite};
 
+use crate::no_norm::{LinearLayer, ScaleShift};
 use crate::{FuseError, Pass};
 
 /// The fold (see the module documentation).
 pub struct FoldResidualScaleShift;
-
-/// A linear layer whose output (read only by `reader`) is `tensor`: (MatMul node, its bias Add and
-/// bias values if any).
-fn linear_layer(rw: &Rewrite<'_>, tensor: &str, reader: usize, width: usize) -> Option<(usize, Option<(usize, Vec<f32>)>)> {
-    if !rw.only_read_by(tensor, reader) {
-        return None;
-    }
-    let is_product = |m: usize| rw.node(m).input.get(1).and_then(|w| rw.f32_matrix(w)).is_some_and(|(_, _, cols)| cols == width);
-    if let Some(m) = rw.producer_op(tensor, "MatMul") {
-        return is_product(m).then_some((m, None));
-    }
-    let add = rw.producer_op(tensor, "Add")?;
-    let product = rw.node(add).input.iter().find(|i| rw.producer_op(i, "MatMul").is_some_and(is_product))?.clone();
-    if !rw.only_read_by(&product, add) {
-        return None;
-    }
-    let bias = rw.other_input(add, &product).and_then(|b| rw.f32_vector(&b, Some(width)))?;
-    Some((rw.producer_op(&product, "MatMul")?, Some((add, bias))))
-}
 
 impl Pass for FoldResidualScaleShift {
     fn name(&self) -> &'static str {
@@ -51,69 +33,44 @@ impl Pass for FoldResidualScaleShift {
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
         rw.each_live(&["Mul"], |rw, mul| {
-            // Mul(sum, gamma) → Add(·, beta), the sum read only by the Mul.
-            let Some((sum, gamma_name)) = rw.node(mul).input.iter().find_map(|t| {
-                let other = rw.other_input(mul, t)?;
-                (rw.constant(t).is_none() && rw.f32_vector(&other, None).is_some()).then(|| (t.clone(), other))
-            }) else {
-                return Ok(false);
-            };
-            let Some(gamma) = rw.f32_vector(&gamma_name, None) else { return Ok(false) };
-            let width = gamma.len();
-            let scaled = rw.node(mul).output[0].clone();
-            let Some(&shift) = rw.consumers(&scaled).first() else { return Ok(false) };
-            if !rw.only_read_by(&scaled, shift) || rw.node(shift).op_type != "Add" || !rw.only_read_by(&sum, mul) {
-                return Ok(false);
-            }
-            let Some(beta) = rw.other_input(shift, &scaled).and_then(|b| rw.f32_vector(&b, Some(width))) else { return Ok(false) };
+            let Some(norm) = ScaleShift::at(rw, mul) else { return Ok(false) };
             // The residual addition: Add(linear layer output, r), r computed (not a constant).
-            let Some(residual) = rw.producer_op(&sum, "Add") else { return Ok(false) };
-            let Some((linear_out, r, (matmul, bias))) = rw.node(residual).input.iter().find_map(|a| {
+            let Some(residual) = rw.producer_op(&norm.input, "Add") else { return Ok(false) };
+            let Some((linear_out, r, layer)) = rw.node(residual).input.iter().find_map(|a| {
                 let r = rw.other_input(residual, a)?;
                 if rw.constant(&r).is_some() || r == *a {
                     return None;
                 }
-                Some((a.clone(), r, linear_layer(rw, a, residual, width)?))
+                Some((a.clone(), r, LinearLayer::producing(rw, a, residual, norm.width())?))
             }) else {
                 return Ok(false);
             };
-            let Some((weights, rows, cols)) = rw.f32_matrix(&rw.node(matmul).input[1].clone()) else { return Ok(false) };
-            let folded: Vec<f32> = weights.iter().enumerate().map(|(i, w)| w * gamma[i % cols]).collect();
-            let w_name = format!("{}.scaled", rw.node(matmul).input[1]);
-            let w_name = rw.add_initializer(&w_name, f32_tensor("", &[rows, cols], &folded));
-            rw.graph.node[matmul].input[1] = w_name;
-            let shifted_bias: Vec<f32> = match &bias {
-                Some((_, b)) => b.iter().zip(&gamma).zip(&beta).map(|((b, g), s)| b * g + s).collect(),
-                None => beta.clone(),
+            let Some(bias) = layer.absorb_scale(rw, &norm) else { return Ok(false) };
+            let bias_base = format!("{linear_out}.shifted");
+            let mut tail = Vec::new();
+            let linear_out = match layer.set_bias(rw, &bias_base, &bias) {
+                Some(_) => linear_out,
+                None => {
+                    // No bias to take the shift: the shift becomes one, right after the product.
+                    let bias_name = rw.add_initializer(&bias_base, f32_tensor("", &[bias.len()], &bias));
+                    let product = layer.product(rw);
+                    let biased = rw.names.fresh(&format!("{product}.shifted"));
+                    let add_name = rw.names.fresh(&format!("{}.bias", rw.node(layer.matmul).name));
+                    tail.push(node("Add", &add_name, &[&product, &bias_name], &[&biased], vec![]));
+                    biased
+                }
             };
-            let bias_name = rw.add_initializer(&format!("{linear_out}.shifted"), f32_tensor("", &[width], &shifted_bias));
             // Where the residual addition was: r * gamma. Where the shift was: the layer's output
             // (with its new bias) plus that; the shift's output name stays, so readers are unchanged.
             let residual_name = rw.node(residual).name.clone();
             let r_scaled = rw.names.fresh(&format!("{r}.scaled"));
             let scale_node = rw.names.fresh(&format!("{residual_name}.scale"));
-            rw.replace(residual, [node("Mul", &scale_node, &[&r, &gamma_name], &[&r_scaled], vec![])]);
-            let output = rw.node(shift).output[0].clone();
-            let mut tail = Vec::new();
-            let linear_out = match bias {
-                Some((add, _)) => {
-                    let product = rw.graph.node[add].input.iter().find(|i| rw.producer_op(i, "MatMul") == Some(matmul)).cloned().unwrap_or_default();
-                    rw.graph.node[add].input = vec![product, bias_name];
-                    linear_out
-                }
-                None => {
-                    // No bias to take the shift: the shift becomes one, right after the product.
-                    let product = rw.node(matmul).output[0].clone();
-                    let biased = rw.names.fresh(&format!("{product}.shifted"));
-                    let add_name = rw.names.fresh(&format!("{}.bias", rw.node(matmul).name));
-                    tail.push(node("Add", &add_name, &[&product, &bias_name], &[&biased], vec![]));
-                    biased
-                }
-            };
-            let shift_name = rw.node(shift).name.clone();
+            rw.replace(residual, [node("Mul", &scale_node, &[&r, &norm.gamma_name], &[&r_scaled], vec![])]);
+            let output = rw.node(norm.shift).output[0].clone();
+            let shift_name = rw.node(norm.shift).name.clone();
             tail.push(node("Add", &shift_name, &[&linear_out, &r_scaled], &[&output], vec![]));
-            rw.replace(shift, tail);
-            rw.remove([mul]);
+            rw.replace(norm.shift, tail);
+            rw.remove([norm.mul]);
             Ok(true)
         })
     }

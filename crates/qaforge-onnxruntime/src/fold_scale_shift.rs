@@ -6,14 +6,13 @@
 //! the shared key/query input); the other NoNorms follow a residual addition, which
 //! [`fold_residual_scale_shift`](crate::fold_residual_scale_shift) takes.
 
-use qaforge_onnx::builder::f32_tensor;
-
 use qaforge_onnx::edit::Rewrite;
+
+use crate::no_norm::{LinearLayer, ScaleShift};
 use crate::{FuseError, Pass};
 
 /// The fold (see the module documentation).
 pub struct FoldScaleShift;
-
 
 impl Pass for FoldScaleShift {
     fn name(&self) -> &'static str {
@@ -26,63 +25,22 @@ impl Pass for FoldScaleShift {
 
     fn run(&self, rw: &mut Rewrite<'_>) -> Result<usize, FuseError> {
         rw.each_live(&["Mul"], |rw, mul| {
-            if rw.node(mul).input.len() != 2 {
-                return Ok(false);
-            }
-            // Mul(t, gamma) with t a linear layer's output read only here.
-            let Some((t, gamma)) = rw.node(mul).input.iter().find_map(|t| {
-                let other = rw.other_input(mul, t)?;
-                (rw.constant(t).is_none()).then_some(())?;
-                Some((t.clone(), rw.f32_vector(&other, None)?))
-            }) else {
-                return Ok(false);
-            };
-            let width = gamma.len();
-            let scaled = rw.node(mul).output[0].clone();
-            let Some(&shift) = rw.consumers(&scaled).first() else { return Ok(false) };
-            if !rw.only_read_by(&scaled, shift) || rw.node(shift).op_type != "Add" || !rw.only_read_by(&t, mul) {
-                return Ok(false);
-            }
-            let Some(beta) = rw.other_input(shift, &scaled).and_then(|b| rw.f32_vector(&b, Some(width))) else { return Ok(false) };
-            // The linear layer: MatMul(x, W) optionally followed by Add(·, b).
-            let (matmul, bias_add) = match rw.producer_op(&t, "Add") {
+            let Some(norm) = ScaleShift::at(rw, mul) else { return Ok(false) };
+            let Some(layer) = LinearLayer::producing(rw, &norm.input, mul, norm.width()) else { return Ok(false) };
+            let Some(bias) = layer.absorb_scale(rw, &norm) else { return Ok(false) };
+            let output = rw.node(norm.shift).output[0].clone();
+            match layer.set_bias(rw, &format!("{}.shifted", norm.input), &bias) {
                 Some(add) => {
-                    let Some(product) = rw.node(add).input.iter().find(|i| rw.producer_op(i, "MatMul").is_some()).cloned() else { return Ok(false) };
-                    if !rw.only_read_by(&product, add) {
-                        return Ok(false);
-                    }
-                    let Some(b) = rw.other_input(add, &product).and_then(|b| rw.f32_vector(&b, Some(width))) else { return Ok(false) };
-                    (rw.producer_op(&product, "MatMul").unwrap_or(usize::MAX), Some((add, b)))
-                }
-                None => match rw.producer_op(&t, "MatMul") {
-                    Some(m) => (m, None),
-                    None => return Ok(false),
-                },
-            };
-            let Some((weights, rows, cols)) = rw.f32_matrix(&rw.node(matmul).input[1].clone()) else { return Ok(false) };
-            if cols != width {
-                return Ok(false);
-            }
-            let folded: Vec<f32> = weights.iter().enumerate().map(|(i, w)| w * gamma[i % cols]).collect();
-            let w_name = format!("{}.scaled", rw.node(matmul).input[1]);
-            let w_name = rw.add_initializer(&w_name, f32_tensor("", &[rows, cols], &folded));
-            rw.graph.node[matmul].input[1] = w_name;
-            let output = rw.node(shift).output[0].clone();
-            match bias_add {
-                Some((add, b)) => {
-                    let bias: Vec<f32> = b.iter().zip(&gamma).zip(&beta).map(|((b, g), s)| b * g + s).collect();
-                    let base = format!("{}.shifted", t);
-                    let b_name = rw.add_initializer(&base, f32_tensor("", &[width], &bias));
-                    let product = rw.graph.node[add].input.iter().find(|i| rw.producer_op(i, "MatMul") == Some(matmul)).cloned().unwrap_or_default();
-                    rw.graph.node[add].input = vec![product, b_name];
+                    // The bias Add now gives the NoNorm's output.
                     rw.graph.node[add].output = vec![output];
-                    rw.remove([mul, shift]);
+                    rw.remove([norm.mul, norm.shift]);
                 }
                 None => {
-                    let product = rw.node(matmul).output[0].clone();
-                    let beta_input = rw.other_input(shift, &scaled).unwrap_or_default();
-                    rw.graph.node[shift].input = vec![product, beta_input];
-                    rw.remove([mul]);
+                    // No bias to take the shift: the shift stays, reading the product.
+                    let product = layer.product(rw);
+                    let beta = rw.other_input(norm.shift, &rw.node(norm.mul).output[0]).unwrap_or_default();
+                    rw.graph.node[norm.shift].input = vec![product, beta];
+                    rw.remove([norm.mul]);
                 }
             }
             Ok(true)

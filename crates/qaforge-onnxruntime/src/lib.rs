@@ -21,6 +21,7 @@ pub mod fold_residual_scale_shift;
 pub mod fold_scale_shift;
 pub mod gather_quantized;
 pub mod integer_matmul;
+mod no_norm;
 pub mod ort_format;
 #[cfg(feature = "ort")]
 pub mod package;
