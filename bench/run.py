@@ -294,6 +294,7 @@ def chain(args, table, peak, py, limit, fp32, features):
 
 
 SPEED = os.path.join(ROOT, "bench", "ort_speed.py")
+NORM_KERNELS = os.path.join(ROOT, "bench", "ort_norm_kernels.py")
 TRAINED = os.path.join(ROOT, "golden", "minilm-l6-squad2")
 
 
@@ -396,6 +397,15 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
             if profile:
                 table.add("6", f"{label}: where {name}'s time goes (ONNX Runtime profiler, % of kernel time)", None, None, "", True,
                           note=", ".join(f"{op} {pct}%" for op, pct in profile.items()))
+    # The flavour leaves residual norms as Add + LayerNormalization because that form beats
+    # com.microsoft SkipLayerNormalization on the ONNX Runtime versions qaforge pins; this row says
+    # whether it still does on the ONNX Runtime and CPU at hand.
+    kernels = run_process([py, NORM_KERNELS], 2**40, args.timeout).json_lines()[0]
+    per_norm = kernels["microseconds_per_norm"]
+    table.add("6", f"residual norm over {kernels['shape']}, ONNX Runtime {kernels['onnxruntime']}, {kernels['threads']} thread: "
+              "µs per norm, Add + LayerNormalization (the flavour's form) vs com.microsoft SkipLayerNormalization",
+              single(per_norm["Add + LayerNormalization"]), single(per_norm["SkipLayerNormalization"]), "µs", False, digits=0,
+              note=f"medians of {kernels['rounds']} interleaved rounds, bench/ort_norm_kernels.py")
 
 
 def fidelity(args, table, py, limit, features):
