@@ -12,12 +12,12 @@
 //!   [`attention`]) and int8 table lookups that read int8 rows ([`gather_quantized`]).
 //!
 //! Residual `Add` → `LayerNormalization` is left as it is, not fused into com.microsoft
-//! `SkipLayerNormalization`: measured on ONNX Runtime's CPU kernels (one thread, `[210, 384]`,
-//! per op), SkipLayerNormalization takes 790–890 µs against 95–150 µs for Add + LayerNormalization
-//! in 1.30.0, 1.31.1 and 1.32.0 (the versions qaforge pins: 1.32.0 native and on arm64, 1.30.0 in
-//! onnxruntime-web), so fusing made BERT-style artifacts slower. (1.27–1.29 were the other way
-//! round: LayerNormalization 700–990 µs, SkipLayerNormalization 120–170 µs.) ONNX Runtime's own
-//! fusion of the pair needs static sequence lengths, so it leaves these artifacts' pairs alone.
+//! `SkipLayerNormalization`: on native ONNX Runtime 1.30.0–1.32.0 (qaforge pins 1.32.0) that CPU
+//! kernel takes 570–600 µs per norm over `[1, 210, 384]` on one thread, against 77–96 µs for
+//! Add + LayerNormalization (`bench/ort_norm_kernels.py`), so fusing made BERT-style artifacts
+//! slower; in onnxruntime-web 1.30.0 the two forms are within 5%. (1.27–1.29 were the other way
+//! round.) ONNX Runtime's own fusion of the pair needs static sequence lengths, so it leaves these
+//! artifacts' pairs alone.
 //!
 //! Each pass is one file behind the [`Pass`] trait and registered in one table, as tract's
 //! optimizer passes are. A fused artifact runs in ONNX Runtime only (tract has no com.microsoft
