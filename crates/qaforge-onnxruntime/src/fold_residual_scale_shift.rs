@@ -13,7 +13,6 @@
 //! NoNorm outputs) keep their values; only the weights change by a per-output-column factor,
 //! which per-channel weight scales absorb.
 
-use qaforge_onnx::builder::f32_tensor;
 use qaforge_onnx::edit::{node, Rewrite};
 
 use crate::no_norm::{LinearLayer, ScaleShift};
@@ -46,17 +45,15 @@ impl Pass for FoldResidualScaleShift {
                 return Ok(false);
             };
             let Some(bias) = layer.absorb_scale(rw, &norm) else { return Ok(false) };
-            let bias_base = format!("{linear_out}.shifted");
             let mut tail = Vec::new();
-            let linear_out = match layer.set_bias(rw, &bias_base, &bias) {
+            let linear_out = match layer.set_bias(rw, &format!("{linear_out}.shifted"), &bias) {
                 Some(_) => linear_out,
                 None => {
-                    // No bias to take the shift: the shift becomes one, right after the product.
-                    let bias_name = rw.add_initializer(&bias_base, f32_tensor("", &[bias.len()], &bias));
+                    // No bias to take the shift: the shift (all the bias there is) follows the product.
                     let product = layer.product(rw);
                     let biased = rw.names.fresh(&format!("{product}.shifted"));
                     let add_name = rw.names.fresh(&format!("{}.bias", rw.node(layer.matmul).name));
-                    tail.push(node("Add", &add_name, &[&product, &bias_name], &[&biased], vec![]));
+                    tail.push(node("Add", &add_name, &[&product, &norm.beta_name], &[&biased], vec![]));
                     biased
                 }
             };

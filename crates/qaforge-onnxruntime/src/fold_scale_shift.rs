@@ -38,8 +38,7 @@ impl Pass for FoldScaleShift {
                 None => {
                     // No bias to take the shift: the shift stays, reading the product.
                     let product = layer.product(rw);
-                    let beta = rw.other_input(norm.shift, &rw.node(norm.mul).output[0]).unwrap_or_default();
-                    rw.graph.node[norm.shift].input = vec![product, beta];
+                    rw.graph.node[norm.shift].input = vec![product, norm.beta_name.clone()];
                     rw.remove([norm.mul]);
                 }
             }

@@ -20,6 +20,8 @@ pub(crate) struct ScaleShift {
     pub gamma_name: String,
     /// The scale.
     pub gamma: Vec<f32>,
+    /// The name of the shift's tensor (a layer without a bias takes it as it is).
+    pub beta_name: String,
     /// The shift.
     pub beta: Vec<f32>,
 }
@@ -41,8 +43,9 @@ impl ScaleShift {
         if !rw.only_read_by(scaled, shift) || rw.node(shift).op_type != "Add" || !rw.only_read_by(&input, mul) {
             return None;
         }
-        let beta = rw.other_input(shift, scaled).and_then(|b| rw.f32_vector(&b, Some(gamma.len())))?;
-        Some(Self { mul, shift, input, gamma_name, gamma, beta })
+        let beta_name = rw.other_input(shift, scaled)?;
+        let beta = rw.f32_vector(&beta_name, Some(gamma.len()))?;
+        Some(Self { mul, shift, input, gamma_name, gamma, beta_name, beta })
     }
 
     /// The number of channels scaled.
@@ -87,8 +90,8 @@ impl LinearLayer {
 
     /// Takes `norm`'s scale into the weights (`W diag(gamma)`, a new initializer) and returns the
     /// bias the layer needs to take its shift as well: `b * gamma + beta`, or `beta` alone where
-    /// the layer has no bias. `None`, with nothing changed, where `W` is not an f32 matrix of
-    /// `norm`'s width.
+    /// the layer has no bias (then [`ScaleShift::beta_name`] already holds it). `None`, with
+    /// nothing changed, where `W` is not an f32 matrix of `norm`'s width.
     pub fn absorb_scale(&self, rw: &mut Rewrite<'_>, norm: &ScaleShift) -> Option<Vec<f32>> {
         let weights_name = rw.node(self.matmul).input.get(1)?.clone();
         let (weights, rows, cols) = rw.f32_matrix(&weights_name)?;
