@@ -183,7 +183,8 @@ endif
 ## Benchmarks (never part of make test): qaforge against torch.onnx.export, onnxruntime.quantization
 ## and ONNX Runtime inference on a full-size random MobileBERT, and (section 6) qaforge's
 ## --for onnxruntime artifacts against the best peer artifacts in ONNX Runtime, on that model and
-## the trained fixture; prints the table and writes bench/results/bench-<date>.{json,md}. Sets up
+## the trained fixture, at one intra-op thread and at one per core (bench/run.py --ort-threads);
+## prints the table and writes bench/results/bench-<date>.{json,md} (-2, -3... for another run that day). Sets up
 ## its peers in $(BENCH_VENV) (torch: ~3 GB download; point BENCH_VENV at an existing venv with
 ## bench/requirements.txt to skip it). Section 7: answer agreement with the float model on the trained
 ## fixture, qaforge's int8 modes beside onnxruntime.quantization's (defaults, qaforge's choices, qaforge's
