@@ -299,6 +299,7 @@ def chain(args, table, peak, py, limit, fp32, features):
 
 SPEED = os.path.join(ROOT, "bench", "ort_speed.py")
 NORM_KERNELS = os.path.join(ROOT, "bench", "ort_norm_kernels.py")
+ATTENTION_KERNELS = os.path.join(ROOT, "bench", "ort_attention_kernels.py")
 TRAINED = os.path.join(ROOT, "golden", "minilm-l6-squad2")
 
 
@@ -370,6 +371,12 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
         # ratios depend on it and one thread is the steadiest measure of a core's work.
         for threads in args.ort_threads:
             speed_rows(args, table, py, label, artifacts, features, threads)
+    kernel_rows(args, table, py)
+
+
+def kernel_rows(args, table, py):
+    """Section 6's kernel rows: the two forms of each op family where the flavour had to choose
+    between a com.microsoft kernel and standard ops, timed on the ONNX Runtime at hand."""
     # The flavour leaves residual norms as Add + LayerNormalization because that form beats
     # com.microsoft SkipLayerNormalization on the ONNX Runtime versions qaforge pins; this row says
     # whether it still does on the ONNX Runtime and CPU at hand.
@@ -379,6 +386,17 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
               "µs per norm, Add + LayerNormalization (the flavour's form) vs com.microsoft SkipLayerNormalization",
               single(per_norm["Add + LayerNormalization"]), single(per_norm["SkipLayerNormalization"]), "µs", False, digits=0,
               note=f"medians of {kernels['rounds']} interleaved rounds, bench/ort_norm_kernels.py")
+    # Attention: the flavour emits com.microsoft MultiHeadAttention where the projections are not
+    # packed (MobileBERT, int8); ONNX's own Attention (opset 23) computes the same, and this row says
+    # which of the two the ONNX Runtime and CPU at hand run faster, at MobileBERT's and MiniLM's widths.
+    for hidden, heads in [(128, 4), (384, 12)]:
+        kernels = run_process([py, ATTENTION_KERNELS, "--hidden", str(hidden), "--heads", str(heads)], 2**40, args.timeout).json_lines()[0]
+        per = kernels["microseconds_per_attention"]
+        table.add("6", f"attention over {kernels['shape']}, {heads} heads, ONNX Runtime {kernels['onnxruntime']}, {kernels['threads']} thread: "
+                  "µs per attention, com.microsoft MultiHeadAttention (the flavour's form) vs ONNX Attention (opset 23)",
+                  single(per["MultiHeadAttention"]), single(per["Attention (opset 23)"]), "µs", False, digits=0,
+                  note=f"medians of {kernels['rounds']} interleaved rounds, outputs differ by {kernels['max_abs_difference']:.1e} at most, "
+                       "bench/ort_attention_kernels.py")
 
 
 def speed_rows(args, table, py, label, artifacts, features, threads):
