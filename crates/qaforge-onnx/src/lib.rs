@@ -126,6 +126,10 @@ pub fn decode_model_with_data(bytes: &[u8], path: &Path) -> Result<(pb::ModelPro
 /// is the newest tract runs.
 pub const READABLE_OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 
+/// The opsets of qaforge's own ONNX Runtime flavour (its metadata says so), which may hold ONNX
+/// `Attention` (opset 23) and is run by ONNX Runtime only.
+pub const FLAVOUR_OPSETS: std::ops::RangeInclusive<i64> = 13..=23;
+
 /// The structure every pass relies on, checked before any work: an opset qaforge handles, every
 /// default-domain operator one its engines run, and nodes in topological order with every input
 /// provided (ONNX requires the order; a cycle or a dangling input breaks it, and the passes'
@@ -133,8 +137,9 @@ pub const READABLE_OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 fn check_graph(model: &pb::ModelProto) -> Result<(), String> {
     let default_domain = |d: &str| d.is_empty() || d == "ai.onnx";
     let opset = model.opset_import.iter().find(|o| default_domain(&o.domain)).map(|o| o.version);
+    let flavoured = model.metadata_props.iter().any(|p| p.key == qaforge_provenance::keys::FLAVOUR && p.value == "onnxruntime");
     match opset {
-        Some(v) if READABLE_OPSETS.contains(&v) => {}
+        Some(v) if READABLE_OPSETS.contains(&v) || (flavoured && FLAVOUR_OPSETS.contains(&v)) => {}
         Some(v) => return Err(format!("opset {v}; qaforge reads opsets {} to {} (re-export with one of them)", READABLE_OPSETS.start(), READABLE_OPSETS.end())),
         None => return Err("no ONNX opset is declared (opset_import has no default domain)".into()),
     }
@@ -147,7 +152,9 @@ fn check_graph(model: &pb::ModelProto) -> Result<(), String> {
         graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), label(i, n)))).collect();
     for (i, node) in graph.node.iter().enumerate() {
         let label = label(i, node);
-        if default_domain(&node.domain) && !registry.0.contains_key(&node.op_type) {
+        // ONNX Attention (opset 23) is the flavour's, for ONNX Runtime, which verify runs it in.
+        let flavour_op = flavoured && node.op_type == "Attention";
+        if default_domain(&node.domain) && !registry.0.contains_key(&node.op_type) && !flavour_op {
             return Err(format!("node {label}: operator `{}` is not an ONNX operator qaforge's engines run", node.op_type));
         }
         for input in node.input.iter().filter(|i| !i.is_empty()) {

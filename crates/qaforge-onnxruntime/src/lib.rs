@@ -9,7 +9,8 @@
 //! - [`FOLDS`], on the float graph before any quantization: exact algebraic folds
 //!   ([`fold_scale_shift`], [`fold_residual_scale_shift`]);
 //! - [`FUSIONS`], on the float or int8 graph: com.microsoft fused ops ([`integer_matmul`],
-//!   [`attention`]) and int8 table lookups that read int8 rows ([`gather_quantized`]).
+//!   [`attention`], which emits ONNX's own opset-23 `Attention` where it is faster and the graph
+//!   may be raised to opset 23) and int8 table lookups that read int8 rows ([`gather_quantized`]).
 //!
 //! Residual `Add` → `LayerNormalization` is left as it is, not fused into com.microsoft
 //! `SkipLayerNormalization`: on native ONNX Runtime 1.30.0–1.32.0 (qaforge pins 1.32.0) that CPU
@@ -21,7 +22,8 @@
 //!
 //! Each pass is one file behind the [`Pass`] trait and registered in one table, as tract's
 //! optimizer passes are. A fused artifact runs in ONNX Runtime only (tract has no com.microsoft
-//! kernels); the portable standard-ONNX artifact stays the default.
+//! kernels, and verify refuses every flavour in tract by its metadata); the portable standard-ONNX
+//! artifact stays the default.
 
 pub mod attention;
 pub mod fold_residual_scale_shift;
@@ -138,6 +140,14 @@ pub fn fold(model: &mut ModelProto, summary: &mut FuseSummary) -> Result<(), Fus
 /// opset, and records the flavour and what every pass did in the metadata.
 pub fn fuse(model: &mut ModelProto, summary: &mut FuseSummary) -> Result<(), FuseError> {
     run_passes(model, FUSIONS, summary)?;
+    // ONNX Attention is an opset-23 op; the attention pass emits it only where the graph's other
+    // standard ops mean the same at 23 (attention::OPSET_23_SAME_MEANING).
+    let uses_standard_attention = model.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| qaforge_onnx::edit::is_default_domain(n) && n.op_type == "Attention"));
+    if uses_standard_attention {
+        for o in model.opset_import.iter_mut().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
+            o.version = o.version.max(attention::STANDARD_ATTENTION_OPSET);
+        }
+    }
     let uses_contrib_ops = model.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.domain == MS_DOMAIN));
     if uses_contrib_ops && !model.opset_import.iter().any(|o| o.domain == MS_DOMAIN) {
         model.opset_import.push(OperatorSetIdProto { domain: MS_DOMAIN.into(), version: 1 });
@@ -179,16 +189,21 @@ mod tests {
     }
 
     #[test]
-    fn mobilebert_gets_multi_head_attention_and_its_bottleneck_norms_folded() {
-        // 4 layers, shared key/query bottleneck: value reads the layer input, so no packed QKV.
+    fn mobilebert_gets_onnx_attention_and_its_bottleneck_norms_folded() {
+        // 4 layers, shared key/query bottleneck: value reads the layer input, so no packed QKV;
+        // every op of the graph means the same at opset 23, so ONNX Attention, one mask bias.
         let (model, summary) = flavour(fixture("mobilebert-tiny"));
         let ops = op_counts(&model);
-        assert_eq!(ops.get("com.microsoft.MultiHeadAttention"), Some(&4), "{ops:?}");
+        assert_eq!(ops.get("Attention"), Some(&4), "{ops:?}");
+        assert_eq!(ops.get("com.microsoft.MultiHeadAttention"), None, "{ops:?}");
+        assert_eq!(ops.get("Expand"), Some(&1), "the mask bias is expanded once for all layers: {ops:?}");
         assert_eq!(ops.get("Softmax"), None);
+        assert_eq!(model.opset_import.iter().find(|o| o.domain.is_empty()).map(|o| o.version), Some(23));
         assert_eq!(summary.passes.iter().find(|p| p.0 == "fold_scale_shift"), Some(&("fold_scale_shift", 8)));
         // Six NoNorms after a residual addition per layer.
         assert_eq!(summary.passes.iter().find(|p| p.0 == "fold_residual_scale_shift"), Some(&("fold_residual_scale_shift", 24)));
-        assert!(model.opset_import.iter().any(|o| o.domain == MS_DOMAIN && o.version == 1));
+        // Only standard ops are left in fp32, so no com.microsoft opset is declared.
+        assert!(!model.opset_import.iter().any(|o| o.domain == MS_DOMAIN), "{:?}", model.opset_import);
         assert!(model.metadata_props.iter().any(|p| p.key == FLAVOUR_KEY && p.value == "onnxruntime"));
         // Every node's inputs are produced before it (the rewrite keeps topological order).
         let graph = model.graph.as_ref().unwrap();
@@ -239,8 +254,29 @@ mod tests {
         assert_eq!(ops.get("DynamicQuantizeLinear"), None);
         let graph = quantized.graph.as_ref().unwrap();
         assert!(graph.node.iter().filter(|n| n.op_type == "DynamicQuantizeMatMul").all(|n| n.input.len() == 5), "every product took its bias");
-        // Attention over the int8 projections: MultiHeadAttention.
-        assert_eq!(ops.get("com.microsoft.MultiHeadAttention"), Some(&2), "{ops:?}");
+        // Attention over the int8 projections: ONNX Attention.
+        assert_eq!(ops.get("Attention"), Some(&2), "{ops:?}");
+    }
+
+    #[test]
+    fn a_graph_with_an_op_whose_meaning_changed_by_opset_23_keeps_multi_head_attention() {
+        // A ReduceMean (its `axes` an attribute before opset 18, an input since) beside the
+        // mobilebert-tiny graph: raising the opset would change what it means.
+        let mut model = fixture("mobilebert-tiny");
+        let graph = model.graph.as_mut().unwrap();
+        let input = graph.node[0].output[0].clone();
+        graph.node.insert(1, qaforge_onnx::edit::node("ReduceMean", "reduce", &[&input], &["reduced"], vec![qaforge_onnx::edit::int_attribute("keepdims", 1)]));
+        let mut extra = graph.output[0].clone();
+        extra.name = "reduced".into();
+        extra.r#type = None;
+        graph.output.push(extra);
+        let mut summary = FuseSummary::default();
+        fold(&mut model, &mut summary).unwrap();
+        fuse(&mut model, &mut summary).unwrap();
+        let ops = op_counts(&model);
+        assert_eq!(ops.get("com.microsoft.MultiHeadAttention"), Some(&4), "{ops:?}");
+        assert_eq!(ops.get("Attention"), None, "{ops:?}");
+        assert_eq!(model.opset_import.iter().find(|o| o.domain.is_empty()).map(|o| o.version), Some(17));
     }
 
     #[test]

@@ -130,11 +130,12 @@ fn check_loads_in_onnxruntime(library: &Path, bytes: &[u8], output: &Path) -> Re
     }
 }
 
-/// What the ONNX Runtime flavour's passes did and the com.microsoft ops they left, in words.
+/// What the ONNX Runtime flavour's passes did and the fused ops they left (com.microsoft ones and
+/// ONNX Attention), in words.
 fn describe_flavour(summary: &qaforge_onnxruntime::FuseSummary, model: &qaforge_onnx::pb::ModelProto) -> String {
     let fused: Vec<String> = qaforge_onnxruntime::op_counts(model)
         .into_iter()
-        .filter(|(op, _)| op.starts_with(qaforge_onnxruntime::MS_DOMAIN))
+        .filter(|(op, _)| op.starts_with(qaforge_onnxruntime::MS_DOMAIN) || op == "Attention")
         .map(|(op, n)| format!("{n} {op}"))
         .collect();
     format!("{} ({})", summary.describe(), if fused.is_empty() { "no fused ops".to_string() } else { fused.join(", ") })

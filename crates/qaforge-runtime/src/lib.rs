@@ -15,7 +15,7 @@ mod tract;
 
 #[cfg(feature = "ort")]
 pub use onnxruntime::OrtSession;
-pub use tract::{onnxruntime_only_operators, TractSession};
+pub use tract::{onnxruntime_only, TractSession};
 
 /// Whether `bytes` are an ORT-format model (ONNX Runtime Mobile's flatbuffer, file identifier
 /// "ORTM" at offset 4), which only ONNX Runtime reads.

@@ -15,11 +15,14 @@ pub struct TractSession {
     layout: InputLayout,
 }
 
-/// The com.microsoft operators of `model` that only ONNX Runtime runs (the fused attention and
-/// normalizations of the `--for onnxruntime` flavour), sorted and without repeats. tract does not
-/// run them as ONNX Runtime does; the int4 artifact's block-quantized weights (MatMulNBits,
-/// GatherBlockQuantized) it reads and dequantizes exactly, so those are not listed.
-pub fn onnxruntime_only_operators(model: &ModelProto) -> Vec<&str> {
+/// Why only ONNX Runtime runs `model`, if it does: the com.microsoft operators in it that tract does
+/// not run as ONNX Runtime does (`com.microsoft A, B`: the fused attention and int8 products of the
+/// `--for onnxruntime` flavour; the int4 artifact's block-quantized weights, MatMulNBits and
+/// GatherBlockQuantized, tract reads and dequantizes exactly, so those do not count), or else
+/// qaforge's ONNX Runtime flavour in its metadata (a flavour may hold only standard operators, ONNX
+/// `Attention` among them, laid out for ONNX Runtime's kernels; verify and calibration treat every
+/// flavour alike).
+pub fn onnxruntime_only(model: &ModelProto) -> Option<String> {
     const READ_BY_TRACT: &[&str] = &["MatMulNBits", "GatherBlockQuantized"];
     let mut contrib: Vec<&str> = model
         .graph
@@ -30,7 +33,11 @@ pub fn onnxruntime_only_operators(model: &ModelProto) -> Vec<&str> {
         .collect();
     contrib.sort_unstable();
     contrib.dedup();
-    contrib
+    if !contrib.is_empty() {
+        return Some(format!("com.microsoft {}", contrib.join(", ")));
+    }
+    let flavoured = model.metadata_props.iter().any(|p| p.key == qaforge_provenance::keys::FLAVOUR && p.value == "onnxruntime");
+    flavoured.then(|| "qaforge's ONNX Runtime flavour".to_string())
 }
 
 impl TractSession {
@@ -51,12 +58,8 @@ impl TractSession {
     /// Loads and optimises an in-memory model whose inputs are fed as `layout` says.
     pub fn with_layout(model: &ModelProto, label: &str, layout: InputLayout) -> Result<Self, RuntimeError> {
         // tract says so in its own words only after typing the graph.
-        let contrib = onnxruntime_only_operators(model);
-        if !contrib.is_empty() {
-            return Err(RuntimeError {
-                path: PathBuf::from(label),
-                message: format!("this artifact is for ONNX Runtime (com.microsoft {}), which tract does not run: use --engine ort", contrib.join(", ")),
-            });
+        if let Some(reason) = onnxruntime_only(model) {
+            return Err(RuntimeError { path: PathBuf::from(label), message: format!("this artifact is for ONNX Runtime ({reason}), which tract does not run: use --engine ort") });
         }
         Self::optimized(tract_onnx::onnx().model_for_proto_model(&flatten_as_reshape(model)), PathBuf::from(label), layout)
     }

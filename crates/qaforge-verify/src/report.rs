@@ -203,7 +203,7 @@ pub struct ChosenEngine {
 pub fn choose_engine(asked: &EngineChoice, exact_fallback: bool, cpu: &CpuFeatures, model: &tract_onnx::pb::ModelProto, engine_bytes: &[u8]) -> ChosenEngine {
     match engine_exactness(asked, cpu, model) {
         Exactness::Inexact { reason }
-            if exact_fallback && !qaforge_runtime::is_ort_format(engine_bytes) && qaforge_runtime::onnxruntime_only_operators(model).is_empty() =>
+            if exact_fallback && !qaforge_runtime::is_ort_format(engine_bytes) && qaforge_runtime::onnxruntime_only(model).is_none() =>
         {
             ChosenEngine { engine: EngineChoice::Tract, exactness: engine_exactness(&EngineChoice::Tract, cpu, model), instead_because: Some(reason) }
         }
