@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Which attention form ONNX Runtime's CPU kernels run faster: com.microsoft MultiHeadAttention
-with an integer key-padding mask (what the ONNX Runtime flavour in crates/qaforge-onnxruntime
-emits where query, key and value are not three projections of one input: MobileBERT, and every
-int8 artifact), or ONNX's own Attention (opset 23, ONNX Runtime >= 1.23) with the same mask as one
-additive [batch, 1, S, S] bias. This script is how the flavour's choice is checked again on
-another ONNX Runtime version or CPU (as bench/ort_norm_kernels.py does for residual norms).
+"""Which attention form ONNX Runtime's CPU kernels run faster: ONNX's own Attention (opset 23, ONNX
+Runtime >= 1.23) with the padding mask as one additive [batch, 1, S, S] bias (what the ONNX Runtime
+flavour in crates/qaforge-onnxruntime emits where query, key and value are not three projections
+of one input: MobileBERT, and every int8 artifact), or com.microsoft MultiHeadAttention with an
+integer key-padding mask (its form before, and still where a graph cannot be raised to opset 23).
+This script is how that choice was made, and how to check it again on another ONNX Runtime version
+or CPU (as bench/ort_norm_kernels.py does for residual norms).
 
 Each form is a chain of 6 attentions over [1, SEQUENCE, HIDDEN] (query, key and value given; the
 mask keeps every key, as a batch of one at its real length does), built with graph optimizations
