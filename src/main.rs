@@ -43,8 +43,9 @@ struct InputNamesArg {
 #[derive(Args)]
 struct FlavourArgs {
     /// The engine the artifact is for: portable (standard ONNX, any engine) or onnxruntime
-    /// (exact folds before quantizing, com.microsoft fused ops that ONNX Runtime runs fastest;
-    /// ONNX Runtime only, and loaded there before it is written; quantize: int8 modes only).
+    /// (exact folds before quantizing, the fused ops that ONNX Runtime runs fastest: com.microsoft
+    /// ones, and ONNX Attention at opset 23; ONNX Runtime 1.23 or newer only, and loaded there
+    /// before it is written; quantize: int8 modes only).
     #[arg(long = "for", value_enum, default_value_t = FlavourArg::Portable)]
     flavour: FlavourArg,
 }
