@@ -19,12 +19,12 @@ usage: ort_attention_kernels.py [--sequence 210] [--hidden 128] [--heads 4] [--t
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from kernel_timing import interleaved_medians, sessions_as_written
 
 ATTENTIONS = 6
 MASKED = -10000.0
@@ -69,24 +69,13 @@ def main():
     parser.add_argument("--runs", type=int, default=10, help="runs of each chain per round")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
     forms = ["MultiHeadAttention", "Attention (opset 23)"]
-    sessions = {f: ort.InferenceSession(chain(f, args.hidden, args.heads).SerializeToString(), options, providers=["CPUExecutionProvider"]) for f in forms}
+    sessions = sessions_as_written({f: chain(f, args.hidden, args.heads) for f in forms}, args.threads)
     feed = {n: rng.standard_normal((1, args.sequence, args.hidden)).astype(np.float32) for n in ("q", "k", "v")}
     masked = dict(feed, mask=np.concatenate([np.ones((1, args.sequence - 10), np.int64), np.zeros((1, 10), np.int64)], axis=1))
     outputs = [s.run(None, masked)[0] for s in sessions.values()]
     feed["mask"] = np.ones((1, args.sequence), np.int64)
-    microseconds = {f: [] for f in forms}
-    for _ in range(args.rounds):
-        for form, session in sessions.items():
-            start = time.perf_counter()
-            for _ in range(args.runs):
-                session.run(None, feed)
-            microseconds[form].append((time.perf_counter() - start) / args.runs / ATTENTIONS * 1e6)
-    median = {f: statistics.median(v) for f, v in microseconds.items()}
+    median = interleaved_medians(sessions, feed, args.rounds, args.runs, ATTENTIONS)
     print(json.dumps({
         "onnxruntime": ort.__version__,
         "shape": [1, args.sequence, args.hidden],

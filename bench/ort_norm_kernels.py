@@ -14,12 +14,12 @@ usage: ort_norm_kernels.py [--sequence 210] [--hidden 384] [--threads 1] [--roun
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+from kernel_timing import interleaved_medians, sessions_as_written
 
 NORMS = 12
 
@@ -51,21 +51,10 @@ def main():
     parser.add_argument("--runs", type=int, default=20, help="runs of each chain per round")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
     forms = ["SkipLayerNormalization", "Add + LayerNormalization"]
-    sessions = {f: ort.InferenceSession(chain(f, args.sequence, args.hidden, rng).SerializeToString(), options, providers=["CPUExecutionProvider"]) for f in forms}
+    sessions = sessions_as_written({f: chain(f, args.sequence, args.hidden, rng) for f in forms}, args.threads)
     feed = {n: rng.standard_normal((1, args.sequence, args.hidden)).astype(np.float32) for n in ("x", "skip")}
-    microseconds = {f: [] for f in forms}
-    for _ in range(args.rounds):
-        for form, session in sessions.items():
-            start = time.perf_counter()
-            for _ in range(args.runs):
-                session.run(None, feed)
-            microseconds[form].append((time.perf_counter() - start) / args.runs / NORMS * 1e6)
-    median = {f: statistics.median(v) for f, v in microseconds.items()}
+    median = interleaved_medians(sessions, feed, args.rounds, args.runs, NORMS)
     print(json.dumps({
         "onnxruntime": ort.__version__,
         "shape": [1, args.sequence, args.hidden],

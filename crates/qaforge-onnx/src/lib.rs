@@ -130,15 +130,24 @@ pub const READABLE_OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
 /// `Attention` (opset 23) and is run by ONNX Runtime only.
 pub const FLAVOUR_OPSETS: std::ops::RangeInclusive<i64> = 13..=23;
 
+/// The version of the default ONNX domain `model` imports, if it declares one.
+pub fn default_opset(model: &pb::ModelProto) -> Option<i64> {
+    model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version)
+}
+
+/// Whether `model`'s metadata says it is qaforge's ONNX Runtime flavour (`--for onnxruntime`).
+pub fn is_onnxruntime_flavour(model: &pb::ModelProto) -> bool {
+    model.metadata_props.iter().any(|p| p.key == qaforge_provenance::keys::FLAVOUR && p.value == "onnxruntime")
+}
+
 /// The structure every pass relies on, checked before any work: an opset qaforge handles, every
 /// default-domain operator one its engines run, and nodes in topological order with every input
 /// provided (ONNX requires the order; a cycle or a dangling input breaks it, and the passes'
 /// walks over producers assume it).
 fn check_graph(model: &pb::ModelProto) -> Result<(), String> {
     let default_domain = |d: &str| d.is_empty() || d == "ai.onnx";
-    let opset = model.opset_import.iter().find(|o| default_domain(&o.domain)).map(|o| o.version);
-    let flavoured = model.metadata_props.iter().any(|p| p.key == qaforge_provenance::keys::FLAVOUR && p.value == "onnxruntime");
-    match opset {
+    let flavoured = is_onnxruntime_flavour(model);
+    match default_opset(model) {
         Some(v) if READABLE_OPSETS.contains(&v) || (flavoured && FLAVOUR_OPSETS.contains(&v)) => {}
         Some(v) => return Err(format!("opset {v}; qaforge reads opsets {} to {} (re-export with one of them)", READABLE_OPSETS.start(), READABLE_OPSETS.end())),
         None => return Err("no ONNX opset is declared (opset_import has no default domain)".into()),

@@ -102,14 +102,10 @@ impl FuseSummary {
     }
 }
 
-fn default_opset(model: &ModelProto) -> Option<i64> {
-    model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version)
-}
-
 fn run_passes(model: &mut ModelProto, passes: &[&dyn Pass], summary: &mut FuseSummary) -> Result<(), FuseError> {
     // Softmax's axis, Unsqueeze's axes input and LayerNormalization are the opset-13+ forms.
-    if default_opset(model).is_none_or(|v| v < 13) {
-        return Err(FuseError::Graph(format!("opset {} is older than 13, which the ONNX Runtime flavour reads", default_opset(model).unwrap_or(0))));
+    if qaforge_onnx::default_opset(model).is_none_or(|v| v < 13) {
+        return Err(FuseError::Graph(format!("opset {} is older than 13, which the ONNX Runtime flavour reads", qaforge_onnx::default_opset(model).unwrap_or(0))));
     }
     let graph = model.graph.as_mut().ok_or_else(|| FuseError::Graph("the model has no graph".into()))?;
     for pass in passes {

@@ -85,7 +85,7 @@ pub fn convert(request: &ConvertRequest) -> Result<ConvertOutcome, PipelineError
         parameters: emitted.parameters,
         tensors_read: (emitted.tensors_used, checkpoint.weights.len()),
         unused_tensors: emitted.unused_tensors,
-        graph: format!("opset {}, {} nodes, inputs {} [batch, sequence]", model.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(request.emit.opset, |o| o.version), graph.map_or(0, |g| g.node.len()), inputs.join("/")),
+        graph: format!("opset {}, {} nodes, inputs {} [batch, sequence]", qaforge_onnx::default_opset(&model).unwrap_or(request.emit.opset), graph.map_or(0, |g| g.node.len()), inputs.join("/")),
         flavour: matches!(request.flavour, Flavour::OnnxRuntime(_)).then(|| describe_flavour(&flavour, &model)),
         bytes: bytes.len() as u64,
         sha256,

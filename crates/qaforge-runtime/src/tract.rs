@@ -36,8 +36,7 @@ pub fn onnxruntime_only(model: &ModelProto) -> Option<String> {
     if !contrib.is_empty() {
         return Some(format!("com.microsoft {}", contrib.join(", ")));
     }
-    let flavoured = model.metadata_props.iter().any(|p| p.key == qaforge_provenance::keys::FLAVOUR && p.value == "onnxruntime");
-    flavoured.then(|| "qaforge's ONNX Runtime flavour".to_string())
+    qaforge_onnx::is_onnxruntime_flavour(model).then(|| "qaforge's ONNX Runtime flavour".to_string())
 }
 
 impl TractSession {
