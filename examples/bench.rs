@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use qaforge_verify::Engine;
+use qaforge_runtime::Engine;
 use qaforge_squad::Features;
 use tract_onnx::prelude::*;
 
@@ -136,10 +136,10 @@ fn infer(artifact: &Path, engine_name: &str, n: usize, runs: usize) -> anyhow::R
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let bytes = std::fs::read(artifact)?;
     let model = qaforge_onnx::decode_model(&bytes, artifact)?;
-    let choice = if engine_name == "tract" { qaforge_verify::EngineChoice::Tract } else { qaforge_verify::EngineChoice::OnnxRuntime { library: PathBuf::from(engine_name) } };
+    let choice = if engine_name == "tract" { qaforge_runtime::EngineChoice::Tract } else { qaforge_runtime::EngineChoice::OnnxRuntime { library: PathBuf::from(engine_name) } };
     let t = Instant::now();
-    let layout = qaforge_verify::check_inputs(&model, artifact, None)?;
-    let engine = qaforge_verify::load_engine(&choice, &model, &bytes, artifact, cores, layout)?;
+    let layout = qaforge_runtime::check_inputs(&model, artifact, None)?;
+    let engine = qaforge_runtime::load_engine(&choice, &model, &bytes, artifact, cores, layout)?;
     let load_s = t.elapsed().as_secs_f64();
     let features = spread(Features::load(Path::new("golden/squad"))?, n);
     let mean_length = (0..features.count).map(|i| features.length(i)).sum::<usize>() as f64 / features.count as f64;

@@ -200,7 +200,7 @@ fn rewrite_manifest(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 /// Updates a file's size and sha256 in the manifest after the file was replaced.
 fn reseal(bundle: &Path, role: &str, name: &str) {
     let bytes = std::fs::read(bundle.join(name)).unwrap();
-    let sha = qaforge_onnx::sha256_hex(&bytes);
+    let sha = qaforge_provenance::sha256_hex(&bytes);
     rewrite_manifest(bundle, |m| {
         m["files"][role]["bytes"] = bytes.len().into();
         m["files"][role]["sha256"] = sha.into();

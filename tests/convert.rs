@@ -1,7 +1,7 @@
 //! End-to-end: `qaforge convert` on every fixture, checked against the PyTorch golden logits.
 
 use crate::common::{convert, fixture_features, full_size_checkpoint, golden, qaforge, text, fixtures};
-use qaforge_verify::Engine;
+use qaforge_runtime::Engine;
 
 #[test]
 fn every_fixture_matches_the_pytorch_logits() {
@@ -109,7 +109,7 @@ fn full_size_mobilebert_converts_and_runs() {
     let output = qaforge(&["convert", model_dir.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("parameters    24582914"), "{}", text(&output));
-    let session = qaforge_verify::TractSession::load(&out).unwrap();
+    let session = qaforge_runtime::TractSession::load(&out).unwrap();
     let ids = vec![101, 2054, 2003, 1037, 3231, 1029, 102, 2023, 2003, 1037, 3231, 1012, 102];
     let n = ids.len();
     let types = (0..n as i64).map(|i| i64::from(i >= 7)).collect();

@@ -25,7 +25,7 @@ fn logits_from_elsewhere_are_judged_and_foreign_ones_refused() {
     let fp32 = convert("mobilebert-tiny", dir.path());
     let bundle_dir = golden().join("mobilebert-tiny");
     let bundle = qaforge_verify::Bundle::open(&bundle_dir).unwrap();
-    let run = qaforge_verify::RunOptions { engine: qaforge_verify::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None, exact_fallback: false };
+    let run = qaforge_verify::RunOptions { engine: qaforge_runtime::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None, exact_fallback: false };
     let artifact = qaforge_verify::Artifact::open(&fp32, &bundle, &run.engine, false).unwrap();
     let computed = qaforge_verify::compute_logits(&artifact, &bundle, &run, &|_, _| {}).unwrap();
     let (start, end) = (computed.logits.start, computed.logits.end);

@@ -17,14 +17,14 @@ fn options(precision: Precision) -> QuantizeOptions {
         batch_size: 2,
         threads: 1,
         input_names: None,
-        calibration_engine: qaforge_verify::EngineChoice::Tract,
+        calibration_engine: qaforge_runtime::EngineChoice::Tract,
         calibration_fallback: None,
         int4: Default::default(),
     }
 }
 
 fn sha256(path: &std::path::Path) -> String {
-    qaforge_onnx::sha256_hex(&std::fs::read(path).unwrap())
+    qaforge_provenance::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 #[test]
@@ -42,11 +42,11 @@ fn convert_quantize_and_verify_in_two_steps() {
     let quantized = qaforge_pipeline::quantize(&request, &|_, _| {}).unwrap();
     assert_eq!(quantized.sha256, sha256(&int8));
     assert!(quantized.sizes.1 < quantized.sizes.0, "{:?}", quantized.sizes);
-    assert!(quantized.kept_float_by_reason().keys().any(|r| r.starts_with("QA head")), "{:?}", quantized.summary.kept_float);
+    assert!(quantized.summary.kept_float.values().any(|r| *r == qaforge_quantize::KeptFloat::QaHead), "{:?}", quantized.summary.kept_float);
 
     // Verify's two steps, as a caller with logits from elsewhere uses them.
     let bundle = qaforge_verify::Bundle::open(&golden().join("mobilebert-tiny")).unwrap();
-    let run = qaforge_verify::RunOptions { engine: qaforge_verify::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None, exact_fallback: false };
+    let run = qaforge_verify::RunOptions { engine: qaforge_runtime::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None, exact_fallback: false };
     let artifact = qaforge_verify::Artifact::open(&int8, &bundle, &run.engine, false).unwrap();
     assert_eq!(artifact.precision, Precision::Int8Dynamic);
     let computed = qaforge_verify::compute_logits(&artifact, &bundle, &run, &|_, _| {}).unwrap();
@@ -54,7 +54,7 @@ fn convert_quantize_and_verify_in_two_steps() {
     let mut truncated = qaforge_verify::ComputedLogits { features: computed.features.clone(), logits: computed.logits.clone(), engine: computed.engine.clone(), cpu: computed.cpu.clone(), exactness: computed.exactness.clone(), seconds: 0.0, batch_size: computed.batch_size };
     let report = qaforge_verify::judge(&artifact, &bundle, run.shard, computed, Default::default()).unwrap();
     assert!(report.pass, "{:?}", report.failures);
-    assert_eq!(report.tolerances, qaforge_verify::Tolerances::for_precision(Precision::Int8Dynamic));
+    assert_eq!(report.run.tolerances, qaforge_verify::Tolerances::for_precision(Precision::Int8Dynamic));
     // Logits one feature short are not this bundle's: refused, naming the counts.
     truncated.logits.start.truncate(truncated.logits.start.len() - bundle.features.max_length);
     let refused = qaforge_verify::judge(&artifact, &bundle, run.shard, truncated, Default::default()).unwrap_err();

@@ -84,7 +84,7 @@ fn every_mode_passes_verify_on_every_fixture() {
             let meta = metadata(&out);
             assert_eq!(meta["qaforge.precision"], precision);
             assert_eq!(meta["qaforge.stage"], "quantize");
-            assert_eq!(meta["qaforge.quantize.input_sha256"], qaforge_onnx::sha256_hex(&std::fs::read(&fp32).unwrap()));
+            assert_eq!(meta["qaforge.quantize.input_sha256"], qaforge_provenance::sha256_hex(&std::fs::read(&fp32).unwrap()));
             assert_eq!(meta["qaforge.source_sha256"].len(), 64, "the checkpoint's provenance is kept");
             if precision == "int8-static" {
                 assert_eq!(meta["qaforge.quantize.method"], "minmax");

@@ -4,7 +4,8 @@
 use crate::common::{fixture_features, golden, golden_fixtures, TRAINED_FIXTURE};
 use qaforge_checkpoint::Checkpoint;
 use qaforge_reference::ReferenceModel;
-use qaforge_verify::{BundleOptions, Engine, GoldenLogits};
+use qaforge_runtime::Engine;
+use qaforge_verify::{BundleOptions, GoldenLogits};
 
 /// Every fixture at `qaforge golden`'s default batch size (each feature at its own length), and
 /// the random ones also in padded batches of 8, where the attention mask must cancel the padding
@@ -51,7 +52,7 @@ fn reference_logits_equal_the_fp32_artifacts_on_a_full_size_mobilebert() {
     let artifact = crate::common::convert_dir(&model_dir, dir.path());
     let features = fixture_features("mobilebert-tiny").truncated(6);
     let reference = ReferenceModel::load(&Checkpoint::open(&model_dir).unwrap()).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
-    let tract = qaforge_verify::TractSession::load(&artifact).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
+    let tract = qaforge_runtime::TractSession::load(&artifact).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
     let m = features.max_length;
     let (mut worst, mut spread) = (0f32, 0f32);
     for i in 0..features.count {

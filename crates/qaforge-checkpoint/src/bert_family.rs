@@ -9,9 +9,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config::{MAX_DIM, MAX_LAYERS, MAX_VOCAB, check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys, LoadedConfig};
+use crate::config_fields::{check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys, LoadedConfig, ModelType, MAX_DIM, MAX_LAYERS, MAX_VOCAB};
 use crate::error::{CheckpointError, Result};
-use crate::parameters::{linear, norm};
+use crate::shapes::{linear, norm};
 
 
 /// Which member of the family: decides tensor names and the embedding details.
@@ -28,24 +28,24 @@ pub enum BertFamily {
 }
 
 impl BertFamily {
+    /// The model type this member is (its names are [`ModelType`]'s).
+    pub fn kind(self) -> ModelType {
+        match self {
+            BertFamily::Bert => ModelType::Bert,
+            BertFamily::DistilBert => ModelType::DistilBert,
+            BertFamily::Roberta => ModelType::Roberta,
+            BertFamily::Electra => ModelType::Electra,
+        }
+    }
+
     /// config.json's `model_type`.
     pub fn model_type(self) -> &'static str {
-        match self {
-            BertFamily::Bert => "bert",
-            BertFamily::DistilBert => "distilbert",
-            BertFamily::Roberta => "roberta",
-            BertFamily::Electra => "electra",
-        }
+        self.kind().name()
     }
 
     /// The transformers class.
     pub fn architecture(self) -> &'static str {
-        match self {
-            BertFamily::Bert => "BertForQuestionAnswering",
-            BertFamily::DistilBert => "DistilBertForQuestionAnswering",
-            BertFamily::Roberta => "RobertaForQuestionAnswering",
-            BertFamily::Electra => "ElectraForQuestionAnswering",
-        }
+        self.kind().architecture()
     }
 
     /// The base model's attribute: the prefix of every encoder tensor name.
@@ -141,7 +141,7 @@ impl BertConfig {
             Some("electra") => BertFamily::Electra,
             _ => BertFamily::Bert,
         };
-        check_model_type(raw.model_type.as_deref(), raw.architectures.as_deref(), family.model_type(), path)?;
+        check_model_type(raw.model_type.as_deref(), raw.architectures.as_deref(), family.kind(), path)?;
         check_num_labels(raw.num_labels, raw.id2label.as_ref(), path)?;
         let size = |name: &str, value: Option<i64>, default: usize, max: usize| checked_size(name, value, default, max, path);
         let config_error = |message: String| CheckpointError::Config { path: path.to_owned(), message };

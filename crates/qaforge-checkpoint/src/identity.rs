@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use qaforge_provenance::{sha256_finish, Digest, Sha256Hasher as Sha256};
 
 use crate::error::{CheckpointError, Result};
 use crate::Checkpoint;
@@ -19,10 +19,6 @@ fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn hex(hasher: Sha256) -> String {
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Checkpoint {
     /// Hex sha256 over config.json and the weight files, in that order (golden/generate.py
     /// computes the same).
@@ -32,7 +28,7 @@ impl Checkpoint {
         for path in self.weights.files() {
             hash_file(&mut hasher, path)?;
         }
-        Ok(hex(hasher))
+        Ok(sha256_finish(hasher))
     }
 }
 
@@ -50,7 +46,7 @@ pub fn tokenizer_sha256(dir: &Path) -> Result<Option<String>> {
             any = true;
         }
     }
-    Ok(any.then(|| hex(hasher)))
+    Ok(any.then(|| sha256_finish(hasher)))
 }
 
 #[cfg(test)]

@@ -8,9 +8,12 @@
 
 pub mod bert_family;
 mod config;
+mod config_fields;
 mod error;
 mod identity;
+mod mobilebert;
 mod parameters;
+mod shapes;
 pub mod synthetic;
 mod safetensors_file;
 mod torch_zip;
@@ -19,7 +22,9 @@ mod weights;
 use std::path::{Path, PathBuf};
 
 pub use bert_family::{BertConfig, BertFamily};
-pub use config::{LoadedConfig, MobileBertConfig, ModelConfig, Normalization, SUPPORTED_ACTIVATIONS, SUPPORTED_MODELS};
+pub use config::ModelConfig;
+pub use config_fields::{LoadedConfig, ModelType, SUPPORTED_ACTIVATIONS};
+pub use mobilebert::{MobileBertConfig, Normalization};
 pub use error::{CheckpointError, Result};
 pub use identity::{tokenizer_sha256, TOKENIZER_FILES};
 pub use parameters::{parameter_count, parameter_shapes};

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::config::{ModelConfig, Normalization};
+use crate::config::ModelConfig;
+use crate::mobilebert::Normalization;
 use crate::error::{CheckpointError, Result};
 use crate::parameters::parameter_shapes;
 

@@ -170,6 +170,27 @@ impl Names {
     }
 }
 
+/// What [`Rewrite::finish`] drops once a pass has rewritten its graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune {
+    /// Initializers no node reads (the float originals of weights a pass stored otherwise).
+    Initializers,
+    /// Nodes none of whose outputs is read, repeatedly, then initializers no node reads (fusions
+    /// leave the nodes they replaced behind).
+    DeadNodes,
+}
+
+/// The domain of ONNX Runtime's contrib operators (com.microsoft: MatMulNBits,
+/// GatherBlockQuantized, the fused ops of the ONNX Runtime flavour).
+pub const MS_DOMAIN: &str = "com.microsoft";
+
+/// Declares `domain` at `version` in the model's opset imports, unless it is declared already.
+pub fn import_opset(model: &mut crate::pb::ModelProto, domain: &str, version: i64) {
+    if !model.opset_import.iter().any(|o| o.domain == domain) {
+        model.opset_import.push(crate::pb::OperatorSetIdProto { domain: domain.into(), version });
+    }
+}
+
 /// A graph with its lookup tables, and the edits a pass plans on it. Nodes may also be edited in
 /// place through [`Rewrite::graph`] (their inputs rewired, attributes changed); removals and
 /// insertions wait for [`Rewrite::finish`] or [`Rewrite::apply`], so positions stay valid while
@@ -315,11 +336,6 @@ impl<'g> Rewrite<'g> {
         }
     }
 
-    /// Whether node `i` is planned for removal.
-    pub fn is_removed(&self, i: usize) -> bool {
-        self.remove.contains(&i)
-    }
-
     /// Plans the removal of nodes.
     pub fn remove(&mut self, nodes: impl IntoIterator<Item = usize>) {
         self.remove.extend(nodes);
@@ -344,15 +360,22 @@ impl<'g> Rewrite<'g> {
         name
     }
 
-    /// Applies the plan: planned nodes inserted, planned removals removed; nothing else changes.
+    /// Applies the plan: planned nodes inserted, planned removals removed; nothing else changes
+    /// (for a view of a graph that is run, not written).
     pub fn apply(mut self) {
         self.splice();
     }
 
-    /// Applies the plan, then drops nodes whose outputs nobody reads and initializers no node reads.
-    pub fn finish(mut self) {
+    /// Ends a pass over a graph that will be written: applies the plan, drops what `prune` says
+    /// nothing reads any more, and clears `value_info` (the shapes and types recorded for
+    /// intermediate tensors, which the pass may have made stale).
+    pub fn finish(mut self, prune: Prune) {
         self.splice();
-        eliminate_dead_nodes(self.graph);
+        match prune {
+            Prune::Initializers => drop_unread_initializers(self.graph),
+            Prune::DeadNodes => eliminate_dead_nodes(self.graph),
+        }
+        self.graph.value_info.clear();
     }
 
     fn splice(&mut self) {
@@ -425,7 +448,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(rewrites, 1);
-        rw.finish();
+        rw.finish(Prune::DeadNodes);
         let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
         assert_eq!(ops, ["Relu", "Sigmoid"]);
         assert_eq!(g.node[1].name, "a.2", "fresh names avoid every existing name");
@@ -448,7 +471,7 @@ mod tests {
         assert_eq!(int_attr(&n, "axis"), Some(-1));
         assert_eq!(float_attr(&n, "epsilon"), Some(0.5));
         assert_eq!(int_attr(&n, "missing"), None);
-        let g = graph(vec![n.clone(), node("Relu", "r", &["y"], &["z"], vec![]), { n.domain = "com.microsoft".into(); n }], "z");
+        let g = graph(vec![n.clone(), node("Relu", "r", &["y"], &["z"], vec![]), { n.domain = MS_DOMAIN.into(); n }], "z");
         assert_eq!(nodes_of(&g, "Softmax").collect::<Vec<_>>(), [0], "other domains are not the default op");
     }
 

@@ -26,7 +26,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use sha2::{Digest, Sha256};
 
 pub use tract_onnx::pb;
 use qaforge_provenance::{keys, Precision};
@@ -285,7 +284,7 @@ mod tests {
             let err = model(vec![node("a", "Relu", &["x"], "y")], opset).unwrap_err();
             assert!(err.contains(&format!("opset {opset}; qaforge reads opsets 13 to 21")), "{err}");
         }
-        let custom = pb::NodeProto { domain: "com.microsoft".into(), ..node("a", "FusedMatMul", &["x"], "y") };
+        let custom = pb::NodeProto { domain: crate::edit::MS_DOMAIN.into(), ..node("a", "FusedMatMul", &["x"], "y") };
         assert!(model(vec![custom], 17).is_ok(), "other domains are the engines' business");
     }
 
@@ -344,11 +343,6 @@ fn folder_of(path: &Path) -> &Path {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     }
-}
-
-/// Hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Hex SHA-256 over the checkpoint's config.json and weight files, in that order: the provenance

@@ -35,7 +35,9 @@ use qaforge_onnx::edit::{float_attribute, int_attr, int_attribute, ints_attr, is
 use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, NodeProto};
 
 use qaforge_onnx::edit::Rewrite;
-use crate::{FuseError, Pass, MS_DOMAIN};
+use qaforge_onnx::edit::MS_DOMAIN;
+
+use crate::{FuseError, Pass};
 
 /// The fusion (see the module documentation).
 pub struct AttentionFusion;

@@ -15,7 +15,9 @@ use qaforge_onnx::edit::{node, raw_tensor};
 use tract_onnx::pb::{tensor_proto::DataType, NodeProto, TensorProto};
 
 use qaforge_onnx::edit::Rewrite;
-use crate::{FuseError, Pass, MS_DOMAIN};
+use qaforge_onnx::edit::MS_DOMAIN;
+
+use crate::{FuseError, Pass};
 
 /// The fusion (see the module documentation).
 pub struct IntegerMatMulFusion;

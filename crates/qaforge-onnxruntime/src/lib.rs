@@ -37,11 +37,8 @@ pub mod package;
 
 use std::collections::BTreeMap;
 
-use qaforge_onnx::edit::Rewrite;
-use tract_onnx::pb::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
-
-/// The domain of ONNX Runtime's contrib ops.
-pub const MS_DOMAIN: &str = "com.microsoft";
+use qaforge_onnx::edit::{import_opset, Prune, Rewrite, MS_DOMAIN};
+use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
 use qaforge_provenance::keys::{FLAVOUR as FLAVOUR_KEY, ONNXRUNTIME_PASSES as PASSES_KEY};
 
@@ -111,10 +108,9 @@ fn run_passes(model: &mut ModelProto, passes: &[&dyn Pass], summary: &mut FuseSu
     for pass in passes {
         let mut rw = Rewrite::new(graph);
         let count = pass.run(&mut rw)?;
-        rw.finish();
+        rw.finish(Prune::DeadNodes);
         summary.passes.push((pass.name(), count));
     }
-    graph.value_info.clear();
     Ok(())
 }
 
@@ -145,8 +141,8 @@ pub fn fuse(model: &mut ModelProto, summary: &mut FuseSummary) -> Result<(), Fus
         }
     }
     let uses_contrib_ops = model.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| n.domain == MS_DOMAIN));
-    if uses_contrib_ops && !model.opset_import.iter().any(|o| o.domain == MS_DOMAIN) {
-        model.opset_import.push(OperatorSetIdProto { domain: MS_DOMAIN.into(), version: 1 });
+    if uses_contrib_ops {
+        import_opset(model, MS_DOMAIN, 1);
     }
     model.metadata_props.retain(|p| p.key != FLAVOUR_KEY && p.key != PASSES_KEY);
     model.metadata_props.push(StringStringEntryProto { key: FLAVOUR_KEY.into(), value: "onnxruntime".into() });

@@ -129,7 +129,7 @@ mod tests {
         let mut ops = Operators::new();
         ops.entry("ai.onnx".into()).or_default().entry(13).or_default().extend(["MatMul".to_string(), "Cast".to_string()]);
         ops.entry("ai.onnx".into()).or_default().entry(14).or_default().insert("Add".into());
-        ops.entry("com.microsoft".into()).or_default().entry(1).or_default().insert("Attention".into());
+        ops.entry(qaforge_onnx::edit::MS_DOMAIN.into()).or_default().entry(1).or_default().insert("Attention".into());
         let text = config_text(&ops, "m.onnx");
         assert_eq!(text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), ["ai.onnx;13;Cast,MatMul", "ai.onnx;14;Add", "com.microsoft;1;Attention"]);
     }

@@ -50,7 +50,7 @@ pub fn package_ort(library: &Path, model: &ModelProto, source: &Path, source_byt
         model.metadata_props.push(StringStringEntryProto { key: key.into(), value });
     };
     add(keys::PACKAGE_FORMAT, "ort".into());
-    add(keys::PACKAGE_SOURCE_SHA256, qaforge_onnx::sha256_hex(source_bytes));
+    add(keys::PACKAGE_SOURCE_SHA256, qaforge_provenance::sha256_hex(source_bytes));
     add(IntegerProducts::METADATA_KEY, products.to_metadata());
     let bytes = qaforge_onnx::encode(&model);
 
@@ -75,7 +75,7 @@ pub fn package_ort(library: &Path, model: &ModelProto, source: &Path, source_byt
     Ok(Packaged {
         ort_path: output.to_owned(),
         ort_bytes: ort_bytes.len() as u64,
-        ort_sha256: qaforge_onnx::sha256_hex(&ort_bytes),
+        ort_sha256: qaforge_provenance::sha256_hex(&ort_bytes),
         config_path: config_path.to_owned(),
         operators,
     })

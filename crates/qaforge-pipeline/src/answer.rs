@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::artifact::LoadedArtifact;
 use crate::{EngineChoice, PipelineError};
 
 /// One question to answer.
@@ -21,7 +22,7 @@ pub struct AnswerRequest {
     /// The engine that runs the artifact.
     pub engine: EngineChoice,
     /// `--engine auto`: tract instead where `engine` would not compute the artifact exactly on
-    /// this CPU (see [`qaforge_verify::choose_engine`]).
+    /// this CPU (see [`qaforge_runtime::choose_engine`]).
     pub exact_fallback: bool,
     /// Cores to use.
     pub cores: usize,
@@ -39,6 +40,13 @@ pub struct Answered {
     pub margin: f32,
     /// Windows the context was split into.
     pub windows: usize,
+    /// Character (Unicode scalar) offsets of the answer in the context, `start..end`; `None` when
+    /// the model abstains.
+    pub chars: Option<(usize, usize)>,
+    /// transformers' question-answering pipeline's score: the answer's start probability times
+    /// its end probability in its window, or for no answer the lowest [CLS] probability of any
+    /// window (what `qaforge serve` answers with).
+    pub score: f64,
 }
 
 /// Answers `request.question` from `request.context`.
@@ -49,23 +57,52 @@ pub fn answer(request: &AnswerRequest) -> Result<Answered, PipelineError> {
     let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(&request.tokenizer)?;
     let example = qaforge_squad::Example { id: "question".into(), title: String::new(), question: request.question.clone(), context: request.context.clone(), answers: vec![] };
     let features = tokenizer.features(std::slice::from_ref(&example), &qaforge_squad::FeatureOptions::default())?;
-    // Decoded by qaforge first, so that a hostile file is refused with its problem named before
-    // an engine reads tensors by their claimed dims.
-    let path = &request.artifact;
-    let bytes = std::fs::read(path).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
-    let model = if qaforge_verify::is_ort_format(&bytes) {
-        qaforge_verify::ort_format_view(&request.engine, &bytes, path)?
-    } else {
-        qaforge_onnx::decode_model(&bytes, path)?
-    };
-    let layout = qaforge_verify::check_inputs(&model, path, request.input_names.as_deref())?;
-    qaforge_verify::check_token_ids(&model, &layout, &features, path)?;
-    let chosen = qaforge_verify::choose_engine(&request.engine, request.exact_fallback, &qaforge_verify::CpuFeatures::detect(), &model, &bytes);
-    let engine = qaforge_verify::load_engine(&chosen.engine, &model, &bytes, path, request.cores, layout)?;
-    let logits = engine.run_features(&features, 8, engine.preferred_threads(request.cores), &|_| {})?;
-    let squad = qaforge_squad::SquadFile { examples: vec![example], articles: 1, paragraphs: 1 };
-    let prediction = qaforge_squad::predict_all(&squad, &features, &logits.start, &logits.end, &qaforge_squad::PostprocessOptions::default(), true)
-        .remove("question")
-        .ok_or_else(|| PipelineError::Request("no prediction".into()))?;
-    Ok(Answered { text: prediction.text, null_odds: prediction.null_odds, margin: prediction.margin, windows: features.count })
+    let artifact = LoadedArtifact::open(&request.artifact, &request.engine, request.exact_fallback, request.input_names.as_deref())?;
+    artifact.check_token_ids(&features)?;
+    let engine = artifact.engine(request.cores)?;
+    // A coupled artifact (int8-dynamic) runs each window alone, as verify and an app run it.
+    let batch = if artifact.coupling.is_some() { 1 } else { 8 };
+    let logits = engine.run_features(&features, batch, engine.preferred_threads(request.cores), &|_| {})?;
+    let m = features.max_length;
+    let offsets: Vec<Vec<Option<(usize, usize)>>> = (0..features.count).map(|i| features.context_offsets(i)).collect();
+    let views: Vec<qaforge_squad::FeatureLogits> = (0..features.count)
+        .map(|i| {
+            let n = features.length(i);
+            qaforge_squad::FeatureLogits { start: &logits.start[i * m..i * m + n], end: &logits.end[i * m..i * m + n], offsets: &offsets[i][..n] }
+        })
+        .collect();
+    let ranked = qaforge_squad::predict_ranked(&example.context, &views, &qaforge_squad::PostprocessOptions::default());
+    Ok(Answered::of(&ranked, &views))
+}
+
+impl Answered {
+    /// The answer run_qa.py's post-processing ranked (`ranked`, over the windows `views`), with the
+    /// pipeline's score.
+    pub fn of(ranked: &qaforge_squad::Ranked, views: &[qaforge_squad::FeatureLogits<'_>]) -> Self {
+        let prediction = &ranked.prediction;
+        let best = ranked.spans.first().filter(|_| !prediction.text.is_empty());
+        let score = match best {
+            Some(span) => qaforge_squad::span_probability(&views[span.feature], span.tokens),
+            None => views.iter().map(qaforge_squad::null_probability).fold(f64::INFINITY, f64::min),
+        };
+        Answered { text: prediction.text.clone(), null_odds: prediction.null_odds, margin: prediction.margin, windows: views.len(), chars: best.map(|s| s.chars), score }
+    }
+
+    /// The answer as `answer --json` prints it: `{"text", "start", "end", "score", "null_odds",
+    /// "margin", "windows"}`, text "" and start = end = 0 for no answer (as the pipeline writes it).
+    pub fn to_json(&self) -> serde_json::Value {
+        let (start, end) = self.chars.unwrap_or((0, 0));
+        serde_json::json!({"text": self.text, "start": start, "end": end, "score": self.score, "null_odds": self.null_odds, "margin": self.margin, "windows": self.windows})
+    }
+}
+
+impl std::fmt::Display for Answered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.text.is_empty() {
+            write!(f, "no answer (null score beats the best span by {:.3})", self.null_odds)
+        } else {
+            writeln!(f, "{}", self.text)?;
+            write!(f, "(best span beats the null score by {:.3}; {} window(s))", -self.null_odds, self.windows)
+        }
+    }
 }

@@ -22,6 +22,10 @@ pub struct ConvertRequest {
 /// What convert did.
 #[derive(Debug, Clone)]
 pub struct ConvertOutcome {
+    /// The model directory read.
+    pub model_dir: PathBuf,
+    /// The artifact written.
+    pub output: PathBuf,
     /// Warnings for stderr: unknown config keys, non-finite weights emitted.
     pub warnings: Vec<String>,
     /// The architecture and its configuration in words.
@@ -71,7 +75,7 @@ pub fn convert(request: &ConvertRequest) -> Result<ConvertOutcome, PipelineError
     }
     // The sha256 is computed while the file is written.
     let (written, sha256) = std::thread::scope(|scope| {
-        let sha256 = scope.spawn(|| qaforge_onnx::sha256_hex(&bytes));
+        let sha256 = scope.spawn(|| qaforge_provenance::sha256_hex(&bytes));
         (qaforge_onnx::write_atomically(output, &bytes), sha256.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
     });
     written?;
@@ -79,6 +83,8 @@ pub fn convert(request: &ConvertRequest) -> Result<ConvertOutcome, PipelineError
     let graph = model.graph.as_ref();
     let inputs: Vec<&str> = graph.map_or_else(Vec::new, |g| g.input.iter().map(|i| i.name.as_str()).collect());
     Ok(ConvertOutcome {
+        model_dir: request.model_dir.clone(),
+        output: output.clone(),
         warnings,
         architecture: format!("{}: {}", c.architecture(), c.describe()),
         weights: format!("{} ({})", checkpoint.format, checkpoint.weights.files().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
@@ -91,4 +97,24 @@ pub fn convert(request: &ConvertRequest) -> Result<ConvertOutcome, PipelineError
         sha256,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+impl std::fmt::Display for ConvertOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "converted {} -> {}", self.model_dir.display(), self.output.display())?;
+        writeln!(f, "  architecture  {}", self.architecture)?;
+        writeln!(f, "  weights       {}", self.weights)?;
+        writeln!(f, "  parameters    {}", self.parameters)?;
+        writeln!(f, "  tensors read  {} of {}", self.tensors_read.0, self.tensors_read.1)?;
+        if !self.unused_tensors.is_empty() {
+            writeln!(f, "  unused        {}", self.unused_tensors.join(", "))?;
+        }
+        writeln!(f, "  graph         {}", self.graph)?;
+        if let Some(flavour) = &self.flavour {
+            writeln!(f, "  onnxruntime   {flavour}")?;
+        }
+        writeln!(f, "  file          {} ({} bytes)", crate::human_bytes(self.bytes), self.bytes)?;
+        writeln!(f, "  sha256        {}", self.sha256)?;
+        write!(f, "  time          {:.3} s", self.seconds)
+    }
 }

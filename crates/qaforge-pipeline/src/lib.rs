@@ -3,24 +3,34 @@
 //! outcomes, and tests call the same functions where they need the behaviour, not the text.
 //!
 //! Data flows one way through the stage crates: checkpoint ([`convert`]) → graph → quantized
-//! graph ([`quantize`]) → package ([`package`], [`web`] for browsers) or answers ([`answer`]); verification lives in
-//! qaforge-verify, whose two steps the binary calls directly.
+//! graph ([`quantize`]) → verification ([`golden`], [`verify`]) → package ([`package`], [`web`]
+//! for browsers) or answers ([`answer`]). Every product rule (which options go together, which
+//! engine runs what) and every summary text lives here; outcomes print themselves (`Display`).
 
 pub mod answer;
+pub mod artifact;
+pub mod batch;
 pub mod convert;
+pub mod golden;
 pub mod package;
 pub mod quantize;
 pub mod reports;
+pub mod verify;
 pub mod web;
 
 use std::path::{Path, PathBuf};
 
+use qaforge_provenance::Named;
+
 pub use answer::{answer, AnswerRequest, Answered};
+pub use artifact::LoadedArtifact;
 pub use convert::{convert, ConvertOutcome, ConvertRequest};
-pub use package::{package, PackageOutcome, PackageRequest};
+pub use golden::{golden, GoldenOutcome, GoldenRequest};
+pub use package::{package, PackageFormat, PackageOutcome, PackageRequest, Packaged};
+pub use qaforge_runtime::{EngineChoice, EngineRequest};
+pub use quantize::{calibration_engines, quantize, write_quantize_report, CalibrationEngine, QuantizeOutcome, QuantizeRequest, Search};
+pub use verify::{verify, VerifyRequest};
 pub use web::{package_web, WebPackageOutcome, WebPackageRequest};
-pub use quantize::{quantize, write_quantize_report, QuantizeOutcome, QuantizeRequest, Search};
-pub use qaforge_verify::EngineChoice;
 
 /// Errors of the workflows: a stage's own error, or a request the product refuses (with why).
 #[derive(Debug, thiserror::Error)]
@@ -57,35 +67,65 @@ pub enum PipelineError {
     Verify(#[from] qaforge_verify::VerifyError),
     /// An engine failed.
     #[error(transparent)]
-    Runtime(#[from] qaforge_verify::RuntimeError),
+    Runtime(#[from] qaforge_runtime::RuntimeError),
     /// Writing the web package failed.
     #[error(transparent)]
     Web(#[from] qaforge_web::WebError),
 }
 
-/// Whether this build can load ONNX Runtime (the `ort` feature).
-pub const WITH_ONNXRUNTIME: bool = cfg!(feature = "ort");
-
-fn without_onnxruntime() -> PipelineError {
+#[cfg(not(feature = "ort"))]
+pub(crate) fn without_onnxruntime() -> PipelineError {
     PipelineError::Request("this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`".into())
 }
 
 /// ONNX Runtime's library `library` (the `--ort-library` option or `$ORT_DYLIB_PATH`), checked
 /// to be a file, in a build that can load it.
 pub fn onnxruntime_library(library: Option<&Path>) -> Result<PathBuf, PipelineError> {
-    if !WITH_ONNXRUNTIME {
-        return Err(without_onnxruntime());
-    }
-    let library = library.ok_or_else(|| PipelineError::Request("ONNX Runtime needs libonnxruntime: pass --ort-library or set ORT_DYLIB_PATH".into()))?;
-    if !library.is_file() {
-        return Err(PipelineError::Request(format!("{}: no such file (libonnxruntime for --engine ort)", library.display())));
-    }
-    Ok(library.to_owned())
+    qaforge_runtime::choice::onnxruntime_library(library).map_err(PipelineError::Request)
 }
 
-/// ONNX Runtime as the engine, from `library` (see [`onnxruntime_library`]).
-pub fn onnxruntime(library: Option<&Path>) -> Result<EngineChoice, PipelineError> {
-    Ok(EngineChoice::OnnxRuntime { library: onnxruntime_library(library)? })
+/// The engine `engine` names (`--engine`), with ONNX Runtime's `library`, and whether `--engine
+/// auto` may move an artifact to tract where ONNX Runtime is not exact on this CPU.
+pub fn engine_for(engine: EngineRequest, library: Option<&Path>) -> Result<(EngineChoice, bool), PipelineError> {
+    engine.resolve(library).map_err(PipelineError::Request)
+}
+
+/// `--for`: the engine an artifact is for, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlavourName {
+    /// Standard ONNX, any engine.
+    Portable,
+    /// ONNX Runtime's flavour (exact folds, fused ops).
+    Onnxruntime,
+}
+
+impl FlavourName {
+    /// Every flavour, in the order help texts list them.
+    pub const ALL: [FlavourName; 2] = [FlavourName::Portable, FlavourName::Onnxruntime];
+
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlavourName::Portable => "portable",
+            FlavourName::Onnxruntime => "onnxruntime",
+        }
+    }
+}
+
+impl Named for FlavourName {
+    const ALL: &'static [Self] = &FlavourName::ALL;
+
+    fn as_str(self) -> &'static str {
+        FlavourName::as_str(self)
+    }
+}
+
+impl std::str::FromStr for FlavourName {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        qaforge_provenance::parse_named(text, "flavour")
+    }
 }
 
 /// The engine an artifact is for: portable ONNX (any engine) or ONNX Runtime's flavour.
@@ -99,12 +139,12 @@ pub enum Flavour {
 }
 
 impl Flavour {
-    /// The flavour for `--for onnxruntime` (with its library) or portable.
-    pub fn new(onnxruntime_flavour: bool, library: Option<&Path>) -> Result<Self, PipelineError> {
-        if !onnxruntime_flavour {
-            return Ok(Flavour::Portable);
+    /// The flavour `--for` names, with ONNX Runtime's library for the onnxruntime flavour.
+    pub fn new(name: FlavourName, library: Option<&Path>) -> Result<Self, PipelineError> {
+        match name {
+            FlavourName::Portable => Ok(Flavour::Portable),
+            FlavourName::Onnxruntime => Ok(Flavour::OnnxRuntime(onnxruntime_library(library)?)),
         }
-        Ok(Flavour::OnnxRuntime(onnxruntime_library(library)?))
     }
 
     fn library(&self) -> Option<&Path> {
@@ -135,7 +175,7 @@ fn check_loads_in_onnxruntime(library: &Path, bytes: &[u8], output: &Path) -> Re
 fn describe_flavour(summary: &qaforge_onnxruntime::FuseSummary, model: &qaforge_onnx::pb::ModelProto) -> String {
     let fused: Vec<String> = qaforge_onnxruntime::op_counts(model)
         .into_iter()
-        .filter(|(op, _)| op.starts_with(qaforge_onnxruntime::MS_DOMAIN) || op == "Attention")
+        .filter(|(op, _)| op.starts_with(qaforge_onnx::edit::MS_DOMAIN) || op == "Attention")
         .map(|(op, n)| format!("{n} {op}"))
         .collect();
     format!("{} ({})", summary.describe(), if fused.is_empty() { "no fused ops".to_string() } else { fused.join(", ") })
@@ -143,5 +183,5 @@ fn describe_flavour(summary: &qaforge_onnxruntime::FuseSummary, model: &qaforge_
 
 /// `bytes` in MiB or KiB with one decimal, as every summary and report prints a size.
 pub fn human_bytes(bytes: u64) -> String {
-    qaforge_verify::report::human_bytes(bytes)
+    qaforge_verify::human_bytes(bytes)
 }

@@ -5,10 +5,61 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use qaforge_provenance::Named;
 use qaforge_quantize::sensitivity::{self, EvaluationSlice, SearchLog};
 use qaforge_quantize::{Precision, QuantizeOptions};
 
-use crate::{check_loads_in_onnxruntime, describe_flavour, Flavour, PipelineError};
+use crate::{check_loads_in_onnxruntime, describe_flavour, EngineChoice, Flavour, PipelineError};
+
+/// The engine calibration (and int4's input statistics) runs the float graph in, by name
+/// (`--calibration-engine`). There is no auto: tract's ranges are the same on every CPU, ONNX
+/// Runtime's are not, so the choice is the user's; tract falls back by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalibrationEngine {
+    /// tract's portable kernels.
+    Tract,
+    /// ONNX Runtime.
+    Ort,
+}
+
+impl CalibrationEngine {
+    /// Every engine, in the order help texts list them.
+    pub const ALL: [CalibrationEngine; 2] = [CalibrationEngine::Tract, CalibrationEngine::Ort];
+
+    /// The name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalibrationEngine::Tract => "tract",
+            CalibrationEngine::Ort => "ort",
+        }
+    }
+}
+
+impl Named for CalibrationEngine {
+    const ALL: &'static [Self] = &CalibrationEngine::ALL;
+
+    fn as_str(self) -> &'static str {
+        CalibrationEngine::as_str(self)
+    }
+}
+
+impl std::str::FromStr for CalibrationEngine {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        qaforge_provenance::parse_named(text, "calibration engine")
+    }
+}
+
+/// The engine calibration runs in, and the one it falls back to where tract cannot run the float
+/// graph: with tract, ONNX Runtime if its `library` is at hand; with ONNX Runtime, none.
+pub fn calibration_engines(engine: CalibrationEngine, library: Option<&std::path::Path>) -> Result<(EngineChoice, Option<EngineChoice>), PipelineError> {
+    let onnxruntime = || crate::onnxruntime_library(library).map(|library| EngineChoice::OnnxRuntime { library });
+    match engine {
+        CalibrationEngine::Tract => Ok((EngineChoice::Tract, onnxruntime().ok())),
+        CalibrationEngine::Ort => Ok((onnxruntime()?, None)),
+    }
+}
 
 /// What `--max-f1-drop` asks of the sensitivity search.
 #[derive(Debug, Clone)]
@@ -45,6 +96,12 @@ pub struct QuantizeRequest {
 /// What quantize did.
 #[derive(Debug)]
 pub struct QuantizeOutcome {
+    /// The float artifact read.
+    pub input: PathBuf,
+    /// The artifact written.
+    pub output: PathBuf,
+    /// The options it was quantized with.
+    pub options: QuantizeOptions,
     /// Lines worth showing before the summary (the calibration data, the search's slice).
     pub notes: Vec<String>,
     /// What quantization did.
@@ -64,13 +121,76 @@ pub struct QuantizeOutcome {
 }
 
 impl QuantizeOutcome {
-    /// Kept-float nodes grouped by reason: (reason, node names), reasons in order.
-    pub fn kept_float_by_reason(&self) -> BTreeMap<&str, Vec<&str>> {
-        let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    /// Kept-float nodes grouped by reason: (reason, node names), reasons in the order of their words.
+    pub fn kept_float_by_reason(&self) -> BTreeMap<String, Vec<&str>> {
+        let mut by_reason: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for (name, reason) in &self.summary.kept_float {
-            by_reason.entry(reason).or_default().push(name);
+            by_reason.entry(reason.to_string()).or_default().push(name);
         }
         by_reason
+    }
+
+    /// What the user should know beside the summary (stderr): where calibration ran in ONNX
+    /// Runtime instead of tract, and why.
+    pub fn warnings(&self) -> Vec<String> {
+        let Some(why) = &self.summary.calibration_fallback else { return Vec::new() };
+        // int8-static calibrates ranges; int4 (GPTQ, --max-size) collects input statistics.
+        let what = if self.options.precision == Precision::Int4 { "input statistics collected" } else { "calibrated" };
+        vec![format!("{what} in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges and statistics may differ from another CPU's)")]
+    }
+}
+
+impl std::fmt::Display for QuantizeOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (options, summary) = (&self.options, &self.summary);
+        for note in &self.notes {
+            writeln!(f, "{note}")?;
+        }
+        let precision = options.precision;
+        writeln!(f, "quantized {} -> {} ({precision})", self.input.display(), self.output.display())?;
+        if precision == Precision::Fp16 {
+            writeln!(f, "  float16 nodes   {}", summary.converted.len())?;
+            writeln!(f, "  casts inserted  {}", summary.casts)?;
+        } else if precision == Precision::Int4 {
+            writeln!(f, "  4-bit MatMuls   {} (blocks of {}, rounding: {})", summary.converted.len(), options.int4.block_size, options.int4.rounding.as_str())?;
+            if let Some(max_size) = options.int4.max_size {
+                writeln!(f, "  2-bit MatMuls   {} (size budget {max_size} bytes)", summary.two_bit.len())?;
+            }
+            if summary.statistics_features > 0 {
+                let engine = summary.calibration_engine.unwrap_or("tract");
+                writeln!(f, "  statistics      {} features in {engine} (Gram matrices of the inputs of {} products)", summary.statistics_features, summary.layers.len())?;
+            }
+            writeln!(f, "  4-bit tables    {}", summary.int4_tables.join(", "))?;
+            writeln!(f, "  int8 tables     {}", summary.int8_tables.join(", "))?;
+        } else {
+            writeln!(f, "  int8 MatMuls    {}", summary.converted.len())?;
+            writeln!(f, "  int8 tables     {}", summary.int8_tables.join(", "))?;
+        }
+        if let Some(flavour) = &self.flavour {
+            writeln!(f, "  onnxruntime   {flavour}")?;
+        }
+        if let Some(count) = self.calibration_features {
+            let engine = summary.calibration_engine.unwrap_or("tract");
+            writeln!(f, "  calibration     {count} features, {} in {engine} ({} activation ranges)", options.method, summary.ranges.len())?;
+        }
+        // One line per kept-float reason, with a count and a few names.
+        for (reason, nodes) in self.kept_float_by_reason() {
+            let shown: Vec<&str> = nodes.iter().take(3).copied().collect();
+            let more = if nodes.len() > 3 { format!(", … {} more", nodes.len() - 3) } else { String::new() };
+            writeln!(f, "  kept float      {} node(s): {reason} ({}{more})", nodes.len(), shown.join(", "))?;
+        }
+        let (before, after) = self.sizes;
+        writeln!(f, "  size            {} -> {} ({:.1}%)", crate::human_bytes(before), crate::human_bytes(after), 100.0 * after as f64 / before as f64)?;
+        if let Some(log) = &self.search {
+            for step in &log.steps {
+                writeln!(f, "  search          F1 drop {:+.2}, cosine {:.6} with {} group(s) float: {}", step.f1_drop, step.cosine, step.kept_float.len(), step.kept_float.join(", "))?;
+            }
+            if let Some((worst, mse)) = log.sensitivity.first() {
+                writeln!(f, "  sensitivity     most harmful group {worst} (logit MSE {mse:.3e} when quantized alone)")?;
+            }
+        }
+        writeln!(f, "  sha256          {}", self.sha256)?;
+        write!(f, "  time            {:.3} s", self.seconds)
     }
 }
 
@@ -145,7 +265,7 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
     };
     let total = features.as_ref().map_or(0, |f| f.count * passes);
     let advance = |n: usize| progress(n, total);
-    let input_sha256 = qaforge_onnx::sha256_hex(&input_bytes);
+    let input_sha256 = qaforge_provenance::sha256_hex(&input_bytes);
     // The sensitivity search, on whichever slice --max-f1-drop measures, with the cosine floor
     // verify applies to this precision.
     let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision).min_cosine.unwrap_or(0.0);
@@ -182,13 +302,16 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
     }
     qaforge_onnx::write_atomically(output, &bytes)?;
     Ok(QuantizeOutcome {
+        input: input.clone(),
+        output: output.clone(),
+        options: options.clone(),
         notes,
         flavour: matches!(request.flavour, Flavour::OnnxRuntime(_)).then(|| describe_flavour(&flavour, &quantized)),
         calibration_features: features.as_ref().filter(|_| is_static).map(|f| f.count),
         summary,
         search: search_log,
         sizes: (input_bytes.len() as u64, bytes.len() as u64),
-        sha256: qaforge_onnx::sha256_hex(&bytes),
+        sha256: qaforge_provenance::sha256_hex(&bytes),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -209,7 +332,7 @@ struct QuantizeReport<'a> {
     products_two_bit: usize,
     products_four_bit: usize,
     layers: &'a [qaforge_quantize::budget::LayerChoice],
-    kept_float: &'a BTreeMap<String, String>,
+    kept_float: &'a BTreeMap<String, qaforge_quantize::KeptFloat>,
 }
 
 /// Writes `path` (JSON) and the same with the extension `.md` (a Markdown table of the products).

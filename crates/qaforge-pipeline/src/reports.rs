@@ -42,7 +42,7 @@ pub fn merge(paths: &[impl AsRef<Path>], golden: Option<&Path>) -> Result<Report
     }
     let bundle_dir = match golden {
         Some(dir) => dir.to_owned(),
-        None => parts.first().map(|p| p.golden.clone()).ok_or_else(|| PipelineError::Request("no reports".into()))?,
+        None => parts.first().map(|p| p.run.golden.clone()).ok_or_else(|| PipelineError::Request("no reports".into()))?,
     };
     let bundle = qaforge_verify::Bundle::open(&bundle_dir)?;
     Ok(qaforge_verify::merge(&parts, &bundle)?)
@@ -60,8 +60,8 @@ pub struct Evaluation {
 }
 
 /// Scores `predictions` (question id → answer text) on `data`, with optional no-answer
-/// probabilities and threshold, as evaluate-v2.0.py does.
-pub fn evaluate(data: &Path, predictions: &Path, na_prob_file: Option<&Path>, na_prob_thresh: f64) -> Result<Evaluation, PipelineError> {
+/// probabilities and threshold, as evaluate-v2.0.py does, and writes the JSON to `out_file` too.
+pub fn evaluate(data: &Path, predictions: &Path, na_prob_file: Option<&Path>, na_prob_thresh: f64, out_file: Option<&Path>) -> Result<Evaluation, PipelineError> {
     let squad = qaforge_squad::SquadFile::load(data)?;
     let predicted = qaforge_squad::load_predictions(predictions)?;
     let scored = squad.examples.iter().filter(|e| predicted.contains_key(&e.id)).count();
@@ -70,9 +70,13 @@ pub fn evaluate(data: &Path, predictions: &Path, na_prob_file: Option<&Path>, na
     }
     let na_probs = na_prob_file.map(qaforge_squad::NoAnswerProbabilities::load).transpose()?;
     let metrics = qaforge_squad::evaluate_with_thresholds(&squad, &predicted, na_probs.as_ref(), na_prob_thresh)?;
+    let json = serde_json::to_string_pretty(&metrics).map_err(|e| PipelineError::Request(e.to_string()))?;
+    if let Some(path) = out_file {
+        qaforge_onnx::write_atomically(path, format!("{json}\n").as_bytes())?;
+    }
     Ok(Evaluation {
         summary: format!("{}: {}; {} predicted", data.display(), squad.summary(), scored),
         unpredicted: squad.examples.len() - scored,
-        json: serde_json::to_string_pretty(&metrics).map_err(|e| PipelineError::Request(e.to_string()))?,
+        json,
     })
 }

@@ -24,6 +24,8 @@ pub struct WebPackageRequest {
 /// What was written.
 #[derive(Debug, Clone)]
 pub struct WebPackageOutcome {
+    /// The artifact packaged.
+    pub artifact: PathBuf,
     /// The site.
     pub site: qaforge_web::SiteOutcome,
     /// Wall time.
@@ -35,23 +37,23 @@ pub fn package_web(request: &WebPackageRequest) -> Result<WebPackageOutcome, Pip
     let started = Instant::now();
     let path = &request.artifact;
     let bytes = std::fs::read(path).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
-    if qaforge_verify::is_ort_format(&bytes) {
+    if qaforge_runtime::is_ort_format(&bytes) {
         return Err(PipelineError::Request(format!("{}: an ORT-format model; the web package takes the ONNX artifact it was made from", path.display())));
     }
     let (model, external) = qaforge_onnx::decode_model_with_data(&bytes, path)?;
     if !external.is_empty() {
         return Err(PipelineError::Request(format!("{}: its weights are in external data files ({}); the web package takes a self-contained ONNX file", path.display(), external.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))));
     }
-    let layout = qaforge_verify::check_inputs(&model, path, request.input_names.as_deref())?;
+    let layout = qaforge_runtime::check_inputs(&model, path, request.input_names.as_deref())?;
     let inputs = layout
         .inputs()
         .iter()
         .map(|i| qaforge_web::SiteInput {
             name: i.name.clone(),
             role: match i.role {
-                qaforge_verify::InputRole::Ids => qaforge_web::InputRole::Ids,
-                qaforge_verify::InputRole::Mask => qaforge_web::InputRole::Mask,
-                qaforge_verify::InputRole::Types => qaforge_web::InputRole::Types,
+                qaforge_runtime::InputRole::Ids => qaforge_web::InputRole::Ids,
+                qaforge_runtime::InputRole::Mask => qaforge_web::InputRole::Mask,
+                qaforge_runtime::InputRole::Types => qaforge_web::InputRole::Types,
             },
             int32: i.int32,
         })
@@ -63,7 +65,7 @@ pub fn package_web(request: &WebPackageRequest) -> Result<WebPackageOutcome, Pip
     let probe = qaforge_squad::Example { id: "probe".into(), title: String::new(), question: "What is tokenized?".into(), context: "Every token of the vocabulary's common words.".into(), answers: vec![] };
     let options = qaforge_squad::FeatureOptions::default();
     let features = tokenizer.features(std::slice::from_ref(&probe), &options)?;
-    qaforge_verify::check_token_ids(&model, &layout, &features, path)?;
+    qaforge_runtime::check_token_ids(&model, &layout, &features, path)?;
     let json_path = request.tokenizer.join("tokenizer.json");
     let tokenizer_json = if json_path.is_file() {
         std::fs::read_to_string(&json_path).map_err(|source| PipelineError::Io { path: json_path.clone(), source })?
@@ -92,7 +94,7 @@ pub fn package_web(request: &WebPackageRequest) -> Result<WebPackageOutcome, Pip
         null_score_diff_threshold: post.null_score_diff_threshold,
     };
     let site = qaforge_web::write_site(&spec, &request.output)?;
-    Ok(WebPackageOutcome { site, seconds: started.elapsed().as_secs_f64() })
+    Ok(WebPackageOutcome { artifact: path.clone(), site, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// The graph's two outputs (start logits, end logits), which the page reads as float32.
@@ -109,4 +111,15 @@ fn float_outputs(model: &qaforge_onnx::pb::ModelProto, path: &std::path::Path) -
         }
     }
     Ok([start.name.clone(), end.name.clone()])
+}
+
+impl std::fmt::Display for WebPackageOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let site = &self.site;
+        writeln!(f, "packaged {} -> {}/ (a static site: serve the folder and open index.html)", self.artifact.display(), site.dir.display())?;
+        writeln!(f, "  runtime       onnxruntime-web {} (WebAssembly), @huggingface/tokenizers {}", site.onnxruntime_web, site.tokenizers)?;
+        writeln!(f, "  files         {} ({} bytes in all)", site.files.len(), site.total_bytes())?;
+        writeln!(f, "  model sha256  {}", site.artifact_sha256)?;
+        write!(f, "  time          {:.3} s", self.seconds)
+    }
 }

@@ -3,12 +3,58 @@
 //! (convert, quantize, the ONNX Runtime flavour, package) and the one reading it (verify) share
 //! one spelling of each key and one list of precisions.
 //!
+//! It also owns the two things every stage shares about naming and identity: the [`Named`]
+//! trait (the one spelling of each enum value on the command line, in metadata and in reports)
+//! and [`sha256_hex`] (how every file's identity is written).
+//!
 //! This crate depends on nothing of qaforge's: every stage, the runtime included, can use it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// The lowercase hex sha256 of `bytes`: every artifact, checkpoint, bundle file and report
+/// names files this way.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex_digest(Sha256::digest(bytes).as_slice())
+}
+
+/// A streaming sha256, finished as lowercase hex (for files hashed in pieces).
+pub fn sha256_finish(hasher: Sha256) -> String {
+    hex_digest(hasher.finalize().as_slice())
+}
+
+/// The streaming hasher [`sha256_finish`] finishes and its trait, re-exported so that callers
+/// need no sha2 dependency of their own.
+pub use sha2::{Digest, Sha256 as Sha256Hasher};
+
+fn hex_digest(digest: &[u8]) -> String {
+    use std::fmt::Write;
+    digest.iter().fold(String::with_capacity(2 * digest.len()), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// An enum whose values have one name each, owned by the type that defines them: the command
+/// line parses it (the binary derives its possible values from [`Named::ALL`]), metadata and
+/// reports write it. `FromStr` implementations go through [`parse_named`].
+pub trait Named: Copy + Sized + 'static {
+    /// Every value, in the order help texts list them.
+    const ALL: &'static [Self];
+    /// The value's name.
+    fn as_str(self) -> &'static str;
+}
+
+/// The value of `T` named `text`, or the list of names that would have been understood.
+pub fn parse_named<T: Named>(text: &str, what: &str) -> Result<T, String> {
+    T::ALL.iter().copied().find(|v| v.as_str() == text).ok_or_else(|| {
+        let known: Vec<&str> = T::ALL.iter().map(|v| v.as_str()).collect();
+        format!("unknown {what} `{text}` (known: {})", known.join(", "))
+    })
+}
 
 /// Every metadata key qaforge writes, by the stage that writes it.
 pub mod keys {
@@ -141,9 +187,20 @@ impl Precision {
         }
     }
 
+    /// The precisions `quantize` makes (every one but fp32, its input).
+    pub const QUANTIZED: [Precision; 4] = [Precision::Fp16, Precision::Int8Dynamic, Precision::Int8Static, Precision::Int4];
+
     /// Whether weights are stored as 8-bit integers.
     pub fn is_int8(self) -> bool {
         matches!(self, Precision::Int8Dynamic | Precision::Int8Static)
+    }
+}
+
+impl Named for Precision {
+    const ALL: &'static [Self] = &Precision::ALL;
+
+    fn as_str(self) -> &'static str {
+        Precision::as_str(self)
     }
 }
 
@@ -192,6 +249,18 @@ mod tests {
             assert_eq!(serde_json::from_str::<Precision>(&format!("\"{p}\"")).unwrap(), p);
         }
         assert_eq!("int2".parse::<Precision>(), Err(UnknownPrecision("int2".into())));
+        assert_eq!(parse_named::<Precision>("int8-static", "precision"), Ok(Precision::Int8Static));
+        assert_eq!(parse_named::<Precision>("int2", "precision").unwrap_err(), "unknown precision `int2` (known: fp32, fp16, int8-dynamic, int8-static, int4)");
+    }
+
+    #[test]
+    fn sha256_is_lowercase_hex_streamed_or_whole() {
+        let whole = sha256_hex(b"abc");
+        assert_eq!(whole, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        let mut hasher = Sha256Hasher::new();
+        hasher.update(b"a");
+        hasher.update(b"bc");
+        assert_eq!(sha256_finish(hasher), whole);
     }
 
     #[test]

@@ -16,8 +16,9 @@ use tract_onnx::pb::GraphProto;
 
 use crate::blockwise::{self, BlockWeights};
 use crate::gram::InputGrams;
-use crate::int4::{Int4Options, Rounding};
-use crate::int8::{self, Decision, WeightOptions, WeightStorage};
+use crate::int8;
+use crate::options::{Int4Options, Rounding, WeightOptions, WeightStorage};
+use crate::selection::{Product, Selection};
 use crate::QuantizeError;
 
 /// How one weight product is stored.
@@ -66,38 +67,10 @@ pub struct Plan {
     pub choices: Vec<LayerChoice>,
 }
 
-/// A product int4 quantizes to blocks by default: its node, input, weight (an index into the
-/// graph's initializers, decoded only where the values are needed) and shape.
-pub(crate) struct Product {
-    pub node: String,
-    pub output: String,
-    pub input: String,
-    pub weight: usize,
-    pub k: usize,
-    pub n: usize,
-}
-
-/// The products int4 would store in 4-bit blocks (not the QA head, the embedding path or what
-/// `--exclude` keeps), in graph order.
-pub(crate) fn products(graph: &GraphProto, exclude: &[String], int8_qa_head: bool) -> Result<Vec<Product>, QuantizeError> {
-    let heads = int8::qa_heads(graph, &qaforge_onnx::edit::GraphIndex::new(graph));
-    let mut out = Vec::new();
-    for (i, decision) in int8::weight_matmuls(graph, exclude, int8_qa_head) {
-        if decision != Decision::Quantize || heads.contains(&i) {
-            continue;
-        }
-        let n = &graph.node[i];
-        let weight = graph.initializer.iter().position(|t| t.name == n.input[1]).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{}`", n.input[1])))?;
-        let dims = &graph.initializer[weight].dims;
-        out.push(Product { node: n.name.clone(), output: n.output[0].clone(), input: n.input[0].clone(), weight, k: dims[0] as usize, n: dims[1] as usize });
-    }
-    Ok(out)
-}
-
 /// The inputs whose Gram matrices [`plan`] needs, with their row length: one per distinct input.
-pub fn statistics_tensors(graph: &GraphProto, exclude: &[String], int8_qa_head: bool) -> Result<Vec<(String, usize)>, QuantizeError> {
+pub fn statistics_tensors(graph: &GraphProto, selection: &Selection) -> Result<Vec<(String, usize)>, QuantizeError> {
     let mut tensors: Vec<(String, usize)> = Vec::new();
-    for p in products(graph, exclude, int8_qa_head)? {
+    for p in selection.block_products(graph)? {
         if !tensors.iter().any(|(t, _)| *t == p.input) {
             tensors.push((p.input, p.k));
         }
@@ -181,12 +154,12 @@ pub struct Planner {
 
 /// Computes every product's options: 4-bit blocks only without a budget, else 2-bit and 4-bit
 /// blocks, int8 and float. `grams` are needed for GPTQ rounding and for a budget.
-pub fn planner(graph: &GraphProto, exclude: &[String], int8_qa_head: bool, options: &Int4Options, grams: Option<&InputGrams>, threads: usize) -> Result<Planner, QuantizeError> {
+pub fn planner(graph: &GraphProto, selection: &Selection, options: &Int4Options, grams: Option<&InputGrams>, threads: usize) -> Result<Planner, QuantizeError> {
     let budgeted = options.max_size.is_some();
     if (budgeted || options.rounding == Rounding::Gptq) && grams.is_none() {
         return Err(QuantizeError::Calibration("GPTQ rounding and --max-size need input statistics from calibration features".into()));
     }
-    let products = products(graph, exclude, int8_qa_head)?;
+    let products = selection.block_products(graph)?;
     let computed = parallel_map(&products, threads, |p| candidates(graph, p, options, grams, budgeted));
     let mut all = Vec::new();
     for c in computed {

@@ -15,40 +15,11 @@ use qaforge_runtime::{Engine, EngineChoice, TractSession};
 use qaforge_squad::Features;
 use tract_onnx::pb::{tensor_proto::DataType, type_proto, ModelProto, TypeProto, ValueInfoProto};
 
+use crate::options::CalibrationMethod;
 use crate::QuantizeError;
 
 /// Histogram bins of |x| for percentile and MSE calibration.
 pub const HISTOGRAM_BINS: usize = 2048;
-
-/// How a tensor's calibrated range is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum CalibrationMethod {
-    /// The observed minimum and maximum.
-    MinMax,
-    /// Clip |x| at this percentile of the observed |x| (e.g. 99.999).
-    Percentile(f64),
-    /// Clip |x| where the expected squared error of quantizing onto the artifact's own uint8 grid
-    /// (rounding inside the range, clipping outside) is smallest.
-    ///
-    /// This replaced TensorRT's entropy (KL divergence) calibration, which qaforge offered before:
-    /// on the trained fixture it cut the LayerNorm outputs' outlier features from |x| ≈ 28 to ≈ 9
-    /// and the GELU outputs from ≈ 24 to ≈ 2.5, and F1 fell by 19.4 points. KL compares the shapes
-    /// of two histograms, so the few large values of BERT's outlier dimensions weigh almost
-    /// nothing, although the model depends on them; and it modelled 128 levels over [0, t] where
-    /// the artifact's uint8 grid has 255 over [min, t]. Squared error weighs each clipped value by
-    /// how far it is moved.
-    Mse,
-}
-
-impl std::fmt::Display for CalibrationMethod {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CalibrationMethod::MinMax => f.write_str("minmax"),
-            CalibrationMethod::Percentile(p) => write!(f, "percentile {p}"),
-            CalibrationMethod::Mse => f.write_str("mse"),
-        }
-    }
-}
 
 /// The calibrated range of one activation, always containing 0.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]

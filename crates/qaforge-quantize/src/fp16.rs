@@ -4,11 +4,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use half::f16;
-use qaforge_onnx::edit::{f32_values, int_attr, int_attribute, node, tensor_attr, GraphIndex, Rewrite};
+use qaforge_onnx::edit::{f32_values, int_attr, int_attribute, node, tensor_attr, GraphIndex, Prune, Rewrite};
 use qaforge_onnx::element_types;
 use tract_onnx::pb::{tensor_proto::DataType, ModelProto};
 
-use crate::graph::{matching_pattern, Reasons};
+use crate::graph::{matching_pattern, KeptFloat, Reasons};
 use crate::QuantizeError;
 
 /// Ops kept in float32 by default, and why:
@@ -61,13 +61,13 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
             continue;
         }
         let reason = if FP16_KEEP_FLOAT_OPS.contains(&n.op_type.as_str()) {
-            Some(format!("{} stays float32 by default (overflow or accumulation error in float16)", n.op_type))
+            Some(KeptFloat::Fp16KeptOp(n.op_type.clone()))
         } else if let Some(p) = matching_pattern(exclude, n) {
-            Some(format!("excluded by --exclude {p}"))
+            Some(KeptFloat::Excluded(p.to_string()))
         } else if n.output.iter().any(|o| index.outputs.contains(o)) {
-            Some("produces a graph output, which stays float32".into())
+            Some(KeptFloat::GraphOutput)
         } else if let Some(c) = n.input.iter().find(|i| out_of_range.contains(i.as_str())) {
-            Some(format!("reads `{c}`, a constant beyond float16's range (±65504)"))
+            Some(KeptFloat::BeyondHalf(c.clone()))
         } else {
             None
         };
@@ -136,8 +136,6 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
             summary.half_nodes.push(n.name.clone());
         }
     }
-    rw.apply();
-    // Shapes and types of intermediate tensors, if any were recorded, are now stale.
-    graph.value_info.clear();
+    rw.finish(Prune::Initializers);
     Ok(summary)
 }

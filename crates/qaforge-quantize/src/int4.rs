@@ -20,80 +20,16 @@
 //! weight as its Q4_0 format, whose scales are float16, so both engines then dequantize to the same
 //! values.
 
-use qaforge_onnx::edit::{drop_unread_initializers, f32_values, int_attribute, node, raw_tensor, GraphIndex, Rewrite};
+use qaforge_onnx::edit::{f32_values, int_attribute, node, raw_tensor, Prune, Rewrite, MS_DOMAIN};
 use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, TensorProto};
 
 use crate::blockwise::{self, BlockWeights};
 use crate::budget::{Plan, Stored};
-use crate::graph::Reasons;
-use crate::int8::{self, Decision, WeightOptions, WeightStorage};
+use crate::graph::{KeptFloat, Reasons};
+use crate::int8;
+use crate::options::{Int4Options, TableBits, WeightOptions, WeightStorage};
+use crate::selection::{activation_matmuls, Decision, Selection};
 use crate::QuantizeError;
-
-/// The operator domain of MatMulNBits and GatherBlockQuantized.
-pub const MICROSOFT_DOMAIN: &str = "com.microsoft";
-
-/// How embedding tables are stored in an int4 artifact.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum TableBits {
-    /// 4-bit blocks along each row (GatherBlockQuantized), where the row length allows a block
-    /// of at least 16; int8 otherwise.
-    #[default]
-    Int4,
-    /// int8 per row, dequantized before the Gather (as in the int8 precisions).
-    Int8,
-}
-
-impl TableBits {
-    /// The name on the command line and in provenance.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TableBits::Int4 => "int4",
-            TableBits::Int8 => "int8",
-        }
-    }
-}
-
-/// How weights are rounded to their blocks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Rounding {
-    /// Each block's grid by a search for its least squared error, every weight to its nearest
-    /// level ([`crate::blockwise::round_to_grid`]).
-    #[default]
-    Search,
-    /// GPTQ: rounding errors compensated with the calibration inputs' statistics
-    /// ([`crate::blockwise::gptq`]).
-    Gptq,
-}
-
-impl Rounding {
-    /// The name on the command line and in provenance.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rounding::Search => "search",
-            Rounding::Gptq => "gptq",
-        }
-    }
-}
-
-/// How int4 quantizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Int4Options {
-    /// Weights per block (one scale each) along the reduced dimension: a power of two ≥ 16.
-    pub block_size: usize,
-    /// How embedding tables are stored.
-    pub tables: TableBits,
-    /// How weights are rounded.
-    pub rounding: Rounding,
-    /// The largest artifact, in bytes: each product then gets 2 or 4 bits, int8 or float, by
-    /// the size budget ([`crate::budget`]).
-    pub max_size: Option<u64>,
-}
-
-impl Default for Int4Options {
-    fn default() -> Self {
-        Int4Options { block_size: 32, tables: TableBits::Int4, rounding: Rounding::Search, max_size: None }
-    }
-}
 
 /// What the INT4 pass did.
 #[derive(Debug, Default)]
@@ -166,24 +102,22 @@ fn float_tensor(dims: &[i64], values: &[f32]) -> TensorProto {
 }
 
 fn microsoft(mut n: tract_onnx::pb::NodeProto) -> tract_onnx::pb::NodeProto {
-    n.domain = MICROSOFT_DOMAIN.into();
+    n.domain = MS_DOMAIN.into();
     n
 }
 
 /// Quantizes `graph` in place; `exclude` and `int8_qa_head` as in int8 (the QA head stays float
 /// unless asked, and then gets int8 weights, not 4 bits). `plan` says how products are stored
 /// ([`crate::budget::planner`] on the same graph: every product has an entry).
-pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, options: Int4Options, plan: &Plan) -> Result<Int4Summary, QuantizeError> {
+pub fn quantize(graph: &mut GraphProto, selection: &Selection, options: Int4Options, plan: &Plan) -> Result<Int4Summary, QuantizeError> {
     let block_size = options.block_size;
     if !(16..=256).contains(&block_size) || !block_size.is_power_of_two() {
         return Err(QuantizeError::Graph(format!("--block-size {block_size}: int4 blocks hold 16, 32, 64, 128 or 256 weights")));
     }
-    let decisions = int8::weight_matmuls(graph, exclude, int8_qa_head);
-    let mut summary = Int4Summary { kept_float: int8::activation_matmuls(graph), ..Default::default() };
-    let heads = int8::qa_heads(graph, &GraphIndex::new(graph));
+    let mut summary = Int4Summary { kept_float: activation_matmuls(graph), ..Default::default() };
     let int8_weights = WeightOptions { per_tensor: false, storage: WeightStorage::Int8 };
     let mut rw = Rewrite::new(graph);
-    for (i, decision) in decisions {
+    for (i, decision) in selection.decisions().iter().cloned() {
         let (x, w, name, output) = {
             let n = rw.node(i);
             (n.input[0].clone(), n.input[1].clone(), n.name.clone(), n.output[0].clone())
@@ -195,8 +129,8 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
             }
             // The embedding path's product reads table rows directly (MobileBERT's trigram
             // transformation), and the QA head decides every answer: 8 bits for both.
-            Decision::WeightOnly(_) => Some("embedding path: int8 weights, float activations (default)"),
-            Decision::Quantize if heads.contains(&i) => Some("QA head: int8 weights (--int8-qa-head), float activations"),
+            Decision::WeightOnly(_) => Some(KeptFloat::EmbeddingPathInt4),
+            Decision::Quantize if selection.is_qa_head(i) => Some(KeptFloat::QaHeadInt8Weights),
             Decision::Quantize => None,
         };
         match int8_reason {
@@ -204,17 +138,17 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
                 let (dq, dq_out) = int8::dequantized_weight(&mut rw, &w, 1, int8_weights)?;
                 rw.insert_before(i, dq);
                 rw.graph.node[i].input[1] = dq_out;
-                summary.kept_float.insert(name, reason.into());
+                summary.kept_float.insert(name, reason);
             }
             None => match plan.stored.get(&output) {
                 Some(Stored::Float) => {
-                    summary.kept_float.insert(name, "size budget: float".into());
+                    summary.kept_float.insert(name, KeptFloat::BudgetFloat);
                 }
                 Some(Stored::Int8) => {
                     let (dq, dq_out) = int8::dequantized_weight(&mut rw, &w, 1, int8_weights)?;
                     rw.insert_before(i, dq);
                     rw.graph.node[i].input[1] = dq_out;
-                    summary.kept_float.insert(name, "size budget: int8 weights, float activations".into());
+                    summary.kept_float.insert(name, KeptFloat::BudgetInt8);
                 }
                 Some(Stored::Blocks(weights)) => {
                     let replacement = mat_mul_nbits(&mut rw, &name, &x, &w, &output, weights);
@@ -268,9 +202,7 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
             }
         }
     }
-    rw.apply();
-    drop_unread_initializers(graph);
-    graph.value_info.clear();
+    rw.finish(Prune::Initializers);
     Ok(summary)
 }
 

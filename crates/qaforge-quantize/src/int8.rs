@@ -5,40 +5,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use qaforge_onnx::edit::{drop_unread_initializers, element_count, f32_values, int_attribute, node, raw_tensor, GraphIndex, Rewrite};
-use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
+use qaforge_onnx::edit::{element_count, f32_values, int_attribute, node, raw_tensor, GraphIndex, Prune, Rewrite};
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
 
 use crate::calibrate::ActivationRange;
-use crate::graph::{matching_pattern, Reasons};
+use crate::options::{WeightOptions, WeightStorage};
+use crate::graph::Reasons;
+use crate::selection::{activation_matmuls, is_float_matrix, Decision, Selection};
 use crate::QuantizeError;
 
 /// Embedding tables smaller than this stay float (token-type embeddings: 2 × hidden).
 const MIN_TABLE_ELEMENTS: usize = 4096;
-
-/// How weights are quantized.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WeightOptions {
-    /// One scale per tensor instead of one per output channel.
-    pub per_tensor: bool,
-    /// How the quantized values are stored, which decides the integer kernels that run them.
-    pub storage: WeightStorage,
-}
-
-/// How int8 weight values are stored. The choice decides which ONNX Runtime kernel multiplies
-/// them with the uint8 activations and whether it is exact on a CPU (see
-/// `qaforge_runtime::integer_kernels`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum WeightStorage {
-    /// int8 in [-127, 127]: 255 levels, exact in ONNX Runtime on ARM64 and on x86 with VNNI.
-    #[default]
-    Int8,
-    /// int8 in [-64, 63], ONNX Runtime's `reduce_range`: exact on every CPU, one bit coarser.
-    Int8SevenBit,
-    /// uint8 in [1, 255] with zero point 128: the same 255 levels as [`WeightStorage::Int8`],
-    /// multiplied by ONNX Runtime's u8 × u8 kernels, which widen to 16 bits and are exact on
-    /// every x86 CPU (its u8 × s8 kernels saturate without VNNI).
-    Uint8Offset,
-}
 
 impl WeightStorage {
     /// The symmetric integer range of the quantized values before any offset.
@@ -56,123 +33,6 @@ impl WeightStorage {
             WeightStorage::Uint8Offset => (DataType::Uint8, 128, q.iter().map(|&v| (v as i16 + 128) as u8).collect()),
         }
     }
-
-    /// In words, for provenance and summaries.
-    pub fn describe(self) -> &'static str {
-        match self {
-            WeightStorage::Int8 => "int8 [-127, 127]",
-            WeightStorage::Int8SevenBit => "int8 7-bit [-64, 63] (reduce range)",
-            WeightStorage::Uint8Offset => "uint8 [1, 255], zero point 128",
-        }
-    }
-}
-
-/// What happens to one MatMul by a constant weight.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Weights and activation int8.
-    Quantize,
-    /// Weights stored int8 (dequantized to float), activation float.
-    WeightOnly(String),
-    /// Everything float.
-    Float(String),
-}
-
-/// Decides every MatMul by a constant 2-D float weight, in graph order: the QA head stays float
-/// (unless `int8_qa_head`), `exclude` patterns keep nodes float, the embedding path keeps float
-/// activations. The QA head and the embedding path are found by the graph's structure, not by
-/// node names, so that graphs from other exporters get the same defaults.
-pub fn weight_matmuls(graph: &GraphProto, exclude: &[String], int8_qa_head: bool) -> Vec<(usize, Decision)> {
-    let index = GraphIndex::new(graph);
-    let is_weight_matmul = |n: &NodeProto| {
-        n.op_type == "MatMul" && n.input.len() == 2 && index.initializers.get(&n.input[1]).is_some_and(|&i| is_float_matrix(&graph.initializer[i]))
-    };
-    let heads = qa_heads(graph, &index);
-    graph
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| is_weight_matmul(n))
-        .map(|(i, n)| {
-            let decision = if heads.contains(&i) && !int8_qa_head {
-                Decision::Float("QA head (the last MatMul before the start/end logits): it decides every answer (default)".into())
-            } else if let Some(p) = matching_pattern(exclude, n) {
-                Decision::Float(format!("excluded by --exclude {p}"))
-            } else if reads_embedding_tables(graph, &index, &n.input[0]) {
-                Decision::WeightOnly("embedding path: activations stay float (default), weights stored int8".into())
-            } else {
-                Decision::Quantize
-            };
-            (i, decision)
-        })
-        .collect()
-}
-
-/// Ops that only select, move or re-type data: a tensor that passes through them keeps its role.
-const DATA_MOVEMENT: &[&str] = &["Gather", "Slice", "Pad", "Concat", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Split", "Identity", "Flatten", "Expand", "Cast", "Shape", "Constant", "ConstantOfShape"];
-
-/// The QA head: the MatMuls from which a graph output is reached without passing another MatMul
-/// (walking back from every output, stopping at the first MatMul on each path).
-pub(crate) fn qa_heads(graph: &GraphProto, index: &GraphIndex) -> std::collections::BTreeSet<usize> {
-    let mut heads = std::collections::BTreeSet::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut stack: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-    while let Some(tensor) = stack.pop() {
-        if !seen.insert(tensor) {
-            continue;
-        }
-        let Some(&p) = index.producer.get(tensor) else { continue };
-        let n = &graph.node[p];
-        if n.op_type == "MatMul" {
-            heads.insert(p);
-            continue;
-        }
-        stack.extend(n.input.iter().filter(|i| !i.is_empty()).map(String::as_str));
-    }
-    heads
-}
-
-/// Whether `tensor` is rows of embedding tables moved into place: every path back from it passes
-/// only data-movement ops and reaches a Gather from an initializer table (MobileBERT's embedding
-/// transformation reads the word embeddings' trigram concatenation). A normalization, an
-/// addition or any other computation on the way means it is not.
-fn reads_embedding_tables(graph: &GraphProto, index: &GraphIndex, tensor: &str) -> bool {
-    let mut found_table = false;
-    let mut seen = std::collections::HashSet::new();
-    let mut stack = vec![tensor];
-    while let Some(t) = stack.pop() {
-        if !seen.insert(t) {
-            continue;
-        }
-        let Some(&p) = index.producer.get(t) else { continue };
-        let n = &graph.node[p];
-        if !DATA_MOVEMENT.contains(&n.op_type.as_str()) {
-            return false;
-        }
-        if n.op_type == "Gather" && n.input.first().is_some_and(|table| index.initializers.contains_key(table)) {
-            found_table = true;
-            continue;
-        }
-        stack.extend(n.input.iter().filter(|i| !i.is_empty() && !index.initializers.contains_key(*i)).map(String::as_str));
-    }
-    found_table
-}
-
-fn is_float_matrix(t: &TensorProto) -> bool {
-    t.data_type == DataType::Float as i32 && t.dims.len() == 2
-}
-
-/// MatMuls whose both inputs are activations (attention scores and context) stay float: the
-/// context MatMul reads Softmax's output, and quantizing Softmax's neighbours is the trap that
-/// tract turns into a fixed-point softmax stuck at 255 (see the softmax_trap test).
-pub fn activation_matmuls(graph: &GraphProto) -> Reasons {
-    let index = GraphIndex::new(graph);
-    graph
-        .node
-        .iter()
-        .filter(|n| n.op_type == "MatMul" && n.input.len() == 2 && !index.initializers.contains_key(&n.input[1]))
-        .map(|n| (n.name.clone(), "activation × activation (attention scores or context next to Softmax) stays float".to_string()))
-        .collect()
 }
 
 /// Symmetric int8 quantization of a `[rows, cols]` matrix with one scale per column (`axis` 1)
@@ -266,14 +126,13 @@ pub struct Int8Summary {
 }
 
 /// Quantizes `graph` in place.
-pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, weights: WeightOptions, activations: Activations<'_>) -> Result<Int8Summary, QuantizeError> {
-    let decisions = weight_matmuls(graph, exclude, int8_qa_head);
+pub fn quantize(graph: &mut GraphProto, selection: &Selection, weights: WeightOptions, activations: Activations<'_>) -> Result<Int8Summary, QuantizeError> {
     let mut summary = Int8Summary { kept_float: activation_matmuls(graph), ..Default::default() };
     let mut rw = Rewrite::new(graph);
     let mut activation_qdq: HashMap<String, String> = HashMap::new();
     let mut dynamic_inputs: HashMap<String, [String; 3]> = HashMap::new();
 
-    for (i, decision) in decisions {
+    for (i, decision) in selection.decisions().iter().cloned() {
         let (x, w, name) = {
             let n = rw.node(i);
             (n.input[0].clone(), n.input[1].clone(), n.name.clone())
@@ -355,10 +214,8 @@ pub fn quantize(graph: &mut GraphProto, exclude: &[String], int8_qa_head: bool, 
         store_table_int8(&mut rw, &table, &readers)?;
         summary.tables.push(table);
     }
-    rw.apply();
     // The float originals of quantized weights are read no more.
-    drop_unread_initializers(graph);
-    graph.value_info.clear();
+    rw.finish(Prune::Initializers);
     Ok(summary)
 }
 

@@ -42,6 +42,8 @@ pub mod gram;
 pub mod graph;
 pub mod int4;
 pub mod int8;
+pub mod options;
+pub mod selection;
 pub mod sensitivity;
 
 use std::collections::BTreeMap;
@@ -49,10 +51,11 @@ use std::collections::BTreeMap;
 use qaforge_squad::Features;
 use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 
-pub use calibrate::{ActivationRange, CalibratedRanges, CalibrationMethod};
+pub use calibrate::{ActivationRange, CalibratedRanges};
 pub use gram::InputGrams;
-pub use int4::{Int4Options, Rounding, TableBits};
-pub use int8::{WeightOptions, WeightStorage};
+pub use graph::KeptFloat;
+pub use options::{CalibrationMethod, Int4Options, MethodName, QuantizeOptions, Rounding, TableBits, Target, WeightOptions, WeightStorage};
+pub use selection::Selection;
 /// The engines calibration can run in (see [`QuantizeOptions::calibration_engine`]).
 pub use qaforge_runtime::EngineChoice;
 
@@ -81,82 +84,6 @@ impl From<qaforge_onnx::edit::GraphError> for QuantizeError {
 pub use qaforge_provenance::Precision;
 use qaforge_provenance::keys;
 
-/// The CPUs an int8 artifact is for. Its weights are stored so that ONNX Runtime's integer
-/// kernels on those CPUs compute it exactly (see `qaforge_runtime::integer_kernels`); every
-/// target's artifact is exact in tract.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Target {
-    /// Phones and ARM64 servers: int8 weights in [-127, 127] (exact in every ARM64 kernel).
-    #[default]
-    Arm64,
-    /// x86-64 with AVX-512 VNNI or AVX-VNNI: int8 weights in [-127, 127] (`vpdpbusd` is exact).
-    X86Vnni,
-    /// x86-64 without VNNI (AVX2, or AVX-512 without VNNI): uint8 weights offset by 128, which
-    /// ONNX Runtime multiplies with its exact u8 × u8 kernels (its u8 × s8 kernels saturate there).
-    X86Avx2,
-}
-
-impl Target {
-    /// The name used on the command line and in metadata.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Target::Arm64 => "arm64",
-            Target::X86Vnni => "x86-vnni",
-            Target::X86Avx2 => "x86-avx2",
-        }
-    }
-
-    /// How this target stores int8 weights.
-    pub fn weight_storage(self) -> WeightStorage {
-        match self {
-            Target::Arm64 | Target::X86Vnni => WeightStorage::Int8,
-            Target::X86Avx2 => WeightStorage::Uint8Offset,
-        }
-    }
-}
-
-impl WeightOptions {
-    /// The weight options for `target`; `reduce_range` asks for 7-bit int8 weights instead
-    /// (ONNX Runtime's reduce_range: exact on every CPU, one bit coarser).
-    pub fn for_target(target: Target, per_tensor: bool, reduce_range: bool) -> Self {
-        let storage = if reduce_range { WeightStorage::Int8SevenBit } else { target.weight_storage() };
-        WeightOptions { per_tensor, storage }
-    }
-}
-
-/// Everything that decides the output of [`quantize`].
-#[derive(Debug, Clone)]
-pub struct QuantizeOptions {
-    /// Target precision.
-    pub precision: Precision,
-    /// Node name or op type patterns (`*` wildcards) kept float.
-    pub exclude: Vec<String>,
-    /// Quantize the QA head too (int8 modes): float by default, as it decides every answer.
-    pub int8_qa_head: bool,
-    /// The CPUs the artifact is for (int8 modes; recorded in its provenance).
-    pub target: Target,
-    /// Weight quantization (int8 modes).
-    pub weights: WeightOptions,
-    /// Block size and embedding tables (int4).
-    pub int4: Int4Options,
-    /// Calibration method (int8-static).
-    pub method: CalibrationMethod,
-    /// Features per calibration batch.
-    pub batch_size: usize,
-    /// Threads running calibration batches.
-    pub threads: usize,
-    /// The graph's inputs for token ids, attention mask and token types, when its names do not
-    /// say (`--input-names`): how calibration and the sensitivity search feed it.
-    pub input_names: Option<Vec<String>>,
-    /// The engine int8-static calibration runs the float graph in: tract, or ONNX Runtime for
-    /// graphs tract cannot run (recorded in the artifact's provenance).
-    pub calibration_engine: qaforge_runtime::EngineChoice,
-    /// Where `calibration_engine` is tract: the engine (ONNX Runtime) to calibrate in when tract
-    /// cannot load or run the float graph, if one is at hand. Which engine calibrated, and why,
-    /// is recorded in the artifact's provenance.
-    pub calibration_fallback: Option<qaforge_runtime::EngineChoice>,
-}
-
 /// A tract session for `model` (the input graph or one derived from it: passes keep its inputs),
 /// its inputs fed as `options.input_names` or their names and positions say.
 /// tract computes with its generic kernels here (see [`qaforge_runtime::kernels`]), so that what
@@ -173,7 +100,7 @@ pub struct QuantizeSummary {
     /// Nodes converted (fp16: float16 nodes; int8: MatMuls with int8 weights and activations).
     pub converted: Vec<String>,
     /// Nodes kept float (or with float activations), with the reason.
-    pub kept_float: BTreeMap<String, String>,
+    pub kept_float: graph::Reasons,
     /// Cast nodes inserted (fp16).
     pub casts: usize,
     /// Embedding tables stored int8.
@@ -198,20 +125,6 @@ pub struct QuantizeSummary {
     pub calibration_fallback: Option<String>,
 }
 
-/// Float32 tensors that static quantization quantizes: the activation inputs of the MatMuls it
-/// will quantize, in graph order without repeats.
-pub fn calibration_tensors(model: &ModelProto, exclude: &[String], int8_qa_head: bool) -> Result<Vec<String>, QuantizeError> {
-    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-    let mut tensors = Vec::new();
-    for (i, decision) in int8::weight_matmuls(graph, exclude, int8_qa_head) {
-        let x = &graph.node[i].input[0];
-        if decision == int8::Decision::Quantize && !tensors.contains(x) {
-            tensors.push(x.clone());
-        }
-    }
-    Ok(tensors)
-}
-
 fn check_float_input(model: &ModelProto) -> Result<(), QuantizeError> {
     let precision = model.metadata_props.iter().find(|p| p.key == keys::PRECISION).map(|p| p.value.as_str());
     match precision {
@@ -226,6 +139,65 @@ fn check_float_input(model: &ModelProto) -> Result<(), QuantizeError> {
     }
 }
 
+/// One quantize request decided before any step runs: the float input checked, which weight
+/// products are quantized and how ([`Selection`]), and the calibration features checked against
+/// the graph's inputs and vocabulary (once, where a step needs them). Calibration, input
+/// statistics and the passes read it.
+struct Request<'a> {
+    model: &'a ModelProto,
+    graph: &'a tract_onnx::pb::GraphProto,
+    options: &'a QuantizeOptions,
+    selection: Selection,
+}
+
+impl<'a> Request<'a> {
+    fn new(model: &'a ModelProto, options: &'a QuantizeOptions) -> Result<Self, QuantizeError> {
+        check_float_input(model)?;
+        let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
+        let selection = Selection::of(graph, &options.exclude, options.int8_qa_head);
+        Ok(Request { model, graph, options, selection })
+    }
+
+    /// The calibration features when a step of this request reads them, checked once against
+    /// the model they will run through: its inputs found (by `options.input_names` or by name),
+    /// and every token id within its vocabulary.
+    fn features<'f>(&self, calibration: Option<&'f Features>) -> Result<Option<&'f Features>, QuantizeError> {
+        let missing = match self.options.precision {
+            Precision::Int8Static => "int8-static needs calibration features",
+            _ if needs_statistics(self.options) => "GPTQ rounding and --max-size need calibration features (--calibration and --tokenizer)",
+            _ => return Ok(None),
+        };
+        let features = calibration.ok_or_else(|| QuantizeError::Calibration(missing.into()))?;
+        let label = std::path::Path::new("the model being quantized");
+        let layout = qaforge_runtime::check_inputs(self.model, label, self.options.input_names.as_deref())?;
+        qaforge_runtime::check_token_ids(self.model, &layout, features, label)?;
+        Ok(Some(features))
+    }
+
+    /// For int8-static, the calibrated ranges of every activation to quantize.
+    fn ranges(&self, features: Option<&Features>, progress: &(dyn Fn(usize) + Sync)) -> Result<Option<CalibratedRanges>, QuantizeError> {
+        match features {
+            Some(features) if self.options.precision == Precision::Int8Static => {
+                let tensors = self.selection.calibration_tensors(self.graph);
+                Ok(Some(calibrate::calibrate(self.model, &tensors, features, self.options, progress)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// For int4 with GPTQ rounding or a size budget, the Gram matrices of the inputs of every
+    /// product to quantize.
+    fn statistics(&self, features: Option<&Features>, progress: &(dyn Fn(usize) + Sync)) -> Result<Option<InputGrams>, QuantizeError> {
+        match features {
+            Some(features) if needs_statistics(self.options) => {
+                let tensors = budget::statistics_tensors(self.graph, &self.selection)?;
+                Ok(Some(gram::input_grams(self.model, &tensors, features, self.options, progress)?))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Quantizes a float32 model. `calibration` (features from the calibration slice) is required
 /// for int8-static; `input_sha256` identifies the input file in the provenance metadata.
 pub fn quantize(
@@ -235,25 +207,16 @@ pub fn quantize(
     input_sha256: &str,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
-    check_float_input(model)?;
-    let ranges = calibrated_ranges(model, options, calibration, progress)?;
-    let grams = input_statistics(model, options, calibration, progress)?;
-    apply(model, options, ranges.as_ref(), grams.as_ref(), input_sha256)
+    let request = Request::new(model, options)?;
+    let features = request.features(calibration)?;
+    let ranges = request.ranges(features, progress)?;
+    let grams = request.statistics(features, progress)?;
+    apply_request(&request, ranges.as_ref(), grams.as_ref(), input_sha256)
 }
 
 /// Whether quantizing with `options` needs input statistics ([`input_statistics`]).
 pub fn needs_statistics(options: &QuantizeOptions) -> bool {
     options.precision == Precision::Int4 && (options.int4.rounding == Rounding::Gptq || options.int4.max_size.is_some())
-}
-
-/// The calibration features, checked against the model they will run through: its inputs found
-/// (by `options.input_names` or by name), and every token id within its vocabulary.
-fn checked_features<'a>(model: &ModelProto, options: &QuantizeOptions, calibration: Option<&'a Features>, missing: &str) -> Result<&'a Features, QuantizeError> {
-    let features = calibration.ok_or_else(|| QuantizeError::Calibration(missing.into()))?;
-    let label = std::path::Path::new("the model being quantized");
-    let layout = qaforge_runtime::check_inputs(model, label, options.input_names.as_deref())?;
-    qaforge_runtime::check_token_ids(model, &layout, features, label)?;
-    Ok(features)
 }
 
 /// For int4 with GPTQ rounding or a size budget, the Gram matrices of the inputs of every product
@@ -264,13 +227,9 @@ pub fn input_statistics(
     calibration: Option<&Features>,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Option<InputGrams>, QuantizeError> {
-    if !needs_statistics(options) {
-        return Ok(None);
-    }
-    let features = checked_features(model, options, calibration, "GPTQ rounding and --max-size need calibration features (--calibration and --tokenizer)")?;
-    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-    let tensors = budget::statistics_tensors(graph, &options.exclude, options.int8_qa_head)?;
-    Ok(Some(gram::input_grams(model, &tensors, features, options, progress)?))
+    let request = Request::new(model, options)?;
+    let features = request.features(calibration)?;
+    request.statistics(features, progress)
 }
 
 /// For int8-static, the calibrated ranges of every activation to quantize, with the number of
@@ -281,12 +240,9 @@ pub fn calibrated_ranges(
     calibration: Option<&Features>,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<Option<CalibratedRanges>, QuantizeError> {
-    if options.precision != Precision::Int8Static {
-        return Ok(None);
-    }
-    let features = checked_features(model, options, calibration, "int8-static needs calibration features")?;
-    let tensors = calibration_tensors(model, &options.exclude, options.int8_qa_head)?;
-    Ok(Some(calibrate::calibrate(model, &tensors, features, options, progress)?))
+    let request = Request::new(model, options)?;
+    let features = request.features(calibration)?;
+    request.ranges(features, progress)
 }
 
 fn engine_name(engine: &qaforge_runtime::EngineChoice) -> &'static str {
@@ -305,26 +261,29 @@ pub fn apply(
     grams: Option<&InputGrams>,
     input_sha256: &str,
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
-    check_float_input(model)?;
-    if options.precision == Precision::Int4 {
-        return apply_int4(model, options, grams, input_sha256);
+    apply_request(&Request::new(model, options)?, ranges, grams, input_sha256)
+}
+
+fn apply_request(request: &Request<'_>, ranges: Option<&CalibratedRanges>, grams: Option<&InputGrams>, input_sha256: &str) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+    if request.options.precision == Precision::Int4 {
+        return apply_int4(request, grams, input_sha256);
     }
-    apply_plan(model, options, ranges, &budget::Plan::default(), None, input_sha256)
+    apply_plan(request, ranges, &budget::Plan::default(), None, input_sha256)
 }
 
 /// int4: each product's storage from the planner; under a size budget, the plan whose written
 /// artifact fits. The budget covers the products' weights after everything else the artifact
 /// holds, measured by writing it with the smallest options; the written size is then checked,
 /// and the products' share lowered by any overshoot (protobuf framing) and chosen again.
-fn apply_int4(model: &ModelProto, options: &QuantizeOptions, grams: Option<&InputGrams>, input_sha256: &str) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+fn apply_int4(request: &Request<'_>, grams: Option<&InputGrams>, input_sha256: &str) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+    let options = request.options;
     let int4 = &options.int4;
     if !(16..=256).contains(&int4.block_size) || !int4.block_size.is_power_of_two() {
         return Err(QuantizeError::Graph(format!("--block-size {}: int4 blocks hold 16, 32, 64, 128 or 256 weights", int4.block_size)));
     }
-    let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-    let planner = budget::planner(graph, &options.exclude, options.int8_qa_head, int4, grams, options.threads)?;
+    let planner = budget::planner(request.graph, &request.selection, int4, grams, options.threads)?;
     let quantized = |plan: &budget::Plan| -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
-        let (m, mut s) = apply_plan(model, options, None, plan, grams, input_sha256)?;
+        let (m, mut s) = apply_plan(request, None, plan, grams, input_sha256)?;
         s.layers = plan.choices.clone();
         Ok((m, s))
     };
@@ -366,14 +325,14 @@ fn apply_int4(model: &ModelProto, options: &QuantizeOptions, grams: Option<&Inpu
 }
 
 fn apply_plan(
-    model: &ModelProto,
-    options: &QuantizeOptions,
+    request: &Request<'_>,
     ranges: Option<&CalibratedRanges>,
     plan: &budget::Plan,
     grams: Option<&InputGrams>,
     input_sha256: &str,
 ) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
-    let mut out = model.clone();
+    let options = request.options;
+    let mut out = request.model.clone();
     let mut summary = QuantizeSummary::default();
     match options.precision {
         Precision::Fp32 => return Err(QuantizeError::Graph("fp32 is the input precision, not a quantization (choose fp16, int8-dynamic or int8-static)".into())),
@@ -395,14 +354,14 @@ fn apply_plan(
                 int8::Activations::Dynamic
             };
             let graph = out.graph.as_mut().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-            let s = int8::quantize(graph, &options.exclude, options.int8_qa_head, options.weights, activations)?;
+            let s = int8::quantize(graph, &request.selection, options.weights, activations)?;
             summary.converted = s.quantized;
             summary.kept_float = s.kept_float;
             summary.int8_tables = s.tables;
         }
         Precision::Int4 => {
             let graph = out.graph.as_mut().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-            let s = int4::quantize(graph, &options.exclude, options.int8_qa_head, options.int4, plan)?;
+            let s = int4::quantize(graph, &request.selection, options.int4, plan)?;
             summary.converted = s.quantized;
             summary.two_bit = s.two_bit;
             summary.kept_float = s.kept_float;
@@ -414,9 +373,7 @@ fn apply_plan(
                 summary.calibration_fallback = grams.fallback.clone();
             }
             // MatMulNBits and GatherBlockQuantized are ONNX Runtime's contrib operators.
-            if !out.opset_import.iter().any(|o| o.domain == int4::MICROSOFT_DOMAIN) {
-                out.opset_import.push(tract_onnx::pb::OperatorSetIdProto { domain: int4::MICROSOFT_DOMAIN.into(), version: 1 });
-            }
+            qaforge_onnx::edit::import_opset(&mut out, qaforge_onnx::edit::MS_DOMAIN, 1);
         }
     }
     let mut metadata: Vec<(String, String)> = out

@@ -11,7 +11,9 @@ use qaforge_runtime::Engine;
 use qaforge_squad::{evaluate, predict_all, Features, PostprocessOptions, SquadFile};
 use tract_onnx::pb::ModelProto;
 
-use crate::{apply, calibrated_ranges, int8, Precision, QuantizeError, QuantizeOptions, QuantizeSummary};
+use crate::graph::KeptFloat;
+use crate::selection::{Decision, Selection};
+use crate::{apply, calibrated_ranges, Precision, QuantizeError, QuantizeOptions, QuantizeSummary};
 
 /// The evaluation slice the F1 drop is measured on.
 pub struct EvaluationSlice<'a> {
@@ -166,9 +168,9 @@ pub fn search(
     let probe = calibration.cloned().unwrap_or_else(|| slice.features.clone()).truncated(32);
     let float_logits = crate::tract_session(model, "float graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
     let mut groups: Vec<String> = Vec::new();
-    for (i, decision) in int8::weight_matmuls(graph, &options.exclude, options.int8_qa_head) {
-        let g = group_of(&graph.node[i].name);
-        if !matches!(decision, int8::Decision::Float(_)) && !groups.contains(&g) {
+    for (i, decision) in Selection::of(graph, &options.exclude, options.int8_qa_head).decisions() {
+        let g = group_of(&graph.node[*i].name);
+        if !matches!(decision, Decision::Float(_)) && !groups.contains(&g) {
             groups.push(g);
         }
     }
@@ -192,10 +194,12 @@ pub fn search(
         kept.push(g);
         let (candidate, mut s) = apply(model, &with_groups(&kept), ranges, grams, input_sha256)?;
         for reason in s.kept_float.values_mut() {
-            if let Some(g) = reason.strip_prefix("excluded by --exclude ").and_then(|p| p.strip_suffix(".*")) {
-                if kept.iter().any(|k| k == g) {
-                    *reason = format!("kept float by the sensitivity search ({g} ranks among the most harmful groups)");
-                }
+            let group = match reason {
+                KeptFloat::Excluded(pattern) => pattern.strip_suffix(".*").filter(|g| kept.iter().any(|k| k == g)).map(str::to_string),
+                _ => None,
+            };
+            if let Some(group) = group {
+                *reason = KeptFloat::SensitivitySearch(group);
             }
         }
         (drop, cos) = measure(&candidate)?;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use qaforge_squad::Features;
 
+pub mod batching;
+pub mod choice;
 pub mod integer_kernels;
 pub mod kernels;
 /// ONNX Runtime sessions, optimized-model saving and model inspection (feature `ort`).
@@ -15,6 +17,9 @@ mod tract;
 
 #[cfg(feature = "ort")]
 pub use onnxruntime::OrtSession;
+pub use batching::{batch_coupling, pack, BatchBudget};
+pub use choice::{choose_engine, engine_exactness, ChosenEngine, EngineRequest, WITH_ONNXRUNTIME};
+pub use integer_kernels::{CpuFeatures, Exactness};
 pub use tract::{onnxruntime_only, TractSession};
 
 /// Whether `bytes` are an ORT-format model (ONNX Runtime Mobile's flatbuffer, file identifier
@@ -67,7 +72,7 @@ pub struct Logits {
 
 /// An inference engine holding one loaded artifact with inputs `input_ids`, `attention_mask`,
 /// and `token_type_ids` where the graph takes them (`[batch, sequence]`, int64).
-pub trait Engine: Sync {
+pub trait Engine: Send + Sync {
     /// The artifact, for error messages.
     fn label(&self) -> &Path;
 

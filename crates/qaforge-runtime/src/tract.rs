@@ -28,7 +28,7 @@ pub fn onnxruntime_only(model: &ModelProto) -> Option<String> {
         .graph
         .iter()
         .flat_map(|g| &g.node)
-        .filter(|n| n.domain == "com.microsoft" && !READ_BY_TRACT.contains(&n.op_type.as_str()))
+        .filter(|n| n.domain == qaforge_onnx::edit::MS_DOMAIN && !READ_BY_TRACT.contains(&n.op_type.as_str()))
         .map(|n| n.op_type.as_str())
         .collect();
     contrib.sort_unstable();
@@ -45,13 +45,6 @@ impl TractSession {
         let model = tract_onnx::onnx().proto_model_for_path(path).map_err(|e| RuntimeError { path: path.to_owned(), message: format!("{e:#}") })?;
         let layout = crate::check_inputs(&model, path, None)?;
         Self::optimized(tract_onnx::onnx().model_for_proto_model(&flatten_as_reshape(&model)), path.to_owned(), layout)
-    }
-
-    /// Loads and optimises an in-memory model, its inputs mapped as [`crate::check_inputs`] does
-    /// without names; `label` (a file name or a description) names it in errors.
-    pub fn from_proto(model: &ModelProto, label: &str) -> Result<Self, RuntimeError> {
-        let layout = crate::check_inputs(model, Path::new(label), None)?;
-        Self::with_layout(model, label, layout)
     }
 
     /// Loads and optimises an in-memory model whose inputs are fed as `layout` says.

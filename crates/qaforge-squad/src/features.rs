@@ -88,6 +88,22 @@ impl Features {
         self
     }
 
+    /// The features at `rows`, in that order (example indices kept): a batch of any features.
+    pub fn gather(&self, rows: &[usize]) -> Self {
+        let m = self.max_length;
+        let take = |v: &[i64]| rows.iter().flat_map(|&i| v[i * m..(i + 1) * m].iter().copied()).collect();
+        Features {
+            count: rows.len(),
+            max_length: m,
+            input_ids: take(&self.input_ids),
+            attention_mask: take(&self.attention_mask),
+            token_type_ids: take(&self.token_type_ids),
+            offsets: rows.iter().flat_map(|&i| self.offsets[i * m * 2..(i + 1) * m * 2].iter().copied()).collect(),
+            example_index: rows.iter().map(|&i| self.example_index[i]).collect(),
+            example_ids: rows.iter().map(|&i| self.example_ids[i].clone()).collect(),
+        }
+    }
+
     /// Features `start..end` whose questions are `first_example..`: example indices are
     /// renumbered from 0, so the result goes with a [`crate::SquadFile::questions`] subset.
     pub fn select(&self, start: usize, end: usize, first_example: usize) -> Self {

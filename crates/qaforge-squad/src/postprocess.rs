@@ -52,6 +52,9 @@ struct Candidate {
     score: f32,
     start_logit: f32,
     end_logit: f32,
+    /// The feature (window) and its start and end token.
+    feature: usize,
+    tokens: (usize, usize),
 }
 
 /// Indices of the `n` largest values, largest first (numpy's `argsort(x)[-1:-n-1:-1]`).
@@ -69,18 +72,50 @@ fn char_slice(text: &str, begin: usize, end: usize) -> String {
     text.chars().skip(begin).take(end.saturating_sub(begin)).collect()
 }
 
+/// One answer span of an example, as [`predict_ranked`] ranks them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    /// The text.
+    pub text: String,
+    /// Character (Unicode scalar) offsets of the text in the context: `begin..end`.
+    pub chars: (usize, usize),
+    /// start + end logit.
+    pub score: f32,
+    /// The feature (window) of the example it was found in, by position in the slice given.
+    pub feature: usize,
+    /// Its start and end token in that feature.
+    pub tokens: (usize, usize),
+}
+
+/// An example's prediction with its ranked spans.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// The prediction [`predict`] makes.
+    pub prediction: Prediction,
+    /// The distinct non-empty spans among run_qa.py's n-best, best first (the first is the
+    /// prediction's text where it answers).
+    pub spans: Vec<Span>,
+    /// The feature whose [CLS] scores lowest (run_qa.py's null score is its start + end), if any.
+    pub null_feature: Option<usize>,
+}
+
 /// Predicts one example from all its features.
 pub fn predict(context: &str, features: &[FeatureLogits<'_>], options: &PostprocessOptions) -> Prediction {
+    predict_ranked(context, features, options).prediction
+}
+
+/// [`predict`], with the n-best spans it ranked.
+pub fn predict_ranked(context: &str, features: &[FeatureLogits<'_>], options: &PostprocessOptions) -> Ranked {
     let mut min_null: Option<Candidate> = None;
     let mut prelim = Vec::new();
-    for f in features {
+    for (k, f) in features.iter().enumerate() {
         let n = f.start.len().min(f.end.len());
         if n == 0 {
             continue;
         }
         let null_score = f.start[0] + f.end[0];
         if min_null.as_ref().is_none_or(|m| m.score > null_score) {
-            min_null = Some(Candidate { offsets: (0, 0), score: null_score, start_logit: f.start[0], end_logit: f.end[0] });
+            min_null = Some(Candidate { offsets: (0, 0), score: null_score, start_logit: f.start[0], end_logit: f.end[0], feature: k, tokens: (0, 0) });
         }
         let starts = top_indices(&f.start[..n], options.n_best);
         let ends = top_indices(&f.end[..n], options.n_best);
@@ -90,11 +125,13 @@ pub fn predict(context: &str, features: &[FeatureLogits<'_>], options: &Postproc
                 if e < s || e - s + 1 > options.max_answer_length {
                     continue;
                 }
-                prelim.push(Candidate { offsets: (so.0, eo.1), score: f.start[s] + f.end[e], start_logit: f.start[s], end_logit: f.end[e] });
+                prelim.push(Candidate { offsets: (so.0, eo.1), score: f.start[s] + f.end[e], start_logit: f.start[s], end_logit: f.end[e], feature: k, tokens: (s, e) });
             }
         }
     }
-    let Some(min_null) = min_null else { return Prediction { text: String::new(), null_odds: 0.0, margin: f32::INFINITY } };
+    let Some(min_null) = min_null else {
+        return Ranked { prediction: Prediction { text: String::new(), null_odds: 0.0, margin: f32::INFINITY }, spans: Vec::new(), null_feature: None };
+    };
     prelim.push(min_null.clone());
     // Python's sorted(..., reverse=True) is stable: equal scores keep their insertion order.
     prelim.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -116,7 +153,40 @@ pub fn predict(context: &str, features: &[FeatureLogits<'_>], options: &Postproc
     });
     let margin = lead.min((null_odds - options.null_score_diff_threshold).abs());
     let text = if null_odds > options.null_score_diff_threshold { String::new() } else { best_text };
-    Prediction { text, null_odds, margin }
+    let mut spans: Vec<Span> = Vec::new();
+    for (p, t) in prelim.iter().zip(texts) {
+        if !t.is_empty() && !spans.iter().any(|s| s.chars == p.offsets) {
+            spans.push(Span { text: t, chars: p.offsets, score: p.score, feature: p.feature, tokens: p.tokens });
+        }
+    }
+    Ranked { prediction: Prediction { text, null_odds, margin }, spans, null_feature: Some(min_null.feature) }
+}
+
+/// transformers' question-answering pipeline's probabilities in one feature: a softmax over the
+/// start logits and one over the end logits of the positions that can answer (the context's
+/// tokens and [CLS]), as its `select_starts_ends` computes them (others get no mass).
+fn pipeline_probabilities(f: &FeatureLogits<'_>) -> (Vec<f64>, Vec<f64>) {
+    let n = f.start.len().min(f.end.len());
+    let allowed = |k: usize| k == 0 || f.offsets.get(k).is_some_and(|o| o.is_some());
+    let softmax = |logits: &[f32]| -> Vec<f64> {
+        let max = (0..n).filter(|&k| allowed(k)).map(|k| f64::from(logits[k])).fold(f64::NEG_INFINITY, f64::max);
+        let exp: Vec<f64> = (0..n).map(|k| if allowed(k) { (f64::from(logits[k]) - max).exp() } else { 0.0 }).collect();
+        let sum: f64 = exp.iter().sum();
+        exp.into_iter().map(|e| e / sum).collect()
+    };
+    (softmax(f.start), softmax(f.end))
+}
+
+/// The pipeline's score of the span from token `tokens.0` to `tokens.1` of feature `f`: the
+/// probability of its start times that of its end.
+pub fn span_probability(f: &FeatureLogits<'_>, tokens: (usize, usize)) -> f64 {
+    let (start, end) = pipeline_probabilities(f);
+    start.get(tokens.0).copied().unwrap_or(0.0) * end.get(tokens.1).copied().unwrap_or(0.0)
+}
+
+/// The pipeline's no-answer score of feature `f`: the probability that both start and end are [CLS].
+pub fn null_probability(f: &FeatureLogits<'_>) -> f64 {
+    span_probability(f, (0, 0))
 }
 
 /// Predicts every example of `data` from `[features.count, features.max_length]` start and end

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use qaforge_squad::{Features, SquadFile};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use qaforge_provenance::{sha256_finish, Digest, Sha256Hasher as Sha256};
 
 use crate::golden::GoldenLogits;
 use crate::VerifyError;
@@ -153,7 +153,7 @@ pub fn file_sha256(path: &Path) -> Result<(u64, String), VerifyError> {
         total += n as u64;
         hasher.update(&buffer[..n]);
     }
-    Ok((total, hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()))
+    Ok((total, sha256_finish(hasher)))
 }
 
 impl Bundle {

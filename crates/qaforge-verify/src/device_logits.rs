@@ -9,12 +9,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use qaforge_provenance::keys;
-use qaforge_runtime::integer_kernels::Exactness;
-use qaforge_runtime::Logits;
+use qaforge_runtime::{Exactness, Logits};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::bundle::Bundle;
-use crate::report::{Artifact, ComputedLogits, Shard};
+use crate::artifact::Artifact;
+use crate::compute::ComputedLogits;
+use crate::shard::Shard;
 use crate::VerifyError;
 
 fn refused(path: &Path, message: impl Into<String>) -> VerifyError {
@@ -67,7 +68,7 @@ pub fn read_logits(path: &Path, bundle: &Bundle, artifact: &Artifact, shard: Sha
         logits: Logits { start: rows(&start), end: rows(&end) },
         features: owned,
         // The batch size is the report's own field (from qaforge.logits.batch_size), said once.
-        engine: format!("{runtime}; logits from {} (sha256 {})", path.display(), qaforge_onnx::sha256_hex(&bytes)),
+        engine: format!("{runtime}; logits from {} (sha256 {})", path.display(), qaforge_provenance::sha256_hex(&bytes)),
         cpu: metadata.get(keys::LOGITS_DEVICE).cloned().unwrap_or_else(|| "a device the logits file does not name".into()),
         // The figures are the device's own: there is no other engine whose exactness to doubt.
         exactness: Exactness::Exact,

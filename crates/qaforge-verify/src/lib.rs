@@ -1,24 +1,47 @@
 //! Verification for qaforge: makes golden bundles (reference logits from the checkpoint, through
 //! qaforge-reference), runs ONNX artifacts (with tract, or ONNX Runtime behind the `ort` feature)
 //! over a bundle's features, compares their logits and predictions with the reference, and merges
-//! the reports of sharded runs.
+//! the reports of sharded runs. One module per job: [`tolerances`], [`artifact`], [`compute`]
+//! (and [`device_logits`], its second source), [`judge`], [`shard`] (and merge), [`report`].
 
+pub mod artifact;
 pub mod bundle;
+pub mod compute;
 pub mod device_logits;
 pub mod golden;
+pub mod judge;
 pub mod make_bundle;
 pub mod report;
+pub mod shard;
 pub mod stats;
+pub mod tolerances;
 
+use std::path::Path;
+use std::time::Instant;
+
+pub use artifact::Artifact;
 pub use bundle::{Bundle, Manifest, BUNDLE_FORMAT};
+pub use compute::{compute_logits, default_batch_size, ComputedLogits, RunOptions};
 pub use device_logits::read_logits;
 pub use golden::{GoldenFeatures, GoldenLogits};
+pub use judge::judge;
 pub use make_bundle::{make_bundle, BundleOptions};
-pub use qaforge_runtime::{check_inputs, FedInput, InputRole, check_token_ids, is_ort_format, load_engine, ort_format_view, Engine, EngineChoice, Logits, RuntimeError, TractSession};
-pub use stats::LogitStats;
-pub use qaforge_runtime::integer_kernels::{CpuFeatures, Exactness};
-pub use report::{compute_logits, default_batch_size, choose_engine, engine_exactness, judge, merge, verify, Artifact, ChosenEngine, ComputedLogits, Report, RunOptions, Shard, ShardPart, ToleranceOverrides, Tolerances, MARKDOWN_HEADER};
-pub use stats::FeatureAgreement;
+pub use report::{human_bytes, Report, RunHeader, SquadScores, Verdict, MARKDOWN_HEADER};
+pub use shard::{merge, Shard, ShardPart};
+pub use stats::{FeatureAgreement, LogitStats};
+pub use tolerances::{ToleranceOverrides, Tolerances};
+
+/// Verifies `artifact` against `bundle` in both steps: [`compute_logits`] in `run.engine`, then
+/// [`judge`] with its precision's default tolerances and `overrides` in place. `progress` gets
+/// (features just done, total).
+pub fn verify(artifact: &Path, bundle: &Bundle, overrides: ToleranceOverrides, run: &RunOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Report, VerifyError> {
+    let started = Instant::now();
+    let artifact = Artifact::open(artifact, bundle, &run.engine, run.allow_other_checkpoint)?;
+    let mut computed = compute_logits(&artifact, bundle, run, progress)?;
+    // The report's time covers reading the artifact too, as it always has.
+    computed.seconds = started.elapsed().as_secs_f64();
+    judge(&artifact, bundle, run.shard, computed, overrides)
+}
 
 /// Errors of verification.
 #[derive(Debug, thiserror::Error)]

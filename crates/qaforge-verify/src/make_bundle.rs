@@ -50,7 +50,7 @@ pub fn make_bundle(model_dir: &Path, data_path: &Path, out: &Path, options: &Bun
     let checkpoint = Checkpoint::open(model_dir)?;
     let tokenizer = QaTokenizer::from_model_dir(model_dir)?;
     let data_bytes = std::fs::read(data_path).map_err(io(data_path))?;
-    let data_sha256 = qaforge_onnx::sha256_hex(&data_bytes);
+    let data_sha256 = qaforge_provenance::sha256_hex(&data_bytes);
     let data_bytes = match options.limit {
         Some(limit) => SquadFile::first_questions_json(&data_bytes, limit, data_path)?,
         None => data_bytes,

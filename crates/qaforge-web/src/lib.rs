@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use qaforge_provenance::sha256_hex;
 
 /// The page's own files, compiled into the binary so that the site matches the qaforge that wrote it.
 pub const PAGE_FILES: [(&str, &str); 4] = [
@@ -146,9 +146,6 @@ impl SiteOutcome {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The version and licence an npm package's package.json states.
 fn package_version(node_modules: &Path, package: &str) -> Result<(String, String), WebError> {

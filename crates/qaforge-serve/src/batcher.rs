@@ -1,0 +1,343 @@
+//! The dynamic batcher: every request's windows join one queue; a gathering thread fills the next
+//! batch (up to the token budget and the request count, waiting up to `max_delay` for company)
+//! while the engine's threads run the current one; results go back to their requests, and a
+//! window whose request has gone (timed out, client disconnected) is skipped, never computed.
+//!
+//! What may share a batch: windows of the same length limit (MobileBERT's trigram embedding makes
+//! a full-length window's last token see the padding after it), and, where the artifact couples
+//! the rows of a batch (int8-dynamic), one window alone, so that no neighbour can change an answer.
+//! Hand-written rather than taken from text-embeddings-inference (whose queue.rs it follows):
+//! that router is a binary, not a library, and batches embeddings of one length rule.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use qaforge_runtime::{BatchBudget, Engine};
+use tokio::sync::oneshot;
+
+use crate::metrics::Metrics;
+
+/// One window's inputs: its token ids and types (real tokens only), and the length limit of the
+/// request it came from.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Token ids.
+    pub ids: Vec<i64>,
+    /// Token type ids.
+    pub types: Vec<i64>,
+    /// The request's `max_seq_len`: windows of one limit share batches.
+    pub max_length: usize,
+    /// A fault the test hook injects into this window's batch ([`crate::ServeOptions::faults`]).
+    pub fault: Option<Fault>,
+}
+
+/// What the test hook can make an engine's batch do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail, as an engine that cannot run the batch does.
+    EngineError,
+    /// Panic inside the engine's call.
+    EnginePanic,
+}
+
+/// One window's logits over its real tokens, and what it cost.
+#[derive(Debug, Clone)]
+pub struct WindowLogits {
+    /// Start logits.
+    pub start: Vec<f32>,
+    /// End logits.
+    pub end: Vec<f32>,
+    /// Time in the queue.
+    pub queued: Duration,
+    /// Time of the batch it ran in.
+    pub inference: Duration,
+}
+
+/// Why a window got no logits: the engine failed (or panicked) on its batch.
+pub type EngineFailure = String;
+
+type Reply = oneshot::Sender<Result<WindowLogits, EngineFailure>>;
+
+struct Entry {
+    window: Window,
+    enqueued: Instant,
+    reply: Reply,
+}
+
+struct Batch {
+    entries: Vec<Entry>,
+    started: Instant,
+}
+
+struct Queue {
+    entries: Mutex<VecDeque<Entry>>,
+    arrived: Condvar,
+    closed: AtomicBool,
+}
+
+/// How the batcher fills batches.
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherOptions {
+    /// Padded tokens and windows a batch may hold (`max_rows` 1 where rows are coupled).
+    pub budget: BatchBudget,
+    /// How long the first window of a batch may wait for company (0: never).
+    pub max_delay: Duration,
+}
+
+/// The queue, its gathering thread and the engine's threads.
+pub struct Batcher {
+    queue: Arc<Queue>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Batcher {
+    /// Starts the gathering thread and one engine thread per session in `engines` (each its own
+    /// ONNX Runtime session, or `workers` threads sharing one tract engine).
+    pub fn start(engines: Vec<Arc<dyn Engine>>, workers: usize, options: BatcherOptions, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let queue = Arc::new(Queue { entries: Mutex::new(VecDeque::new()), arrived: Condvar::new(), closed: AtomicBool::new(false) });
+        // One batch gathered ahead of the engines: a bounded hand-over, so the queue is where
+        // windows wait.
+        let (hand_over, batches) = sync_channel::<Batch>(1);
+        let batches = Arc::new(Mutex::new(batches));
+        let mut threads = Vec::new();
+        {
+            let (queue, metrics) = (queue.clone(), metrics.clone());
+            threads.push(std::thread::Builder::new().name("qaforge-batcher".into()).spawn(move || gather(&queue, options, &metrics, hand_over))?);
+        }
+        for k in 0..workers.max(1) {
+            let engine = engines[k % engines.len()].clone();
+            let (batches, metrics) = (batches.clone(), metrics.clone());
+            threads.push(std::thread::Builder::new().name(format!("qaforge-engine-{k}")).spawn(move || run(engine.as_ref(), &batches, &metrics))?);
+        }
+        Ok(Batcher { queue, threads: Mutex::new(threads) })
+    }
+
+    /// Queues `windows`; each receiver gets its window's logits (or the engine's failure). Dropping
+    /// a receiver cancels its window if it has not run yet.
+    pub fn submit(&self, windows: Vec<Window>, metrics: &Metrics) -> Vec<oneshot::Receiver<Result<WindowLogits, EngineFailure>>> {
+        let now = Instant::now();
+        let mut receivers = Vec::with_capacity(windows.len());
+        let mut entries = self.queue.entries.lock().unwrap_or_else(|p| p.into_inner());
+        for window in windows {
+            let (reply, receiver) = oneshot::channel();
+            entries.push_back(Entry { window, enqueued: now, reply });
+            receivers.push(receiver);
+        }
+        metrics.queue_size.set(entries.len() as i64);
+        drop(entries);
+        self.queue.arrived.notify_one();
+        receivers
+    }
+
+    /// Stops taking windows once the queue is empty, and waits for the threads to finish what they hold.
+    pub fn shutdown(&self) {
+        self.queue.closed.store(true, Ordering::SeqCst);
+        self.queue.arrived.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Window {
+    /// The length this window pads its batch to: one padding token past its last, within its
+    /// limit (as verify and `answer` pad a window).
+    fn padded_length(&self) -> usize {
+        (self.ids.len() + 1).min(self.max_length.max(self.ids.len()))
+    }
+}
+
+/// The padded length of a batch: its longest window's.
+fn padded(entries: &[Entry]) -> usize {
+    entries.iter().map(|e| e.window.padded_length()).max().unwrap_or(1)
+}
+
+/// The gathering thread: waits for windows, fills a batch, hands it over; ends when the queue is
+/// closed and empty.
+fn gather(queue: &Queue, options: BatcherOptions, metrics: &Metrics, hand_over: SyncSender<Batch>) {
+    loop {
+        let mut entries = queue.entries.lock().unwrap_or_else(|p| p.into_inner());
+        while entries.is_empty() {
+            if queue.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            entries = queue.arrived.wait(entries).unwrap_or_else(|p| p.into_inner());
+        }
+        if !options.max_delay.is_zero() {
+            // Wait for company up to max_delay after the oldest window arrived, unless the
+            // batch is full already.
+            let deadline = entries.front().map_or_else(Instant::now, |e| e.enqueued + options.max_delay);
+            while entries.len() < options.budget.max_rows && !queue.closed.load(Ordering::SeqCst) {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                entries = queue.arrived.wait_timeout(entries, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            }
+        }
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut kept: VecDeque<Entry> = VecDeque::with_capacity(entries.len());
+        let mut longest = 0;
+        while let Some(entry) = entries.pop_front() {
+            // A request that has gone (timed out, disconnected) is not computed.
+            if entry.reply.is_closed() {
+                continue;
+            }
+            let length = longest.max(entry.window.padded_length());
+            let fits = batch.first().is_none_or(|first| first.window.max_length == entry.window.max_length && options.budget.fits(batch.len() + 1, length));
+            if fits {
+                longest = length;
+                batch.push(entry);
+            } else {
+                kept.push_back(entry);
+            }
+        }
+        *entries = kept;
+        metrics.queue_size.set(entries.len() as i64);
+        drop(entries);
+        if batch.is_empty() {
+            continue;
+        }
+        if hand_over.send(Batch { entries: batch, started: Instant::now() }).is_err() {
+            return;
+        }
+    }
+}
+
+/// An engine thread: runs batches until the gathering thread has ended and every batch is done.
+fn run(engine: &dyn Engine, batches: &Mutex<Receiver<Batch>>, metrics: &Metrics) {
+    loop {
+        let batch = match batches.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+            Ok(batch) => batch,
+            Err(_) => return,
+        };
+        let (entries, len) = (&batch.entries, padded(&batch.entries));
+        let rows = entries.len();
+        let (mut ids, mut mask, mut types) = (vec![0i64; rows * len], vec![0i64; rows * len], vec![0i64; rows * len]);
+        for (r, e) in entries.iter().enumerate() {
+            let n = e.window.ids.len();
+            ids[r * len..r * len + n].copy_from_slice(&e.window.ids);
+            types[r * len..r * len + n].copy_from_slice(&e.window.types);
+            mask[r * len..r * len + n].fill(1);
+        }
+        let real: usize = entries.iter().map(|e| e.window.ids.len()).sum();
+        metrics.batch_size.observe(rows as f64);
+        metrics.batch_tokens.observe((rows * len) as f64);
+        metrics.padding_ratio.observe((rows * len) as f64 / real.max(1) as f64);
+        let started = Instant::now();
+        let fault = entries.iter().find_map(|e| e.window.fault);
+        // A panic in an engine is the batch's failure, not the server's end.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match fault {
+            None => engine.run_batch(rows, len, ids, mask, types),
+            Some(Fault::EngineError) => Err(qaforge_runtime::RuntimeError { path: engine.label().to_owned(), message: "injected engine failure (fault injection)".into() }),
+            Some(Fault::EnginePanic) => panic!("injected engine panic (fault injection)"),
+        }));
+        let inference = started.elapsed();
+        let result = match outcome {
+            Ok(Ok(logits)) => Ok(logits),
+            Ok(Err(e)) => Err(format!("the engine failed: {e}")),
+            Err(panic) => Err(format!(
+                "the engine panicked: {}",
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+            )),
+        };
+        for (r, entry) in batch.entries.into_iter().enumerate() {
+            let n = entry.window.ids.len();
+            let reply = match &result {
+                Ok((start, end)) => Ok(WindowLogits {
+                    start: start[r * len..r * len + n].to_vec(),
+                    end: end[r * len..r * len + n].to_vec(),
+                    queued: batch.started.saturating_duration_since(entry.enqueued),
+                    inference,
+                }),
+                Err(e) => Err(e.clone()),
+            };
+            // The request may have gone meanwhile: nothing to do then.
+            let _ = entry.reply.send(reply);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qaforge_runtime::{RuntimeError, TensorOutputs};
+    use std::path::Path;
+
+    /// A stand-in engine: each row's logits are its token ids plus the batch's size (so a test
+    /// can tell which windows shared a batch), and a row whose first id is 666 fails the batch.
+    struct Echo;
+
+    impl Engine for Echo {
+        fn label(&self) -> &Path {
+            Path::new("echo")
+        }
+        fn description(&self) -> String {
+            "echo".into()
+        }
+        fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, _mask: Vec<i64>, _types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
+            if ids.chunks(len).any(|row| row[0] == 666) {
+                return Err(RuntimeError { path: "echo".into(), message: "bad row".into() });
+            }
+            if ids.chunks(len).any(|row| row[0] == 999) {
+                panic!("boom");
+            }
+            let values: Vec<f32> = ids.iter().map(|&v| v as f32 + batch as f32).collect();
+            Ok(vec![(vec![batch, len], values.clone()), (vec![batch, len], values)])
+        }
+    }
+
+    fn window(first: i64, n: usize) -> Window {
+        Window { ids: (0..n as i64).map(|k| first + k).collect(), types: vec![0; n], max_length: 384, fault: None }
+    }
+
+    fn batcher(max_rows: usize, max_delay: Duration) -> Batcher {
+        let engines: Vec<Arc<dyn Engine>> = vec![Arc::new(Echo)];
+        Batcher::start(engines, 1, BatcherOptions { budget: BatchBudget { max_tokens: 1 << 20, max_rows }, max_delay }, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[test]
+    fn windows_come_back_to_their_requests_batched_or_alone() {
+        let metrics = Metrics::new();
+        let together = batcher(64, Duration::from_millis(200));
+        let receivers = together.submit(vec![window(10, 3), window(20, 5)], &metrics);
+        let logits: Vec<WindowLogits> = receivers.into_iter().map(|r| r.blocking_recv().unwrap().unwrap()).collect();
+        assert_eq!(logits[0].start, vec![12.0, 13.0, 14.0], "3 real tokens of row 0, batch of 2");
+        assert_eq!(logits[1].start.len(), 5);
+        together.shutdown();
+        let alone = batcher(1, Duration::ZERO);
+        let receivers = alone.submit(vec![window(10, 3), window(20, 5)], &metrics);
+        let logits: Vec<WindowLogits> = receivers.into_iter().map(|r| r.blocking_recv().unwrap().unwrap()).collect();
+        assert_eq!(logits[0].start, vec![11.0, 12.0, 13.0], "coupled rows run alone");
+        alone.shutdown();
+    }
+
+    #[test]
+    fn a_failing_or_panicking_batch_fails_its_windows_and_the_batcher_goes_on() {
+        let metrics = Metrics::new();
+        let b = batcher(1, Duration::ZERO);
+        for bad in [666, 999] {
+            let failed = b.submit(vec![window(bad, 2)], &metrics).remove(0).blocking_recv().unwrap();
+            assert!(failed.is_err(), "{failed:?}");
+        }
+        let fine = b.submit(vec![window(1, 2)], &metrics).remove(0).blocking_recv().unwrap();
+        assert!(fine.is_ok());
+        b.shutdown();
+    }
+
+    #[test]
+    fn a_dropped_receiver_is_not_computed() {
+        let metrics = Metrics::new();
+        let b = batcher(64, Duration::from_millis(300));
+        let mut receivers = b.submit(vec![window(666, 2), window(1, 2)], &metrics);
+        // The failing window's request has gone: the other window runs and succeeds.
+        drop(receivers.remove(0));
+        assert!(receivers.remove(0).blocking_recv().unwrap().is_ok());
+        b.shutdown();
+    }
+}
