@@ -9,6 +9,7 @@
 mod common;
 
 mod answer;
+mod batch;
 mod bert_family;
 mod bounded_memory;
 mod bundle;
@@ -25,3 +26,4 @@ mod pipeline;
 mod postprocess;
 mod quantize;
 mod reference;
+mod serve;
