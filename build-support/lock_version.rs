@@ -11,6 +11,8 @@ pub fn lock_version(manifest_dir: &str, name: &str) -> String {
     let wanted = format!("name = \"{name}\"");
     text.split("[[package]]")
         .find(|p| p.lines().any(|l| l.trim() == wanted))
-        .and_then(|p| p.lines().find_map(|l| l.trim().strip_prefix("version = \"")?.strip_suffix('"').map(String::from)))
+        .and_then(|p| {
+            p.lines().find_map(|l| l.trim().strip_prefix("version = \"")?.strip_suffix('"').map(String::from))
+        })
         .unwrap_or_else(|| "unknown".into())
 }

@@ -24,7 +24,9 @@ use tract_onnx::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize| args.get(i).with_context(|| format!("missing argument {i}; see the usage at the top of examples/bench.rs"));
+    let arg = |i: usize| {
+        args.get(i).with_context(|| format!("missing argument {i}; see the usage at the top of examples/bench.rs"))
+    };
     match arg(0)?.as_str() {
         "checkpoint" => checkpoint(Path::new(arg(1)?)),
         "features" => features(Path::new(arg(1)?), Path::new(arg(2)?), arg(3)?.parse()?, Path::new(arg(4)?)),
@@ -38,13 +40,21 @@ fn main() -> anyhow::Result<()> {
 fn checkpoint(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     if !dir.join("model.safetensors").exists() {
-        qaforge_checkpoint::synthetic::write_random_checkpoint(dir, qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG, 7)?;
+        qaforge_checkpoint::synthetic::write_random_checkpoint(
+            dir,
+            qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG,
+            7,
+        )?;
     }
     // The bert-base-uncased vocabulary MobileBERT uses, from the tiny fixture.
     for file in ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
-        std::fs::copy(Path::new("golden/mobilebert-tiny").join(file), dir.join(file)).with_context(|| file.to_string())?;
+        std::fs::copy(Path::new("golden/mobilebert-tiny").join(file), dir.join(file))
+            .with_context(|| file.to_string())?;
     }
-    println!("{}", serde_json::json!({"checkpoint": dir, "bytes": std::fs::metadata(dir.join("model.safetensors"))?.len()}));
+    println!(
+        "{}",
+        serde_json::json!({"checkpoint": dir, "bytes": std::fs::metadata(dir.join("model.safetensors"))?.len()})
+    );
     Ok(())
 }
 
@@ -73,7 +83,11 @@ fn features(model_dir: &Path, squad: &Path, n: usize, out: &Path) -> anyhow::Res
     fn view<'a>(shape: &[usize], b: &'a [u8]) -> anyhow::Result<safetensors::tensor::TensorView<'a>> {
         Ok(safetensors::tensor::TensorView::new(safetensors::Dtype::I64, shape.to_vec(), b)?)
     }
-    let tensors = vec![("input_ids", view(&shape, &ids)?), ("attention_mask", view(&shape, &mask)?), ("token_type_ids", view(&shape, &types)?)];
+    let tensors = vec![
+        ("input_ids", view(&shape, &ids)?),
+        ("attention_mask", view(&shape, &mask)?),
+        ("token_type_ids", view(&shape, &types)?),
+    ];
     safetensors::serialize_to_file(tensors, None, out)?;
     let lengths: Vec<usize> = (0..f.count).map(|i| f.length(i)).collect();
     println!("{}", serde_json::json!({"features": f.count, "lengths": lengths}));
@@ -126,7 +140,13 @@ fn spread(features: Features, n: usize) -> Features {
 
 /// Runs every batch of `features` (`batch` features each, at `fixed` length or padded to each
 /// batch's longest feature + 1 as verify does) on the engine's preferred number of threads.
-fn run_all(engine: &dyn Engine, features: &Features, batch: usize, fixed: Option<usize>, cores: usize) -> anyhow::Result<()> {
+fn run_all(
+    engine: &dyn Engine,
+    features: &Features,
+    batch: usize,
+    fixed: Option<usize>,
+    cores: usize,
+) -> anyhow::Result<()> {
     let length = |s: usize, e: usize| fixed.unwrap_or_else(|| qaforge_runtime::padded_length(features, s, e));
     engine.run_batches(features, batch, engine.preferred_threads(cores), &length, &|_, _, _, _| {})?;
     Ok(())
@@ -136,7 +156,11 @@ fn infer(artifact: &Path, engine_name: &str, n: usize, runs: usize) -> anyhow::R
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let bytes = std::fs::read(artifact)?;
     let model = qaforge_onnx::decode_model(&bytes, artifact)?;
-    let choice = if engine_name == "tract" { qaforge_runtime::EngineChoice::Tract } else { qaforge_runtime::EngineChoice::OnnxRuntime { library: PathBuf::from(engine_name) } };
+    let choice = if engine_name == "tract" {
+        qaforge_runtime::EngineChoice::Tract
+    } else {
+        qaforge_runtime::EngineChoice::OnnxRuntime { library: PathBuf::from(engine_name) }
+    };
     let t = Instant::now();
     let layout = qaforge_runtime::check_inputs(&model, artifact, None)?;
     let engine = qaforge_runtime::load_engine(&choice, &model, &bytes, artifact, cores, layout)?;

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "qaforge", version, about = "Turns BERT-family extractive QA checkpoints into verified ONNX artifacts, and serves them")]
+#[command(
+    name = "qaforge",
+    version,
+    about = "Turns BERT-family extractive QA checkpoints into verified ONNX artifacts, and serves them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

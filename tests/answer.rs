@@ -17,8 +17,14 @@ fn answers_match_the_pytorch_reference() {
         let mut checked = (0, 0);
         for example in squad.examples.iter().step_by(25) {
             let output = qaforge(&[
-                "answer", artifact.to_str().unwrap(), "--tokenizer", golden().join(fixture).to_str().unwrap(),
-                "--question", &example.question, "--context", &example.context,
+                "answer",
+                artifact.to_str().unwrap(),
+                "--tokenizer",
+                golden().join(fixture).to_str().unwrap(),
+                "--question",
+                &example.question,
+                "--context",
+                &example.context,
             ]);
             assert!(output.status.success(), "{fixture}: {}", text(&output));
             let first_line = String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or_default().to_string();
@@ -39,7 +45,16 @@ fn answers_match_the_pytorch_reference() {
 fn an_empty_context_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let artifact = convert("mobilebert-tiny", dir.path());
-    let output = qaforge(&["answer", artifact.to_str().unwrap(), "--tokenizer", golden().join("mobilebert-tiny").to_str().unwrap(), "--question", "Why?", "--context", " "]);
+    let output = qaforge(&[
+        "answer",
+        artifact.to_str().unwrap(),
+        "--tokenizer",
+        golden().join("mobilebert-tiny").to_str().unwrap(),
+        "--question",
+        "Why?",
+        "--context",
+        " ",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("context is empty"), "{}", text(&output));
 }
@@ -50,7 +65,16 @@ fn json_output_carries_the_answer_and_its_margin() {
     let artifact = convert("mobilebert-tiny", dir.path());
     let tokenizer = golden().join("mobilebert-tiny");
     let args = |json: bool| {
-        let mut args = vec!["answer", artifact.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--question", "Where did Bob go?", "--context", "Bob went home after the game."];
+        let mut args = vec![
+            "answer",
+            artifact.to_str().unwrap(),
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--question",
+            "Where did Bob go?",
+            "--context",
+            "Bob went home after the game.",
+        ];
         if json {
             args.push("--json");
         }

@@ -14,7 +14,8 @@ fn read_json(path: &Path) -> serde_json::Value {
 
 /// `answer --batch` of eval.json into `out`, with `extra` options; the predictions.
 fn batch(artifact: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, String> {
-    let mut args = vec!["answer", artifact.to_str().unwrap(), "--tokenizer", "", "--batch", "", "-o", out.to_str().unwrap()];
+    let mut args =
+        vec!["answer", artifact.to_str().unwrap(), "--tokenizer", "", "--batch", "", "-o", out.to_str().unwrap()];
     let (tokenizer, data) = (golden().join("mobilebert-tiny"), golden().join("squad/eval.json"));
     args[3] = tokenizer.to_str().unwrap();
     args[5] = data.to_str().unwrap();
@@ -22,13 +23,25 @@ fn batch(artifact: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, String
     let output = qaforge(&args);
     assert!(output.status.success(), "{}", text(&output));
     let summary = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(summary.contains("answered 251 questions") && summary.contains("padding") && summary.contains("questions/s"), "{summary}");
+    assert!(
+        summary.contains("answered 251 questions") && summary.contains("padding") && summary.contains("questions/s"),
+        "{summary}"
+    );
     serde_json::from_value(read_json(out)).unwrap()
 }
 
 /// verify's report of `artifact` against mobilebert-tiny's bundle.
 fn verify(artifact: &Path, report: &Path) -> serde_json::Value {
-    let output = qaforge(&["verify", artifact.to_str().unwrap(), "--golden", golden().join("mobilebert-tiny").to_str().unwrap(), "--engine", "tract", "--report", report.to_str().unwrap()]);
+    let output = qaforge(&[
+        "verify",
+        artifact.to_str().unwrap(),
+        "--golden",
+        golden().join("mobilebert-tiny").to_str().unwrap(),
+        "--engine",
+        "tract",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", text(&output));
     read_json(report)
 }
@@ -37,12 +50,19 @@ fn verify(artifact: &Path, report: &Path) -> serde_json::Value {
 fn batch_predictions_are_verify_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
-    let reference: BTreeMap<String, String> = serde_json::from_value(read_json(&golden().join("mobilebert-tiny/golden/predictions.json"))["predictions"].clone()).unwrap();
+    let reference: BTreeMap<String, String> = serde_json::from_value(
+        read_json(&golden().join("mobilebert-tiny/golden/predictions.json"))["predictions"].clone(),
+    )
+    .unwrap();
 
     // fp32: the reference's predictions wherever verify found them identical (all but its near ties).
     let report = verify(&fp32, &dir.path().join("fp32.report.json"));
     let near_ties: Vec<String> = serde_json::from_value(report["near_ties"].clone()).unwrap();
-    let got = batch(&fp32, &dir.path().join("fp32.predictions.json"), &["--null-odds", dir.path().join("fp32.null-odds.json").to_str().unwrap()]);
+    let got = batch(
+        &fp32,
+        &dir.path().join("fp32.predictions.json"),
+        &["--null-odds", dir.path().join("fp32.null-odds.json").to_str().unwrap()],
+    );
     assert_eq!(got.len(), reference.len());
     for (id, want) in &reference {
         assert!(got[id] == *want || near_ties.contains(id), "{id}: {:?} against the reference's {want:?}", got[id]);
@@ -55,18 +75,27 @@ fn batch_predictions_are_verify_predictions() {
         "--na-prob-file",
         dir.path().join("fp32.null-odds.json").to_str().unwrap(),
     ]);
-    assert!(output.status.success() && String::from_utf8_lossy(&output.stdout).contains("best_f1"), "{}", text(&output));
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains("best_f1"),
+        "{}",
+        text(&output)
+    );
 
     // int8-dynamic: each window alone, as verify runs it: the questions that differ from the
     // reference are exactly verify's.
     let int8 = dir.path().join("int8-dynamic.onnx");
-    let output = qaforge(&["quantize", fp32.to_str().unwrap(), "-o", int8.to_str().unwrap(), "--precision", "int8-dynamic"]);
+    let output =
+        qaforge(&["quantize", fp32.to_str().unwrap(), "-o", int8.to_str().unwrap(), "--precision", "int8-dynamic"]);
     assert!(output.status.success(), "{}", text(&output));
     let report = verify(&int8, &dir.path().join("int8.report.json"));
     let got = batch(&int8, &dir.path().join("int8.predictions.json"), &[]);
     let differing: Vec<&String> = reference.iter().filter(|(id, want)| got[*id] != **want).map(|(id, _)| id).collect();
     let identical = report["squad"]["identical_predictions"].as_u64().unwrap() as usize;
-    assert_eq!(reference.len() - differing.len(), identical, "answer --batch and verify disagree on how many predictions are the reference's");
+    assert_eq!(
+        reference.len() - differing.len(),
+        identical,
+        "answer --batch and verify disagree on how many predictions are the reference's"
+    );
     let verify_differing: Vec<String> = serde_json::from_value(report["squad"]["differing"].clone()).unwrap();
     for id in verify_differing {
         assert!(differing.contains(&&id), "{id} differs in verify, not in answer --batch");
@@ -84,7 +113,11 @@ fn neither_the_lookahead_nor_the_budget_changes_the_answers() {
     // In file order, one question a line.
     let squad = qaforge_squad::SquadFile::load(&golden().join("squad/eval.json")).unwrap();
     let written = String::from_utf8(std::fs::read(&large).unwrap()).unwrap();
-    let ids: Vec<String> = written.lines().filter_map(|l| l.trim().strip_prefix('"')).map(|l| l[..l.find('"').unwrap()].to_string()).collect();
+    let ids: Vec<String> = written
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"'))
+        .map(|l| l[..l.find('"').unwrap()].to_string())
+        .collect();
     assert_eq!(ids, squad.examples.iter().map(|e| e.id.clone()).collect::<Vec<_>>());
 }
 
@@ -95,18 +128,48 @@ fn json_lines_are_answered_and_bad_ones_named() {
     let lines = dir.path().join("questions.jsonl");
     std::fs::write(&lines, "{\"id\": \"q2\", \"question\": \"Where did Bob go?\", \"context\": \"Bob went home after the game.\"}\n{\"id\": \"q1\", \"question\": \"Who won?\", \"context\": \"The red team won the game.\"}\n").unwrap();
     let out = dir.path().join("out.json");
-    let output = qaforge(&["answer", fp32.to_str().unwrap(), "--tokenizer", golden().join("mobilebert-tiny").to_str().unwrap(), "--batch", lines.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let output = qaforge(&[
+        "answer",
+        fp32.to_str().unwrap(),
+        "--tokenizer",
+        golden().join("mobilebert-tiny").to_str().unwrap(),
+        "--batch",
+        lines.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", text(&output));
     let written = std::fs::read_to_string(&out).unwrap();
     assert!(written.find("\"q2\"").unwrap() < written.find("\"q1\"").unwrap(), "file order: {written}");
     let answers: BTreeMap<String, String> = serde_json::from_str(&written).unwrap();
-    for (id, question, context) in [("q2", "Where did Bob go?", "Bob went home after the game."), ("q1", "Who won?", "The red team won the game.")] {
-        let alone = qaforge(&["answer", fp32.to_str().unwrap(), "--tokenizer", golden().join("mobilebert-tiny").to_str().unwrap(), "--question", question, "--context", context, "--json"]);
+    for (id, question, context) in
+        [("q2", "Where did Bob go?", "Bob went home after the game."), ("q1", "Who won?", "The red team won the game.")]
+    {
+        let alone = qaforge(&[
+            "answer",
+            fp32.to_str().unwrap(),
+            "--tokenizer",
+            golden().join("mobilebert-tiny").to_str().unwrap(),
+            "--question",
+            question,
+            "--context",
+            context,
+            "--json",
+        ]);
         let alone: serde_json::Value = serde_json::from_slice(&alone.stdout).unwrap();
         assert_eq!(answers[id], alone["text"].as_str().unwrap(), "{id}");
     }
     std::fs::write(&lines, "{\"id\": \"q1\", \"question\": \"Who?\", \"context\": \"Ann.\"}\n{\"id\": \"q1\", \"question\": \"Who?\", \"context\": \"Ann.\"}\n").unwrap();
-    let output = qaforge(&["answer", fp32.to_str().unwrap(), "--tokenizer", golden().join("mobilebert-tiny").to_str().unwrap(), "--batch", lines.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let output = qaforge(&[
+        "answer",
+        fp32.to_str().unwrap(),
+        "--tokenizer",
+        golden().join("mobilebert-tiny").to_str().unwrap(),
+        "--batch",
+        lines.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("questions.jsonl: line 2: duplicate question id `q1`"), "{}", text(&output));
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{golden, qaforge, text, fixtures};
+use crate::common::{fixtures, golden, qaforge, text};
 
 /// The trained fixture is MiniLM-L6 (a BERT) stored in MobileBERT's format. Its weights under
 /// BERT's own names convert through the BERT emitter to a graph that answers every question as
@@ -22,7 +22,9 @@ fn the_trained_fixture_in_bert_format_gives_the_same_answers() {
         .tensors()
         .into_iter()
         .filter(|(name, _)| !name.contains("embedding_transformation"))
-        .map(|(name, view)| (name.strip_prefix("mobilebert.").map_or(name.clone(), |rest| format!("bert.{rest}")), view))
+        .map(|(name, view)| {
+            (name.strip_prefix("mobilebert.").map_or(name.clone(), |rest| format!("bert.{rest}")), view)
+        })
         .collect();
     std::fs::write(twin.join("model.safetensors"), safetensors::serialize(renamed, None).unwrap()).unwrap();
     std::fs::write(
@@ -38,8 +40,15 @@ fn the_trained_fixture_in_bert_format_gives_the_same_answers() {
     assert!(text(&output).contains("BertForQuestionAnswering: 6 layers, hidden 384"), "{}", text(&output));
     let report = dir.path().join("bert.json");
     let output = qaforge(&[
-        "verify", artifact.to_str().unwrap(), "--golden", golden().join("minilm-l6-squad2").to_str().unwrap(),
-        "--max-abs-diff", "0.05", "--report", report.to_str().unwrap(), "--allow-other-checkpoint",
+        "verify",
+        artifact.to_str().unwrap(),
+        "--golden",
+        golden().join("minilm-l6-squad2").to_str().unwrap(),
+        "--max-abs-diff",
+        "0.05",
+        "--report",
+        report.to_str().unwrap(),
+        "--allow-other-checkpoint",
     ]);
     // fp32 tolerances ask for every prediction identical to the reference's.
     assert!(output.status.success(), "{}", text(&output));
@@ -78,7 +87,10 @@ fn other_architectures_are_refused_with_the_supported_list() {
     let dir = tempfile::tempdir().unwrap();
     for (config, needle) in [
         (r#"{"model_type": "gpt2"}"#, "model_type `gpt2`"),
-        (r#"{"model_type": "bert", "architectures": ["BertForSequenceClassification"]}"#, "architecture `BertForSequenceClassification`"),
+        (
+            r#"{"model_type": "bert", "architectures": ["BertForSequenceClassification"]}"#,
+            "architecture `BertForSequenceClassification`",
+        ),
         (r#"{"model_type": "albert"}"#, "model_type `albert`"),
     ] {
         let model = dir.path().join("model");
@@ -91,7 +103,13 @@ fn other_architectures_are_refused_with_the_supported_list() {
         assert_eq!(output.status.code(), Some(2), "{config}: {}", text(&output));
         let message = text(&output);
         assert!(message.contains(needle) && message.contains("config.json"), "{message}");
-        for supported in ["MobileBertForQuestionAnswering", "BertForQuestionAnswering", "DistilBertForQuestionAnswering", "RobertaForQuestionAnswering", "ElectraForQuestionAnswering"] {
+        for supported in [
+            "MobileBertForQuestionAnswering",
+            "BertForQuestionAnswering",
+            "DistilBertForQuestionAnswering",
+            "RobertaForQuestionAnswering",
+            "ElectraForQuestionAnswering",
+        ] {
             assert!(message.contains(supported), "{supported} missing: {message}");
         }
         assert!(!Path::new(&out).exists());

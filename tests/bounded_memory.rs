@@ -29,7 +29,11 @@ fn convert_under_limit(weights: &str, target_name: &str, config: Option<&str>, n
         Some(file) => std::fs::copy(corpus.join(file), model.join("config.json")).unwrap(),
         None => std::fs::copy(golden().join("mobilebert-tiny/config.json"), model.join("config.json")).unwrap(),
     };
-    std::fs::copy(if weights.is_empty() { golden().join("mobilebert-tiny/model.safetensors") } else { corpus.join(weights) }, model.join(target_name)).unwrap();
+    std::fs::copy(
+        if weights.is_empty() { golden().join("mobilebert-tiny/model.safetensors") } else { corpus.join(weights) },
+        model.join(target_name),
+    )
+    .unwrap();
     let out = dir.path().join("out.onnx");
     let output = convert_limited(&model, &out);
     let message = text(&output);
@@ -50,12 +54,22 @@ fn a_sane_model_converts_under_the_limit() {
 
 #[test]
 fn safetensors_claiming_a_trillion_elements() {
-    convert_under_limit("safetensors/trillion-elements.safetensors", "model.safetensors", None, "invalid safetensors file");
+    convert_under_limit(
+        "safetensors/trillion-elements.safetensors",
+        "model.safetensors",
+        None,
+        "invalid safetensors file",
+    );
 }
 
 #[test]
 fn safetensors_header_claiming_a_terabyte() {
-    convert_under_limit("safetensors/header-length-beyond-file.safetensors", "model.safetensors", None, "invalid safetensors file");
+    convert_under_limit(
+        "safetensors/header-length-beyond-file.safetensors",
+        "model.safetensors",
+        None,
+        "invalid safetensors file",
+    );
 }
 
 #[test]

@@ -43,7 +43,9 @@ fn candle_bundles_agree_with_pytorchs() {
         let mut worst = 0f32;
         for i in 0..f.count {
             for k in i * m..i * m + f.length(i) {
-                worst = worst.max((ours.logits.start[k] - theirs.logits.start[k]).abs()).max((ours.logits.end[k] - theirs.logits.end[k]).abs());
+                worst = worst
+                    .max((ours.logits.start[k] - theirs.logits.start[k]).abs())
+                    .max((ours.logits.end[k] - theirs.logits.end[k]).abs());
             }
         }
         assert!(worst <= 1e-4, "{fixture}: candle vs PyTorch max |Δ| {worst}");
@@ -59,8 +61,20 @@ fn bundles_are_byte_identical_and_limit_keeps_the_first_questions() {
     let dir = tempfile::tempdir().unwrap();
     let one = make_bundle("bert-tiny", dir.path(), "one", &["--limit", "30"]);
     let two = make_bundle("bert-tiny", dir.path(), "two", &["--limit", "30"]);
-    for name in ["manifest.json", "data.json", "features.safetensors", "features.json", "logits.safetensors", "predictions.json", "metrics.json"] {
-        assert_eq!(std::fs::read(one.join(name)).unwrap(), std::fs::read(two.join(name)).unwrap(), "{name} differs between runs");
+    for name in [
+        "manifest.json",
+        "data.json",
+        "features.safetensors",
+        "features.json",
+        "logits.safetensors",
+        "predictions.json",
+        "metrics.json",
+    ] {
+        assert_eq!(
+            std::fs::read(one.join(name)).unwrap(),
+            std::fs::read(two.join(name)).unwrap(),
+            "{name} differs between runs"
+        );
     }
     let bundle = Bundle::open(&one).unwrap();
     assert_eq!((bundle.data.examples.len(), bundle.manifest.data.limit), (30, Some(30)));
@@ -73,7 +87,16 @@ fn bundles_are_byte_identical_and_limit_keeps_the_first_questions() {
     let other = dir.path().join("not-a-bundle");
     std::fs::create_dir(&other).unwrap();
     std::fs::write(other.join("notes.txt"), "mine").unwrap();
-    let output = qaforge(&["golden", s(&golden().join("bert-tiny")), "--data", s(&golden().join("squad/eval.json")), "-o", s(&other), "--limit", "5"]);
+    let output = qaforge(&[
+        "golden",
+        s(&golden().join("bert-tiny")),
+        "--data",
+        s(&golden().join("squad/eval.json")),
+        "-o",
+        s(&other),
+        "--limit",
+        "5",
+    ]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("refusing to replace it"), "{}", text(&output));
     assert!(other.join("notes.txt").is_file());
@@ -85,7 +108,22 @@ fn every_precision_verifies_against_a_candle_bundle() {
     let bundle = make_bundle("mobilebert-tiny", dir.path(), "bundle", &[]);
     let fp32 = convert("mobilebert-tiny", dir.path());
     let calibration = golden().join("squad").join("calibration.json");
-    for (precision, extra) in [("fp32", vec![]), ("fp16", vec![]), ("int8-dynamic", vec![]), ("int8-static", vec!["--calibration", s(&calibration), "--tokenizer", s(&golden().join("mobilebert-tiny")), "--samples", "32"])] {
+    for (precision, extra) in [
+        ("fp32", vec![]),
+        ("fp16", vec![]),
+        ("int8-dynamic", vec![]),
+        (
+            "int8-static",
+            vec![
+                "--calibration",
+                s(&calibration),
+                "--tokenizer",
+                s(&golden().join("mobilebert-tiny")),
+                "--samples",
+                "32",
+            ],
+        ),
+    ] {
         let artifact = if precision == "fp32" {
             fp32.clone()
         } else {
@@ -127,7 +165,18 @@ fn sharded_verification_merges_to_the_unsharded_report_bit_for_bit() {
         let parts: Vec<PathBuf> = (1..=n).map(|k| dir.path().join(format!("part-{k}-of-{n}.json"))).collect();
         for (k, part) in parts.iter().enumerate() {
             let shard = format!("{}/{n}", k + 1);
-            let output = qaforge(&["verify", s(&artifact), "--golden", s(&bundle), "--shard", &shard, "--report", s(part), "--batch-size", "4"]);
+            let output = qaforge(&[
+                "verify",
+                s(&artifact),
+                "--golden",
+                s(&bundle),
+                "--shard",
+                &shard,
+                "--report",
+                s(part),
+                "--batch-size",
+                "4",
+            ]);
             assert!(output.status.success(), "shard {shard}: {}", text(&output));
             assert_eq!(report(part)["verdict"], "PARTIAL");
         }
@@ -139,7 +188,19 @@ fn sharded_verification_merges_to_the_unsharded_report_bit_for_bit() {
         let output = qaforge(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(output.status.success(), "merge of {n}: {}", text(&output));
         let (a, b) = (report(&whole), report(&merged));
-        for key in ["logits", "argmax_agreement", "squad", "failures", "verdict", "pass", "near_ties", "features", "data", "sha256", "precision"] {
+        for key in [
+            "logits",
+            "argmax_agreement",
+            "squad",
+            "failures",
+            "verdict",
+            "pass",
+            "near_ties",
+            "features",
+            "data",
+            "sha256",
+            "precision",
+        ] {
             assert_eq!(a[key], b[key], "merged {n} shards: `{key}` differs");
         }
         assert!(b.get("part").is_none());
@@ -161,8 +222,13 @@ fn verify_refuses_another_checkpoints_or_tokenizers_bundle() {
     let bert = convert("bert-tiny", dir.path());
     let output = qaforge(&["verify", s(&bert), "--golden", s(&golden().join("electra-tiny"))]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("converted from checkpoint") && text(&output).contains("--allow-other-checkpoint"), "{}", text(&output));
-    let output = qaforge(&["verify", s(&bert), "--golden", s(&golden().join("electra-tiny")), "--allow-other-checkpoint"]);
+    assert!(
+        text(&output).contains("converted from checkpoint") && text(&output).contains("--allow-other-checkpoint"),
+        "{}",
+        text(&output)
+    );
+    let output =
+        qaforge(&["verify", s(&bert), "--golden", s(&golden().join("electra-tiny")), "--allow-other-checkpoint"]);
     assert_ne!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("allowed: the artifact was converted from checkpoint"), "{}", text(&output));
 
@@ -213,29 +279,76 @@ fn bad_bundles_are_refused_with_exit_2() {
     let fp32 = convert("bert-tiny", dir.path());
     let original = own_copy(dir.path());
     let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
-        ("no manifest", Box::new(|b: &Path| std::fs::remove_file(b.join("manifest.json")).unwrap()), "not a golden bundle"),
-        ("manifest not JSON", Box::new(|b: &Path| std::fs::write(b.join("manifest.json"), "{\"format\": ").unwrap()), "invalid manifest"),
-        ("other format", Box::new(|b: &Path| rewrite_manifest(b, |m| m["format"] = "qaforge-golden-bundle/9".into())), "this qaforge reads"),
-        ("truncated logits", Box::new(|b: &Path| {
-            let bytes = std::fs::read(b.join("logits.safetensors")).unwrap();
-            std::fs::write(b.join("logits.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-        }), "truncated or replaced"),
-        ("manifest lies about a hash", Box::new(|b: &Path| rewrite_manifest(b, |m| m["files"]["predictions"]["sha256"] = "00".repeat(32).into())), "the manifest says"),
-        ("manifest lies about counts", Box::new(|b: &Path| rewrite_manifest(b, |m| m["features"] = 9999.into())), "says 9999 features"),
-        ("absolute path", Box::new(|b: &Path| rewrite_manifest(b, |m| m["files"]["data"]["path"] = "/etc/passwd".into())), "not relative to the bundle"),
-        ("missing role", Box::new(|b: &Path| rewrite_manifest(b, |m| { m["files"].as_object_mut().unwrap().remove("logits"); })), "no `logits` file"),
-        ("wrong logit shape", Box::new(|b: &Path| {
-            let bundle = Bundle::open(b).unwrap();
-            let n = bundle.features.count - 1;
-            qaforge_verify::GoldenLogits { start: vec![0.0; n * 384], end: vec![0.0; n * 384] }.write(&b.join("logits.safetensors"), n, 384).unwrap();
-            reseal(b, "logits", "logits.safetensors");
-        }), "expected F32"),
-        ("features of another data file", Box::new(|b: &Path| {
-            let mut data: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("data.json")).unwrap()).unwrap();
-            data["data"][0]["paragraphs"][0]["qas"][0]["id"] = "someone-else".into();
-            std::fs::write(b.join("data.json"), serde_json::to_vec(&data).unwrap()).unwrap();
-            reseal(b, "data", "data.json");
-        }), "belongs to question"),
+        (
+            "no manifest",
+            Box::new(|b: &Path| std::fs::remove_file(b.join("manifest.json")).unwrap()),
+            "not a golden bundle",
+        ),
+        (
+            "manifest not JSON",
+            Box::new(|b: &Path| std::fs::write(b.join("manifest.json"), "{\"format\": ").unwrap()),
+            "invalid manifest",
+        ),
+        (
+            "other format",
+            Box::new(|b: &Path| rewrite_manifest(b, |m| m["format"] = "qaforge-golden-bundle/9".into())),
+            "this qaforge reads",
+        ),
+        (
+            "truncated logits",
+            Box::new(|b: &Path| {
+                let bytes = std::fs::read(b.join("logits.safetensors")).unwrap();
+                std::fs::write(b.join("logits.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+            }),
+            "truncated or replaced",
+        ),
+        (
+            "manifest lies about a hash",
+            Box::new(|b: &Path| rewrite_manifest(b, |m| m["files"]["predictions"]["sha256"] = "00".repeat(32).into())),
+            "the manifest says",
+        ),
+        (
+            "manifest lies about counts",
+            Box::new(|b: &Path| rewrite_manifest(b, |m| m["features"] = 9999.into())),
+            "says 9999 features",
+        ),
+        (
+            "absolute path",
+            Box::new(|b: &Path| rewrite_manifest(b, |m| m["files"]["data"]["path"] = "/etc/passwd".into())),
+            "not relative to the bundle",
+        ),
+        (
+            "missing role",
+            Box::new(|b: &Path| {
+                rewrite_manifest(b, |m| {
+                    m["files"].as_object_mut().unwrap().remove("logits");
+                })
+            }),
+            "no `logits` file",
+        ),
+        (
+            "wrong logit shape",
+            Box::new(|b: &Path| {
+                let bundle = Bundle::open(b).unwrap();
+                let n = bundle.features.count - 1;
+                qaforge_verify::GoldenLogits { start: vec![0.0; n * 384], end: vec![0.0; n * 384] }
+                    .write(&b.join("logits.safetensors"), n, 384)
+                    .unwrap();
+                reseal(b, "logits", "logits.safetensors");
+            }),
+            "expected F32",
+        ),
+        (
+            "features of another data file",
+            Box::new(|b: &Path| {
+                let mut data: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(b.join("data.json")).unwrap()).unwrap();
+                data["data"][0]["paragraphs"][0]["qas"][0]["id"] = "someone-else".into();
+                std::fs::write(b.join("data.json"), serde_json::to_vec(&data).unwrap()).unwrap();
+                reseal(b, "data", "data.json");
+            }),
+            "belongs to question",
+        ),
     ];
     for (what, breaks, needle) in cases {
         let broken = dir.path().join(what.replace(' ', "-"));

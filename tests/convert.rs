@@ -1,6 +1,6 @@
 //! End-to-end: `qaforge convert` on every fixture, checked against the PyTorch golden logits.
 
-use crate::common::{convert, fixture_features, full_size_checkpoint, golden, qaforge, text, fixtures};
+use crate::common::{convert, fixture_features, fixtures, full_size_checkpoint, golden, qaforge, text};
 use qaforge_runtime::Engine;
 
 #[test]
@@ -49,7 +49,8 @@ fn graph_has_dynamic_inputs_named_nodes_and_provenance() {
     for name in ["layer.3.ffn.2.intermediate", "layer.0.attention.softmax", "embeddings.trigram", "qa_outputs"] {
         assert!(graph.node.iter().any(|n| n.name == name), "no node named {name}");
     }
-    let meta: std::collections::BTreeMap<_, _> = model.metadata_props.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
+    let meta: std::collections::BTreeMap<_, _> =
+        model.metadata_props.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
     assert_eq!(meta.get("qaforge.precision"), Some(&"fp32"));
     assert_eq!(meta.get("qaforge.source_sha256").map(|s| s.len()), Some(64));
 }
@@ -77,7 +78,13 @@ fn verify_fails_on_a_perturbed_and_on_a_wrong_model() {
     let output = qaforge(&["verify", wrong.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("converted from checkpoint"), "{}", text(&output));
-    let output = qaforge(&["verify", wrong.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap(), "--allow-other-checkpoint"]);
+    let output = qaforge(&[
+        "verify",
+        wrong.to_str().unwrap(),
+        "--golden",
+        golden_tiny.to_str().unwrap(),
+        "--allow-other-checkpoint",
+    ]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
 }
 
@@ -85,7 +92,14 @@ fn verify_fails_on_a_perturbed_and_on_a_wrong_model() {
 fn unsupported_opset_is_a_usage_error_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.onnx");
-    let output = qaforge(&["convert", golden().join("mobilebert-tiny").to_str().unwrap(), "-o", out.to_str().unwrap(), "--opset", "13"]);
+    let output = qaforge(&[
+        "convert",
+        golden().join("mobilebert-tiny").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--opset",
+        "13",
+    ]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output).contains("opset 13 is not supported"), "{}", text(&output));
     assert!(!out.exists());
@@ -95,9 +109,17 @@ fn unsupported_opset_is_a_usage_error_and_writes_nothing() {
 fn opset_21_artifacts_also_match() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.onnx");
-    let output = qaforge(&["convert", golden().join("mobilebert-flipped").to_str().unwrap(), "-o", out.to_str().unwrap(), "--opset", "21"]);
+    let output = qaforge(&[
+        "convert",
+        golden().join("mobilebert-flipped").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--opset",
+        "21",
+    ]);
     assert!(output.status.success(), "{}", text(&output));
-    let output = qaforge(&["verify", out.to_str().unwrap(), "--golden", golden().join("mobilebert-flipped").to_str().unwrap()]);
+    let output =
+        qaforge(&["verify", out.to_str().unwrap(), "--golden", golden().join("mobilebert-flipped").to_str().unwrap()]);
     assert!(output.status.success(), "{}", text(&output));
 }
 
@@ -127,7 +149,16 @@ fn verify_with_onnx_runtime_explains_what_it_needs() {
     let artifact = convert("mobilebert-tiny", dir.path());
     let golden_tiny = golden().join("mobilebert-tiny");
     let missing = dir.path().join("libonnxruntime.so.missing");
-    let args = ["verify", artifact.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap(), "--engine", "ort", "--ort-library", missing.to_str().unwrap()];
+    let args = [
+        "verify",
+        artifact.to_str().unwrap(),
+        "--golden",
+        golden_tiny.to_str().unwrap(),
+        "--engine",
+        "ort",
+        "--ort-library",
+        missing.to_str().unwrap(),
+    ];
     let output = qaforge(&args);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     if cfg!(feature = "ort") {
@@ -138,7 +169,16 @@ fn verify_with_onnx_runtime_explains_what_it_needs() {
     // --engine auto (the default) with a library named that is not there is the same error in a
     // build with ONNX Runtime (never a silent fall back to tract); without the library, or in a
     // build without ONNX Runtime, it is tract.
-    let auto = ["verify", artifact.to_str().unwrap(), "--golden", golden_tiny.to_str().unwrap(), "--engine", "auto", "--ort-library", missing.to_str().unwrap()];
+    let auto = [
+        "verify",
+        artifact.to_str().unwrap(),
+        "--golden",
+        golden_tiny.to_str().unwrap(),
+        "--engine",
+        "auto",
+        "--ort-library",
+        missing.to_str().unwrap(),
+    ];
     let output = qaforge(&auto);
     if cfg!(feature = "ort") {
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));

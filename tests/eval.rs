@@ -1,7 +1,7 @@
 //! `qaforge eval` gives the official SQuAD v2 numbers (computed by golden/generate.py's restatement
 //! of evaluate-v2.0.py) for three public systems and for each fixture's reference predictions.
 
-use crate::common::{golden, qaforge, text, golden_fixtures};
+use crate::common::{golden, golden_fixtures, qaforge, text};
 
 fn assert_same_metrics(got: &serde_json::Value, want: &serde_json::Value, what: &str) {
     let (got, want) = (got.as_object().unwrap(), want.as_object().unwrap());
@@ -14,9 +14,14 @@ fn assert_same_metrics(got: &serde_json::Value, want: &serde_json::Value, what: 
 #[test]
 fn public_systems_score_as_with_the_official_script() {
     let squad = golden().join("squad");
-    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(squad.join("predictions/metrics.json")).unwrap()).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(squad.join("predictions/metrics.json")).unwrap()).unwrap();
     for system in ["bert-large-single", "nlnet-single", "bidaf-sa-elmo"] {
-        let output = qaforge(&["eval", squad.join("eval.json").to_str().unwrap(), squad.join(format!("predictions/{system}.json")).to_str().unwrap()]);
+        let output = qaforge(&[
+            "eval",
+            squad.join("eval.json").to_str().unwrap(),
+            squad.join(format!("predictions/{system}.json")).to_str().unwrap(),
+        ]);
         assert!(output.status.success(), "{}", text(&output));
         let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_same_metrics(&got, &want[system], system);
@@ -28,13 +33,21 @@ fn fixture_reference_predictions_score_as_in_the_goldens() {
     let dir = tempfile::tempdir().unwrap();
     for fixture in golden_fixtures() {
         let golden_dir = golden().join(fixture).join("golden");
-        let predictions: serde_json::Value = serde_json::from_slice(&std::fs::read(golden_dir.join("predictions.json")).unwrap()).unwrap();
+        let predictions: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(golden_dir.join("predictions.json")).unwrap()).unwrap();
         let file = dir.path().join(format!("{fixture}.json"));
         std::fs::write(&file, predictions["predictions"].to_string()).unwrap();
         let out_file = dir.path().join(format!("{fixture}.metrics.json"));
-        let output = qaforge(&["eval", golden().join("squad/eval.json").to_str().unwrap(), file.to_str().unwrap(), "--out-file", out_file.to_str().unwrap()]);
+        let output = qaforge(&[
+            "eval",
+            golden().join("squad/eval.json").to_str().unwrap(),
+            file.to_str().unwrap(),
+            "--out-file",
+            out_file.to_str().unwrap(),
+        ]);
         assert!(output.status.success(), "{}", text(&output));
-        let want: serde_json::Value = serde_json::from_slice(&std::fs::read(golden_dir.join("metrics.json")).unwrap()).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(golden_dir.join("metrics.json")).unwrap()).unwrap();
         let got: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
         assert_same_metrics(&got, &want, fixture);
     }
@@ -65,7 +78,8 @@ fn no_answer_probabilities_give_the_official_best_thresholds() {
     let mut cases = Vec::new();
     for fixture in golden_fixtures() {
         let golden_dir = golden().join(fixture).join("golden");
-        let predictions: serde_json::Value = serde_json::from_slice(&std::fs::read(golden_dir.join("predictions.json")).unwrap()).unwrap();
+        let predictions: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(golden_dir.join("predictions.json")).unwrap()).unwrap();
         let preds = dir.path().join(format!("{fixture}.json"));
         let null_odds = dir.path().join(format!("{fixture}.null_odds.json"));
         std::fs::write(&preds, predictions["predictions"].to_string()).unwrap();
@@ -87,7 +101,15 @@ fn no_answer_probabilities_give_the_official_best_thresholds() {
         let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&want).unwrap()).unwrap();
         for (key, want) in want.as_object().unwrap() {
             let thresh = key.strip_prefix("thresh=").unwrap();
-            let args = ["eval", eval_json.to_str().unwrap(), preds.to_str().unwrap(), "--na-prob-file", na_probs.to_str().unwrap(), "--na-prob-thresh", thresh];
+            let args = [
+                "eval",
+                eval_json.to_str().unwrap(),
+                preds.to_str().unwrap(),
+                "--na-prob-file",
+                na_probs.to_str().unwrap(),
+                "--na-prob-thresh",
+                thresh,
+            ];
             let output = qaforge(&args);
             assert!(output.status.success(), "{}", text(&output));
             let got: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -99,10 +121,17 @@ fn no_answer_probabilities_give_the_official_best_thresholds() {
 #[test]
 fn eval_summarises_the_data_on_stderr_and_refuses_foreign_predictions() {
     let squad = golden().join("squad");
-    let output = qaforge(&["eval", squad.join("eval.json").to_str().unwrap(), squad.join("predictions/nlnet-single.json").to_str().unwrap()]);
+    let output = qaforge(&[
+        "eval",
+        squad.join("eval.json").to_str().unwrap(),
+        squad.join("predictions/nlnet-single.json").to_str().unwrap(),
+    ]);
     assert!(output.status.success(), "{}", text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("18 articles") && stderr.contains("251 questions (131 answerable, 120 unanswerable)"), "{stderr}");
+    assert!(
+        stderr.contains("18 articles") && stderr.contains("251 questions (131 answerable, 120 unanswerable)"),
+        "{stderr}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let foreign = dir.path().join("foreign.json");
     std::fs::write(&foreign, br#"{"not-a-question": "x"}"#).unwrap();
@@ -117,13 +146,29 @@ fn a_probability_file_missing_a_question_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let na = dir.path().join("na.json");
     std::fs::write(&na, br#"{"56ddde6b9a695914005b9628": 0.5}"#).unwrap();
-    let output = qaforge(&["eval", squad.join("eval.json").to_str().unwrap(), squad.join("predictions/nlnet-single.json").to_str().unwrap(), "--na-prob-file", na.to_str().unwrap()]);
+    let output = qaforge(&[
+        "eval",
+        squad.join("eval.json").to_str().unwrap(),
+        squad.join("predictions/nlnet-single.json").to_str().unwrap(),
+        "--na-prob-file",
+        na.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("na.json: no no-answer probability for question"), "{}", text(&output));
     std::fs::write(&na, br#"{"56ddde6b9a695914005b9628": "high"}"#).unwrap();
-    let output = qaforge(&["eval", squad.join("eval.json").to_str().unwrap(), squad.join("predictions/nlnet-single.json").to_str().unwrap(), "--na-prob-file", na.to_str().unwrap()]);
+    let output = qaforge(&[
+        "eval",
+        squad.join("eval.json").to_str().unwrap(),
+        squad.join("predictions/nlnet-single.json").to_str().unwrap(),
+        "--na-prob-file",
+        na.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("na.json: expected a JSON object from question id to no-answer probability"), "{}", text(&output));
+    assert!(
+        text(&output).contains("na.json: expected a JSON object from question id to no-answer probability"),
+        "{}",
+        text(&output)
+    );
 }
 
 /// A reader that goes away (`qaforge eval ... | head -c 0`) ends qaforge quietly, as it ends other
@@ -132,7 +177,11 @@ fn a_probability_file_missing_a_question_is_refused_by_name() {
 fn a_closed_stdout_pipe_is_not_a_panic() {
     let squad = golden().join("squad");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_qaforge"))
-        .args(["eval", squad.join("eval.json").to_str().unwrap(), squad.join("predictions/nlnet-single.json").to_str().unwrap()])
+        .args([
+            "eval",
+            squad.join("eval.json").to_str().unwrap(),
+            squad.join("predictions/nlnet-single.json").to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -11,7 +11,10 @@ fn json(path: &std::path::Path) -> serde_json::Value {
 
 /// Question ids of a SQuAD file, in file order.
 fn question_ids(squad: &serde_json::Value) -> Vec<String> {
-    squad["data"].as_array().unwrap().iter()
+    squad["data"]
+        .as_array()
+        .unwrap()
+        .iter()
         .flat_map(|a| a["paragraphs"].as_array().unwrap().iter())
         .flat_map(|p| p["qas"].as_array().unwrap().iter())
         .map(|q| q["id"].as_str().unwrap().to_string())
@@ -38,7 +41,8 @@ fn features_agree_with_the_evaluation_slice() {
     let m = features.max_length;
     for i in 0..features.count {
         let row = |v: &[i64]| v[i * m..(i + 1) * m].to_vec();
-        let (tokens, mask, types) = (row(&features.input_ids), row(&features.attention_mask), row(&features.token_type_ids));
+        let (tokens, mask, types) =
+            (row(&features.input_ids), row(&features.attention_mask), row(&features.token_type_ids));
         let len = features.length(i);
         assert_eq!(tokens[0], 101, "feature {i} does not start with [CLS]");
         assert_eq!(tokens[len - 1], 102, "feature {i} does not end with [SEP]");

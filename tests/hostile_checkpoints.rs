@@ -22,7 +22,8 @@ fn tiny_safetensors() -> Vec<u8> {
 fn edited_safetensors(edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) -> Vec<u8> {
     let bytes = tiny_safetensors();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<_> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     edit(&mut tensors);
     let views: Vec<_> = tensors
@@ -42,7 +43,11 @@ fn assert_refused(dir: &Path, needles: &[&str]) {
         assert!(message.contains(needle), "expected `{needle}` in:\n{message}");
     }
     assert!(!message.contains("panicked"), "{message}");
-    let leftovers: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().ends_with(".onnx") || n.to_string_lossy().contains("partial")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".onnx") || n.to_string_lossy().contains("partial"))
+        .collect();
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
 }
 
@@ -50,7 +55,9 @@ fn assert_refused(dir: &Path, needles: &[&str]) {
 fn truncated_safetensors() {
     let root = tempfile::tempdir().unwrap();
     let bytes = tiny_safetensors();
-    for (name, cut) in [("in-length", 4), ("in-header", 200), ("in-data", bytes.len() / 2), ("last-byte", bytes.len() - 1)] {
+    for (name, cut) in
+        [("in-length", 4), ("in-header", 200), ("in-data", bytes.len() / 2), ("last-byte", bytes.len() - 1)]
+    {
         let dir = model_dir(root.path(), name);
         std::fs::write(dir.join("model.safetensors"), &bytes[..cut]).unwrap();
         assert_refused(&dir, &["model.safetensors", "invalid safetensors file"]);
@@ -122,7 +129,11 @@ fn nan_weights_are_refused() {
     let out = dir.join("out.onnx");
     let output = qaforge(&["convert", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--allow-non-finite"]);
     assert!(output.status.success(), "{}", text(&output));
-    assert!(text(&output).contains(&format!("warning: tensor `{name}` holds 1 non-finite value(s)")), "{}", text(&output));
+    assert!(
+        text(&output).contains(&format!("warning: tensor `{name}` holds 1 non-finite value(s)")),
+        "{}",
+        text(&output)
+    );
     assert!(out.exists());
 }
 
@@ -187,7 +198,11 @@ fn pickle_calling_os_system_is_refused_without_running_it() {
 fn zip_member_escaping_the_archive_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let dir = model_dir(root.path(), "traversal");
-    std::fs::write(dir.join("pytorch_model.bin"), torch_zip(&[("archive/data.pkl", b"\x80\x02}q\x00."), ("../../etc/evil", b"x")])).unwrap();
+    std::fs::write(
+        dir.join("pytorch_model.bin"),
+        torch_zip(&[("archive/data.pkl", b"\x80\x02}q\x00."), ("../../etc/evil", b"x")]),
+    )
+    .unwrap();
     assert_refused(&dir, &["pytorch_model.bin", "leaves the archive"]);
 }
 
@@ -208,13 +223,21 @@ fn torch_storage_smaller_than_its_tensor_is_refused() {
     let dir = model_dir(root.path(), "storage");
     // {"w": _rebuild_tensor_v2(persistent_load(("storage", FloatStorage, "0", "cpu", 1000)), 0, (10, 10), (10, 1), False, OrderedDict())}
     let pickle = b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01ctorch._utils\n_rebuild_tensor_v2\nq\x02((X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000q\x05X\x03\x00\x00\x00cpuq\x06M\xe8\x03tq\x07QK\x00K\nK\n\x86q\x08K\nK\x01\x86q\t\x89ccollections\nOrderedDict\nq\n)Rq\x0btq\x0cRq\rs.";
-    std::fs::write(dir.join("pytorch_model.bin"), torch_zip(&[("archive/data.pkl", pickle), ("archive/data/0", &[0u8; 40])])).unwrap();
+    std::fs::write(
+        dir.join("pytorch_model.bin"),
+        torch_zip(&[("archive/data.pkl", pickle), ("archive/data/0", &[0u8; 40])]),
+    )
+    .unwrap();
     assert_refused(&dir, &["pytorch_model.bin", "tensor `w`", "claims 1000 elements"]);
 }
 
 /// Splits the tiny fixture into two safetensors shards plus an index; `edit_index` may change the
 /// weight map before it is written.
-fn sharded_dir(root: &Path, name: &str, edit_index: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> PathBuf {
+fn sharded_dir(
+    root: &Path,
+    name: &str,
+    edit_index: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> PathBuf {
     let dir = model_dir(root, name);
     let bytes = tiny_safetensors();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();

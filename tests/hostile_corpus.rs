@@ -67,12 +67,15 @@ fn convert_dir(weights: Option<(&str, &str)>, config: Option<&str>, needles: &[&
     };
     match weights {
         Some((file, name)) => std::fs::copy(corpus(file), model.join(name)).unwrap(),
-        None => std::fs::copy(golden().join("mobilebert-tiny/model.safetensors"), model.join("model.safetensors")).unwrap(),
+        None => {
+            std::fs::copy(golden().join("mobilebert-tiny/model.safetensors"), model.join("model.safetensors")).unwrap()
+        }
     };
     let out = dir.path().join("out.onnx");
     let output = qaforge(&["convert", model.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert_bad_input(&output, needles);
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "model").collect();
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n != "model").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -145,7 +148,12 @@ cases! { squad;
 #[test]
 fn predictions_not_an_object() {
     let file = corpus("predictions/not-an-object.json");
-    eval(&golden().join("squad/eval.json"), &file, &[], &["not-an-object.json", "expected a JSON object from question id to answer text", "invalid type: sequence"]);
+    eval(
+        &golden().join("squad/eval.json"),
+        &file,
+        &[],
+        &["not-an-object.json", "expected a JSON object from question id to answer text", "invalid type: sequence"],
+    );
 }
 
 #[test]
@@ -158,7 +166,12 @@ fn predictions_answer_not_text() {
 fn na_prob_not_a_number() {
     let file = corpus("predictions/na-prob-not-number.json");
     let predictions = golden().join("squad/predictions/nlnet-single.json");
-    eval(&golden().join("squad/eval.json"), &predictions, &["--na-prob-file", file.to_str().unwrap()], &["na-prob-not-number.json", "invalid type: string \"high\""]);
+    eval(
+        &golden().join("squad/eval.json"),
+        &predictions,
+        &["--na-prob-file", file.to_str().unwrap()],
+        &["na-prob-not-number.json", "invalid type: string \"high\""],
+    );
 }
 
 /// verify, quantize and answer each refuse a hostile ONNX file by name and write nothing.
@@ -170,7 +183,16 @@ fn onnx(file: &str, needles: &[&str]) {
     let runs: [Vec<&str>; 3] = [
         vec!["verify", path.to_str().unwrap(), "--golden", tiny.to_str().unwrap()],
         vec!["quantize", path.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", "int8-dynamic"],
-        vec!["answer", path.to_str().unwrap(), "--tokenizer", tiny.to_str().unwrap(), "--question", "Who?", "--context", "Nobody."],
+        vec![
+            "answer",
+            path.to_str().unwrap(),
+            "--tokenizer",
+            tiny.to_str().unwrap(),
+            "--question",
+            "Who?",
+            "--context",
+            "Nobody.",
+        ],
     ];
     for args in runs {
         assert_bad_input(&qaforge(&args), needles);
@@ -205,12 +227,18 @@ fn onnx_mixed_types() {
 
 #[test]
 fn onnx_integer_matmul_weight() {
-    onnx("onnx/integer-matmul-weight.onnx", &["integer-matmul-weight.onnx", "node `head` (MatMul): type parameter T bound to different types"]);
+    onnx(
+        "onnx/integer-matmul-weight.onnx",
+        &["integer-matmul-weight.onnx", "node `head` (MatMul): type parameter T bound to different types"],
+    );
 }
 
 #[test]
 fn onnx_dangling_input() {
-    onnx("onnx/dangling-input.onnx", &["dangling-input.onnx", "reads `nowhere`, which no node, initializer or graph input provides"]);
+    onnx(
+        "onnx/dangling-input.onnx",
+        &["dangling-input.onnx", "reads `nowhere`, which no node, initializer or graph input provides"],
+    );
 }
 
 #[test]
@@ -234,11 +262,36 @@ fn onnx_vocabulary_smaller_than_the_tokenizer() {
     let calibration = golden().join("squad/calibration.json");
     let runs: [Vec<&str>; 3] = [
         vec!["verify", path.to_str().unwrap(), "--golden", tiny.to_str().unwrap()],
-        vec!["answer", path.to_str().unwrap(), "--tokenizer", tiny.to_str().unwrap(), "--question", "Who lives there?", "--context", "Nobody lives there."],
-        vec!["quantize", path.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", "int8-static", "--calibration", calibration.to_str().unwrap(), "--tokenizer", tiny.to_str().unwrap(), "--samples", "4"],
+        vec![
+            "answer",
+            path.to_str().unwrap(),
+            "--tokenizer",
+            tiny.to_str().unwrap(),
+            "--question",
+            "Who lives there?",
+            "--context",
+            "Nobody lives there.",
+        ],
+        vec![
+            "quantize",
+            path.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--precision",
+            "int8-static",
+            "--calibration",
+            calibration.to_str().unwrap(),
+            "--tokenizer",
+            tiny.to_str().unwrap(),
+            "--samples",
+            "4",
+        ],
     ];
     for args in runs {
-        assert_bad_input(&qaforge(&args), &["the table `E` that `input_ids` indexes has 100 rows: the tokenizer does not belong to this model"]);
+        assert_bad_input(
+            &qaforge(&args),
+            &["the table `E` that `input_ids` indexes has 100 rows: the tokenizer does not belong to this model"],
+        );
         assert!(!out.exists());
     }
 }
@@ -248,9 +301,18 @@ fn onnx_vocabulary_smaller_than_the_tokenizer() {
 #[test]
 fn exit_codes_are_0_for_success_and_2_for_usage_errors() {
     let squad = golden().join("squad");
-    let ok = qaforge(&["eval", squad.join("eval.json").to_str().unwrap(), squad.join("predictions/nlnet-single.json").to_str().unwrap()]);
+    let ok = qaforge(&[
+        "eval",
+        squad.join("eval.json").to_str().unwrap(),
+        squad.join("predictions/nlnet-single.json").to_str().unwrap(),
+    ]);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
-    for args in [vec!["convert"], vec!["frobnicate"], vec!["verify", "x.onnx", "--golden"], vec!["quantize", "in.onnx", "-o", "out.onnx", "--precision", "int4"]] {
+    for args in [
+        vec!["convert"],
+        vec!["frobnicate"],
+        vec!["verify", "x.onnx", "--golden"],
+        vec!["quantize", "in.onnx", "-o", "out.onnx", "--precision", "int4"],
+    ] {
         let output = qaforge(&args);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", text(&output));
         assert!(!text(&output).contains("panicked"), "{}", text(&output));
@@ -259,7 +321,8 @@ fn exit_codes_are_0_for_success_and_2_for_usage_errors() {
     assert_bad_input(&missing, &["/nonexistent/model/config.json"]);
     // The OS's words once, after the file's name: the library error quotes them in its message and
     // keeps them as its source, and the binary printed both.
-    let absent = qaforge(&["eval", "/nonexistent/data.json", squad.join("predictions/nlnet-single.json").to_str().unwrap()]);
+    let absent =
+        qaforge(&["eval", "/nonexistent/data.json", squad.join("predictions/nlnet-single.json").to_str().unwrap()]);
     assert_bad_input(&absent, &["/nonexistent/data.json: No such file or directory"]);
     assert_eq!(text(&absent).matches("No such file or directory").count(), 1, "{}", text(&absent));
 }
@@ -270,7 +333,16 @@ fn answer_with_tokenizer(file: &str, needles: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(corpus(file), dir.path().join("tokenizer.json")).unwrap();
     let artifact = golden().join("mobilebert-tiny/model.safetensors");
-    let output = qaforge(&["answer", artifact.to_str().unwrap(), "--tokenizer", dir.path().to_str().unwrap(), "--question", "Who?", "--context", "Nobody."]);
+    let output = qaforge(&[
+        "answer",
+        artifact.to_str().unwrap(),
+        "--tokenizer",
+        dir.path().to_str().unwrap(),
+        "--question",
+        "Who?",
+        "--context",
+        "Nobody.",
+    ]);
     assert_bad_input(&output, needles);
 }
 
@@ -278,7 +350,10 @@ fn answer_with_tokenizer(file: &str, needles: &[&str]) {
 /// crate panic while reading it (`expect("Helper")` in its deserializer).
 #[test]
 fn tokenizer_json_whose_decoder_crashes_the_tokenizers_crate() {
-    answer_with_tokenizer("tokenizer/decoder-crashes-tokenizers.json", &["tokenizer.json", "malformed tokenizer.json", "Helper"]);
+    answer_with_tokenizer(
+        "tokenizer/decoder-crashes-tokenizers.json",
+        &["tokenizer.json", "malformed tokenizer.json", "Helper"],
+    );
 }
 
 /// Found by `make fuzz` (target tokenizer): a tokenizer.json whose post-processor template names
@@ -290,10 +365,20 @@ fn tokenizer_json_whose_template_crashes_the_tokenizers_crate() {
 
 #[test]
 fn onnx_initializer_claims_1e18_floats() {
-    onnx("onnx/initializer-claims-1e18-floats.onnx", &["initializer-claims-1e18-floats.onnx", "tensor `huge`", "claim 1000000000000000000 Float values, the file holds 16"]);
+    onnx(
+        "onnx/initializer-claims-1e18-floats.onnx",
+        &[
+            "initializer-claims-1e18-floats.onnx",
+            "tensor `huge`",
+            "claim 1000000000000000000 Float values, the file holds 16",
+        ],
+    );
 }
 
 #[test]
 fn onnx_external_data_outside_the_folder() {
-    onnx("onnx/external-data-outside.onnx", &["external-data-outside.onnx", "tensor `weights`", "outside the model's folder"]);
+    onnx(
+        "onnx/external-data-outside.onnx",
+        &["external-data-outside.onnx", "tensor `weights`", "outside the model's folder"],
+    );
 }

@@ -24,9 +24,16 @@ enum KillAt {
 /// Starts `args`, kills it at `at` (if still running) and returns whether it had finished.
 fn run_and_kill(args: &[&str], target: &Path, at: KillAt) -> bool {
     let dir = target.parent().unwrap();
-    let names = |dir: &Path| std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect::<std::collections::BTreeSet<_>>();
+    let names = |dir: &Path| {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect::<std::collections::BTreeSet<_>>()
+    };
     let before = names(dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qaforge")).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qaforge"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
     let mut deadline = match at {
         KillAt::Delay(d) => Some(started + d),
@@ -61,7 +68,8 @@ fn interrupt_until_done(args: &[&str], target: &Path) -> usize {
     assert!(output.status.success(), "{}", text(&output));
     let expected = std::fs::read(target).unwrap();
     std::fs::write(target, PREVIOUS).unwrap();
-    let mut moments: Vec<KillAt> = [50u64, 300, 1000].iter().map(|&ms| KillAt::Delay(Duration::from_millis(ms))).collect();
+    let mut moments: Vec<KillAt> =
+        [50u64, 300, 1000].iter().map(|&ms| KillAt::Delay(Duration::from_millis(ms))).collect();
     moments.extend([0u64, 1, 3, 10, 30].iter().map(|&ms| KillAt::AfterWriteStarts(Duration::from_millis(ms))));
     let mut killed_before_rename = 0;
     for at in moments {

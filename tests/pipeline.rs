@@ -31,27 +31,61 @@ fn sha256(path: &std::path::Path) -> String {
 fn convert_quantize_and_verify_in_two_steps() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = dir.path().join("fp32.onnx");
-    let convert = ConvertRequest { model_dir: golden().join("mobilebert-tiny"), output: fp32.clone(), emit: qaforge_onnx::EmitOptions::default(), flavour: Flavour::Portable };
+    let convert = ConvertRequest {
+        model_dir: golden().join("mobilebert-tiny"),
+        output: fp32.clone(),
+        emit: qaforge_onnx::EmitOptions::default(),
+        flavour: Flavour::Portable,
+    };
     let converted = qaforge_pipeline::convert(&convert).unwrap();
     assert_eq!(converted.sha256, sha256(&fp32));
     assert_eq!(converted.bytes, std::fs::metadata(&fp32).unwrap().len());
     assert!(converted.warnings.is_empty(), "{:?}", converted.warnings);
 
     let int8 = dir.path().join("int8.onnx");
-    let request = QuantizeRequest { input: fp32, output: int8.clone(), options: options(Precision::Int8Dynamic), calibration: None, tokenizer: None, samples: 0, search: None, flavour: Flavour::Portable };
+    let request = QuantizeRequest {
+        input: fp32,
+        output: int8.clone(),
+        options: options(Precision::Int8Dynamic),
+        calibration: None,
+        tokenizer: None,
+        samples: 0,
+        search: None,
+        flavour: Flavour::Portable,
+    };
     let quantized = qaforge_pipeline::quantize(&request, &|_, _| {}).unwrap();
     assert_eq!(quantized.sha256, sha256(&int8));
     assert!(quantized.sizes.1 < quantized.sizes.0, "{:?}", quantized.sizes);
-    assert!(quantized.summary.kept_float.values().any(|r| *r == qaforge_quantize::KeptFloat::QaHead), "{:?}", quantized.summary.kept_float);
+    assert!(
+        quantized.summary.kept_float.values().any(|r| *r == qaforge_quantize::KeptFloat::QaHead),
+        "{:?}",
+        quantized.summary.kept_float
+    );
 
     // Verify's two steps, as a caller with logits from elsewhere uses them.
     let bundle = qaforge_verify::Bundle::open(&golden().join("mobilebert-tiny")).unwrap();
-    let run = qaforge_verify::RunOptions { engine: qaforge_runtime::EngineChoice::Tract, batch_size: Some(8), cores: 2, shard: qaforge_verify::Shard::WHOLE, allow_other_checkpoint: false, input_names: None, exact_fallback: false };
+    let run = qaforge_verify::RunOptions {
+        engine: qaforge_runtime::EngineChoice::Tract,
+        batch_size: Some(8),
+        cores: 2,
+        shard: qaforge_verify::Shard::WHOLE,
+        allow_other_checkpoint: false,
+        input_names: None,
+        exact_fallback: false,
+    };
     let artifact = qaforge_verify::Artifact::open(&int8, &bundle, &run.engine, false).unwrap();
     assert_eq!(artifact.precision, Precision::Int8Dynamic);
     let computed = qaforge_verify::compute_logits(&artifact, &bundle, &run, &|_, _| {}).unwrap();
     assert_eq!(computed.features, 0..bundle.features.count);
-    let mut truncated = qaforge_verify::ComputedLogits { features: computed.features.clone(), logits: computed.logits.clone(), engine: computed.engine.clone(), cpu: computed.cpu.clone(), exactness: computed.exactness.clone(), seconds: 0.0, batch_size: computed.batch_size };
+    let mut truncated = qaforge_verify::ComputedLogits {
+        features: computed.features.clone(),
+        logits: computed.logits.clone(),
+        engine: computed.engine.clone(),
+        cpu: computed.cpu.clone(),
+        exactness: computed.exactness.clone(),
+        seconds: 0.0,
+        batch_size: computed.batch_size,
+    };
     let report = qaforge_verify::judge(&artifact, &bundle, run.shard, computed, Default::default()).unwrap();
     assert!(report.pass, "{:?}", report.failures);
     assert_eq!(report.run.tolerances, qaforge_verify::Tolerances::for_precision(Precision::Int8Dynamic));
@@ -78,7 +112,8 @@ fn product_rules_refuse_with_their_reason() {
         Err(PipelineError::Request(why)) => why,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    assert!(refuse(request(Precision::Fp16, Flavour::OnnxRuntime("libonnxruntime.so".into()))).contains("--for onnxruntime is for the int8 modes"));
+    assert!(refuse(request(Precision::Fp16, Flavour::OnnxRuntime("libonnxruntime.so".into())))
+        .contains("--for onnxruntime is for the int8 modes"));
     assert!(refuse(request(Precision::Fp32, Flavour::Portable)).contains("fp32 is what quantize reads"));
     // int8-static without calibration data is refused before anything is read or written.
     let fp32 = crate::common::convert("mobilebert-tiny", dir.path());
@@ -96,7 +131,21 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
     let dir = tempfile::tempdir().unwrap();
     let fp32 = crate::common::convert("mobilebert-tiny", dir.path());
     let bundle_dir = golden().join("mobilebert-tiny");
-    for (precision, flags) in [("int8-dynamic", vec![]), ("int8-static", vec!["--calibration", "golden/squad/calibration.json", "--samples", "16", "--tokenizer", "golden/mobilebert-tiny"]), ("fp16", vec![])] {
+    for (precision, flags) in [
+        ("int8-dynamic", vec![]),
+        (
+            "int8-static",
+            vec![
+                "--calibration",
+                "golden/squad/calibration.json",
+                "--samples",
+                "16",
+                "--tokenizer",
+                "golden/mobilebert-tiny",
+            ],
+        ),
+        ("fp16", vec![]),
+    ] {
         let out = dir.path().join(format!("{precision}.onnx"));
         let mut args = vec!["quantize", fp32.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", precision];
         args.extend(flags);
@@ -107,7 +156,14 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
         let bare = dir.path().join(format!("{precision}.bare.onnx"));
         std::fs::write(&bare, qaforge_onnx::encode(&model)).unwrap();
         let report = dir.path().join(format!("{precision}.json"));
-        let mut args = vec!["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--report", report.to_str().unwrap()];
+        let mut args = vec![
+            "verify",
+            bare.to_str().unwrap(),
+            "--golden",
+            bundle_dir.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
         // fp16 on a quarter of the bundle: tract runs float16 element-wise ops in software on x86
         // (15x its fp32 time, see tests/quantize.rs); what is checked here is the inferred precision.
         if precision == "fp16" {
@@ -117,15 +173,38 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
         assert!(run.status.success(), "{precision}: {}", crate::common::text(&run));
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
         assert_eq!(json["precision"], precision);
-        assert!(json["precision_source"].as_str().unwrap().starts_with("inferred from its operators"), "{}", json["precision_source"]);
+        assert!(
+            json["precision_source"].as_str().unwrap().starts_with("inferred from its operators"),
+            "{}",
+            json["precision_source"]
+        );
         // Judged as fp32 on request, an int8 artifact misses fp32's max |Δ| and FAILs.
         if precision != "fp16" {
-            let run = crate::common::qaforge(&["verify", bare.to_str().unwrap(), "--golden", bundle_dir.to_str().unwrap(), "--precision", "fp32"]);
+            let run = crate::common::qaforge(&[
+                "verify",
+                bare.to_str().unwrap(),
+                "--golden",
+                bundle_dir.to_str().unwrap(),
+                "--precision",
+                "fp32",
+            ]);
             assert_eq!(run.status.code(), Some(1), "{}", crate::common::text(&run));
         }
         // And quantize refuses to quantize it again.
-        let again = crate::common::qaforge(&["quantize", bare.to_str().unwrap(), "-o", dir.path().join("again.onnx").to_str().unwrap(), "--precision", "int8-dynamic"]);
+        let again = crate::common::qaforge(&[
+            "quantize",
+            bare.to_str().unwrap(),
+            "-o",
+            dir.path().join("again.onnx").to_str().unwrap(),
+            "--precision",
+            "int8-dynamic",
+        ]);
         assert_eq!(again.status.code(), Some(2), "{}", crate::common::text(&again));
-        assert!(crate::common::text(&again).contains(&format!("the input is already {precision} (inferred from its operators")), "{}", crate::common::text(&again));
+        assert!(
+            crate::common::text(&again)
+                .contains(&format!("the input is already {precision} (inferred from its operators")),
+            "{}",
+            crate::common::text(&again)
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::common::{convert, golden, qaforge, text, fixtures};
+use crate::common::{convert, fixtures, golden, qaforge, text};
 
 fn quantize(input: &Path, output: &Path, fixture: &str, args: &[&str]) -> std::process::Output {
     let tokenizer = golden().join(fixture);
@@ -13,7 +13,14 @@ fn quantize(input: &Path, output: &Path, fixture: &str, args: &[&str]) -> std::p
     let mut all = vec!["quantize", input.to_str().unwrap(), "-o", output.to_str().unwrap()];
     all.extend_from_slice(args);
     if args.contains(&"int8-static") {
-        all.extend_from_slice(&["--calibration", calibration.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--samples", "64"]);
+        all.extend_from_slice(&[
+            "--calibration",
+            calibration.to_str().unwrap(),
+            "--tokenizer",
+            tokenizer.to_str().unwrap(),
+            "--samples",
+            "64",
+        ]);
     }
     qaforge(&all)
 }
@@ -25,7 +32,14 @@ fn verify_report(artifact: &Path, fixture: &str) -> (std::process::Output, serde
 fn verify_report_with(artifact: &Path, fixture: &str, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
     let report = artifact.with_extension("report.json");
     let golden = golden().join(fixture);
-    let mut args = vec!["verify", artifact.to_str().unwrap(), "--golden", golden.to_str().unwrap(), "--report", report.to_str().unwrap()];
+    let mut args = vec![
+        "verify",
+        artifact.to_str().unwrap(),
+        "--golden",
+        golden.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let output = qaforge(&args);
     let json = serde_json::from_slice(&std::fs::read(&report).unwrap_or_default()).unwrap_or(serde_json::Value::Null);
@@ -80,11 +94,17 @@ fn every_mode_passes_verify_on_every_fixture() {
                 "int4" => 0.25,
                 _ => 0.35,
             };
-            assert!(size <= share * fp32_size as f64 + 16384.0, "{fixture}: {precision} is {size} of {fp32_size} bytes");
+            assert!(
+                size <= share * fp32_size as f64 + 16384.0,
+                "{fixture}: {precision} is {size} of {fp32_size} bytes"
+            );
             let meta = metadata(&out);
             assert_eq!(meta["qaforge.precision"], precision);
             assert_eq!(meta["qaforge.stage"], "quantize");
-            assert_eq!(meta["qaforge.quantize.input_sha256"], qaforge_provenance::sha256_hex(&std::fs::read(&fp32).unwrap()));
+            assert_eq!(
+                meta["qaforge.quantize.input_sha256"],
+                qaforge_provenance::sha256_hex(&std::fs::read(&fp32).unwrap())
+            );
             assert_eq!(meta["qaforge.source_sha256"].len(), 64, "the checkpoint's provenance is kept");
             if precision == "int8-static" {
                 assert_eq!(meta["qaforge.quantize.method"], "minmax");
@@ -98,7 +118,9 @@ fn every_mode_passes_verify_on_every_fixture() {
 fn quantization_is_byte_identical_and_keeps_softmax_float() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
-    for (precision, method) in [("fp16", "minmax"), ("int8-dynamic", "minmax"), ("int8-static", "percentile"), ("int8-static", "mse")] {
+    for (precision, method) in
+        [("fp16", "minmax"), ("int8-dynamic", "minmax"), ("int8-static", "percentile"), ("int8-static", "mse")]
+    {
         let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
         for out in [&a, &b] {
             let run = quantize(&fp32, out, "mobilebert-tiny", &["--precision", precision, "--method", method]);
@@ -108,7 +130,11 @@ fn quantization_is_byte_identical_and_keeps_softmax_float() {
         let graph = qaforge_onnx::read_model(&a).unwrap().graph.unwrap();
         assert_eq!(quantization_next_to_softmax(&graph), Vec::<String>::new(), "{precision}");
         if precision == "fp16" {
-            let producer: BTreeMap<&str, &str> = graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
+            let producer: BTreeMap<&str, &str> = graph
+                .node
+                .iter()
+                .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str())))
+                .collect();
             for softmax in graph.node.iter().filter(|n| n.op_type == "Softmax") {
                 let before = producer.get(softmax.input[0].as_str()).copied().unwrap_or("");
                 assert!(before == "Cast", "{precision}: {} should compute in float32 behind a Cast", softmax.name);
@@ -122,14 +148,16 @@ fn quantization_is_byte_identical_and_keeps_softmax_float() {
 /// of crates/qaforge-quantize/tests/softmax_trap.rs).
 fn quantization_next_to_softmax(graph: &tract_onnx::pb::GraphProto) -> Vec<String> {
     let is_quantization = |op: &str| op.to_ascii_lowercase().contains("quantize");
-    let producer: BTreeMap<&str, &str> = graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
+    let producer: BTreeMap<&str, &str> =
+        graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type.as_str()))).collect();
     let mut found = Vec::new();
     for softmax in graph.node.iter().filter(|n| n.op_type == "Softmax") {
         let before = producer.get(softmax.input[0].as_str()).copied().unwrap_or("");
         if is_quantization(before) {
             found.push(format!("{} reads a {before}", softmax.name));
         }
-        for reader in graph.node.iter().filter(|n| n.input.contains(&softmax.output[0]) && is_quantization(&n.op_type)) {
+        for reader in graph.node.iter().filter(|n| n.input.contains(&softmax.output[0]) && is_quantization(&n.op_type))
+        {
             found.push(format!("{} feeds a {}", softmax.name, reader.op_type));
         }
     }
@@ -149,7 +177,10 @@ fn the_softmax_check_sees_dequantization_on_either_side() {
         ],
         ..Default::default()
     };
-    assert_eq!(quantization_next_to_softmax(&graph), ["softmax reads a DequantizeLinear", "softmax feeds a QuantizeLinear"]);
+    assert_eq!(
+        quantization_next_to_softmax(&graph),
+        ["softmax reads a DequantizeLinear", "softmax feeds a QuantizeLinear"]
+    );
 }
 
 #[test]
@@ -157,7 +188,12 @@ fn exclusions_keep_matching_nodes_float() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
     let out = dir.path().join("int8.onnx");
-    let run = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-dynamic", "--exclude", "layer.0.*", "--exclude", "*.intermediate"]);
+    let run = quantize(
+        &fp32,
+        &out,
+        "mobilebert-tiny",
+        &["--precision", "int8-dynamic", "--exclude", "layer.0.*", "--exclude", "*.intermediate"],
+    );
     assert!(run.status.success(), "{}", text(&run));
     assert!(text(&run).contains("excluded by --exclude layer.0.*"), "{}", text(&run));
     let graph = qaforge_onnx::read_model(&out).unwrap().graph.unwrap();
@@ -193,7 +229,8 @@ fn bad_requests_are_clear_errors() {
     assert!(text(&again).contains("already int8-dynamic"), "{}", text(&again));
 
     let out = dir.path().join("static.onnx");
-    let no_calibration = qaforge(&["quantize", fp32.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", "int8-static"]);
+    let no_calibration =
+        qaforge(&["quantize", fp32.to_str().unwrap(), "-o", out.to_str().unwrap(), "--precision", "int8-static"]);
     assert_eq!(no_calibration.status.code(), Some(2));
     assert!(text(&no_calibration).contains("needs --calibration"), "{}", text(&no_calibration));
 
@@ -204,7 +241,12 @@ fn bad_requests_are_clear_errors() {
     assert!(text(&bad).contains("garbage.onnx"), "{}", text(&bad));
     assert!(!out.exists(), "no artifact is written on error");
 
-    let bad_percentile = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "percentile", "--percentile", "120"]);
+    let bad_percentile = quantize(
+        &fp32,
+        &out,
+        "mobilebert-tiny",
+        &["--precision", "int8-static", "--method", "percentile", "--percentile", "120"],
+    );
     assert_eq!(bad_percentile.status.code(), Some(2));
     assert!(text(&bad_percentile).contains("percentile 120"), "{}", text(&bad_percentile));
 }
@@ -217,7 +259,14 @@ fn verify_fails_a_broken_quantization_with_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
     let out = dir.path().join("clipped.onnx");
-    assert!(quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "percentile", "--percentile", "90"]).status.success());
+    assert!(quantize(
+        &fp32,
+        &out,
+        "mobilebert-tiny",
+        &["--precision", "int8-static", "--method", "percentile", "--percentile", "90"]
+    )
+    .status
+    .success());
     let (verified, report) = verify_report(&out, "mobilebert-tiny");
     assert_eq!(verified.status.code(), Some(1), "{}", text(&verified));
     assert_eq!(report["pass"], false);
@@ -236,13 +285,32 @@ fn sensitivity_search_keeps_harmful_layers_float_until_verify_passes() {
     let fp32 = convert("mobilebert-tiny", dir.path());
     let out = dir.path().join("searched.onnx");
     let fixture = golden().join("mobilebert-tiny");
-    let run = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "percentile", "--percentile", "90", "--max-f1-drop", "0.5", "--golden", fixture.to_str().unwrap()]);
+    let run = quantize(
+        &fp32,
+        &out,
+        "mobilebert-tiny",
+        &[
+            "--precision",
+            "int8-static",
+            "--method",
+            "percentile",
+            "--percentile",
+            "90",
+            "--max-f1-drop",
+            "0.5",
+            "--golden",
+            fixture.to_str().unwrap(),
+        ],
+    );
     assert!(run.status.success(), "{}", text(&run));
     assert!(text(&run).contains("kept float by the sensitivity search"), "{}", text(&run));
     let (verified, report) = verify_report(&out, "mobilebert-tiny");
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(report["squad"]["f1_drop"].as_f64().unwrap() <= 0.5);
-    assert!(metadata(&out)["qaforge.quantize.exclude"].contains("layer."), "the kept layers are recorded as exclusions");
+    assert!(
+        metadata(&out)["qaforge.quantize.exclude"].contains("layer."),
+        "the kept layers are recorded as exclusions"
+    );
 
     // Without a bundle the search is label-free and measures on held-back calibration questions.
     let missing = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-dynamic", "--max-f1-drop", "0.5"]);
@@ -259,13 +327,22 @@ fn label_free_search_needs_no_gold_answers() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
     let out = dir.path().join("label-free.onnx");
-    let run = quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--method", "percentile", "--percentile", "90", "--max-f1-drop", "3"]);
+    let run = quantize(
+        &fp32,
+        &out,
+        "mobilebert-tiny",
+        &["--precision", "int8-static", "--method", "percentile", "--percentile", "90", "--max-f1-drop", "3"],
+    );
     assert!(run.status.success(), "{}", text(&run));
     let log = text(&run);
     assert!(log.contains("label-free search on 200 held-back questions"), "{log}");
     assert!(log.contains("kept float by the sensitivity search"), "{log}");
     // The first step (everything quantized) disagrees by more than the limit; the last is within it.
-    let drops: Vec<f64> = log.lines().filter_map(|l| l.split("F1 drop ").nth(1)).map(|r| r.split(',').next().unwrap().trim().parse().unwrap()).collect();
+    let drops: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split("F1 drop ").nth(1))
+        .map(|r| r.split(',').next().unwrap().trim().parse().unwrap())
+        .collect();
     assert!(drops.len() >= 2 && drops[0] > 3.0 && *drops.last().unwrap() <= 3.0, "{drops:?}\n{log}");
     let (verified, report) = verify_report(&out, "mobilebert-tiny");
     assert!(verified.status.success(), "{}", text(&verified));
@@ -297,7 +374,9 @@ fn targets_store_weights_for_their_cpus_and_are_exact_in_tract() {
     let avx2_only = CpuFeatures::from_flags("x86_64", &["avx2", "fma"]);
     for precision in ["int8-dynamic", "int8-static"] {
         let mut cosines = BTreeMap::new();
-        for (target, extra) in [("arm64", None), ("x86-vnni", None), ("x86-avx2", None), ("arm64", Some("--reduce-range"))] {
+        for (target, extra) in
+            [("arm64", None), ("x86-vnni", None), ("x86-avx2", None), ("arm64", Some("--reduce-range"))]
+        {
             let out = dir.path().join(format!("{precision}.{target}{}.onnx", extra.map_or("", |_| ".reduced")));
             let mut args = vec!["--precision", precision, "--target", target];
             args.extend(extra);
@@ -316,7 +395,10 @@ fn targets_store_weights_for_their_cpus_and_are_exact_in_tract() {
                     assert!(int8 > 0 && products.int8_max_abs <= 64, "{precision}: {products:?}");
                     assert!(meta["qaforge.quantize.weights"].contains("7-bit"));
                 }
-                _ => assert!(int8 > 0 && uint8 == 0 && products.int8_max_abs == 127, "{precision} {target}: {products:?}"),
+                _ => assert!(
+                    int8 > 0 && uint8 == 0 && products.int8_max_abs == 127,
+                    "{precision} {target}: {products:?}"
+                ),
             }
             // What verify --engine ort decides for this artifact on an AVX2-only CPU.
             let needs_vnni = matches!(onnxruntime_exactness(&avx2_only, &products), Exactness::Inexact { .. });
@@ -361,7 +443,9 @@ fn defaults_find_the_qa_head_and_embedding_path_by_structure_not_names() {
     let transformation = node(&transformation);
     assert_eq!(transformation.op_type, "MatMul", "the embedding transformation keeps float activations");
     assert!(transformation.input[1].contains("dequantized"), "its weights are stored int8: {:?}", transformation.input);
-    let count = |path: &Path, op: &str| qaforge_onnx::read_model(path).unwrap().graph.unwrap().node.iter().filter(|n| n.op_type == op).count();
+    let count = |path: &Path, op: &str| {
+        qaforge_onnx::read_model(path).unwrap().graph.unwrap().node.iter().filter(|n| n.op_type == op).count()
+    };
     for op in ["MatMulInteger", "DynamicQuantizeLinear", "DequantizeLinear", "MatMul"] {
         assert_eq!(count(&a, op), count(&b, op), "{op}: the same decisions with and without our names");
     }
@@ -376,7 +460,11 @@ fn with_external_data(model: &mut qaforge_onnx::pb::ModelProto, data_file: &Path
         if tensor.raw_data.len() > 1024 {
             let entry = |key: &str, value: String| StringStringEntryProto { key: key.into(), value };
             let location = data_file.file_name().unwrap().to_string_lossy().into_owned();
-            tensor.external_data = vec![entry("location", location), entry("offset", data.len().to_string()), entry("length", tensor.raw_data.len().to_string())];
+            tensor.external_data = vec![
+                entry("location", location),
+                entry("offset", data.len().to_string()),
+                entry("length", tensor.raw_data.len().to_string()),
+            ];
             tensor.data_location = Some(DataLocation::External as i32);
             data.append(&mut tensor.raw_data);
         }
@@ -399,7 +487,10 @@ fn external_data_beside_the_model_is_read_and_quantized_artifacts_hold_it_inline
     let (output, report) = verify_report(&exported, "mobilebert-tiny");
     assert!(output.status.success(), "{}", text(&output));
     let notes = report["provenance"].to_string();
-    assert!(notes.contains("external data") && notes.contains("model.onnx.data"), "the report names the data file: {notes}");
+    assert!(
+        notes.contains("external data") && notes.contains("model.onnx.data"),
+        "the report names the data file: {notes}"
+    );
 
     let int8 = dir.path().join("int8.onnx");
     let output = quantize(&exported, &int8, "mobilebert-tiny", &["--precision", "int8-dynamic"]);
@@ -412,7 +503,12 @@ fn external_data_beside_the_model_is_read_and_quantized_artifacts_hold_it_inline
     let alone = dir.path().join("alone");
     std::fs::create_dir(&alone).unwrap();
     std::fs::copy(&exported, alone.join("model.onnx")).unwrap();
-    let output = qaforge(&["verify", alone.join("model.onnx").to_str().unwrap(), "--golden", golden().join("mobilebert-tiny").to_str().unwrap()]);
+    let output = qaforge(&[
+        "verify",
+        alone.join("model.onnx").to_str().unwrap(),
+        "--golden",
+        golden().join("mobilebert-tiny").to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(text(&output).contains("model.onnx.data"), "{}", text(&output));
 }
@@ -431,34 +527,65 @@ fn inputs_under_other_names_are_mapped_by_name_or_by_input_names() {
         let inputs = graph.input.clone();
         graph.input = order.iter().map(|&i| inputs[i].clone()).collect();
     };
-    let names = |model: &qaforge_onnx::pb::ModelProto| model.graph.as_ref().unwrap().input.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+    let names = |model: &qaforge_onnx::pb::ModelProto| {
+        model.graph.as_ref().unwrap().input.iter().map(|i| i.name.clone()).collect::<Vec<_>>()
+    };
     assert_eq!(names(&model), ["input_ids", "attention_mask", "token_type_ids"]);
     // As a TensorFlow export names them, in another order.
     let mut tensorflow = model.clone();
-    renamed(&mut tensorflow, [("input_ids", "input_ids:0"), ("attention_mask", "input_mask"), ("token_type_ids", "segment_ids")], [2, 0, 1]);
+    renamed(
+        &mut tensorflow,
+        [("input_ids", "input_ids:0"), ("attention_mask", "input_mask"), ("token_type_ids", "segment_ids")],
+        [2, 0, 1],
+    );
     let tensorflow_path = dir.path().join("tensorflow-names.onnx");
     std::fs::write(&tensorflow_path, qaforge_onnx::encode(&tensorflow)).unwrap();
     let (output, _) = verify_report(&tensorflow_path, "bert-tiny");
     assert!(output.status.success(), "names exporters give are mapped whatever their order: {}", text(&output));
 
-    renamed(&mut model, [("input_ids", "tokens"), ("attention_mask", "visible"), ("token_type_ids", "segments")], [2, 0, 1]);
+    renamed(
+        &mut model,
+        [("input_ids", "tokens"), ("attention_mask", "visible"), ("token_type_ids", "segments")],
+        [2, 0, 1],
+    );
     let own = dir.path().join("own-names.onnx");
     std::fs::write(&own, qaforge_onnx::encode(&model)).unwrap();
     let golden_dir = golden().join("bert-tiny");
     let output = qaforge(&["verify", own.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    assert!(text(&output).contains("inputs taken by position (segments = token ids, tokens = attention mask, visible = token types)") && text(&output).contains("--input-names"), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "inputs taken by position (segments = token ids, tokens = attention mask, visible = token types)"
+        ) && text(&output).contains("--input-names"),
+        "{}",
+        text(&output)
+    );
     let names = ["--input-names", "tokens,visible,segments"];
-    let output = qaforge(&[&["verify", own.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()][..], &names].concat());
+    let output =
+        qaforge(&[&["verify", own.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()][..], &names].concat());
     assert!(output.status.success(), "{}", text(&output));
     let int8 = dir.path().join("own-names.int8-static.onnx");
     let output = quantize(&own, &int8, "bert-tiny", &[&["--precision", "int8-static"][..], &names].concat());
     assert!(output.status.success(), "calibration feeds the named inputs: {}", text(&output));
-    let output = qaforge(&[&["verify", int8.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()][..], &names].concat());
+    let output =
+        qaforge(&[&["verify", int8.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap()][..], &names].concat());
     assert!(output.status.success(), "{}", text(&output));
-    let output = qaforge(&["verify", own.to_str().unwrap(), "--golden", golden_dir.to_str().unwrap(), "--input-names", "tokens,mask,segments"]);
+    let output = qaforge(&[
+        "verify",
+        own.to_str().unwrap(),
+        "--golden",
+        golden_dir.to_str().unwrap(),
+        "--input-names",
+        "tokens,mask,segments",
+    ]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(text(&output).contains("names `mask`, which is not an input of the graph; the graph's inputs are segments, tokens, visible"), "{}", text(&output));
+    assert!(
+        text(&output).contains(
+            "names `mask`, which is not an input of the graph; the graph's inputs are segments, tokens, visible"
+        ),
+        "{}",
+        text(&output)
+    );
 }
 
 #[test]
@@ -470,7 +597,13 @@ fn onnxruntime_flavour_requests_are_clear_errors_and_write_nothing() {
     // Not ONNX Runtime: any file that exists but is no libonnxruntime.
     let not_a_library = golden().join("bert-tiny/config.json");
     let not_a_library = not_a_library.to_str().unwrap();
-    let run = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_qaforge")).args(args).env_remove("ORT_DYLIB_PATH").output().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_qaforge"))
+            .args(args)
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap()
+    };
     let expect = |output: std::process::Output, needle: &str| {
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));
         assert!(text(&output).contains(needle), "expected `{needle}` in: {}", text(&output));
@@ -478,10 +611,47 @@ fn onnxruntime_flavour_requests_are_clear_errors_and_write_nothing() {
     };
     let model_dir = golden().join("bert-tiny");
     expect(run(&["convert", model_dir.to_str().unwrap(), "-o", out_s, "--for", "onnxruntime"]), "--ort-library");
-    expect(run(&["quantize", fp32_s, "-o", out_s, "--precision", "fp16", "--for", "onnxruntime", "--ort-library", not_a_library]), "int8 modes");
-    expect(run(&["quantize", fp32_s, "-o", out_s, "--precision", "int8-dynamic", "--for", "onnxruntime", "--ort-library", not_a_library]), "loading ONNX Runtime");
+    expect(
+        run(&[
+            "quantize",
+            fp32_s,
+            "-o",
+            out_s,
+            "--precision",
+            "fp16",
+            "--for",
+            "onnxruntime",
+            "--ort-library",
+            not_a_library,
+        ]),
+        "int8 modes",
+    );
+    expect(
+        run(&[
+            "quantize",
+            fp32_s,
+            "-o",
+            out_s,
+            "--precision",
+            "int8-dynamic",
+            "--for",
+            "onnxruntime",
+            "--ort-library",
+            not_a_library,
+        ]),
+        "loading ONNX Runtime",
+    );
     let package = dir.path().join("model.ort");
-    let output = run(&["package", not_a_library, "--format", "ort", "-o", package.to_str().unwrap(), "--ort-library", not_a_library]);
+    let output = run(&[
+        "package",
+        not_a_library,
+        "--format",
+        "ort",
+        "-o",
+        package.to_str().unwrap(),
+        "--ort-library",
+        not_a_library,
+    ]);
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(!package.exists() && !dir.path().join("required_operators.config").exists());
 }
@@ -492,13 +662,24 @@ fn onnxruntime_flavour_requests_are_clear_errors_and_write_nothing() {
 /// per block; zero points packed the same way per column, or 2^(bits-1) when absent.
 fn decode_mat_mul_nbits(node: &qaforge_onnx::pb::NodeProto, graph: &qaforge_onnx::pb::GraphProto) -> (usize, Vec<f32>) {
     let attr = |name: &str| node.attribute.iter().find(|a| a.name == name).map(|a| a.i as usize);
-    let (k, n, bits, block) = (attr("K").unwrap(), attr("N").unwrap(), attr("bits").unwrap_or(4), attr("block_size").unwrap());
-    let init = |name: &str| graph.initializer.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no initializer {name}")).raw_data.clone();
+    let (k, n, bits, block) =
+        (attr("K").unwrap(), attr("N").unwrap(), attr("bits").unwrap_or(4), attr("block_size").unwrap());
+    let init = |name: &str| {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("no initializer {name}"))
+            .raw_data
+            .clone()
+    };
     let (codes, scales) = (init(&node.input[1]), init(&node.input[2]));
     let zeros = node.input.get(3).filter(|z| !z.is_empty()).map(|z| init(z));
     let blocks = k.div_ceil(block);
     let per_byte = 8 / bits;
-    let code_at = |bytes: &[u8], index: usize| ((bytes[index / per_byte] >> (bits * (index % per_byte))) & ((1 << bits) - 1) as u8) as f32;
+    let code_at = |bytes: &[u8], index: usize| {
+        ((bytes[index / per_byte] >> (bits * (index % per_byte))) & ((1 << bits) - 1) as u8) as f32
+    };
     let mut w = vec![0f32; k * n];
     for c in 0..n {
         for b in 0..blocks {
@@ -526,7 +707,8 @@ fn size_budget_mixes_bit_widths_within_the_size_and_tract_reads_them_as_specifie
     let budget = std::fs::metadata(&int4).unwrap().len() * 99 / 100;
     let calibration = golden().join("squad/calibration.json");
     let tokenizer = golden().join(fixture);
-    let statistics = ["--calibration", calibration.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--samples", "16"];
+    let statistics =
+        ["--calibration", calibration.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--samples", "16"];
     let out = dir.path().join("budget.onnx");
     let report = dir.path().join("budget.json");
     let budget_arg = budget.to_string();
@@ -538,7 +720,10 @@ fn size_budget_mixes_bit_widths_within_the_size_and_tract_reads_them_as_specifie
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert!(json["products_two_bit"].as_u64().unwrap() > 0, "the budget bites: {json}");
     let layers = json["layers"].as_array().unwrap();
-    assert!(layers.iter().any(|l| l["stored"] == "4-bit blocks of 32") && layers.iter().any(|l| l["stored"] == "2-bit blocks of 32"));
+    assert!(
+        layers.iter().any(|l| l["stored"] == "4-bit blocks of 32")
+            && layers.iter().any(|l| l["stored"] == "2-bit blocks of 32")
+    );
     assert!(std::fs::read_to_string(report.with_extension("md")).unwrap().contains("| product | K × N | stored |"));
     assert!(metadata(&out)["qaforge.quantize.int4"].contains("size budget"));
     // Same inputs, same bytes.
@@ -561,7 +746,12 @@ fn size_budget_mixes_bit_widths_within_the_size_and_tract_reads_them_as_specifie
         let n = graph.node[i].attribute.iter().find(|a| a.name == "N").unwrap().i as usize;
         let k = w.len() / n;
         let name = format!("{}.decoded", graph.node[i].output[0]);
-        graph.initializer.push(qaforge_onnx::edit::raw_tensor(&name, &[k as i64, n as i64], qaforge_onnx::pb::tensor_proto::DataType::Float, w.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        graph.initializer.push(qaforge_onnx::edit::raw_tensor(
+            &name,
+            &[k as i64, n as i64],
+            qaforge_onnx::pb::tensor_proto::DataType::Float,
+            w.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
         let node = &mut graph.node[i];
         node.op_type = "MatMul".into();
         node.domain.clear();
@@ -575,8 +765,18 @@ fn size_budget_mixes_bit_widths_within_the_size_and_tract_reads_them_as_specifie
     let (_, twin_report) = verify_report_with(&twin_path, fixture, &["--precision", "int4", "--min-cosine", "0"]);
     let cosine = |r: &serde_json::Value| r["logits"]["cosine"].as_f64().unwrap();
     let worst = |r: &serde_json::Value| r["logits"]["max_abs_diff"].as_f64().unwrap();
-    assert!((cosine(&artifact_report) - cosine(&twin_report)).abs() < 1e-5, "{} vs {}", cosine(&artifact_report), cosine(&twin_report));
-    assert!((worst(&artifact_report) - worst(&twin_report)).abs() < 1e-3, "{} vs {}", worst(&artifact_report), worst(&twin_report));
+    assert!(
+        (cosine(&artifact_report) - cosine(&twin_report)).abs() < 1e-5,
+        "{} vs {}",
+        cosine(&artifact_report),
+        cosine(&twin_report)
+    );
+    assert!(
+        (worst(&artifact_report) - worst(&twin_report)).abs() < 1e-3,
+        "{} vs {}",
+        worst(&artifact_report),
+        worst(&twin_report)
+    );
 
     // GPTQ rounding: the same shapes, other codes, recorded in the provenance.
     let gptq = dir.path().join("gptq.onnx");
@@ -591,7 +791,12 @@ fn size_budget_mixes_bit_widths_within_the_size_and_tract_reads_them_as_specifie
 
     // Bad requests: clear errors, nothing written.
     let nothing = dir.path().join("nothing.onnx");
-    let too_small = quantize(&fp32, &nothing, fixture, &[&["--precision", "int4", "--max-size", "100kB"][..], &statistics[..]].concat());
+    let too_small = quantize(
+        &fp32,
+        &nothing,
+        fixture,
+        &[&["--precision", "int4", "--max-size", "100kB"][..], &statistics[..]].concat(),
+    );
     assert_eq!(too_small.status.code(), Some(2));
     assert!(text(&too_small).contains("the smallest artifact is"), "{}", text(&too_small));
     let no_statistics = quantize(&fp32, &nothing, fixture, &["--precision", "int4", "--rounding", "gptq"]);

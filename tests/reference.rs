@@ -27,7 +27,9 @@ fn reference_logits_equal_pytorchs_on_every_fixture() {
             for i in 0..features.count {
                 for t in 0..features.length(i) {
                     let k = i * m + t;
-                    worst = worst.max((logits.start[k] - reference.start[k]).abs()).max((logits.end[k] - reference.end[k]).abs());
+                    worst = worst
+                        .max((logits.start[k] - reference.start[k]).abs())
+                        .max((logits.end[k] - reference.end[k]).abs());
                 }
             }
             eprintln!("{fixture}, batches of {batch}: max |Δ| {worst:.2e} over {} features", features.count);
@@ -47,11 +49,15 @@ fn reference_logits_equal_the_fp32_artifacts_on_a_full_size_mobilebert() {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("mobilebert-uncased-layer-norm");
     std::fs::create_dir(&model_dir).unwrap();
-    let config = qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG.replace("\"no_norm\"", "\"layer_norm\"");
+    let config =
+        qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG.replace("\"no_norm\"", "\"layer_norm\"");
     qaforge_checkpoint::synthetic::write_random_checkpoint(&model_dir, &config, 3).unwrap();
     let artifact = crate::common::convert_dir(&model_dir, dir.path());
     let features = fixture_features("mobilebert-tiny").truncated(6);
-    let reference = ReferenceModel::load(&Checkpoint::open(&model_dir).unwrap()).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
+    let reference = ReferenceModel::load(&Checkpoint::open(&model_dir).unwrap())
+        .unwrap()
+        .run_features(&features, 3, 1, &|_| {})
+        .unwrap();
     let tract = qaforge_runtime::TractSession::load(&artifact).unwrap().run_features(&features, 3, 1, &|_| {}).unwrap();
     let m = features.max_length;
     let (mut worst, mut spread) = (0f32, 0f32);
@@ -61,7 +67,9 @@ fn reference_logits_equal_the_fp32_artifacts_on_a_full_size_mobilebert() {
             spread = spread.max((reference.start[k] - reference.start[i * m]).abs());
         }
     }
-    eprintln!("full-size MobileBERT: max |Δ| {worst:.2e} between the reference and tract; start logits spread {spread:.2e}");
+    eprintln!(
+        "full-size MobileBERT: max |Δ| {worst:.2e} between the reference and tract; start logits spread {spread:.2e}"
+    );
     assert!(worst <= 1e-4, "max |Δ| {worst}");
     // The agreement must be far finer than what the logits vary by, or it says nothing.
     assert!(spread > 1e3 * worst.max(1e-7), "logits spread {spread} against max |Δ| {worst}");

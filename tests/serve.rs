@@ -26,7 +26,16 @@ impl Server {
     /// with `extra` options, and waits (at most 120 s) until /ready says 200.
     fn start(artifact: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_qaforge"))
-            .args(["serve", artifact.to_str().unwrap(), "--tokenizer", golden().join("mobilebert-tiny").to_str().unwrap(), "--port", "0", "--engine", "tract"])
+            .args([
+                "serve",
+                artifact.to_str().unwrap(),
+                "--tokenizer",
+                golden().join("mobilebert-tiny").to_str().unwrap(),
+                "--port",
+                "0",
+                "--engine",
+                "tract",
+            ])
             .args(extra)
             .env_remove("ORT_DYLIB_PATH")
             .env_remove("QAFORGE_API_KEY")
@@ -48,7 +57,9 @@ impl Server {
                 sink.lock().unwrap().push('\n');
             }
         });
-        let address = address_rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no address logged:\n{}", log.lock().unwrap()));
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no address logged:\n{}", log.lock().unwrap()));
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
         let server = Server { child, base: format!("http://{address}"), log, agent };
         let started = Instant::now();
@@ -90,7 +101,9 @@ impl Server {
     /// A counter or histogram sample of /metrics.
     fn metric(&self, sample: &str) -> f64 {
         let (_, text) = self.get("/metrics");
-        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())).unwrap_or_else(|| panic!("no `{sample}` in /metrics:\n{text}"))
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no `{sample}` in /metrics:\n{text}"))
     }
 
     /// SIGTERM, then the exit status (at most 60 s).
@@ -112,7 +125,12 @@ impl Server {
     /// Resident memory of the server, in kB.
     fn rss_kb(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap()
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
     }
 }
 
@@ -130,7 +148,8 @@ fn body(question: &str, context: &str) -> String {
 /// Questions of golden/squad/eval.json: every fourth, and the two longest contexts (several windows each).
 fn questions() -> Vec<(String, String)> {
     let squad = SquadFile::load(&golden().join("squad/eval.json")).unwrap();
-    let mut picked: Vec<(String, String)> = squad.examples.iter().step_by(4).map(|e| (e.question.clone(), e.context.clone())).collect();
+    let mut picked: Vec<(String, String)> =
+        squad.examples.iter().step_by(4).map(|e| (e.question.clone(), e.context.clone())).collect();
     let mut longest: Vec<&qaforge_squad::Example> = squad.examples.iter().collect();
     longest.sort_by_key(|e| std::cmp::Reverse(e.context.len()));
     picked.extend(longest.iter().take(2).map(|e| (e.question.clone(), e.context.clone())));
@@ -156,7 +175,12 @@ fn alone(artifact: &Path, question: &str, context: &str) -> (String, usize, usiz
 
 fn served(response: &str) -> (String, usize, usize, f64) {
     let v: serde_json::Value = serde_json::from_str(response).unwrap();
-    (v["answer"].as_str().unwrap().to_string(), v["start"].as_u64().unwrap() as usize, v["end"].as_u64().unwrap() as usize, v["score"].as_f64().unwrap())
+    (
+        v["answer"].as_str().unwrap().to_string(),
+        v["start"].as_u64().unwrap() as usize,
+        v["end"].as_u64().unwrap() as usize,
+        v["score"].as_f64().unwrap(),
+    )
 }
 
 /// The artifacts of mobilebert-tiny in `dir`: fp32, fp16, int8-static, int4, int8-dynamic.
@@ -165,7 +189,22 @@ fn artifacts(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     let mut out = vec![("fp32", fp32.clone())];
     let calibration = golden().join("squad/calibration.json");
     let tokenizer = golden().join("mobilebert-tiny");
-    for (precision, extra) in [("fp16", vec![]), ("int8-static", vec!["--calibration", calibration.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--samples", "16"]), ("int4", vec![]), ("int8-dynamic", vec![])] {
+    for (precision, extra) in [
+        ("fp16", vec![]),
+        (
+            "int8-static",
+            vec![
+                "--calibration",
+                calibration.to_str().unwrap(),
+                "--tokenizer",
+                tokenizer.to_str().unwrap(),
+                "--samples",
+                "16",
+            ],
+        ),
+        ("int4", vec![]),
+        ("int8-dynamic", vec![]),
+    ] {
         let path = dir.join(format!("{precision}.onnx"));
         let mut args = vec!["quantize", fp32.to_str().unwrap(), "-o", path.to_str().unwrap(), "--precision", precision];
         args.extend(extra);
@@ -210,11 +249,17 @@ fn answers_under_concurrency_are_qaforge_answers_in_every_precision() {
             assert_eq!(answers.len(), 16);
             for a in answers {
                 assert_eq!((&a.0, a.1, a.2), (&want[i].0, want[i].1, want[i].2), "{precision}: question {i}");
-                assert!((a.3 - want[i].3).abs() <= 1e-4, "{precision}: question {i}: score {} against {}", a.3, want[i].3);
+                assert!(
+                    (a.3 - want[i].3).abs() <= 1e-4,
+                    "{precision}: question {i}: score {} against {}",
+                    a.3,
+                    want[i].3
+                );
             }
         }
         // Batches of more than one window formed, except where the artifact's rows are coupled.
-        let (batches, singles) = (server.metric("qaforge_batch_size_count"), server.metric("qaforge_batch_size_bucket{le=\"1.0\"}"));
+        let (batches, singles) =
+            (server.metric("qaforge_batch_size_count"), server.metric("qaforge_batch_size_bucket{le=\"1.0\"}"));
         let (_, info) = server.get("/info");
         let info: serde_json::Value = serde_json::from_str(&info).unwrap();
         if precision == "int8-dynamic" {
@@ -239,20 +284,31 @@ fn a_hostile_neighbour_cannot_change_an_int8_dynamic_answer() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
     let artifact = dir.path().join("int8-dynamic.onnx");
-    let output = qaforge(&["quantize", fp32.to_str().unwrap(), "-o", artifact.to_str().unwrap(), "--precision", "int8-dynamic"]);
+    let output =
+        qaforge(&["quantize", fp32.to_str().unwrap(), "-o", artifact.to_str().unwrap(), "--precision", "int8-dynamic"]);
     assert!(output.status.success(), "{}", text(&output));
     let normal = questions();
     let hostile_context = "9 ".repeat(150) + &"[UNK] ".repeat(100);
     let hostile = ("9999999999 ????????? !!!!!!!!!!".to_string(), hostile_context);
     let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(&golden().join("mobilebert-tiny")).unwrap();
-    let example = |(q, c): &(String, String), id: &str| qaforge_squad::Example { id: id.into(), title: String::new(), question: q.clone(), context: c.clone(), answers: vec![] };
-    let features = tokenizer.features(&[example(&normal[0], "normal"), example(&hostile, "hostile")], &Default::default()).unwrap();
+    let example = |(q, c): &(String, String), id: &str| qaforge_squad::Example {
+        id: id.into(),
+        title: String::new(),
+        question: q.clone(),
+        context: c.clone(),
+        answers: vec![],
+    };
+    let features = tokenizer
+        .features(&[example(&normal[0], "normal"), example(&hostile, "hostile")], &Default::default())
+        .unwrap();
     let engine = qaforge_runtime::TractSession::load(&artifact).unwrap();
     let run = |rows: &[usize]| {
         let batch = features.gather(rows);
         let len = qaforge_runtime::padded_length(&batch, 0, batch.count);
         let g = |v: &[i64]| qaforge_runtime::gather_rows(&batch, v, 0, batch.count, len);
-        let (start, _) = engine.run_batch(batch.count, len, g(&batch.input_ids), g(&batch.attention_mask), g(&batch.token_type_ids)).unwrap();
+        let (start, _) = engine
+            .run_batch(batch.count, len, g(&batch.input_ids), g(&batch.attention_mask), g(&batch.token_type_ids))
+            .unwrap();
         let n = features.length(0);
         start[..n].to_vec()
     };
@@ -275,7 +331,11 @@ fn a_hostile_neighbour_cannot_change_an_int8_dynamic_answer() {
         let got = load(&server, &normal);
         for (i, answers) in got.iter().enumerate() {
             for a in answers {
-                assert_eq!((&a.0, a.1, a.2), (&want[i].0, want[i].1, want[i].2), "question {i} beside the hostile neighbour");
+                assert_eq!(
+                    (&a.0, a.1, a.2),
+                    (&want[i].0, want[i].1, want[i].2),
+                    "question {i} beside the hostile neighbour"
+                );
                 assert!((a.3 - want[i].3).abs() <= 1e-4);
             }
         }
@@ -286,8 +346,26 @@ fn a_hostile_neighbour_cannot_change_an_int8_dynamic_answer() {
 fn every_limit_answers_with_its_status_and_a_json_error() {
     let dir = tempfile::tempdir().unwrap();
     let artifact = convert("mobilebert-tiny", dir.path());
-    let server = Server::start(&artifact, &["--payload-limit", "4096", "--max-client-batch-size", "2", "--max-windows-per-request", "2", "--api-key", "s3cret", "--fault-injection"]);
-    let keyed = |body: &str| server.call(server.agent.post(&format!("{}/predict", server.base)).set("Authorization", "Bearer s3cret"), Some(body));
+    let server = Server::start(
+        &artifact,
+        &[
+            "--payload-limit",
+            "4096",
+            "--max-client-batch-size",
+            "2",
+            "--max-windows-per-request",
+            "2",
+            "--api-key",
+            "s3cret",
+            "--fault-injection",
+        ],
+    );
+    let keyed = |body: &str| {
+        server.call(
+            server.agent.post(&format!("{}/predict", server.base)).set("Authorization", "Bearer s3cret"),
+            Some(body),
+        )
+    };
     let error_type = |response: &str| -> String {
         let v: serde_json::Value = serde_json::from_str(response).unwrap_or_else(|_| panic!("not JSON: {response}"));
         assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{response}");
@@ -325,17 +403,28 @@ fn every_limit_answers_with_its_status_and_a_json_error() {
 
     // One request at a time, each waiting a second for company, timed out at 300 ms: the second
     // request is refused at once, the first times out and its window is never computed.
-    let server = Server::start(&artifact, &["--max-concurrent-requests", "1", "--max-batch-delay-us", "1000000", "--request-timeout-ms", "300"]);
+    let server = Server::start(
+        &artifact,
+        &["--max-concurrent-requests", "1", "--max-batch-delay-us", "1000000", "--request-timeout-ms", "300"],
+    );
     std::thread::scope(|scope| {
         let first = scope.spawn(|| server.post(&ok));
         std::thread::sleep(Duration::from_millis(100));
         let (status, response, retry) = server.post(&ok);
-        assert_eq!((status, error_type(&response).as_str(), retry.as_deref()), (429, "overloaded", Some("1")), "{response}");
+        assert_eq!(
+            (status, error_type(&response).as_str(), retry.as_deref()),
+            (429, "overloaded", Some("1")),
+            "{response}"
+        );
         let (status, response, _) = first.join().unwrap();
         assert_eq!((status, error_type(&response).as_str()), (408, "timeout"), "{response}");
     });
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(server.metric("qaforge_batch_size_count"), 1.0, "only the warm-up batch ran: the timed-out window was cancelled");
+    assert_eq!(
+        server.metric("qaforge_batch_size_count"),
+        1.0,
+        "only the warm-up batch ran: the timed-out window was cancelled"
+    );
 }
 
 #[test]
@@ -362,7 +451,10 @@ fn overload_gives_only_200s_and_429s() {
     });
     let statuses = statuses.into_inner().unwrap();
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
-    assert!(statuses.contains(&200) && statuses.contains(&429), "16 clients against 2 slots: both answers expected: {statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "16 clients against 2 slots: both answers expected: {statuses:?}"
+    );
 }
 
 #[test]
@@ -437,6 +529,9 @@ fn a_soak_stops_growing_in_memory() {
     send(2400);
     let soaked = server.rss_kb();
     eprintln!("soak: resident memory {warm} kB after 600 requests, {soaked} kB after 3000");
-    assert!(soaked <= warm + warm / 10 + 8 * 1024, "resident memory grew from {warm} kB to {soaked} kB over 2400 requests");
+    assert!(
+        soaked <= warm + warm / 10 + 8 * 1024,
+        "resident memory grew from {warm} kB to {soaked} kB over 2400 requests"
+    );
     assert_eq!(server.metric("qaforge_request_success_total"), 3000.0);
 }

@@ -4,5 +4,8 @@
 mod lock_version;
 
 fn main() {
-    println!("cargo:rustc-env=QAFORGE_TRACT_VERSION={}", lock_version::lock_version(env!("CARGO_MANIFEST_DIR"), "tract-onnx"));
+    println!(
+        "cargo:rustc-env=QAFORGE_TRACT_VERSION={}",
+        lock_version::lock_version(env!("CARGO_MANIFEST_DIR"), "tract-onnx")
+    );
 }

@@ -68,7 +68,11 @@ pub fn run(args: AnswerArgs) -> anyhow::Result<ExitCode> {
             engine,
             exact_fallback,
             cores: super::cores(),
-            options: qaforge_pipeline::batch::BatchOptions { max_batch_tokens: args.max_batch_tokens, lookahead: args.lookahead, sessions: args.sessions },
+            options: qaforge_pipeline::batch::BatchOptions {
+                max_batch_tokens: args.max_batch_tokens,
+                lookahead: args.lookahead,
+                sessions: args.sessions,
+            },
         };
         let (bar, progress) = super::progress_bar();
         let done = qaforge_pipeline::batch::answer_batch(&request, &progress);

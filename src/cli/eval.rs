@@ -26,7 +26,13 @@ pub struct EvalArgs {
 
 /// Scores and prints the official script's JSON (stdout) and a summary (stderr).
 pub fn run(args: EvalArgs) -> anyhow::Result<ExitCode> {
-    let evaluation = qaforge_pipeline::reports::evaluate(&args.data, &args.predictions, args.na_prob_file.as_deref(), args.na_prob_thresh, args.out_file.as_deref())?;
+    let evaluation = qaforge_pipeline::reports::evaluate(
+        &args.data,
+        &args.predictions,
+        args.na_prob_file.as_deref(),
+        args.na_prob_thresh,
+        args.out_file.as_deref(),
+    )?;
     // stdout carries exactly the official script's JSON; the summary goes to stderr.
     eprintln!("{}", evaluation.summary);
     if evaluation.unpredicted > 0 {

@@ -40,7 +40,12 @@ pub fn run(args: GoldenArgs) -> anyhow::Result<ExitCode> {
         model_dir: args.model_dir,
         data: args.data,
         output: args.output,
-        options: qaforge_verify::BundleOptions { limit: args.limit, max_length: args.max_length, doc_stride: args.doc_stride, batch_size: args.batch_size },
+        options: qaforge_verify::BundleOptions {
+            limit: args.limit,
+            max_length: args.max_length,
+            doc_stride: args.doc_stride,
+            batch_size: args.batch_size,
+        },
     };
     let (bar, progress) = super::progress_bar();
     let done = qaforge_pipeline::golden(&request, &progress);

@@ -110,14 +110,20 @@ pub struct QuantizeArgs {
 /// Quantizes, prints the summary and writes the report where asked.
 pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let library = args.onnxruntime.ort_library.as_deref();
-    let (calibration_engine, calibration_fallback) = qaforge_pipeline::calibration_engines(args.calibration_engine, library)?;
+    let (calibration_engine, calibration_fallback) =
+        qaforge_pipeline::calibration_engines(args.calibration_engine, library)?;
     let options = qaforge_quantize::QuantizeOptions {
         precision: args.precision,
         exclude: args.exclude,
         int8_qa_head: args.int8_qa_head,
         target: args.target,
         weights: qaforge_quantize::WeightOptions::for_target(args.target, args.per_tensor, args.reduce_range),
-        int4: qaforge_quantize::Int4Options { block_size: args.block_size, tables: args.embeddings, rounding: args.rounding, max_size: args.max_size },
+        int4: qaforge_quantize::Int4Options {
+            block_size: args.block_size,
+            tables: args.embeddings,
+            rounding: args.rounding,
+            max_size: args.max_size,
+        },
         method: args.method.with_percentile(args.percentile),
         batch_size: args.batch_size,
         threads: super::cores(),
@@ -133,7 +139,11 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         calibration: args.calibration,
         tokenizer: args.tokenizer,
         samples: args.samples,
-        search: args.max_f1_drop.map(|max_f1_drop| qaforge_pipeline::Search { max_f1_drop, golden: args.golden, held_back: args.held_back }),
+        search: args.max_f1_drop.map(|max_f1_drop| qaforge_pipeline::Search {
+            max_f1_drop,
+            golden: args.golden,
+            held_back: args.held_back,
+        }),
     };
     let (bar, progress) = super::progress_bar();
     let done = qaforge_pipeline::quantize(&request, &progress);

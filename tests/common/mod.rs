@@ -8,7 +8,11 @@ use std::process::Output;
 /// Makefile and golden/generate.py read too): the real MobileBERT architecture at small sizes
 /// (three sets of config switches), then one of each BERT-family architecture `convert` takes.
 pub fn fixtures() -> Vec<&'static str> {
-    include_str!("../../golden/fixtures.txt").lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+    include_str!("../../golden/fixtures.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
 }
 
 /// The trained fixture: MiniLM-L6 fine-tuned on SQuAD v2, in MobileBERT's format (its
@@ -37,7 +41,11 @@ pub fn golden() -> PathBuf {
 /// answer's default) would otherwise run ONNX Runtime on a developer's machine that sets it and
 /// tract in CI; the ONNX Runtime runs are make test-onnx's, with the library named.
 pub fn qaforge(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_qaforge")).args(args).env_remove("ORT_DYLIB_PATH").output().expect("qaforge runs")
+    std::process::Command::new(env!("CARGO_BIN_EXE_qaforge"))
+        .args(args)
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .expect("qaforge runs")
 }
 
 /// stdout + stderr as text, for assertion messages.
@@ -66,6 +74,11 @@ pub fn convert_dir(model_dir: &Path, dir: &Path) -> PathBuf {
 pub fn full_size_checkpoint(root: &Path, seed: u64) -> PathBuf {
     let dir = root.join("mobilebert-uncased");
     std::fs::create_dir(&dir).unwrap();
-    qaforge_checkpoint::synthetic::write_random_checkpoint(&dir, qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG, seed).unwrap();
+    qaforge_checkpoint::synthetic::write_random_checkpoint(
+        &dir,
+        qaforge_checkpoint::synthetic::GOOGLE_MOBILEBERT_UNCASED_CONFIG,
+        seed,
+    )
+    .unwrap();
     dir
 }

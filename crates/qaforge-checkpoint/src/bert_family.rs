@@ -9,10 +9,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config_fields::{check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys, LoadedConfig, ModelType, MAX_DIM, MAX_LAYERS, MAX_VOCAB};
+use crate::config_fields::{
+    check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys,
+    LoadedConfig, ModelType, MAX_DIM, MAX_LAYERS, MAX_VOCAB,
+};
 use crate::error::{CheckpointError, Result};
 use crate::shapes::{linear, norm};
-
 
 /// Which member of the family: decides tensor names and the embedding details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,9 +123,22 @@ struct RawBertConfig {
 /// Keys the family's configs carry that do not change the QA forward pass (dropouts, the
 /// pretraining heads' settings, DistilBERT's sinusoidal switch: its table is stored either way).
 const KNOWN_KEYS: &[&str] = &[
-    "dropout", "attention_dropout", "qa_dropout", "seq_classif_dropout", "sinusoidal_pos_embds", "tie_weights_",
-    "summary_type", "summary_use_proj", "summary_activation", "summary_last_dropout", "pooler_fc_size",
-    "pooler_num_attention_heads", "pooler_num_fc_layers", "pooler_size_per_head", "pooler_type", "directionality",
+    "dropout",
+    "attention_dropout",
+    "qa_dropout",
+    "seq_classif_dropout",
+    "sinusoidal_pos_embds",
+    "tie_weights_",
+    "summary_type",
+    "summary_use_proj",
+    "summary_activation",
+    "summary_last_dropout",
+    "pooler_fc_size",
+    "pooler_num_attention_heads",
+    "pooler_num_fc_layers",
+    "pooler_size_per_head",
+    "pooler_type",
+    "directionality",
 ];
 
 impl BertConfig {
@@ -143,7 +158,8 @@ impl BertConfig {
         };
         check_model_type(raw.model_type.as_deref(), raw.architectures.as_deref(), family.kind(), path)?;
         check_num_labels(raw.num_labels, raw.id2label.as_ref(), path)?;
-        let size = |name: &str, value: Option<i64>, default: usize, max: usize| checked_size(name, value, default, max, path);
+        let size =
+            |name: &str, value: Option<i64>, default: usize, max: usize| checked_size(name, value, default, max, path);
         let config_error = |message: String| CheckpointError::Config { path: path.to_owned(), message };
         if let Some(kind) = raw.position_embedding_type.as_deref().filter(|&k| k != "absolute") {
             return Err(CheckpointError::Unsupported {
@@ -153,7 +169,11 @@ impl BertConfig {
         }
         // The other family members' field names in a config are a sign of a mislabelled model.
         let foreign = match family {
-            BertFamily::DistilBert => [("hidden_size", raw.hidden_size), ("num_hidden_layers", raw.num_hidden_layers), ("intermediate_size", raw.intermediate_size)],
+            BertFamily::DistilBert => [
+                ("hidden_size", raw.hidden_size),
+                ("num_hidden_layers", raw.num_hidden_layers),
+                ("intermediate_size", raw.intermediate_size),
+            ],
             _ => [("dim", raw.dim), ("n_layers", raw.n_layers), ("hidden_dim", raw.hidden_dim)],
         };
         if let Some((key, _)) = foreign.iter().find(|(_, v)| v.is_some()) {
@@ -171,7 +191,12 @@ impl BertConfig {
                     num_attention_heads: size("n_heads", raw.n_heads, 12, MAX_DIM)?,
                     intermediate_size: size("hidden_dim", raw.hidden_dim, 4 * 768, MAX_DIM)?,
                     hidden_act: checked_activation(raw.activation, "gelu", path)?,
-                    max_position_embeddings: size("max_position_embeddings", raw.max_position_embeddings, 512, MAX_DIM)?,
+                    max_position_embeddings: size(
+                        "max_position_embeddings",
+                        raw.max_position_embeddings,
+                        512,
+                        MAX_DIM,
+                    )?,
                     type_vocab_size: 0,
                     // transformers builds every DistilBERT LayerNorm with eps=1e-12, whatever the config says.
                     layer_norm_eps: 1e-12,
@@ -190,7 +215,10 @@ impl BertConfig {
                     BertFamily::Electra => size("embedding_size", raw.embedding_size, 128, MAX_DIM)?,
                     _ => {
                         if raw.embedding_size.is_some_and(|e| e != hidden_size as i64) {
-                            return Err(config_error(format!("`embedding_size` differs from hidden_size, which {} does not support", family.model_type())));
+                            return Err(config_error(format!(
+                                "`embedding_size` differs from hidden_size, which {} does not support",
+                                family.model_type()
+                            )));
                         }
                         hidden_size
                     }
@@ -198,7 +226,9 @@ impl BertConfig {
                 let pad_token_id = raw.pad_token_id.unwrap_or(pad);
                 let vocab_size = size("vocab_size", raw.vocab_size, vocab, MAX_VOCAB)?;
                 if pad_token_id < 0 || pad_token_id as u64 >= vocab_size as u64 {
-                    return Err(config_error(format!("pad_token_id = {pad_token_id} is outside the vocabulary (0..{vocab_size})")));
+                    return Err(config_error(format!(
+                        "pad_token_id = {pad_token_id} is outside the vocabulary (0..{vocab_size})"
+                    )));
                 }
                 BertConfig {
                     family,
@@ -209,7 +239,12 @@ impl BertConfig {
                     num_attention_heads: size("num_attention_heads", raw.num_attention_heads, heads, MAX_DIM)?,
                     intermediate_size: size("intermediate_size", raw.intermediate_size, intermediate, MAX_DIM)?,
                     hidden_act: checked_activation(raw.hidden_act, "gelu", path)?,
-                    max_position_embeddings: size("max_position_embeddings", raw.max_position_embeddings, 512, MAX_DIM)?,
+                    max_position_embeddings: size(
+                        "max_position_embeddings",
+                        raw.max_position_embeddings,
+                        512,
+                        MAX_DIM,
+                    )?,
                     type_vocab_size: size("type_vocab_size", raw.type_vocab_size, 2, MAX_DIM)?,
                     layer_norm_eps: checked_eps(raw.layer_norm_eps, path)?,
                     pad_token_id: pad_token_id as usize,
@@ -309,7 +344,12 @@ mod tests {
         // The QA models' parameter counts as transformers reports them (no pooler).
         assert_eq!(count(&parse(r#"{"model_type": "bert"}"#).unwrap()), 108_893_186);
         assert_eq!(count(&parse(r#"{"model_type": "distilbert"}"#).unwrap()), 66_364_418);
-        assert_eq!(count(&parse(r#"{"model_type": "roberta", "max_position_embeddings": 514, "type_vocab_size": 1}"#).unwrap()), 124_056_578);
+        assert_eq!(
+            count(
+                &parse(r#"{"model_type": "roberta", "max_position_embeddings": 514, "type_vocab_size": 1}"#).unwrap()
+            ),
+            124_056_578
+        );
         // google/electra-small-discriminator's sizes.
         assert_eq!(count(&parse(r#"{"model_type": "electra"}"#).unwrap()), 13_483_522);
     }
@@ -327,9 +367,15 @@ mod tests {
     #[test]
     fn refuses_what_the_emitter_does_not_compute() {
         for (json, needle) in [
-            (r#"{"model_type": "bert", "position_embedding_type": "relative_key"}"#, "position_embedding_type `relative_key`"),
+            (
+                r#"{"model_type": "bert", "position_embedding_type": "relative_key"}"#,
+                "position_embedding_type `relative_key`",
+            ),
             (r#"{"model_type": "bert", "architectures": ["BertForMaskedLM"]}"#, "architecture `BertForMaskedLM`"),
-            (r#"{"model_type": "roberta", "architectures": ["BertForQuestionAnswering"]}"#, "architecture `BertForQuestionAnswering`"),
+            (
+                r#"{"model_type": "roberta", "architectures": ["BertForQuestionAnswering"]}"#,
+                "architecture `BertForQuestionAnswering`",
+            ),
             (r#"{"model_type": "bert", "hidden_size": 100, "num_attention_heads": 12}"#, "not divisible"),
             (r#"{"model_type": "roberta", "pad_token_id": 60000}"#, "pad_token_id = 60000"),
             (r#"{"model_type": "roberta", "max_position_embeddings": 2}"#, "no positions after padding index 1"),

@@ -37,13 +37,28 @@ impl ModelConfig {
         let unsupported = |message: String| CheckpointError::Unsupported { path: path.to_owned(), message };
         let model_type = match probe.model_type {
             Some(serde_json::Value::String(t)) => t,
-            Some(other) => return Err(CheckpointError::Config { path: path.to_owned(), message: format!("`model_type`: expected a string, found {other}") }),
-            None => return Err(unsupported(format!("config.json has no model_type; qaforge converts: {}", ModelType::supported_list()))),
+            Some(other) => {
+                return Err(CheckpointError::Config {
+                    path: path.to_owned(),
+                    message: format!("`model_type`: expected a string, found {other}"),
+                })
+            }
+            None => {
+                return Err(unsupported(format!(
+                    "config.json has no model_type; qaforge converts: {}",
+                    ModelType::supported_list()
+                )))
+            }
         };
         match ModelType::of_name(&model_type) {
-            Some(ModelType::MobileBert) => MobileBertConfig::from_json_bytes(bytes, path).map(|l| l.map(ModelConfig::MobileBert)),
+            Some(ModelType::MobileBert) => {
+                MobileBertConfig::from_json_bytes(bytes, path).map(|l| l.map(ModelConfig::MobileBert))
+            }
             Some(_) => BertConfig::from_json_bytes(bytes, path).map(|l| l.map(ModelConfig::Bert)),
-            None => Err(unsupported(format!("model_type `{model_type}`; qaforge converts: {}", ModelType::supported_list()))),
+            None => Err(unsupported(format!(
+                "model_type `{model_type}`; qaforge converts: {}",
+                ModelType::supported_list()
+            ))),
         }
     }
 
@@ -102,14 +117,28 @@ mod tests {
 
     #[test]
     fn refuses_other_models_listing_what_is_supported() {
-        let err = ModelConfig::from_json_bytes(br#"{"model_type": "gpt2"}"#, Path::new("config.json")).unwrap_err().to_string();
-        for needle in ["model_type `gpt2`", "mobilebert (MobileBertForQuestionAnswering)", "roberta (RobertaForQuestionAnswering)", "distilbert", "electra", "bert (BertForQuestionAnswering)"] {
+        let err = ModelConfig::from_json_bytes(br#"{"model_type": "gpt2"}"#, Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "model_type `gpt2`",
+            "mobilebert (MobileBertForQuestionAnswering)",
+            "roberta (RobertaForQuestionAnswering)",
+            "distilbert",
+            "electra",
+            "bert (BertForQuestionAnswering)",
+        ] {
             assert!(err.contains(needle), "{needle}: {err}");
         }
-        let err = ModelConfig::from_json_bytes(br#"{"hidden_size": 4}"#, Path::new("config.json")).unwrap_err().to_string();
+        let err =
+            ModelConfig::from_json_bytes(br#"{"hidden_size": 4}"#, Path::new("config.json")).unwrap_err().to_string();
         assert!(err.contains("no model_type"), "{err}");
-        let err = MobileBertConfig::from_json_bytes(br#"{"model_type": "mobilebert", "architectures": ["MobileBertForMaskedLM"]}"#, Path::new("config.json")).unwrap_err().to_string();
+        let err = MobileBertConfig::from_json_bytes(
+            br#"{"model_type": "mobilebert", "architectures": ["MobileBertForMaskedLM"]}"#,
+            Path::new("config.json"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("MobileBertForMaskedLM") && err.contains("MobileBertForQuestionAnswering"), "{err}");
     }
-
 }

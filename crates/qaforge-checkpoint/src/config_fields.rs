@@ -33,7 +33,8 @@ pub enum ModelType {
 
 impl ModelType {
     /// Every model type qaforge converts, in the order messages list them.
-    pub const ALL: [ModelType; 5] = [ModelType::MobileBert, ModelType::Bert, ModelType::DistilBert, ModelType::Roberta, ModelType::Electra];
+    pub const ALL: [ModelType; 5] =
+        [ModelType::MobileBert, ModelType::Bert, ModelType::DistilBert, ModelType::Roberta, ModelType::Electra];
 
     /// config.json's `model_type`.
     pub fn name(self) -> &'static str {
@@ -98,13 +99,26 @@ pub(crate) fn parse_object<R: serde::de::DeserializeOwned>(bytes: &[u8], path: &
 }
 
 /// `model_type` must be `expected`'s, and `architectures`, where given, its QA head only.
-pub(crate) fn check_model_type(model_type: Option<&str>, architectures: Option<&[String]>, expected: ModelType, path: &Path) -> Result<()> {
+pub(crate) fn check_model_type(
+    model_type: Option<&str>,
+    architectures: Option<&[String]>,
+    expected: ModelType,
+    path: &Path,
+) -> Result<()> {
     let unsupported = |message: String| CheckpointError::Unsupported { path: path.to_owned(), message };
     if model_type != Some(expected.name()) {
-        return Err(unsupported(format!("model_type `{}`; qaforge converts: {}", model_type.unwrap_or("none"), ModelType::supported_list())));
+        return Err(unsupported(format!(
+            "model_type `{}`; qaforge converts: {}",
+            model_type.unwrap_or("none"),
+            ModelType::supported_list()
+        )));
     }
     if let Some(other) = architectures.unwrap_or_default().iter().find(|a| a.as_str() != expected.architecture()) {
-        return Err(unsupported(format!("architecture `{other}` (model_type {}); qaforge converts: {}", expected.name(), ModelType::supported_list())));
+        return Err(unsupported(format!(
+            "architecture `{other}` (model_type {}); qaforge converts: {}",
+            expected.name(),
+            ModelType::supported_list()
+        )));
     }
     Ok(())
 }
@@ -113,20 +127,30 @@ pub(crate) fn check_model_type(model_type: Option<&str>, architectures: Option<&
 pub(crate) fn checked_size(name: &str, value: Option<i64>, default: usize, max: usize, path: &Path) -> Result<usize> {
     let v = value.unwrap_or(default as i64);
     if v <= 0 || v as u64 > max as u64 {
-        return Err(CheckpointError::Config { path: path.to_owned(), message: format!("{name} = {v} is out of range (1..={max})") });
+        return Err(CheckpointError::Config {
+            path: path.to_owned(),
+            message: format!("{name} = {v} is out of range (1..={max})"),
+        });
     }
     Ok(v as usize)
 }
 
 /// A question-answering head has two labels.
-pub(crate) fn check_num_labels(num_labels: Option<i64>, id2label: Option<&BTreeMap<String, serde_json::Value>>, path: &Path) -> Result<()> {
+pub(crate) fn check_num_labels(
+    num_labels: Option<i64>,
+    id2label: Option<&BTreeMap<String, serde_json::Value>>,
+    path: &Path,
+) -> Result<()> {
     let n = match (num_labels, id2label) {
         (Some(n), _) => n,
         (None, Some(labels)) => labels.len() as i64,
         (None, None) => 2,
     };
     if n != 2 {
-        return Err(CheckpointError::Unsupported { path: path.to_owned(), message: format!("a question-answering head has 2 labels (start, end), this one has {n}") });
+        return Err(CheckpointError::Unsupported {
+            path: path.to_owned(),
+            message: format!("a question-answering head has 2 labels (start, end), this one has {n}"),
+        });
     }
     Ok(())
 }
@@ -135,7 +159,10 @@ pub(crate) fn check_num_labels(num_labels: Option<i64>, id2label: Option<&BTreeM
 pub(crate) fn checked_activation(act: Option<String>, default: &str, path: &Path) -> Result<String> {
     let act = act.unwrap_or_else(|| default.into());
     if !SUPPORTED_ACTIVATIONS.contains(&act.as_str()) {
-        return Err(CheckpointError::Unsupported { path: path.to_owned(), message: format!("hidden_act `{act}`; supported: {}", SUPPORTED_ACTIVATIONS.join(", ")) });
+        return Err(CheckpointError::Unsupported {
+            path: path.to_owned(),
+            message: format!("hidden_act `{act}`; supported: {}", SUPPORTED_ACTIVATIONS.join(", ")),
+        });
     }
     Ok(act)
 }
@@ -144,7 +171,10 @@ pub(crate) fn checked_activation(act: Option<String>, default: &str, path: &Path
 pub(crate) fn checked_eps(eps: Option<f64>, path: &Path) -> Result<f32> {
     let eps = eps.unwrap_or(1e-12);
     if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
-        return Err(CheckpointError::Config { path: path.to_owned(), message: format!("layer_norm_eps = {eps} is out of range (0, 1)") });
+        return Err(CheckpointError::Config {
+            path: path.to_owned(),
+            message: format!("layer_norm_eps = {eps} is out of range (0, 1)"),
+        });
     }
     Ok(eps as f32)
 }
@@ -156,13 +186,42 @@ pub(crate) fn unknown_keys(rest: &BTreeMap<String, serde_json::Value>, known: &[
 
 /// Fields that every `PretrainedConfig` may carry and that do not change the forward pass.
 const GENERIC_KEYS: &[&str] = &[
-    "_name_or_path", "architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
-    "initializer_range", "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",
-    "classifier_activation", "id2label", "label2id", "num_labels", "bos_token_id", "eos_token_id",
-    "sep_token_id", "output_hidden_states", "output_attentions", "return_dict", "use_cache",
-    "gradient_checkpointing", "problem_type", "finetuning_task", "tokenizer_class", "task_specific_params",
-    "true_hidden_size", "layer_norm_type", "is_decoder", "add_cross_attention", "chunk_size_feed_forward",
-    "pruned_heads", "tie_word_embeddings", "torchscript", "use_bfloat16", "pad_token_id",
+    "_name_or_path",
+    "architectures",
+    "model_type",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "initializer_range",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "classifier_dropout",
+    "classifier_activation",
+    "id2label",
+    "label2id",
+    "num_labels",
+    "bos_token_id",
+    "eos_token_id",
+    "sep_token_id",
+    "output_hidden_states",
+    "output_attentions",
+    "return_dict",
+    "use_cache",
+    "gradient_checkpointing",
+    "problem_type",
+    "finetuning_task",
+    "tokenizer_class",
+    "task_specific_params",
+    "true_hidden_size",
+    "layer_norm_type",
+    "is_decoder",
+    "add_cross_attention",
+    "chunk_size_feed_forward",
+    "pruned_heads",
+    "tie_word_embeddings",
+    "torchscript",
+    "use_bfloat16",
+    "pad_token_id",
 ];
 
 /// Upper bounds that keep a hostile config from asking for absurd graphs (far above any real BERT),
@@ -182,7 +241,10 @@ impl<'de> Deserialize<'de> for TopLevelKeys {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<TopLevelKeys, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<TopLevelKeys, A::Error> {
                 let mut keys = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
                     map.next_value::<serde::de::IgnoredAny>()?;
@@ -210,4 +272,3 @@ impl<C> LoadedConfig<C> {
         LoadedConfig { config: f(self.config), unknown_keys: self.unknown_keys }
     }
 }
-

@@ -10,7 +10,8 @@ use crate::error::{CheckpointError, Result};
 use crate::Checkpoint;
 
 /// The tokenizer files whose bytes identify a tokenizer, in hashing order.
-pub const TOKENIZER_FILES: &[&str] = &["tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"];
+pub const TOKENIZER_FILES: &[&str] =
+    &["tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"];
 
 fn hash_file(hasher: &mut Sha256, path: &Path) -> Result<()> {
     let io = |source| CheckpointError::Io { path: path.to_owned(), source };

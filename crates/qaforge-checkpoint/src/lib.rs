@@ -13,9 +13,9 @@ mod error;
 mod identity;
 mod mobilebert;
 mod parameters;
+mod safetensors_file;
 mod shapes;
 pub mod synthetic;
-mod safetensors_file;
 mod torch_zip;
 mod weights;
 
@@ -24,9 +24,9 @@ use std::path::{Path, PathBuf};
 pub use bert_family::{BertConfig, BertFamily};
 pub use config::ModelConfig;
 pub use config_fields::{LoadedConfig, ModelType, SUPPORTED_ACTIVATIONS};
-pub use mobilebert::{MobileBertConfig, Normalization};
 pub use error::{CheckpointError, Result};
 pub use identity::{tokenizer_sha256, TOKENIZER_FILES};
+pub use mobilebert::{MobileBertConfig, Normalization};
 pub use parameters::{parameter_count, parameter_shapes};
 pub use weights::{DType, TensorEntry, Weights};
 

@@ -7,7 +7,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::config_fields::{check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys, LoadedConfig, ModelType, MAX_DIM, MAX_LAYERS, MAX_VOCAB};
+use crate::config_fields::{
+    check_model_type, check_num_labels, checked_activation, checked_eps, checked_size, parse_object, unknown_keys,
+    LoadedConfig, ModelType, MAX_DIM, MAX_LAYERS, MAX_VOCAB,
+};
 use crate::error::{CheckpointError, Result};
 use crate::shapes::{linear, norm};
 
@@ -111,15 +114,14 @@ impl MobileBertConfig {
         let unsupported = |message: String| CheckpointError::Unsupported { path: path.to_owned(), message };
 
         check_model_type(raw.model_type.as_deref(), raw.architectures.as_deref(), ModelType::MobileBert, path)?;
-        let size = |name: &str, value: Option<i64>, default: usize, max: usize| checked_size(name, value, default, max, path);
+        let size =
+            |name: &str, value: Option<i64>, default: usize, max: usize| checked_size(name, value, default, max, path);
         check_num_labels(raw.num_labels, raw.id2label.as_ref(), path)?;
         let hidden_act = checked_activation(raw.hidden_act, "relu", path)?;
         let normalization = match raw.normalization_type.as_deref().unwrap_or("no_norm") {
             "no_norm" => Normalization::NoNorm,
             "layer_norm" => Normalization::LayerNorm,
-            other => {
-                return Err(unsupported(format!("normalization_type `{other}`; supported: no_norm, layer_norm")))
-            }
+            other => return Err(unsupported(format!("normalization_type `{other}`; supported: no_norm, layer_norm"))),
         };
         let layer_norm_eps = checked_eps(raw.layer_norm_eps, path)?;
 
@@ -219,8 +221,14 @@ mod tests {
     #[test]
     fn defaults_are_google_mobilebert_uncased() {
         let c = parse(r#"{"model_type": "mobilebert"}"#).unwrap().config;
-        assert_eq!((c.hidden_size, c.num_hidden_layers, c.embedding_size, c.intra_bottleneck_size), (512, 24, 128, 128));
-        assert_eq!((c.num_feedforward_networks, c.normalization, c.hidden_act.as_str()), (4, Normalization::NoNorm, "relu"));
+        assert_eq!(
+            (c.hidden_size, c.num_hidden_layers, c.embedding_size, c.intra_bottleneck_size),
+            (512, 24, 128, 128)
+        );
+        assert_eq!(
+            (c.num_feedforward_networks, c.normalization, c.hidden_act.as_str()),
+            (4, Normalization::NoNorm, "relu")
+        );
         assert!(c.trigram_input && c.use_bottleneck && c.key_query_shared_bottleneck && !c.use_bottleneck_attention);
         assert_eq!(c.true_hidden_size(), 128);
         assert_eq!(c.head_size(), 32);

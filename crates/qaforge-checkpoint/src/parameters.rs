@@ -24,7 +24,8 @@ mod tests {
 
     #[test]
     fn google_mobilebert_uncased_has_24_582_914_parameters() {
-        let c = ModelConfig::from_json_bytes(br#"{"model_type": "mobilebert"}"#, Path::new("config.json")).unwrap().config;
+        let c =
+            ModelConfig::from_json_bytes(br#"{"model_type": "mobilebert"}"#, Path::new("config.json")).unwrap().config;
         assert_eq!(parameter_count(&c), 24_582_914);
     }
 }

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use crate::config::ModelConfig;
-use crate::mobilebert::Normalization;
 use crate::error::{CheckpointError, Result};
+use crate::mobilebert::Normalization;
 use crate::parameters::parameter_shapes;
 
 /// google/mobilebert-uncased's config.json (24 layers, 512 hidden, 128 bottleneck), as a QA model.
@@ -79,7 +79,11 @@ pub fn write_random_checkpoint(dir: &Path, config_json: &str, seed: u64) -> Resu
         };
         let offset = if is_norm && name.ends_with(".weight") {
             // NoNorm scales below 1 keep the residual stream from growing over 24 layers.
-            if no_norm { 0.5 } else { 1.0 }
+            if no_norm {
+                0.5
+            } else {
+                1.0
+            }
         } else {
             0.0
         };

@@ -54,8 +54,9 @@ fn check_pickle_lengths(pickle: &[u8]) -> std::result::Result<(), String> {
         at += 1;
         let fixed = match op {
             // No argument.
-            b'}' | b']' | b')' | b'(' | b'N' | 0x88 | 0x89 | b't' | 0x85 | 0x86 | 0x87 | b'R' | b's' | b'u' | b'a' | b'e' | b'b' | b'Q'
-            | 0x81 | b'0' | b'1' | b'2' | b'l' | b'd' | 0x94 | 0x93 | 0x8f | 0x90 | 0x91 | 0x92 | 0x97 | 0x98 => Some(0),
+            b'}' | b']' | b')' | b'(' | b'N' | 0x88 | 0x89 | b't' | 0x85 | 0x86 | 0x87 | b'R' | b's' | b'u' | b'a'
+            | b'e' | b'b' | b'Q' | 0x81 | b'0' | b'1' | b'2' | b'l' | b'd' | 0x94 | 0x93 | 0x8f | 0x90 | 0x91
+            | 0x92 | 0x97 | 0x98 => Some(0),
             b'.' => return Ok(()),
             // Fixed-size arguments.
             0x80 | b'q' | b'h' | b'K' | 0x82 => Some(1),
@@ -88,7 +89,9 @@ fn check_pickle_lengths(pickle: &[u8]) -> std::result::Result<(), String> {
             let claimed = uint(&pickle[start..start + width]);
             let remaining = (pickle.len() - at) as u128;
             if claimed > remaining {
-                return Err(format!("pickle opcode {name} at byte {position} claims {claimed} bytes but only {remaining} remain"));
+                return Err(format!(
+                    "pickle opcode {name} at byte {position} claims {claimed} bytes but only {remaining} remain"
+                ));
             }
             at += claimed as usize;
             continue;
@@ -100,7 +103,10 @@ fn check_pickle_lengths(pickle: &[u8]) -> std::result::Result<(), String> {
             _ => return Err(format!("unknown pickle opcode 0x{op:02x} at byte {position}")),
         };
         for _ in 0..lines {
-            let end = pickle[at..].iter().position(|&b| b == b'\n').ok_or_else(|| format!("pickle truncated in a text argument at byte {position}"))?;
+            let end = pickle[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .ok_or_else(|| format!("pickle truncated in a text argument at byte {position}"))?;
             at += end + 1;
         }
     }
@@ -171,13 +177,15 @@ pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
         let Some(rebuild) = tensor_rebuild(value) else { continue };
         let rebuild = rebuild.map_err(|message| bad(format!("tensor `{name}`: {message}")))?;
         let member_name = format!("{prefix}data/{}", rebuild.storage_key);
-        let member = archive
-            .by_name(&member_name)
-            .map_err(|e| bad(format!("tensor `{name}`: storage `{member_name}`: {e}")))?;
+        let member =
+            archive.by_name(&member_name).map_err(|e| bad(format!("tensor `{name}`: storage `{member_name}`: {e}")))?;
         if member.compression() != zip::CompressionMethod::Stored {
-            return Err(bad(format!("tensor `{name}`: storage `{member_name}` is compressed; torch stores tensors uncompressed")));
+            return Err(bad(format!(
+                "tensor `{name}`: storage `{member_name}` is compressed; torch stores tensors uncompressed"
+            )));
         }
-        let storage_start = member.data_start().ok_or_else(|| bad(format!("storage `{member_name}`: no data offset")))? as usize;
+        let storage_start =
+            member.data_start().ok_or_else(|| bad(format!("storage `{member_name}`: no data offset")))? as usize;
         let storage_bytes = member.size() as usize;
         if storage_start.checked_add(storage_bytes).is_none_or(|end| end > map.len()) {
             return Err(bad(format!("storage `{member_name}` runs past the end of the file")));
@@ -195,9 +203,11 @@ pub(crate) fn add_file(weights: &mut Weights, path: &Path) -> Result<()> {
         let extent = if numel == 0 {
             Some(0)
         } else {
-            rebuild.shape.iter().zip(&rebuild.strides).try_fold(rebuild.offset, |acc, (&d, &s)| {
-                (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x))
-            })
+            rebuild
+                .shape
+                .iter()
+                .zip(&rebuild.strides)
+                .try_fold(rebuild.offset, |acc, (&d, &s)| (d - 1).checked_mul(s).and_then(|x| acc.checked_add(x)))
         };
         if extent.is_none_or(|last| numel > 0 && last >= rebuild.storage_elements) {
             return Err(bad(format!(
@@ -336,7 +346,9 @@ fn rebuild_tensor_args(args: Object) -> std::result::Result<Rebuild, String> {
         _ => return Err("storage type is not a class".into()),
     };
     let storage_key = match &storage[2] {
-        Object::Unicode(key) if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => key.clone(),
+        Object::Unicode(key) if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            key.clone()
+        }
         _ => return Err("storage key is not a plain name".into()),
     };
     let storage_elements = as_usize(&storage[4]).ok_or("storage size is not a non-negative integer")?;
@@ -357,7 +369,9 @@ mod tests {
     fn pickle_length_claims_beyond_the_data_are_refused() {
         // BINUNICODE claiming 4 GiB - 1, then three bytes.
         let claim = b"\x80\x02X\xff\xff\xff\xffabc.";
-        assert!(check_pickle_lengths(claim).unwrap_err().contains("BINUNICODE at byte 2 claims 4294967295 bytes but only 4 remain"));
+        assert!(check_pickle_lengths(claim)
+            .unwrap_err()
+            .contains("BINUNICODE at byte 2 claims 4294967295 bytes but only 4 remain"));
         // BINUNICODE8 claiming 2^64 - 1.
         let claim = b"\x80\x04\x8d\xff\xff\xff\xff\xff\xff\xff\xff.";
         assert!(check_pickle_lengths(claim).unwrap_err().contains("BINUNICODE8"));
@@ -367,4 +381,3 @@ mod tests {
         assert!(check_pickle_lengths(b"\x80\x02}").unwrap_err().contains("without STOP"));
     }
 }
-

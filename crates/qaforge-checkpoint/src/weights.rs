@@ -111,7 +111,12 @@ pub(crate) fn map_file(path: &Path) -> Result<Mmap> {
 
 impl Weights {
     /// Adds a mapped file and its tensors; on a name already present, returns that name.
-    pub(crate) fn add_source(&mut self, path: &Path, map: Mmap, entries: Vec<(String, TensorEntry)>) -> std::result::Result<(), String> {
+    pub(crate) fn add_source(
+        &mut self,
+        path: &Path,
+        map: Mmap,
+        entries: Vec<(String, TensorEntry)>,
+    ) -> std::result::Result<(), String> {
         for (name, entry) in entries {
             if self.entries.insert(name.clone(), entry).is_some() {
                 return Err(name);
@@ -182,14 +187,20 @@ impl Weights {
     pub fn f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let (values, non_finite) = self.f32_counting_non_finite(name, expected)?;
         match non_finite {
-            Some((count, first)) => Err(CheckpointError::NonFinite { path: self.path_of(name), name: name.into(), count, first }),
+            Some((count, first)) => {
+                Err(CheckpointError::NonFinite { path: self.path_of(name), name: name.into(), count, first })
+            }
             None => Ok(values),
         }
     }
 
     /// The tensor `name` as float32, checked against `expected` shape, with the number of NaN/Inf
     /// values and the first one's flat index (for callers that warn instead of refusing).
-    pub fn f32_counting_non_finite(&self, name: &str, expected: &[usize]) -> Result<(Vec<f32>, Option<(usize, usize)>)> {
+    pub fn f32_counting_non_finite(
+        &self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<(Vec<f32>, Option<(usize, usize)>)> {
         let entry = self.checked_entry(name, expected)?;
         let values = self.decode(entry);
         let mut non_finite = values.iter().enumerate().filter(|(_, v)| !v.is_finite());

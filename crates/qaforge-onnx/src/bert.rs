@@ -75,7 +75,8 @@ impl<'a> Emitter<'a> {
                 Some(ids) => ids.to_string(),
                 None => self.b.g.i64_constant("const.i64.scalar.0", &[], &[0]),
             };
-            let token_type = self.b.g.node("Gather", "embeddings.token_type", &[&types, &type_ids], vec![("axis", Attr::Int(0))]);
+            let token_type =
+                self.b.g.node("Gather", "embeddings.token_type", &[&types, &type_ids], vec![("axis", Attr::Int(0))]);
             x = self.b.g.node("Add", "embeddings.add_token_type", &[&x, &token_type], vec![]);
         }
         let positions = self.b.param(&format!("{p}.position_embeddings.weight"), &[c.max_position_embeddings, e])?;
@@ -83,18 +84,30 @@ impl<'a> Emitter<'a> {
             // create_position_ids_from_input_ids: cumsum(mask) * mask + padding_idx, where mask
             // marks tokens other than padding. Counted in int32: tract takes int64 values for
             // symbolic dimensions, which its CumSum cannot evaluate.
-            let pad = self.b.g.i64_constant(&format!("const.i64.scalar.{}", c.pad_token_id), &[], &[c.pad_token_id as i64]);
+            let pad =
+                self.b.g.i64_constant(&format!("const.i64.scalar.{}", c.pad_token_id), &[], &[c.pad_token_id as i64]);
             let is_pad = self.b.g.node("Equal", "embeddings.position.is_pad", &[input_ids, &pad], vec![]);
             let not_pad = self.b.g.node("Not", "embeddings.position.not_pad", &[&is_pad], vec![]);
-            let mask = self.b.g.node("Cast", "embeddings.position.mask", &[&not_pad], vec![("to", Attr::Int(DataType::Int32 as i64))]);
+            let mask = self.b.g.node(
+                "Cast",
+                "embeddings.position.mask",
+                &[&not_pad],
+                vec![("to", Attr::Int(DataType::Int32 as i64))],
+            );
             let axis = self.b.g.i64_constant("const.i64.scalar.1", &[], &[1]);
             let count = self.b.g.node("CumSum", "embeddings.position.count", &[&mask, &axis], vec![]);
             let count = self.b.g.node("Mul", "embeddings.position.count.masked", &[&count, &mask], vec![]);
-            let pad32 = self.b.g.i32_constant(&format!("const.i32.scalar.{}", c.pad_token_id), &[], &[c.pad_token_id as i32]);
+            let pad32 =
+                self.b.g.i32_constant(&format!("const.i32.scalar.{}", c.pad_token_id), &[], &[c.pad_token_id as i32]);
             let ids = self.b.g.node("Add", "embeddings.position.ids", &[&count, &pad32], vec![]);
             self.b.g.node("Gather", "embeddings.position", &[&positions, &ids], vec![("axis", Attr::Int(0))])
         } else {
-            let seq_len = self.b.g.node("Shape", "embeddings.sequence_length", &[input_ids], vec![("start", Attr::Int(1)), ("end", Attr::Int(2))]);
+            let seq_len = self.b.g.node(
+                "Shape",
+                "embeddings.sequence_length",
+                &[input_ids],
+                vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
+            );
             let zero = self.b.g.i64_constant("const.i64.0", &[1], &[0]);
             self.b.g.node("Slice", "embeddings.position", &[&positions, &zero, &seq_len, &zero], vec![])
         };
@@ -117,10 +130,30 @@ impl<'a> Emitter<'a> {
         let q = self.b.linear(hidden, &format!("{hf}.{}", names.query), &format!("{n}.attention.query"), h, h)?;
         let k = self.b.linear(hidden, &format!("{hf}.{}", names.key), &format!("{n}.attention.key"), h, h)?;
         let v = self.b.linear(hidden, &format!("{hf}.{}", names.value), &format!("{n}.attention.value"), h, h)?;
-        let context = self.b.multi_head_attention(&format!("{n}.attention"), &q, &k, &v, c.num_attention_heads, c.head_size(), bias);
-        let out = self.b.linear(&context, &format!("{hf}.{}", names.attention_output), &format!("{n}.attention.output"), h, h)?;
+        let context = self.b.multi_head_attention(
+            &format!("{n}.attention"),
+            &q,
+            &k,
+            &v,
+            c.num_attention_heads,
+            c.head_size(),
+            bias,
+        );
+        let out = self.b.linear(
+            &context,
+            &format!("{hf}.{}", names.attention_output),
+            &format!("{n}.attention.output"),
+            h,
+            h,
+        )?;
         let out = self.b.g.node("Add", &format!("{n}.attention.output.residual"), &[&out, hidden], vec![]);
-        let x = self.b.layer_norm(&out, &format!("{hf}.{}", names.attention_norm), &format!("{n}.attention.output.norm"), h, eps)?;
+        let x = self.b.layer_norm(
+            &out,
+            &format!("{hf}.{}", names.attention_norm),
+            &format!("{n}.attention.output.norm"),
+            h,
+            eps,
+        )?;
         let inner = self.b.linear(&x, &format!("{hf}.{}", names.intermediate), &format!("{n}.intermediate"), h, i)?;
         let inner = self.b.activation(&inner, &format!("{n}.intermediate.act"), &c.hidden_act);
         let out = self.b.linear(&inner, &format!("{hf}.{}", names.output), &format!("{n}.output"), i, h)?;
@@ -132,12 +165,18 @@ impl<'a> Emitter<'a> {
 /// Emits the QA graph of a BERT-family `checkpoint` (whose config is `config`) at
 /// `options.opset`, with `metadata` as metadata_props. Inputs: `input_ids`, `attention_mask`,
 /// and `token_type_ids` where the model uses them.
-pub(crate) fn emit(checkpoint: &Checkpoint, config: &BertConfig, options: EmitOptions, metadata: Vec<(String, String)>) -> Result<Emitted, EmitError> {
+pub(crate) fn emit(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    options: EmitOptions,
+    metadata: Vec<(String, String)>,
+) -> Result<Emitted, EmitError> {
     let mut e = Emitter { b: Blocks::new(checkpoint, options), config };
     let dims = [Dim::Symbol("batch"), Dim::Symbol("sequence")];
     let input_ids = e.b.g.input("input_ids", DataType::Int64, &dims);
     let attention_mask = e.b.g.input("attention_mask", DataType::Int64, &dims);
-    let token_type_ids = config.family.uses_token_type_ids().then(|| e.b.g.input("token_type_ids", DataType::Int64, &dims));
+    let token_type_ids =
+        config.family.uses_token_type_ids().then(|| e.b.g.input("token_type_ids", DataType::Int64, &dims));
 
     let mut hidden = e.embeddings(&input_ids, token_type_ids.as_deref())?;
     let bias = e.b.attention_bias(&attention_mask);

@@ -67,7 +67,14 @@ pub(crate) struct Blocks<'a> {
 impl<'a> Blocks<'a> {
     /// An empty graph reading `checkpoint`.
     pub fn new(checkpoint: &'a Checkpoint, options: EmitOptions) -> Self {
-        Blocks { g: GraphBuilder::new(), checkpoint, used: BTreeSet::new(), parameters: 0, allow_non_finite: options.allow_non_finite, non_finite: Vec::new() }
+        Blocks {
+            g: GraphBuilder::new(),
+            checkpoint,
+            used: BTreeSet::new(),
+            parameters: 0,
+            allow_non_finite: options.allow_non_finite,
+            non_finite: Vec::new(),
+        }
     }
 
     /// A float32 weight from the checkpoint, checked against the shape the config implies.
@@ -93,7 +100,14 @@ impl<'a> Blocks<'a> {
     }
 
     /// `nn.Linear(in, out)` at `hf` applied to `x`: MatMul by the transposed weight, then Add.
-    pub fn linear(&mut self, x: &str, hf: &str, node: &str, inputs: usize, outputs: usize) -> Result<String, EmitError> {
+    pub fn linear(
+        &mut self,
+        x: &str,
+        hf: &str,
+        node: &str,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<String, EmitError> {
         let weight = self.weight(&format!("{hf}.weight"), &[outputs, inputs])?;
         // Transposed in 32 x 32 tiles: the naive loop strides through memory and was a tenth of a
         // full-size convert.
@@ -118,7 +132,12 @@ impl<'a> Blocks<'a> {
     pub fn layer_norm(&mut self, x: &str, hf: &str, node: &str, width: usize, eps: f32) -> Result<String, EmitError> {
         let weight = self.param(&format!("{hf}.weight"), &[width])?;
         let bias = self.param(&format!("{hf}.bias"), &[width])?;
-        Ok(self.g.node("LayerNormalization", node, &[x, &weight, &bias], vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))]))
+        Ok(self.g.node(
+            "LayerNormalization",
+            node,
+            &[x, &weight, &bias],
+            vec![("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))],
+        ))
     }
 
     /// The activation `act` (one of SUPPORTED_ACTIVATIONS), exactly as transformers' ACT2FN computes it.
@@ -162,7 +181,12 @@ impl<'a> Blocks<'a> {
 
     /// (1 - mask) * ATTENTION_MASK_VALUE, shaped [batch, 1, 1, sequence] for every layer.
     pub fn attention_bias(&mut self, attention_mask: &str) -> String {
-        let mask = self.g.node("Cast", "attention_mask.float", &[attention_mask], vec![("to", Attr::Int(DataType::Float as i64))]);
+        let mask = self.g.node(
+            "Cast",
+            "attention_mask.float",
+            &[attention_mask],
+            vec![("to", Attr::Int(DataType::Float as i64))],
+        );
         let one = self.g.f32_scalar("const.one", 1.0);
         let inverted = self.g.node("Sub", "attention_mask.inverted", &[&one, &mask], vec![]);
         let value = self.g.f32_scalar("const.attention_mask_value", ATTENTION_MASK_VALUE);
@@ -174,9 +198,19 @@ impl<'a> Blocks<'a> {
     /// Scaled dot-product attention of projected `q`, `k`, `v` (`[batch, sequence, heads * d]`)
     /// with the additive mask `bias`, merged back to `[batch, sequence, heads * d]`. Node names
     /// start with `n`.
-    pub fn multi_head_attention(&mut self, n: &str, q: &str, k: &str, v: &str, heads: usize, d: usize, bias: &str) -> String {
+    pub fn multi_head_attention(
+        &mut self,
+        n: &str,
+        q: &str,
+        k: &str,
+        v: &str,
+        heads: usize,
+        d: usize,
+        bias: &str,
+    ) -> String {
         let all = heads * d;
-        let split = self.g.i64_constant(&format!("const.shape.heads.{heads}x{d}"), &[4], &[0, 0, heads as i64, d as i64]);
+        let split =
+            self.g.i64_constant(&format!("const.shape.heads.{heads}x{d}"), &[4], &[0, 0, heads as i64, d as i64]);
         let heads_of = |g: &mut GraphBuilder, x: &str, name: &str, perm: Vec<i64>| {
             let r = g.node("Reshape", &format!("{n}.{name}.heads"), &[x, &split], vec![]);
             g.node("Transpose", &format!("{n}.{name}.transpose"), &[&r], vec![("perm", Attr::Ints(perm))])
@@ -190,7 +224,12 @@ impl<'a> Blocks<'a> {
         let scores = self.g.node("Add", &format!("{n}.scores.mask"), &[&scores, bias], vec![]);
         let probs = self.g.node("Softmax", &format!("{n}.softmax"), &[&scores], vec![("axis", Attr::Int(-1))]);
         let context = self.g.node("MatMul", &format!("{n}.context"), &[&probs, &v], vec![]);
-        let context = self.g.node("Transpose", &format!("{n}.context.transpose"), &[&context], vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))]);
+        let context = self.g.node(
+            "Transpose",
+            &format!("{n}.context.transpose"),
+            &[&context],
+            vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+        );
         let merge = self.g.i64_constant(&format!("const.shape.merge.{all}"), &[3], &[0, 0, all as i64]);
         self.g.node("Reshape", &format!("{n}.context.merge"), &[&context, &merge], vec![])
     }
@@ -209,7 +248,8 @@ impl<'a> Blocks<'a> {
 
     /// The finished model and what emission used of the checkpoint.
     pub fn finish(self, graph_name: &str, opset: i64, metadata: Vec<(String, String)>) -> Emitted {
-        let unused_tensors = self.checkpoint.weights.names().filter(|n| !self.used.contains(*n)).map(String::from).collect();
+        let unused_tensors =
+            self.checkpoint.weights.names().filter(|n| !self.used.contains(*n)).map(String::from).collect();
         Emitted {
             tensors_used: self.used.len(),
             parameters: self.parameters,

@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::pb::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto, TensorProto};
+use crate::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto, TensorProto,
+};
 
 /// A graph that cannot be read as a pass needs it (the message names the tensor or node).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,7 +28,12 @@ pub fn f32_values(t: &TensorProto) -> Result<Vec<f32>, GraphError> {
         t.float_data.clone()
     };
     if values.len() != count {
-        return Err(GraphError(format!("initializer `{}` holds {} values for dims {:?}", t.name, values.len(), t.dims)));
+        return Err(GraphError(format!(
+            "initializer `{}` holds {} values for dims {:?}",
+            t.name,
+            values.len(),
+            t.dims
+        )));
     }
     Ok(values)
 }
@@ -41,11 +48,23 @@ pub fn element_count(t: &TensorProto) -> Result<usize, GraphError> {
 
 /// A tensor message with raw little-endian data.
 pub fn raw_tensor(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
-    TensorProto { name: name.to_string(), dims: dims.to_vec(), data_type: data_type as i32, raw_data, ..Default::default() }
+    TensorProto {
+        name: name.to_string(),
+        dims: dims.to_vec(),
+        data_type: data_type as i32,
+        raw_data,
+        ..Default::default()
+    }
 }
 
 /// A node of one op (default domain) with the given inputs and outputs, named `name`.
-pub fn node(op_type: &str, name: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributeProto>) -> NodeProto {
+pub fn node(
+    op_type: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attributes: Vec<AttributeProto>,
+) -> NodeProto {
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),
@@ -226,7 +245,11 @@ impl<'g> Rewrite<'g> {
     /// Runs `rewrite` on every node of op `ops` (default domain) not yet planned for removal, in
     /// graph order; returns how many calls rewrote (returned true). A node removed by an earlier
     /// call of the same pass is skipped when reached: the loop-and-guard every pass opens with.
-    pub fn each_live<E>(&mut self, ops: &[&str], mut rewrite: impl FnMut(&mut Self, usize) -> Result<bool, E>) -> Result<usize, E> {
+    pub fn each_live<E>(
+        &mut self,
+        ops: &[&str],
+        mut rewrite: impl FnMut(&mut Self, usize) -> Result<bool, E>,
+    ) -> Result<usize, E> {
         let mut count = 0;
         for i in 0..self.graph.node.len() {
             let n = &self.graph.node[i];
@@ -303,9 +326,13 @@ impl<'g> Rewrite<'g> {
         let t = self.constant(tensor)?;
         let raw = &t.raw_data;
         match DataType::try_from(t.data_type).ok()? {
-            DataType::Int64 if !raw.is_empty() => Some(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()),
+            DataType::Int64 if !raw.is_empty() => {
+                Some(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
+            }
             DataType::Int64 => Some(t.int64_data.clone()),
-            DataType::Int32 if !raw.is_empty() => Some(raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect()),
+            DataType::Int32 if !raw.is_empty() => {
+                Some(raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect())
+            }
             DataType::Int32 => Some(t.int32_data.iter().map(|&v| v as i64).collect()),
             _ => None,
         }
@@ -398,12 +425,15 @@ impl<'g> Rewrite<'g> {
 pub fn eliminate_dead_nodes(graph: &mut GraphProto) {
     let outputs: BTreeSet<String> = graph.output.iter().map(|o| o.name.clone()).collect();
     loop {
-        let read: BTreeSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().filter(|i| !i.is_empty()).map(String::as_str)).collect();
+        let read: BTreeSet<&str> =
+            graph.node.iter().flat_map(|n| n.input.iter().filter(|i| !i.is_empty()).map(String::as_str)).collect();
         let dead: BTreeSet<usize> = graph
             .node
             .iter()
             .enumerate()
-            .filter(|(_, n)| n.output.iter().all(|o| o.is_empty() || (!read.contains(o.as_str()) && !outputs.contains(o))))
+            .filter(|(_, n)| {
+                n.output.iter().all(|o| o.is_empty() || (!read.contains(o.as_str()) && !outputs.contains(o)))
+            })
             .map(|(i, _)| i)
             .collect();
         if dead.is_empty() {
@@ -419,7 +449,8 @@ pub fn eliminate_dead_nodes(graph: &mut GraphProto) {
 pub fn drop_unread_initializers(graph: &mut GraphProto) {
     let read: BTreeSet<&str> = graph.node.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
     let outputs: BTreeSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-    let keep: Vec<bool> = graph.initializer.iter().map(|t| read.contains(t.name.as_str()) || outputs.contains(t.name.as_str())).collect();
+    let keep: Vec<bool> =
+        graph.initializer.iter().map(|t| read.contains(t.name.as_str()) || outputs.contains(t.name.as_str())).collect();
     let mut keep = keep.into_iter();
     graph.initializer.retain(|_| keep.next().unwrap_or(true));
 }
@@ -429,13 +460,21 @@ mod tests {
     use super::*;
 
     fn graph(nodes: Vec<NodeProto>, output: &str) -> GraphProto {
-        GraphProto { node: nodes, output: vec![crate::pb::ValueInfoProto { name: output.into(), ..Default::default() }], ..Default::default() }
+        GraphProto {
+            node: nodes,
+            output: vec![crate::pb::ValueInfoProto { name: output.into(), ..Default::default() }],
+            ..Default::default()
+        }
     }
 
     #[test]
     fn plans_apply_in_one_go_and_dead_nodes_go() {
         let mut g = graph(
-            vec![node("Relu", "a", &["x"], &["a"], vec![]), node("Neg", "b", &["a"], &["b"], vec![]), node("Abs", "dead", &["a"], &["unread"], vec![])],
+            vec![
+                node("Relu", "a", &["x"], &["a"], vec![]),
+                node("Neg", "b", &["a"], &["b"], vec![]),
+                node("Abs", "dead", &["a"], &["unread"], vec![]),
+            ],
             "b",
         );
         g.initializer.push(raw_tensor("unused", &[1], DataType::Float, vec![0; 4]));
@@ -457,7 +496,10 @@ mod tests {
 
     #[test]
     fn apply_keeps_what_the_plan_does_not_touch() {
-        let mut g = graph(vec![node("Relu", "a", &["x"], &["a"], vec![]), node("Abs", "dead", &["a"], &["unread"], vec![])], "a");
+        let mut g = graph(
+            vec![node("Relu", "a", &["x"], &["a"], vec![]), node("Abs", "dead", &["a"], &["unread"], vec![])],
+            "a",
+        );
         let mut rw = Rewrite::new(&mut g);
         rw.insert_before(0, node("Identity", "first", &["x"], &["y"], vec![]));
         rw.apply();
@@ -467,11 +509,18 @@ mod tests {
 
     #[test]
     fn typed_attributes_and_nodes_of_one_op() {
-        let mut n = node("Softmax", "s", &["x"], &["y"], vec![int_attribute("axis", -1), float_attribute("epsilon", 0.5)]);
+        let mut n =
+            node("Softmax", "s", &["x"], &["y"], vec![int_attribute("axis", -1), float_attribute("epsilon", 0.5)]);
         assert_eq!(int_attr(&n, "axis"), Some(-1));
         assert_eq!(float_attr(&n, "epsilon"), Some(0.5));
         assert_eq!(int_attr(&n, "missing"), None);
-        let g = graph(vec![n.clone(), node("Relu", "r", &["y"], &["z"], vec![]), { n.domain = MS_DOMAIN.into(); n }], "z");
+        let g = graph(
+            vec![n.clone(), node("Relu", "r", &["y"], &["z"], vec![]), {
+                n.domain = MS_DOMAIN.into();
+                n
+            }],
+            "z",
+        );
         assert_eq!(nodes_of(&g, "Softmax").collect::<Vec<_>>(), [0], "other domains are not the default op");
     }
 

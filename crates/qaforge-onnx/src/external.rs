@@ -42,7 +42,9 @@ pub(crate) fn inline(initializers: &mut [pb::TensorProto], model_dir: &Path) -> 
         }
         let entry = |key: &str| tensor.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
         let number = |key: &str| -> Result<Option<u64>, String> {
-            entry(key).map(|v| v.parse::<u64>().map_err(|_| named(format!("external data {key} `{v}` is not a byte count")))).transpose()
+            entry(key)
+                .map(|v| v.parse::<u64>().map_err(|_| named(format!("external data {key} `{v}` is not a byte count"))))
+                .transpose()
         };
         let location = entry("location").ok_or_else(|| named("external data without a location".into()))?;
         let file = resolve(location, model_dir).map_err(named)?;
@@ -67,7 +69,11 @@ pub(crate) fn inline(initializers: &mut [pb::TensorProto], model_dir: &Path) -> 
         let length = region.length.unwrap_or(size.saturating_sub(region.offset));
         let end = region.offset.checked_add(length).filter(|&end| end <= size);
         let Some(end) = end else {
-            return Err(named(format!("external data at offset {} with length {length} runs past the end of {} ({size} bytes)", region.offset, region.file.display())));
+            return Err(named(format!(
+                "external data at offset {} with length {length} runs past the end of {} ({size} bytes)",
+                region.offset,
+                region.file.display()
+            )));
         };
         spans.entry(region.file.clone()).or_default().push((region.offset, end, region.tensor));
     }
@@ -75,7 +81,12 @@ pub(crate) fn inline(initializers: &mut [pb::TensorProto], model_dir: &Path) -> 
         spans.sort_unstable();
         if let Some(pair) = spans.windows(2).find(|w| w[1].0 < w[0].1) {
             let name = |i: usize| initializers[i].name.clone();
-            return Err(format!("tensors `{}` and `{}` claim overlapping bytes of {}", name(pair[0].2), name(pair[1].2), file.display()));
+            return Err(format!(
+                "tensors `{}` and `{}` claim overlapping bytes of {}",
+                name(pair[0].2),
+                name(pair[1].2),
+                file.display()
+            ));
         }
     }
     for (file, spans) in spans {
@@ -83,7 +94,11 @@ pub(crate) fn inline(initializers: &mut [pb::TensorProto], model_dir: &Path) -> 
         for (start, end, index) in spans {
             let tensor = &mut initializers[index];
             let read = |e: std::io::Error| format!("tensor `{}`: reading {}: {e}", tensor.name, file.display());
-            let mut bytes = vec![0; usize::try_from(end - start).map_err(|_| format!("tensor `{}`: external data too large", tensor.name))?];
+            let mut bytes = vec![
+                0;
+                usize::try_from(end - start)
+                    .map_err(|_| format!("tensor `{}`: external data too large", tensor.name))?
+            ];
             handle.seek(SeekFrom::Start(start)).and_then(|_| handle.read_exact(&mut bytes)).map_err(read)?;
             tensor.raw_data = bytes;
             tensor.external_data.clear();
@@ -96,12 +111,17 @@ pub(crate) fn inline(initializers: &mut [pb::TensorProto], model_dir: &Path) -> 
 /// The data file `location` names, if it lies inside `model_dir`.
 fn resolve(location: &str, model_dir: &Path) -> Result<PathBuf, String> {
     let relative = Path::new(location);
-    let outside = || format!("external data location `{location}` is outside the model's folder; qaforge reads data files only from beside the model");
+    let outside = || {
+        format!("external data location `{location}` is outside the model's folder; qaforge reads data files only from beside the model")
+    };
     if location.is_empty() || !relative.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
         return Err(outside());
     }
     let dir = model_dir.canonicalize().map_err(|e| format!("{}: {e}", model_dir.display()))?;
-    let file = dir.join(relative).canonicalize().map_err(|e| format!("external data file {}: {e}", model_dir.join(relative).display()))?;
+    let file = dir
+        .join(relative)
+        .canonicalize()
+        .map_err(|e| format!("external data file {}: {e}", model_dir.join(relative).display()))?;
     if !file.starts_with(&dir) {
         return Err(outside());
     }
@@ -120,7 +140,14 @@ mod tests {
         let mut entries = vec![pb::StringStringEntryProto { key: "location".into(), value: location.into() }];
         entries.extend(offset.map(|o| pb::StringStringEntryProto { key: "offset".into(), value: o.to_string() }));
         entries.extend(length.map(|l| pb::StringStringEntryProto { key: "length".into(), value: l.to_string() }));
-        pb::TensorProto { name: name.into(), dims: vec![2], data_type: DataType::Float as i32, data_location: Some(DataLocation::External as i32), external_data: entries, ..Default::default() }
+        pb::TensorProto {
+            name: name.into(),
+            dims: vec![2],
+            data_type: DataType::Float as i32,
+            data_location: Some(DataLocation::External as i32),
+            external_data: entries,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -131,7 +158,8 @@ mod tests {
         std::fs::write(model_dir.join("m.onnx.data"), (0u8..16).collect::<Vec<_>>()).unwrap();
         std::fs::write(dir.path().join("secret"), [7u8; 8]).unwrap();
 
-        let mut tensors = vec![external("a", "m.onnx.data", None, Some(8)), external("b", "./m.onnx.data", Some(8), Some(8))];
+        let mut tensors =
+            vec![external("a", "m.onnx.data", None, Some(8)), external("b", "./m.onnx.data", Some(8), Some(8))];
         let files = inline(&mut tensors, &model_dir).unwrap();
         assert_eq!(files, vec![model_dir.canonicalize().unwrap().join("m.onnx.data")]);
         assert_eq!(tensors[0].raw_data, (0u8..8).collect::<Vec<_>>());
@@ -153,7 +181,10 @@ mod tests {
         assert!(e.contains("runs past the end") && e.contains("16 bytes"), "{e}");
         let e = err(&mut vec![external("w", "m.onnx.data", Some(u64::MAX), Some(8))]);
         assert!(e.contains("runs past the end"), "{e}");
-        let e = err(&mut vec![external("a", "m.onnx.data", Some(0), Some(8)), external("b", "m.onnx.data", Some(4), Some(8))]);
+        let e = err(&mut vec![
+            external("a", "m.onnx.data", Some(0), Some(8)),
+            external("b", "m.onnx.data", Some(4), Some(8)),
+        ]);
         assert!(e.contains("`a` and `b` claim overlapping bytes"), "{e}");
         let mut bad_offset = external("w", "m.onnx.data", None, None);
         bad_offset.external_data.push(pb::StringStringEntryProto { key: "offset".into(), value: "-1".into() });

@@ -14,9 +14,9 @@ mod bert;
 mod blocks;
 pub mod builder;
 pub mod edit;
-mod precision;
 mod external;
 mod mobilebert;
+mod precision;
 mod types;
 
 pub use precision::infer_precision;
@@ -27,13 +27,17 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-pub use tract_onnx::pb;
-use qaforge_provenance::{keys, Precision};
 pub use blocks::{EmitOptions, Emitted, ATTENTION_MASK_VALUE, DEFAULT_OPSET, SUPPORTED_OPSETS};
+use qaforge_provenance::{keys, Precision};
+pub use tract_onnx::pb;
 
 /// Emits the QA graph of `checkpoint`, whatever its architecture, at `options.opset`, with
 /// `metadata` as metadata_props.
-pub fn emit(checkpoint: &qaforge_checkpoint::Checkpoint, options: EmitOptions, metadata: Vec<(String, String)>) -> Result<Emitted, EmitError> {
+pub fn emit(
+    checkpoint: &qaforge_checkpoint::Checkpoint,
+    options: EmitOptions,
+    metadata: Vec<(String, String)>,
+) -> Result<Emitted, EmitError> {
     if !SUPPORTED_OPSETS.contains(&options.opset) {
         return Err(EmitError::Opset(options.opset));
     }
@@ -75,7 +79,10 @@ pub enum EmitError {
 /// topological order, type constraints), and serialises it: an artifact that ONNX Runtime would
 /// refuse to load is an error naming the node, never a file. `path` names the output in errors.
 pub fn encode_checked(model: &pb::ModelProto, path: &Path) -> Result<Vec<u8>, EmitError> {
-    let invalid = |message: String| EmitError::InvalidModel { path: path.to_owned(), message: format!("the graph to be written is invalid, nothing was written: {message}") };
+    let invalid = |message: String| EmitError::InvalidModel {
+        path: path.to_owned(),
+        message: format!("the graph to be written is invalid, nothing was written: {message}"),
+    };
     check_graph(model).map_err(invalid)?;
     check_types(model).map_err(invalid)?;
     Ok(encode(model))
@@ -148,22 +155,41 @@ fn check_graph(model: &pb::ModelProto) -> Result<(), String> {
     let flavoured = is_onnxruntime_flavour(model);
     match default_opset(model) {
         Some(v) if READABLE_OPSETS.contains(&v) || (flavoured && FLAVOUR_OPSETS.contains(&v)) => {}
-        Some(v) => return Err(format!("opset {v}; qaforge reads opsets {} to {} (re-export with one of them)", READABLE_OPSETS.start(), READABLE_OPSETS.end())),
+        Some(v) => {
+            return Err(format!(
+                "opset {v}; qaforge reads opsets {} to {} (re-export with one of them)",
+                READABLE_OPSETS.start(),
+                READABLE_OPSETS.end()
+            ))
+        }
         None => return Err("no ONNX opset is declared (opset_import has no default domain)".into()),
     }
     let Some(graph) = model.graph.as_ref() else { return Err("no graph".into()) };
     let registry = tract_onnx::onnx().op_register;
     let mut available: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     available.extend(graph.input.iter().map(|i| i.name.as_str()));
-    let label = |i: usize, node: &pb::NodeProto| if node.name.is_empty() { format!("#{i} ({})", node.op_type) } else { format!("`{}` ({})", node.name, node.op_type) };
-    let produced_later: std::collections::HashMap<&str, String> =
-        graph.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), label(i, n)))).collect();
+    let label = |i: usize, node: &pb::NodeProto| {
+        if node.name.is_empty() {
+            format!("#{i} ({})", node.op_type)
+        } else {
+            format!("`{}` ({})", node.name, node.op_type)
+        }
+    };
+    let produced_later: std::collections::HashMap<&str, String> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), label(i, n))))
+        .collect();
     for (i, node) in graph.node.iter().enumerate() {
         let label = label(i, node);
         // ONNX Attention (opset 23) is the flavour's, for ONNX Runtime, which verify runs it in.
         let flavour_op = flavoured && node.op_type == "Attention";
         if default_domain(&node.domain) && !registry.0.contains_key(&node.op_type) && !flavour_op {
-            return Err(format!("node {label}: operator `{}` is not an ONNX operator qaforge's engines run", node.op_type));
+            return Err(format!(
+                "node {label}: operator `{}` is not an ONNX operator qaforge's engines run",
+                node.op_type
+            ));
         }
         for input in node.input.iter().filter(|i| !i.is_empty()) {
             if !available.contains(input.as_str()) {
@@ -201,7 +227,9 @@ fn check_tensor_data(t: &pb::TensorProto) -> Result<(), String> {
     use pb::tensor_proto::DataType as T;
     if external::is_external(t) {
         // Initializers' external data is inlined before this check; a Constant's value is not.
-        return Err("a Constant node's value is stored outside the model file; only initializers may use external data".into());
+        return Err(
+            "a Constant node's value is stored outside the model file; only initializers may use external data".into(),
+        );
     }
     let count = t.dims.iter().try_fold(1u64, |acc, &d| u64::try_from(d).ok().and_then(|d| acc.checked_mul(d)));
     let count = count.ok_or_else(|| format!("dims {:?} are negative or their product overflows", t.dims))?;
@@ -227,16 +255,22 @@ fn check_tensor_data(t: &pb::TensorProto) -> Result<(), String> {
         };
     }
     if !t.raw_data.is_empty() {
-        let size = element_size(t.data_type).ok_or_else(|| format!("{data_type:?} values cannot be stored as raw data"))?;
+        let size =
+            element_size(t.data_type).ok_or_else(|| format!("{data_type:?} values cannot be stored as raw data"))?;
         if t.raw_data.len() % size != 0 {
-            return Err(format!("{} bytes of raw data are not a whole number of {size}-byte {data_type:?} values", t.raw_data.len()));
+            return Err(format!(
+                "{} bytes of raw data are not a whole number of {size}-byte {data_type:?} values",
+                t.raw_data.len()
+            ));
         }
         return held(t.raw_data.len() / size, "raw data");
     }
     match data_type {
         T::Float => held(t.float_data.len(), "float_data"),
         T::Complex64 => held(t.float_data.len() / 2, "float_data"),
-        T::Int32 | T::Int16 | T::Int8 | T::Uint16 | T::Uint8 | T::Bool | T::Float16 | T::Bfloat16 => held(t.int32_data.len(), "int32_data"),
+        T::Int32 | T::Int16 | T::Int8 | T::Uint16 | T::Uint8 | T::Bool | T::Float16 | T::Bfloat16 => {
+            held(t.int32_data.len(), "int32_data")
+        }
         T::Int64 => held(t.int64_data.len(), "int64_data"),
         T::Double => held(t.double_data.len(), "double_data"),
         T::Complex128 => held(t.double_data.len() / 2, "double_data"),
@@ -259,7 +293,13 @@ mod tests {
     }
 
     fn node(name: &str, op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-        pb::NodeProto { name: name.into(), op_type: op.into(), input: inputs.iter().map(|s| s.to_string()).collect(), output: vec![output.into()], ..Default::default() }
+        pb::NodeProto {
+            name: name.into(),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -268,12 +308,20 @@ mod tests {
             let input = pb::ValueInfoProto { name: "x".into(), ..Default::default() };
             let output = pb::ValueInfoProto { name: "y".into(), ..Default::default() };
             let graph = pb::GraphProto { node: nodes, input: vec![input], output: vec![output], ..Default::default() };
-            let model = pb::ModelProto { graph: Some(graph), opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: opset }], ..Default::default() };
+            let model = pb::ModelProto {
+                graph: Some(graph),
+                opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: opset }],
+                ..Default::default()
+            };
             decode_model(&encode(&model), Path::new("m.onnx")).map(|_| ()).map_err(|e| e.to_string())
         };
         assert!(model(vec![node("a", "Relu", &["x"], "h"), node("b", "Relu", &["h"], "y")], 17).is_ok());
         let err = model(vec![node("a", "Add", &["x", "y"], "h"), node("b", "Relu", &["h"], "y")], 17).unwrap_err();
-        assert!(err.contains("m.onnx") && err.contains("node `a` (Add) reads `y` before node `b` (Relu) produces it: a cycle"), "{err}");
+        assert!(
+            err.contains("m.onnx")
+                && err.contains("node `a` (Add) reads `y` before node `b` (Relu) produces it: a cycle"),
+            "{err}"
+        );
         let err = model(vec![node("a", "Add", &["x", "nowhere"], "y")], 17).unwrap_err();
         assert!(err.contains("reads `nowhere`, which no node, initializer or graph input provides"), "{err}");
         let err = model(vec![node("a", "FooBar", &["x"], "y")], 17).unwrap_err();
@@ -295,15 +343,24 @@ mod tests {
     #[test]
     fn initializers_must_hold_what_their_dims_claim() {
         use pb::tensor_proto::DataType as T;
-        let decode = |t: pb::TensorProto| decode_model(&model_with(t), Path::new("m.onnx")).map(|_| ()).map_err(|e| e.to_string());
+        let decode = |t: pb::TensorProto| {
+            decode_model(&model_with(t), Path::new("m.onnx")).map(|_| ()).map_err(|e| e.to_string())
+        };
         assert!(decode(pb::TensorProto { raw_data: vec![0; 24], ..tensor(&[2, 3], T::Float) }).is_ok());
         assert!(decode(pb::TensorProto { raw_data: vec![0; 20], ..tensor(&[2, 3], T::Float) }).is_err());
         assert!(decode(pb::TensorProto { raw_data: vec![0; 24], ..tensor(&[2, 3], T::Float16) }).is_err());
         assert!(decode(pb::TensorProto { raw_data: vec![0; 12], ..tensor(&[2, 3], T::Float16) }).is_ok());
         assert!(decode(pb::TensorProto { float_data: vec![0.0; 6], ..tensor(&[2, 3], T::Float) }).is_ok());
         assert!(decode(pb::TensorProto { int64_data: vec![1], ..tensor(&[], T::Int64) }).is_ok());
-        let err = decode(pb::TensorProto { raw_data: vec![0; 64], ..tensor(&[1_000_000_000, 1_000_000_000], T::Float) }).unwrap_err();
-        assert!(err.contains("m.onnx") && err.contains("tensor `w`") && err.contains("claim 1000000000000000000 Float values, the file holds 16"), "{err}");
+        let err =
+            decode(pb::TensorProto { raw_data: vec![0; 64], ..tensor(&[1_000_000_000, 1_000_000_000], T::Float) })
+                .unwrap_err();
+        assert!(
+            err.contains("m.onnx")
+                && err.contains("tensor `w`")
+                && err.contains("claim 1000000000000000000 Float values, the file holds 16"),
+            "{err}"
+        );
         let err = decode(pb::TensorProto { raw_data: vec![0; 8], ..tensor(&[i64::MAX, 4], T::Float) }).unwrap_err();
         assert!(err.contains("overflows"), "{err}");
         let err = decode(pb::TensorProto { raw_data: vec![0; 8], ..tensor(&[-2], T::Float) }).unwrap_err();
@@ -312,12 +369,20 @@ mod tests {
         assert!(err.contains("unknown data type 99"), "{err}");
         let external = pb::TensorProto {
             data_location: Some(pb::tensor_proto::DataLocation::External as i32),
-            external_data: vec![pb::StringStringEntryProto { key: "location".into(), value: "../../etc/passwd".into() }],
+            external_data: vec![pb::StringStringEntryProto {
+                key: "location".into(),
+                value: "../../etc/passwd".into(),
+            }],
             ..tensor(&[4], T::Float)
         };
         let err = decode(external).unwrap_err();
-        assert!(err.contains("m.onnx") && err.contains("tensor `w`") && err.contains("outside the model's folder"), "{err}");
-        assert!(decode(pb::TensorProto { raw_data: vec![0; 7], ..tensor(&[2], T::Float) }).unwrap_err().contains("whole number"));
+        assert!(
+            err.contains("m.onnx") && err.contains("tensor `w`") && err.contains("outside the model's folder"),
+            "{err}"
+        );
+        assert!(decode(pb::TensorProto { raw_data: vec![0; 7], ..tensor(&[2], T::Float) })
+            .unwrap_err()
+            .contains("whole number"));
         // 4-bit values, two per byte (ONNX Runtime's quantized embedding tables): 3 × 5 of them in 8 bytes.
         assert!(decode(pb::TensorProto { raw_data: vec![0; 8], ..tensor(&[3, 5], T::Uint4) }).is_ok());
         assert!(decode(pb::TensorProto { raw_data: vec![0; 2], ..tensor(&[4], T::Int4) }).is_ok());
@@ -330,7 +395,8 @@ mod tests {
 /// then renamed over the target: readers see the old file or the new one, never a partial one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmitError> {
     let io = |source| EmitError::Io { path: path.to_owned(), source };
-    let mut file = tempfile::Builder::new().prefix(".qaforge-").suffix(".partial").tempfile_in(folder_of(path)).map_err(io)?;
+    let mut file =
+        tempfile::Builder::new().prefix(".qaforge-").suffix(".partial").tempfile_in(folder_of(path)).map_err(io)?;
     file.write_all(bytes).map_err(io)?;
     file.as_file().sync_all().map_err(io)?;
     file.persist(path).map_err(|e| io(e.error))?;

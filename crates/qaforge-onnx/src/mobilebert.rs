@@ -61,11 +61,17 @@ impl<'a> Emitter<'a> {
             x = self.b.linear(&x, &format!("{hf}.embedding_transformation"), "embeddings.transformation", width, h)?;
         }
         let positions = self.b.param(&format!("{hf}.position_embeddings.weight"), &[c.max_position_embeddings, h])?;
-        let seq_len = self.b.g.node("Shape", "embeddings.sequence_length", &[input_ids], vec![("start", Attr::Int(1)), ("end", Attr::Int(2))]);
+        let seq_len = self.b.g.node(
+            "Shape",
+            "embeddings.sequence_length",
+            &[input_ids],
+            vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
+        );
         let zero = self.b.g.i64_constant("const.i64.0", &[1], &[0]);
         let position = self.b.g.node("Slice", "embeddings.position", &[&positions, &zero, &seq_len, &zero], vec![]);
         let types = self.b.param(&format!("{hf}.token_type_embeddings.weight"), &[c.type_vocab_size, h])?;
-        let token_type = self.b.g.node("Gather", "embeddings.token_type", &[&types, token_type_ids], vec![("axis", Attr::Int(0))]);
+        let token_type =
+            self.b.g.node("Gather", "embeddings.token_type", &[&types, token_type_ids], vec![("axis", Attr::Int(0))]);
         let sum = self.b.g.node("Add", "embeddings.add_position", &[&x, &position], vec![]);
         let sum = self.b.g.node("Add", "embeddings.add_token_type", &[&sum, &token_type], vec![]);
         self.norm(&sum, &format!("{hf}.LayerNorm"), "embeddings.norm", h, TORCH_DEFAULT_LAYER_NORM_EPS)
@@ -90,13 +96,37 @@ impl<'a> Emitter<'a> {
         let hf = format!("mobilebert.encoder.layer.{l}");
         let n = format!("layer.{l}");
         let (q_in, k_in, v_in, layer_input) = if c.use_bottleneck {
-            let input = self.b.linear(hidden, &format!("{hf}.bottleneck.input.dense"), &format!("{n}.bottleneck.input"), h, t)?;
-            let input = self.norm(&input, &format!("{hf}.bottleneck.input.LayerNorm"), &format!("{n}.bottleneck.input.norm"), t, eps)?;
+            let input = self.b.linear(
+                hidden,
+                &format!("{hf}.bottleneck.input.dense"),
+                &format!("{n}.bottleneck.input"),
+                h,
+                t,
+            )?;
+            let input = self.norm(
+                &input,
+                &format!("{hf}.bottleneck.input.LayerNorm"),
+                &format!("{n}.bottleneck.input.norm"),
+                t,
+                eps,
+            )?;
             if c.use_bottleneck_attention {
                 (input.clone(), input.clone(), input.clone(), input)
             } else if c.key_query_shared_bottleneck {
-                let shared = self.b.linear(hidden, &format!("{hf}.bottleneck.attention.dense"), &format!("{n}.bottleneck.attention"), h, t)?;
-                let shared = self.norm(&shared, &format!("{hf}.bottleneck.attention.LayerNorm"), &format!("{n}.bottleneck.attention.norm"), t, eps)?;
+                let shared = self.b.linear(
+                    hidden,
+                    &format!("{hf}.bottleneck.attention.dense"),
+                    &format!("{n}.bottleneck.attention"),
+                    h,
+                    t,
+                )?;
+                let shared = self.norm(
+                    &shared,
+                    &format!("{hf}.bottleneck.attention.LayerNorm"),
+                    &format!("{n}.bottleneck.attention.norm"),
+                    t,
+                    eps,
+                )?;
                 (shared.clone(), shared, hidden.to_string(), input)
             } else {
                 (hidden.to_string(), hidden.to_string(), hidden.to_string(), input)
@@ -105,29 +135,62 @@ impl<'a> Emitter<'a> {
             (hidden.to_string(), hidden.to_string(), hidden.to_string(), hidden.to_string())
         };
         let context = self.attention(l, &q_in, &k_in, &v_in, bias)?;
-        let out = self.b.linear(&context, &format!("{hf}.attention.output.dense"), &format!("{n}.attention.output"), t, t)?;
+        let out =
+            self.b.linear(&context, &format!("{hf}.attention.output.dense"), &format!("{n}.attention.output"), t, t)?;
         let out = self.b.g.node("Add", &format!("{n}.attention.output.residual"), &[&out, &layer_input], vec![]);
-        let mut x = self.norm(&out, &format!("{hf}.attention.output.LayerNorm"), &format!("{n}.attention.output.norm"), t, eps)?;
+        let mut x = self.norm(
+            &out,
+            &format!("{hf}.attention.output.LayerNorm"),
+            &format!("{n}.attention.output.norm"),
+            t,
+            eps,
+        )?;
 
         for f in 0..c.num_feedforward_networks - 1 {
             let fhf = format!("{hf}.ffn.{f}");
             let fname = format!("{n}.ffn.{f}");
-            let inner = self.b.linear(&x, &format!("{fhf}.intermediate.dense"), &format!("{fname}.intermediate"), t, c.intermediate_size)?;
+            let inner = self.b.linear(
+                &x,
+                &format!("{fhf}.intermediate.dense"),
+                &format!("{fname}.intermediate"),
+                t,
+                c.intermediate_size,
+            )?;
             let inner = self.b.activation(&inner, &format!("{fname}.intermediate.act"), &c.hidden_act);
-            let out = self.b.linear(&inner, &format!("{fhf}.output.dense"), &format!("{fname}.output"), c.intermediate_size, t)?;
+            let out = self.b.linear(
+                &inner,
+                &format!("{fhf}.output.dense"),
+                &format!("{fname}.output"),
+                c.intermediate_size,
+                t,
+            )?;
             let out = self.b.g.node("Add", &format!("{fname}.output.residual"), &[&out, &x], vec![]);
             x = self.norm(&out, &format!("{fhf}.output.LayerNorm"), &format!("{fname}.output.norm"), t, eps)?;
         }
 
-        let inner = self.b.linear(&x, &format!("{hf}.intermediate.dense"), &format!("{n}.intermediate"), t, c.intermediate_size)?;
+        let inner = self.b.linear(
+            &x,
+            &format!("{hf}.intermediate.dense"),
+            &format!("{n}.intermediate"),
+            t,
+            c.intermediate_size,
+        )?;
         let inner = self.b.activation(&inner, &format!("{n}.intermediate.act"), &c.hidden_act);
-        let out = self.b.linear(&inner, &format!("{hf}.output.dense"), &format!("{n}.output"), c.intermediate_size, t)?;
+        let out =
+            self.b.linear(&inner, &format!("{hf}.output.dense"), &format!("{n}.output"), c.intermediate_size, t)?;
         let out = self.b.g.node("Add", &format!("{n}.output.residual"), &[&out, &x], vec![]);
-        let out = self.norm(&out, &format!("{hf}.output.LayerNorm"), &format!("{n}.output.norm"), t, TORCH_DEFAULT_LAYER_NORM_EPS)?;
+        let out = self.norm(
+            &out,
+            &format!("{hf}.output.LayerNorm"),
+            &format!("{n}.output.norm"),
+            t,
+            TORCH_DEFAULT_LAYER_NORM_EPS,
+        )?;
         if !c.use_bottleneck {
             return Ok(out);
         }
-        let up = self.b.linear(&out, &format!("{hf}.output.bottleneck.dense"), &format!("{n}.output.bottleneck"), t, h)?;
+        let up =
+            self.b.linear(&out, &format!("{hf}.output.bottleneck.dense"), &format!("{n}.output.bottleneck"), t, h)?;
         let up = self.b.g.node("Add", &format!("{n}.output.bottleneck.residual"), &[&up, hidden], vec![]);
         self.norm(&up, &format!("{hf}.output.bottleneck.LayerNorm"), &format!("{n}.output.bottleneck.norm"), h, eps)
     }
@@ -135,7 +198,12 @@ impl<'a> Emitter<'a> {
 
 /// Emits the MobileBERT QA graph of `checkpoint` (whose config is `config`) at `options.opset`,
 /// with `metadata` as metadata_props.
-pub(crate) fn emit(checkpoint: &Checkpoint, config: &MobileBertConfig, options: EmitOptions, metadata: Vec<(String, String)>) -> Result<Emitted, EmitError> {
+pub(crate) fn emit(
+    checkpoint: &Checkpoint,
+    config: &MobileBertConfig,
+    options: EmitOptions,
+    metadata: Vec<(String, String)>,
+) -> Result<Emitted, EmitError> {
     let mut e = Emitter { b: Blocks::new(checkpoint, options), config };
     let dims = [Dim::Symbol("batch"), Dim::Symbol("sequence")];
     let input_ids = e.b.g.input("input_ids", DataType::Int64, &dims);

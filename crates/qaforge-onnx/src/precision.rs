@@ -12,7 +12,8 @@ use crate::pb::{tensor_proto::DataType, ModelProto};
 pub fn infer_precision(model: &ModelProto) -> Result<(Precision, String), String> {
     let Some(graph) = model.graph.as_ref() else { return Ok((Precision::Fp32, "no graph".into())) };
     // The first of `ops` (in the order given: the strongest evidence first) that the graph uses.
-    let has = |ops: &[&str]| ops.iter().find(|op| graph.node.iter().any(|n| n.op_type == **op)).map(|op| op.to_string());
+    let has =
+        |ops: &[&str]| ops.iter().find(|op| graph.node.iter().any(|n| n.op_type == **op)).map(|op| op.to_string());
     let four_bit = |t: i32| t == DataType::Int4 as i32 || t == DataType::Uint4 as i32;
     // Block-quantized weights (of 4 bits, or 8 in MatMulNBits): judged at int4's tolerances,
     // the loosest, whatever else the graph quantizes.
@@ -23,14 +24,24 @@ pub fn infer_precision(model: &ModelProto) -> Result<(Precision, String), String
         return Ok((Precision::Int4, "inferred from its operators (4-bit weight tensors)".into()));
     }
     if let Some(op) = has(&["DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"]) {
-        return Ok((Precision::Int8Dynamic, format!("inferred from its operators ({op}: activations quantized at run time)")));
+        return Ok((
+            Precision::Int8Dynamic,
+            format!("inferred from its operators ({op}: activations quantized at run time)"),
+        ));
     }
-    if let Some(op) = has(&["QuantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat", "DequantizeLinear"]) {
+    if let Some(op) =
+        has(&["QuantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulIntegerToFloat", "DequantizeLinear"])
+    {
         return Ok((Precision::Int8Static, format!("inferred from its operators ({op}: int8 quantized tensors)")));
     }
     let half = |t: i32| t == DataType::Float16 as i32;
-    let half_cast = graph.node.iter().any(|n| n.op_type == "Cast" && int_attr(n, "to") == Some(DataType::Float16 as i64));
-    let half_constant = graph.initializer.iter().any(|t| half(t.data_type)) || graph.node.iter().any(|n| n.op_type == "Constant" && tensor_attr(n, "value").is_some_and(|t| half(t.data_type)));
+    let half_cast =
+        graph.node.iter().any(|n| n.op_type == "Cast" && int_attr(n, "to") == Some(DataType::Float16 as i64));
+    let half_constant = graph.initializer.iter().any(|t| half(t.data_type))
+        || graph
+            .node
+            .iter()
+            .any(|n| n.op_type == "Constant" && tensor_attr(n, "value").is_some_and(|t| half(t.data_type)));
     if half_cast || half_constant {
         return Ok((Precision::Fp16, "inferred from its operators (float16 weights or casts)".into()));
     }
@@ -44,17 +55,47 @@ mod tests {
     use crate::pb::GraphProto;
 
     fn model(nodes: Vec<crate::pb::NodeProto>, initializers: Vec<crate::pb::TensorProto>) -> ModelProto {
-        ModelProto { graph: Some(GraphProto { node: nodes, initializer: initializers, ..Default::default() }), ..Default::default() }
+        ModelProto {
+            graph: Some(GraphProto { node: nodes, initializer: initializers, ..Default::default() }),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn operators_say_the_precision() {
         let of = |m: &ModelProto| infer_precision(m).map(|(p, _)| p);
-        assert_eq!(of(&model(vec![node("DynamicQuantizeLinear", "q", &["x"], &["a", "b", "c"], vec![])], vec![])), Ok(Precision::Int8Dynamic));
-        assert_eq!(of(&model(vec![node("QuantizeLinear", "q", &["x", "s", "z"], &["y"], vec![]), node("DequantizeLinear", "d", &["y", "s", "z"], &["w"], vec![])], vec![])), Ok(Precision::Int8Static));
-        assert_eq!(of(&model(vec![node("Cast", "c", &["x"], &["y"], vec![int_attribute("to", DataType::Float16 as i64)])], vec![])), Ok(Precision::Fp16));
-        assert_eq!(of(&model(vec![node("MatMul", "m", &["x", "w"], &["y"], vec![])], vec![raw_tensor("w", &[1], DataType::Float, vec![0; 4])])), Ok(Precision::Fp32));
-        assert_eq!(of(&model(vec![node("MatMulNBits", "m", &["x", "w"], &["y"], vec![])], vec![])), Ok(Precision::Int4));
+        assert_eq!(
+            of(&model(vec![node("DynamicQuantizeLinear", "q", &["x"], &["a", "b", "c"], vec![])], vec![])),
+            Ok(Precision::Int8Dynamic)
+        );
+        assert_eq!(
+            of(&model(
+                vec![
+                    node("QuantizeLinear", "q", &["x", "s", "z"], &["y"], vec![]),
+                    node("DequantizeLinear", "d", &["y", "s", "z"], &["w"], vec![])
+                ],
+                vec![]
+            )),
+            Ok(Precision::Int8Static)
+        );
+        assert_eq!(
+            of(&model(
+                vec![node("Cast", "c", &["x"], &["y"], vec![int_attribute("to", DataType::Float16 as i64)])],
+                vec![]
+            )),
+            Ok(Precision::Fp16)
+        );
+        assert_eq!(
+            of(&model(
+                vec![node("MatMul", "m", &["x", "w"], &["y"], vec![])],
+                vec![raw_tensor("w", &[1], DataType::Float, vec![0; 4])]
+            )),
+            Ok(Precision::Fp32)
+        );
+        assert_eq!(
+            of(&model(vec![node("MatMulNBits", "m", &["x", "w"], &["y"], vec![])], vec![])),
+            Ok(Precision::Int4)
+        );
         assert_eq!(of(&model(vec![], vec![raw_tensor("w", &[2], DataType::Int4, vec![0])])), Ok(Precision::Int4));
     }
 }

@@ -15,7 +15,8 @@ use crate::edit::{int_attr, tensor_attr};
 /// For each operator with a shared type parameter, the input positions bound to it.
 fn same_type_inputs(op: &str, inputs: usize) -> Option<Vec<usize>> {
     Some(match op {
-        "Add" | "Sub" | "Mul" | "Div" | "MatMul" | "Sum" | "Max" | "Min" | "Mean" | "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Concat" | "PRelu" => (0..inputs).collect(),
+        "Add" | "Sub" | "Mul" | "Div" | "MatMul" | "Sum" | "Max" | "Min" | "Mean" | "Equal" | "Less" | "Greater"
+        | "LessOrEqual" | "GreaterOrEqual" | "Concat" | "PRelu" => (0..inputs).collect(),
         "Gemm" => (0..inputs.min(3)).collect(),
         "Where" => vec![1, 2],
         // The data and the padding value; the bounds of Clip; Range's start, limit and delta.
@@ -46,7 +47,8 @@ fn output_types(node: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>
     match node.op_type.as_str() {
         "Cast" => one(int_attr(node, "to").map(|to| to as i32)),
         "Shape" | "Size" | "NonZero" | "ArgMax" | "ArgMin" => one(int64),
-        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or" | "Xor" | "IsNaN" | "IsInf" => one(Some(DataType::Bool as i32)),
+        "Equal" | "Less" | "Greater" | "LessOrEqual" | "GreaterOrEqual" | "Not" | "And" | "Or" | "Xor" | "IsNaN"
+        | "IsInf" => one(Some(DataType::Bool as i32)),
         "Constant" => one(tensor_attr(node, "value").map(|t| t.data_type).or_else(|| {
             node.attribute.iter().find_map(|a| match a.name.as_str() {
                 "value_float" | "value_floats" => Some(DataType::Float as i32),
@@ -57,14 +59,15 @@ fn output_types(node: &pb::NodeProto, inputs: &[Option<i32>]) -> Vec<Option<i32>
         "ConstantOfShape" => one(Some(tensor_attr(node, "value").map_or(DataType::Float as i32, |t| t.data_type))),
         "QuantizeLinear" => one(Some(inputs.get(2).copied().flatten().unwrap_or(DataType::Uint8 as i32))),
         "DequantizeLinear" => one(inputs.get(1).copied().flatten()),
-        "DynamicQuantizeLinear" => vec![Some(DataType::Uint8 as i32), Some(DataType::Float as i32), Some(DataType::Uint8 as i32)],
+        "DynamicQuantizeLinear" => {
+            vec![Some(DataType::Uint8 as i32), Some(DataType::Float as i32), Some(DataType::Uint8 as i32)]
+        }
         "MatMulInteger" | "ConvInteger" => one(Some(DataType::Int32 as i32)),
         "Where" => one(inputs.get(1).copied().flatten()),
         // The data's type, unknown when the data's is (the other inputs are int64 shapes,
         // indices or pads): a data input computed by another domain's op stays untyped.
-        "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Expand" | "Slice" | "Tile" | "Pad" | "Flatten" | "Identity" | "Split" | "Gather" | "GatherElements" => {
-            one(inputs.first().copied().flatten())
-        }
+        "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Expand" | "Slice" | "Tile" | "Pad" | "Flatten"
+        | "Identity" | "Split" | "Gather" | "GatherElements" => one(inputs.first().copied().flatten()),
         // Y has X's type; Mean and InvStdDev the stash type (float by default).
         "LayerNormalization" => {
             let mut out = one(Some(DataType::Float as i32));
@@ -98,7 +101,8 @@ pub fn element_types(graph: &pb::GraphProto) -> HashMap<String, i32> {
         types.insert(init.name.clone(), init.data_type);
     }
     for node in &graph.node {
-        let inputs: Vec<Option<i32>> = node.input.iter().map(|n| if n.is_empty() { None } else { types.get(n).copied() }).collect();
+        let inputs: Vec<Option<i32>> =
+            node.input.iter().map(|n| if n.is_empty() { None } else { types.get(n).copied() }).collect();
         for (output, t) in node.output.iter().zip(output_types(node, &inputs)) {
             if let (false, Some(t)) = (output.is_empty(), t) {
                 types.insert(output.clone(), t);
@@ -122,10 +126,12 @@ pub fn check_types(model: &pb::ModelProto) -> Result<(), String> {
         types.insert(init.name.as_str(), init.data_type);
     }
     for (i, node) in graph.node.iter().enumerate() {
-        let inputs: Vec<Option<i32>> = node.input.iter().map(|n| if n.is_empty() { None } else { types.get(n.as_str()).copied() }).collect();
+        let inputs: Vec<Option<i32>> =
+            node.input.iter().map(|n| if n.is_empty() { None } else { types.get(n.as_str()).copied() }).collect();
         if crate::edit::is_default_domain(node) {
             if let Some(bound) = same_type_inputs(&node.op_type, inputs.len()) {
-                let known: Vec<(usize, i32)> = bound.iter().filter_map(|&k| inputs.get(k).copied().flatten().map(|t| (k, t))).collect();
+                let known: Vec<(usize, i32)> =
+                    bound.iter().filter_map(|&k| inputs.get(k).copied().flatten().map(|t| (k, t))).collect();
                 if let Some(&(k, t)) = known.iter().find(|(_, t)| *t != known[0].1) {
                     let label = if node.name.is_empty() { format!("#{i}") } else { format!("`{}`", node.name) };
                     return Err(format!(
@@ -157,11 +163,20 @@ mod tests {
     }
 
     fn node(op: &str, name: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-        pb::NodeProto { op_type: op.into(), name: name.into(), input: inputs.iter().map(|s| s.to_string()).collect(), output: vec![output.into()], ..Default::default() }
+        pb::NodeProto {
+            op_type: op.into(),
+            name: name.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
     }
 
     fn model(initializers: Vec<pb::TensorProto>, nodes: Vec<pb::NodeProto>) -> pb::ModelProto {
-        pb::ModelProto { graph: Some(pb::GraphProto { initializer: initializers, node: nodes, ..Default::default() }), ..Default::default() }
+        pb::ModelProto {
+            graph: Some(pb::GraphProto { initializer: initializers, node: nodes, ..Default::default() }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -170,12 +185,24 @@ mod tests {
         let m = model(
             vec![tensor("x", DataType::Float), tensor("half", DataType::Float)],
             vec![
-                pb::NodeProto { attribute: vec![pb::AttributeProto { name: "to".into(), i: DataType::Float16 as i64, ..Default::default() }], ..node("Cast", "cast", &["x"], "x16") },
+                pb::NodeProto {
+                    attribute: vec![pb::AttributeProto {
+                        name: "to".into(),
+                        i: DataType::Float16 as i64,
+                        ..Default::default()
+                    }],
+                    ..node("Cast", "cast", &["x"], "x16")
+                },
                 node("Mul", "/encoder/layer.0/attention/self/Mul_1", &["x16", "half"], "y"),
             ],
         );
         let err = check_types(&m).unwrap_err();
-        assert!(err.contains("`/encoder/layer.0/attention/self/Mul_1` (Mul)") && err.contains("tensor(float16)") && err.contains("tensor(float)"), "{err}");
+        assert!(
+            err.contains("`/encoder/layer.0/attention/self/Mul_1` (Mul)")
+                && err.contains("tensor(float16)")
+                && err.contains("tensor(float)"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -191,11 +218,18 @@ mod tests {
         // Shape gives int64, so an Add of two shapes is fine; Pow's exponent has its own type.
         let m = model(
             vec![tensor("x", DataType::Float), tensor("e", DataType::Int64)],
-            vec![node("Shape", "s", &["x"], "sx"), node("Add", "a", &["sx", "sx"], "y"), node("Pow", "p", &["x", "e"], "z")],
+            vec![
+                node("Shape", "s", &["x"], "sx"),
+                node("Add", "a", &["sx", "sx"], "y"),
+                node("Pow", "p", &["x", "e"], "z"),
+            ],
         );
         check_types(&m).unwrap();
         // An int32 weight under a float MatMul is not.
-        let m = model(vec![tensor("x", DataType::Float), tensor("w", DataType::Int32)], vec![node("MatMul", "mm", &["x", "w"], "y")]);
+        let m = model(
+            vec![tensor("x", DataType::Float), tensor("w", DataType::Int32)],
+            vec![node("MatMul", "mm", &["x", "w"], "y")],
+        );
         assert!(check_types(&m).unwrap_err().contains("`mm` (MatMul)"));
     }
 }

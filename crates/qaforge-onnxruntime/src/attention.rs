@@ -59,7 +59,9 @@ fn reshape_to_heads(rw: &Rewrite<'_>, tensor: &str) -> Option<Split> {
     let shape = rw.int_constant(rw.node(r).input.get(1)?)?;
     let [a, b, h, d] = shape[..] else { return None };
     let copy_or_infer = |v: i64| v == 0 || v == -1;
-    if !(copy_or_infer(a) && copy_or_infer(b) && !(a == -1 && b == -1) && h > 0 && d > 0) || !rw.only_read_by(tensor, rw.consumers(tensor).first().copied()?) {
+    if !(copy_or_infer(a) && copy_or_infer(b) && !(a == -1 && b == -1) && h > 0 && d > 0)
+        || !rw.only_read_by(tensor, rw.consumers(tensor).first().copied()?)
+    {
         return None;
     }
     Some(Split { input: rw.node(r).input[0].clone(), heads: h as usize, head_size: d as usize })
@@ -95,7 +97,8 @@ fn trace_mask(rw: &Rewrite<'_>, bias: &str) -> Option<(String, f32)> {
             let mut dims = vec!["batch", "keys"];
             for axes in unsqueezes.iter().rev() {
                 let rank = (dims.len() + axes.len()) as i64;
-                let mut axes: Vec<usize> = axes.iter().map(|&x| if x < 0 { (x + rank) as usize } else { x as usize }).collect();
+                let mut axes: Vec<usize> =
+                    axes.iter().map(|&x| if x < 0 { (x + rank) as usize } else { x as usize }).collect();
                 axes.sort_unstable();
                 for x in axes {
                     if x > dims.len() {
@@ -106,7 +109,8 @@ fn trace_mask(rw: &Rewrite<'_>, bias: &str) -> Option<(String, f32)> {
             }
             let masked = b as f32;
             let exact = (a + b).abs() <= f64::EPSILON * b.abs();
-            return (dims == ["batch", "1", "1", "keys"] && exact && masked != 0.0 && masked.is_finite()).then(|| (t, masked));
+            return (dims == ["batch", "1", "1", "keys"] && exact && masked != 0.0 && masked.is_finite())
+                .then(|| (t, masked));
         }
         let p = rw.producer(&t)?;
         let n = rw.node(p);
@@ -180,7 +184,6 @@ fn bias_add(rw: &Rewrite<'_>, tensor: &str, width: usize) -> Option<(String, Vec
     Some((input, bias))
 }
 
-
 /// The opset ONNX's own `Attention` needs.
 pub const STANDARD_ATTENTION_OPSET: i64 = 23;
 
@@ -189,12 +192,75 @@ pub const STANDARD_ATTENTION_OPSET: i64 = 23;
 /// the earlier meaning), or that first appear after 13: a graph of these alone may be raised to
 /// opset 23 unchanged. Deliberately short; anything else keeps the graph at its opset.
 pub const OPSET_23_SAME_MEANING: &[&str] = &[
-    "Abs", "Add", "And", "ArgMax", "ArgMin", "Attention", "Cast", "Ceil", "Clip", "Concat", "Constant", "ConstantOfShape", "Cos", "CumSum",
-    "DequantizeLinear", "Div", "DynamicQuantizeLinear", "Einsum", "Equal", "Erf", "Exp", "Expand", "Flatten", "Floor", "Gather", "GatherElements",
-    "GatherND", "Gelu", "Gemm", "Greater", "GreaterOrEqual", "Identity", "LayerNormalization", "Less", "LessOrEqual", "Log", "MatMul",
-    "MatMulInteger", "Max", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "QuantizeLinear", "Range", "Reciprocal", "Relu", "Reshape",
-    "Shape", "Sigmoid", "Sign", "Sin", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze",
-    "Where", "Xor",
+    "Abs",
+    "Add",
+    "And",
+    "ArgMax",
+    "ArgMin",
+    "Attention",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Cos",
+    "CumSum",
+    "DequantizeLinear",
+    "Div",
+    "DynamicQuantizeLinear",
+    "Einsum",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "GatherElements",
+    "GatherND",
+    "Gelu",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "LayerNormalization",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "MatMul",
+    "MatMulInteger",
+    "Max",
+    "Min",
+    "Mod",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pad",
+    "Pow",
+    "QuantizeLinear",
+    "Range",
+    "Reciprocal",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Sign",
+    "Sin",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Tile",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+    "Xor",
 ];
 
 /// Whether the graph may be raised to opset 23 for [`STANDARD_ATTENTION_OPSET`]'s `Attention`.
@@ -206,7 +272,8 @@ fn standard_attention_allowed(rw: &Rewrite<'_>) -> bool {
 /// `mask_input` (`[batch, keys]`); the nodes go before node `at`. Returns the expanded tensor.
 fn expanded_mask_bias(rw: &mut Rewrite<'_>, at: usize, bias: &str, mask_input: &str) -> String {
     let keys = rw.names.fresh(&format!("{bias}.keys"));
-    let shape_node = node("Shape", &keys, &[mask_input], &[&keys], vec![int_attribute("start", 1), int_attribute("end", 2)]);
+    let shape_node =
+        node("Shape", &keys, &[mask_input], &[&keys], vec![int_attribute("start", 1), int_attribute("end", 2)]);
     let ones = rw.add_initializer(&format!("{bias}.ones"), i64_tensor("", &[2], &[1, 1]));
     let one = rw.add_initializer(&format!("{bias}.one"), i64_tensor("", &[1], &[1]));
     let target = rw.names.fresh(&format!("{bias}.target"));
@@ -242,12 +309,15 @@ impl Pass for AttentionFusion {
             }
             let Some(m) = self.match_at(rw, softmax) else { return Ok(false) };
             let (query, key, value) = (&m.q, &m.k, &m.v);
-            if (key.heads, key.head_size) != (query.heads, query.head_size) || (value.heads, value.head_size) != (query.heads, query.head_size) {
+            if (key.heads, key.head_size) != (query.heads, query.head_size)
+                || (value.heads, value.head_size) != (query.heads, query.head_size)
+            {
                 return Ok(false);
             }
             let (heads, width) = (query.heads, query.heads * query.head_size);
             let projections = [linear(rw, &query.input), linear(rw, &key.input), linear(rw, &value.input)];
-            let packed = matches!(&projections, [Some((xq, ..)), Some((xk, ..)), Some((xv, ..))] if xq == xk && xk == xv);
+            let packed =
+                matches!(&projections, [Some((xq, ..)), Some((xk, ..)), Some((xv, ..))] if xq == xk && xk == xv);
             let output = rw.node(m.output_node).output[0].clone();
             if standard && !packed {
                 let bias = match expanded_biases.get(&m.mask_bias) {
@@ -260,8 +330,15 @@ impl Pass for AttentionFusion {
                 };
                 let base = rw.node(m.output_node).name.clone();
                 let name = rw.names.fresh(&format!("{base}.fused"));
-                let attributes = vec![int_attribute("q_num_heads", heads as i64), int_attribute("kv_num_heads", heads as i64), float_attribute("scale", m.scale)];
-                rw.insert_before(m.output_node, node("Attention", &name, &[&query.input, &key.input, &value.input, &bias], &[&output], attributes));
+                let attributes = vec![
+                    int_attribute("q_num_heads", heads as i64),
+                    int_attribute("kv_num_heads", heads as i64),
+                    float_attribute("scale", m.scale),
+                ];
+                rw.insert_before(
+                    m.output_node,
+                    node("Attention", &name, &[&query.input, &key.input, &value.input, &bias], &[&output], attributes),
+                );
                 rw.remove([m.output_node]);
                 return Ok(true);
             }
@@ -272,7 +349,13 @@ impl Pass for AttentionFusion {
                         m.mask_input.clone()
                     } else {
                         let name = rw.names.fresh(&format!("{}.int32", m.mask_input));
-                        let cast = node("Cast", &name, &[&m.mask_input], &[&name], vec![int_attribute("to", DataType::Int32 as i64)]);
+                        let cast = node(
+                            "Cast",
+                            &name,
+                            &[&m.mask_input],
+                            &[&name],
+                            vec![int_attribute("to", DataType::Int32 as i64)],
+                        );
                         rw.insert_before(m.output_node, cast);
                         name
                     };
@@ -282,16 +365,23 @@ impl Pass for AttentionFusion {
             };
             let base = rw.node(m.output_node).name.clone();
             let attributes = |extra: Vec<AttributeProto>| {
-                let mut a = vec![int_attribute("num_heads", heads as i64), float_attribute("scale", m.scale), float_attribute("mask_filter_value", m.masked)];
+                let mut a = vec![
+                    int_attribute("num_heads", heads as i64),
+                    float_attribute("scale", m.scale),
+                    float_attribute("mask_filter_value", m.masked),
+                ];
                 a.extend(extra);
                 a
             };
             let fused_node = match projections {
                 [Some((xq, wq, bq)), Some((xk, wk, bk)), Some((xv, wv, bv))] if xq == xk && xk == xv => {
                     // One packed [in, 3 × width] weight: row i is Wq[i] ‖ Wk[i] ‖ Wv[i].
-                    let (q, rows, _) = rw.f32_matrix(&wq).ok_or_else(|| FuseError::Graph(format!("`{wq}` is not a float matrix")))?;
-                    let (k, k_rows, _) = rw.f32_matrix(&wk).ok_or_else(|| FuseError::Graph(format!("`{wk}` is not a float matrix")))?;
-                    let (v, v_rows, _) = rw.f32_matrix(&wv).ok_or_else(|| FuseError::Graph(format!("`{wv}` is not a float matrix")))?;
+                    let (q, rows, _) =
+                        rw.f32_matrix(&wq).ok_or_else(|| FuseError::Graph(format!("`{wq}` is not a float matrix")))?;
+                    let (k, k_rows, _) =
+                        rw.f32_matrix(&wk).ok_or_else(|| FuseError::Graph(format!("`{wk}` is not a float matrix")))?;
+                    let (v, v_rows, _) =
+                        rw.f32_matrix(&wv).ok_or_else(|| FuseError::Graph(format!("`{wv}` is not a float matrix")))?;
                     if bq.len() != width || bk.len() != width || bv.len() != width || k_rows != rows || v_rows != rows {
                         return Ok(false);
                     }
@@ -302,19 +392,31 @@ impl Pass for AttentionFusion {
                         }
                     }
                     let bias: Vec<f32> = bq.iter().chain(&bk).chain(&bv).copied().collect();
-                    let w = rw.add_initializer(&format!("{base}.qkv_weight"), f32_tensor("", &[rows, 3 * width], &packed));
+                    let w =
+                        rw.add_initializer(&format!("{base}.qkv_weight"), f32_tensor("", &[rows, 3 * width], &packed));
                     let b = rw.add_initializer(&format!("{base}.qkv_bias"), f32_tensor("", &[3 * width], &bias));
                     let name = rw.names.fresh(&format!("{base}.fused"));
-                    NodeProto { domain: MS_DOMAIN.into(), ..node("Attention", &name, &[&xq, &w, &b, &mask], &[&output], attributes(vec![])) }
+                    NodeProto {
+                        domain: MS_DOMAIN.into(),
+                        ..node("Attention", &name, &[&xq, &w, &b, &mask], &[&output], attributes(vec![]))
+                    }
                 }
                 _ => {
-                    let biased = [bias_add(rw, &query.input, width), bias_add(rw, &key.input, width), bias_add(rw, &value.input, width)];
+                    let biased = [
+                        bias_add(rw, &query.input, width),
+                        bias_add(rw, &key.input, width),
+                        bias_add(rw, &value.input, width),
+                    ];
                     let name = rw.names.fresh(&format!("{base}.fused"));
-                    let op = |inputs: &[&str]| NodeProto { domain: MS_DOMAIN.into(), ..node("MultiHeadAttention", &name, inputs, &[&output], attributes(vec![])) };
+                    let op = |inputs: &[&str]| NodeProto {
+                        domain: MS_DOMAIN.into(),
+                        ..node("MultiHeadAttention", &name, inputs, &[&output], attributes(vec![]))
+                    };
                     match biased {
                         [Some((pq, bq)), Some((pk, bk)), Some((pv, bv))] => {
                             let bias: Vec<f32> = bq.iter().chain(&bk).chain(&bv).copied().collect();
-                            let b = rw.add_initializer(&format!("{base}.qkv_bias"), f32_tensor("", &[3 * width], &bias));
+                            let b =
+                                rw.add_initializer(&format!("{base}.qkv_bias"), f32_tensor("", &[3 * width], &bias));
                             op(&[&pq, &pk, &pv, &b, &mask])
                         }
                         _ => op(&[&query.input, &key.input, &value.input, "", &mask]),
@@ -349,11 +451,16 @@ impl AttentionFusion {
         let probs = rw.node(softmax).output[0].clone();
         let context = once(&probs).filter(|&c| rw.node(c).op_type == "MatMul" && rw.node(c).input[0] == probs)?;
         let v = split_heads(rw, &rw.node(context).input[1], &[&[0, 2, 1, 3]])?;
-        let merged = once(&rw.node(context).output[0]).filter(|&t| rw.node(t).op_type == "Transpose" && perm(rw, t).as_deref() == Some(&[0, 2, 1, 3][..]))?;
+        let merged = once(&rw.node(context).output[0])
+            .filter(|&t| rw.node(t).op_type == "Transpose" && perm(rw, t).as_deref() == Some(&[0, 2, 1, 3][..]))?;
         let output_node = once(&rw.node(merged).output[0]).filter(|&r| rw.node(r).op_type == "Reshape")?;
         let merge_shape = rw.int_constant(rw.node(output_node).input.get(1)?)?;
         let [a, b, width] = merge_shape[..] else { return None };
-        if !((a == 0 || a == -1) && (b == 0 || b == -1) && !(a == -1 && b == -1) && width == (v.heads * v.head_size) as i64) {
+        if !((a == 0 || a == -1)
+            && (b == 0 || b == -1)
+            && !(a == -1 && b == -1)
+            && width == (v.heads * v.head_size) as i64)
+        {
             return None;
         }
         // Add(scaled scores, mask bias) → Softmax.
@@ -388,7 +495,8 @@ impl AttentionFusion {
         let qk = rw.producer_op(&scores, "MatMul").filter(|_| rw.only_read_by(&scores, s))?;
         let q = split_heads(rw, &rw.node(qk).input[0], &[&[0, 2, 1, 3]])?;
         let k_input = &rw.node(qk).input[1];
-        let k = split_heads(rw, k_input, &[&[0, 2, 3, 1]]).or_else(|| split_heads(rw, k_input, &[&[0, 1, 3, 2], &[0, 2, 1, 3]]))?;
+        let k = split_heads(rw, k_input, &[&[0, 2, 3, 1]])
+            .or_else(|| split_heads(rw, k_input, &[&[0, 1, 3, 2], &[0, 2, 1, 3]]))?;
         Some(Match { q, k, v, scale, mask_input, masked, mask_bias, output_node })
     }
 }

@@ -103,9 +103,11 @@ mod tests {
     }
 
     fn run(model: &tract_onnx::pb::ModelProto) -> Vec<f32> {
-        let plan = tract_onnx::onnx().model_for_proto_model(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+        let plan =
+            tract_onnx::onnx().model_for_proto_model(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
         let x = tract_ndarray::Array2::from_shape_vec((2, 3), vec![1.0f32, -2.0, 0.5, 3.0, 0.25, -1.0]).unwrap();
-        let r = tract_ndarray::Array2::from_shape_vec((2, 4), vec![0.3f32, -1.5, 2.5, 0.7, -0.2, 1.1, -3.0, 4.0]).unwrap();
+        let r =
+            tract_ndarray::Array2::from_shape_vec((2, 4), vec![0.3f32, -1.5, 2.5, 0.7, -0.2, 1.1, -3.0, 4.0]).unwrap();
         let out = plan.run(tvec!(x.into_tensor().into(), r.into_tensor().into())).unwrap();
         out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
     }

@@ -74,7 +74,8 @@ mod tests {
     }
 
     fn run(model: &tract_onnx::pb::ModelProto) -> Vec<f32> {
-        let plan = tract_onnx::onnx().model_for_proto_model(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+        let plan =
+            tract_onnx::onnx().model_for_proto_model(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
         let x = tract_ndarray::Array2::from_shape_vec((2, 3), vec![1.0f32, -2.0, 0.5, 3.0, 0.25, -1.0]).unwrap();
         let out = plan.run(tvec!(x.into_tensor().into())).unwrap();
         out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()

@@ -37,11 +37,14 @@ impl Pass for GatherQuantizedRows {
             let (q, scale, zero, table) = (q.clone(), scale.clone(), zero.clone(), n.output[0].clone());
             let Some(qt) = rw.initializer(&q) else { return Ok(false) };
             let rows = qt.dims.first().copied().unwrap_or(0);
-            if qt.dims.len() != 2 || !(qt.data_type == DataType::Int8 as i32 || qt.data_type == DataType::Uint8 as i32) {
+            if qt.dims.len() != 2 || !(qt.data_type == DataType::Int8 as i32 || qt.data_type == DataType::Uint8 as i32)
+            {
                 return Ok(false);
             }
             let per_row = |name: &str| rw.initializer(name).is_some_and(|t| t.dims == [rows]);
-            let zeros = rw.initializer(&zero).is_some_and(|t| t.raw_data.iter().all(|&b| b == 0) && t.int32_data.iter().all(|&v| v == 0));
+            let zeros = rw
+                .initializer(&zero)
+                .is_some_and(|t| t.raw_data.iter().all(|&b| b == 0) && t.int32_data.iter().all(|&v| v == 0));
             if !per_row(&scale) || !per_row(&zero) || !zeros || rw.is_graph_output(&table) {
                 return Ok(false);
             }
@@ -65,12 +68,28 @@ impl Pass for GatherQuantizedRows {
                 let mut nodes = vec![];
                 if n.op_type == "Gather" {
                     let ids = n.input[1].clone();
-                    let (rows_q, rows_scale, rows_f) = (fresh(rw, "int8_rows"), fresh(rw, "row_scales"), fresh(rw, "rows_float"));
+                    let (rows_q, rows_scale, rows_f) =
+                        (fresh(rw, "int8_rows"), fresh(rw, "row_scales"), fresh(rw, "rows_float"));
                     let column = fresh(rw, "row_scales.column");
-                    let axes = rw.add_initializer(&format!("{}.axes", n.name), raw_tensor("", &[1], DataType::Int64, (-1i64).to_le_bytes().to_vec()));
+                    let axes = rw.add_initializer(
+                        &format!("{}.axes", n.name),
+                        raw_tensor("", &[1], DataType::Int64, (-1i64).to_le_bytes().to_vec()),
+                    );
                     nodes.push(node("Gather", &rows_q, &[&q, &ids], &[&rows_q], vec![int_attribute("axis", 0)]));
-                    nodes.push(node("Gather", &rows_scale, &[&scale, &ids], &[&rows_scale], vec![int_attribute("axis", 0)]));
-                    nodes.push(node("Cast", &rows_f, &[&rows_q], &[&rows_f], vec![int_attribute("to", DataType::Float as i64)]));
+                    nodes.push(node(
+                        "Gather",
+                        &rows_scale,
+                        &[&scale, &ids],
+                        &[&rows_scale],
+                        vec![int_attribute("axis", 0)],
+                    ));
+                    nodes.push(node(
+                        "Cast",
+                        &rows_f,
+                        &[&rows_q],
+                        &[&rows_f],
+                        vec![int_attribute("to", DataType::Float as i64)],
+                    ));
                     nodes.push(node("Unsqueeze", &column, &[&rows_scale, &axes], &[&column], vec![]));
                     let name = fresh(rw, "dequantized");
                     nodes.push(node("Mul", &name, &[&rows_f, &column], &[&output], vec![]));
@@ -83,9 +102,19 @@ impl Pass for GatherQuantizedRows {
                         nodes.push(NodeProto { input: inputs, ..node("Slice", &out, &[], &[&out], vec![]) });
                         out
                     };
-                    let (sq, ss, sz) = (slice(rw, &q, "int8_rows", &mut nodes), slice(rw, &scale, "row_scales", &mut nodes), slice(rw, &zero, "row_zero_points", &mut nodes));
+                    let (sq, ss, sz) = (
+                        slice(rw, &q, "int8_rows", &mut nodes),
+                        slice(rw, &scale, "row_scales", &mut nodes),
+                        slice(rw, &zero, "row_zero_points", &mut nodes),
+                    );
                     let name = fresh(rw, "dequantized");
-                    nodes.push(node("DequantizeLinear", &name, &[&sq, &ss, &sz], &[&output], vec![int_attribute("axis", 0)]));
+                    nodes.push(node(
+                        "DequantizeLinear",
+                        &name,
+                        &[&sq, &ss, &sz],
+                        &[&output],
+                        vec![int_attribute("axis", 0)],
+                    ));
                 }
                 for m in nodes {
                     rw.insert_before(r, m);

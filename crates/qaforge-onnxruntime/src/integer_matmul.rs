@@ -78,7 +78,8 @@ impl IntegerMatMulFusion {
         let cols = usize::try_from(weight.dims[1]).ok()?;
         let product = rw.node(mi).output[0].clone();
         let &cast = rw.consumers(&product).first()?;
-        let is_float_cast = rw.node(cast).op_type == "Cast" && qaforge_onnx::edit::int_attr(rw.node(cast), "to") == Some(DataType::Float as i64);
+        let is_float_cast = rw.node(cast).op_type == "Cast"
+            && qaforge_onnx::edit::int_attr(rw.node(cast), "to") == Some(DataType::Float as i64);
         if !rw.only_read_by(&product, cast) || !is_float_cast {
             return None;
         }
@@ -89,7 +90,9 @@ impl IntegerMatMulFusion {
         }
         // Mul(cast, Mul(x_scale, w_scale)).
         let combined = rw.other_input(mul, &cast_out)?;
-        let scale_mul = rw.producer_op(&combined, "Mul").filter(|&s| rw.only_read_by(&combined, mul) && rw.node(s).input.contains(&xs))?;
+        let scale_mul = rw
+            .producer_op(&combined, "Mul")
+            .filter(|&s| rw.only_read_by(&combined, mul) && rw.node(s).input.contains(&xs))?;
         let ws = rw.other_input(scale_mul, &xs)?;
         let scale = rw.initializer(&ws)?;
         let scale_count = element_count(scale)?;
@@ -105,7 +108,15 @@ impl IntegerMatMulFusion {
                 let count = element_count(&zt)?;
                 if per_column && count == 1 && zt.raw_data.len() == 1 {
                     let base = format!("{z}.per_column");
-                    Some(rw.add_initializer(&base, raw_tensor("", &[cols as i64], DataType::try_from(zt.data_type).ok()?, vec![zt.raw_data[0]; cols])))
+                    Some(rw.add_initializer(
+                        &base,
+                        raw_tensor(
+                            "",
+                            &[cols as i64],
+                            DataType::try_from(zt.data_type).ok()?,
+                            vec![zt.raw_data[0]; cols],
+                        ),
+                    ))
                 } else if count == scale_count {
                     Some(z)
                 } else {
@@ -127,7 +138,10 @@ impl IntegerMatMulFusion {
             inputs.pop();
         }
         let name = rw.names.fresh(&format!("{}.fused", rw.node(mi).name));
-        Some((last, NodeProto { domain: MS_DOMAIN.into(), ..node("DynamicQuantizeMatMul", &name, &inputs, &[&output], vec![]) }))
+        Some((
+            last,
+            NodeProto { domain: MS_DOMAIN.into(), ..node("DynamicQuantizeMatMul", &name, &inputs, &[&output], vec![]) },
+        ))
     }
 
     /// The QDQ chain around MatMul `mm`: (the chain's last node, the fused node).
@@ -139,7 +153,9 @@ impl IntegerMatMulFusion {
         let [xq, xs, xz] = rw.node(dqa).input.as_slice() else { return None };
         let (xq, xs, xz) = (xq.clone(), xs.clone(), xz.clone());
         rw.producer_op(&xq, "QuantizeLinear")?;
-        if rw.initializer(&xs).and_then(element_count) != Some(1) || rw.initializer(&xz).and_then(element_count) != Some(1) {
+        if rw.initializer(&xs).and_then(element_count) != Some(1)
+            || rw.initializer(&xz).and_then(element_count) != Some(1)
+        {
             return None;
         }
         // The weight: DequantizeLinear(W int8/uint8 [K, N], per-column or per-tensor).
@@ -147,7 +163,9 @@ impl IntegerMatMulFusion {
         let [w, ws, wz] = rw.node(dqw).input.as_slice() else { return None };
         let (w, ws, wz) = (w.clone(), ws.clone(), wz.clone());
         let weight = rw.initializer(&w)?;
-        if weight.dims.len() != 2 || !(weight.data_type == DataType::Int8 as i32 || weight.data_type == DataType::Uint8 as i32) {
+        if weight.dims.len() != 2
+            || !(weight.data_type == DataType::Int8 as i32 || weight.data_type == DataType::Uint8 as i32)
+        {
             return None;
         }
         let cols = usize::try_from(weight.dims[1]).ok()?;
@@ -167,6 +185,9 @@ impl IntegerMatMulFusion {
             inputs.push(b);
         }
         let name = rw.names.fresh(&format!("{}.fused", rw.node(mm).name));
-        Some((last, NodeProto { domain: MS_DOMAIN.into(), ..node("MatMulIntegerToFloat", &name, &inputs, &[&output], vec![]) }))
+        Some((
+            last,
+            NodeProto { domain: MS_DOMAIN.into(), ..node("MatMulIntegerToFloat", &name, &inputs, &[&output], vec![]) },
+        ))
     }
 }

@@ -78,12 +78,14 @@ pub trait Pass: Sync {
 /// Exact algebraic folds, run on the float graph (before quantization, so that int8 weights are
 /// quantized from the folded values). The NoNorms after a linear layer alone first, then those
 /// after a residual addition.
-pub const FOLDS: &[&dyn Pass] = &[&fold_scale_shift::FoldScaleShift, &fold_residual_scale_shift::FoldResidualScaleShift];
+pub const FOLDS: &[&dyn Pass] =
+    &[&fold_scale_shift::FoldScaleShift, &fold_residual_scale_shift::FoldResidualScaleShift];
 
 /// Fusions into com.microsoft ops and rewrites of the int8 graph, in order: the int8 products
 /// first (they take the linear layers' biases), int8 table lookups, then attention (on whatever
 /// projections remain). Residual norms stay standard ops (see the crate documentation).
-pub const FUSIONS: &[&dyn Pass] = &[&integer_matmul::IntegerMatMulFusion, &gather_quantized::GatherQuantizedRows, &attention::AttentionFusion];
+pub const FUSIONS: &[&dyn Pass] =
+    &[&integer_matmul::IntegerMatMulFusion, &gather_quantized::GatherQuantizedRows, &attention::AttentionFusion];
 
 /// What the passes did: rewrites per pass, in the order they ran.
 #[derive(Debug, Default, Clone)]
@@ -102,7 +104,10 @@ impl FuseSummary {
 fn run_passes(model: &mut ModelProto, passes: &[&dyn Pass], summary: &mut FuseSummary) -> Result<(), FuseError> {
     // Softmax's axis, Unsqueeze's axes input and LayerNormalization are the opset-13+ forms.
     if qaforge_onnx::default_opset(model).is_none_or(|v| v < 13) {
-        return Err(FuseError::Graph(format!("opset {} is older than 13, which the ONNX Runtime flavour reads", qaforge_onnx::default_opset(model).unwrap_or(0))));
+        return Err(FuseError::Graph(format!(
+            "opset {} is older than 13, which the ONNX Runtime flavour reads",
+            qaforge_onnx::default_opset(model).unwrap_or(0)
+        )));
     }
     let graph = model.graph.as_mut().ok_or_else(|| FuseError::Graph("the model has no graph".into()))?;
     for pass in passes {
@@ -117,7 +122,9 @@ fn run_passes(model: &mut ModelProto, passes: &[&dyn Pass], summary: &mut FuseSu
 /// Refuses a model that already has the ONNX Runtime flavour (passes expect the standard form).
 pub fn check_portable(model: &ModelProto) -> Result<(), FuseError> {
     if model.metadata_props.iter().any(|p| p.key == FLAVOUR_KEY) {
-        return Err(FuseError::Graph("the input already has the ONNX Runtime flavour; start from the portable artifact".into()));
+        return Err(FuseError::Graph(
+            "the input already has the ONNX Runtime flavour; start from the portable artifact".into(),
+        ));
     }
     Ok(())
 }
@@ -134,7 +141,10 @@ pub fn fuse(model: &mut ModelProto, summary: &mut FuseSummary) -> Result<(), Fus
     run_passes(model, FUSIONS, summary)?;
     // ONNX Attention is an opset-23 op; the attention pass emits it only where the graph's other
     // standard ops mean the same at 23 (attention::OPSET_23_SAME_MEANING).
-    let uses_standard_attention = model.graph.as_ref().is_some_and(|g| g.node.iter().any(|n| qaforge_onnx::edit::is_default_domain(n) && n.op_type == "Attention"));
+    let uses_standard_attention = model
+        .graph
+        .as_ref()
+        .is_some_and(|g| g.node.iter().any(|n| qaforge_onnx::edit::is_default_domain(n) && n.op_type == "Attention"));
     if uses_standard_attention {
         for o in model.opset_import.iter_mut().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx") {
             o.version = o.version.max(attention::STANDARD_ATTENTION_OPSET);
@@ -154,7 +164,11 @@ pub fn fuse(model: &mut ModelProto, summary: &mut FuseSummary) -> Result<(), Fus
 pub fn op_counts(model: &ModelProto) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for n in model.graph.iter().flat_map(|g| &g.node) {
-        let key = if n.domain.is_empty() || n.domain == "ai.onnx" { n.op_type.clone() } else { format!("{}.{}", n.domain, n.op_type) };
+        let key = if n.domain.is_empty() || n.domain == "ai.onnx" {
+            n.op_type.clone()
+        } else {
+            format!("{}.{}", n.domain, n.op_type)
+        };
         *counts.entry(key).or_insert(0) += 1;
     }
     counts
@@ -193,13 +207,21 @@ mod tests {
         assert_eq!(model.opset_import.iter().find(|o| o.domain.is_empty()).map(|o| o.version), Some(23));
         assert_eq!(summary.passes.iter().find(|p| p.0 == "fold_scale_shift"), Some(&("fold_scale_shift", 8)));
         // Six NoNorms after a residual addition per layer.
-        assert_eq!(summary.passes.iter().find(|p| p.0 == "fold_residual_scale_shift"), Some(&("fold_residual_scale_shift", 24)));
+        assert_eq!(
+            summary.passes.iter().find(|p| p.0 == "fold_residual_scale_shift"),
+            Some(&("fold_residual_scale_shift", 24))
+        );
         // Only standard ops are left in fp32, so no com.microsoft opset is declared.
         assert!(!model.opset_import.iter().any(|o| o.domain == MS_DOMAIN), "{:?}", model.opset_import);
         assert!(model.metadata_props.iter().any(|p| p.key == FLAVOUR_KEY && p.value == "onnxruntime"));
         // Every node's inputs are produced before it (the rewrite keeps topological order).
         let graph = model.graph.as_ref().unwrap();
-        let mut known: std::collections::HashSet<&str> = graph.input.iter().map(|i| i.name.as_str()).chain(graph.initializer.iter().map(|t| t.name.as_str())).collect();
+        let mut known: std::collections::HashSet<&str> = graph
+            .input
+            .iter()
+            .map(|i| i.name.as_str())
+            .chain(graph.initializer.iter().map(|t| t.name.as_str()))
+            .collect();
         for n in &graph.node {
             for i in n.input.iter().filter(|i| !i.is_empty()) {
                 assert!(known.contains(i.as_str()), "{} reads {i} before it is produced", n.name);
@@ -245,7 +267,10 @@ mod tests {
         assert_eq!(ops.get("MatMulInteger"), None);
         assert_eq!(ops.get("DynamicQuantizeLinear"), None);
         let graph = quantized.graph.as_ref().unwrap();
-        assert!(graph.node.iter().filter(|n| n.op_type == "DynamicQuantizeMatMul").all(|n| n.input.len() == 5), "every product took its bias");
+        assert!(
+            graph.node.iter().filter(|n| n.op_type == "DynamicQuantizeMatMul").all(|n| n.input.len() == 5),
+            "every product took its bias"
+        );
         // Attention over the int8 projections: ONNX Attention.
         assert_eq!(ops.get("Attention"), Some(&2), "{ops:?}");
     }
@@ -257,7 +282,16 @@ mod tests {
         let mut model = fixture("mobilebert-tiny");
         let graph = model.graph.as_mut().unwrap();
         let input = graph.node[0].output[0].clone();
-        graph.node.insert(1, qaforge_onnx::edit::node("ReduceMean", "reduce", &[&input], &["reduced"], vec![qaforge_onnx::edit::int_attribute("keepdims", 1)]));
+        graph.node.insert(
+            1,
+            qaforge_onnx::edit::node(
+                "ReduceMean",
+                "reduce",
+                &[&input],
+                &["reduced"],
+                vec![qaforge_onnx::edit::int_attribute("keepdims", 1)],
+            ),
+        );
         let mut extra = graph.output[0].clone();
         extra.name = "reduced".into();
         extra.r#type = None;
@@ -275,6 +309,9 @@ mod tests {
     fn a_flavoured_graph_is_refused_as_input() {
         let (model, _) = flavour(fixture("bert-tiny"));
         let mut again = model.clone();
-        assert!(fold(&mut again, &mut FuseSummary::default()).unwrap_err().to_string().contains("already has the ONNX Runtime flavour"));
+        assert!(fold(&mut again, &mut FuseSummary::default())
+            .unwrap_err()
+            .to_string()
+            .contains("already has the ONNX Runtime flavour"));
     }
 }

@@ -70,7 +70,8 @@ impl LinearLayer {
         if !rw.only_read_by(tensor, reader) {
             return None;
         }
-        let is_product = |m: usize| rw.node(m).input.get(1).and_then(|w| rw.f32_matrix(w)).is_some_and(|(_, _, cols)| cols == width);
+        let is_product =
+            |m: usize| rw.node(m).input.get(1).and_then(|w| rw.f32_matrix(w)).is_some_and(|(_, _, cols)| cols == width);
         if let Some(matmul) = rw.producer_op(tensor, "MatMul") {
             return is_product(matmul).then_some(Self { matmul, bias: None });
         }

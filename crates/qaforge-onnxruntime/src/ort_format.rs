@@ -17,11 +17,17 @@ struct Buffer<'a>(&'a [u8]);
 
 impl<'a> Buffer<'a> {
     fn u32_at(&self, at: usize) -> Result<u32, String> {
-        self.0.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok_or_else(|| format!("offset {at} is past the end"))
+        self.0
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| format!("offset {at} is past the end"))
     }
 
     fn u16_at(&self, at: usize) -> Result<u16, String> {
-        self.0.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]])).ok_or_else(|| format!("offset {at} is past the end"))
+        self.0
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .ok_or_else(|| format!("offset {at} is past the end"))
     }
 
     /// The position of field `slot` (its vtable offset: 4, 6, 8...) of the table at `table`.
@@ -40,7 +46,9 @@ impl<'a> Buffer<'a> {
 
     /// The table, vector or string an offset field at `at` points to.
     fn follow(&self, at: usize) -> Result<usize, String> {
-        at.checked_add(self.u32_at(at)? as usize).filter(|&p| p < self.0.len()).ok_or_else(|| format!("offset at {at} points past the end"))
+        at.checked_add(self.u32_at(at)? as usize)
+            .filter(|&p| p < self.0.len())
+            .ok_or_else(|| format!("offset at {at} points past the end"))
     }
 
     fn table_field(&self, table: usize, slot: usize) -> Result<Option<usize>, String> {
@@ -127,10 +135,17 @@ mod tests {
     #[test]
     fn config_groups_by_domain_and_opset() {
         let mut ops = Operators::new();
-        ops.entry("ai.onnx".into()).or_default().entry(13).or_default().extend(["MatMul".to_string(), "Cast".to_string()]);
+        ops.entry("ai.onnx".into())
+            .or_default()
+            .entry(13)
+            .or_default()
+            .extend(["MatMul".to_string(), "Cast".to_string()]);
         ops.entry("ai.onnx".into()).or_default().entry(14).or_default().insert("Add".into());
         ops.entry(qaforge_onnx::edit::MS_DOMAIN.into()).or_default().entry(1).or_default().insert("Attention".into());
         let text = config_text(&ops, "m.onnx");
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(), ["ai.onnx;13;Cast,MatMul", "ai.onnx;14;Add", "com.microsoft;1;Attention"]);
+        assert_eq!(
+            text.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>(),
+            ["ai.onnx;13;Cast,MatMul", "ai.onnx;14;Add", "com.microsoft;1;Attention"]
+        );
     }
 }

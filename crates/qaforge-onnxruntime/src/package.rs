@@ -40,7 +40,14 @@ fn io_error(path: &Path, source: std::io::Error) -> FuseError {
 /// Packages `model` (the artifact read from `source`, whose bytes are `source_bytes`) for ONNX
 /// Runtime Mobile: `output` (ORT format) and `config_path` (required operators), both written
 /// atomically, after ONNX Runtime from `library` has produced and reloaded the package.
-pub fn package_ort(library: &Path, model: &ModelProto, source: &Path, source_bytes: &[u8], output: &Path, config_path: &Path) -> Result<Packaged, FuseError> {
+pub fn package_ort(
+    library: &Path,
+    model: &ModelProto,
+    source: &Path,
+    source_bytes: &[u8],
+    output: &Path,
+    config_path: &Path,
+) -> Result<Packaged, FuseError> {
     // Provenance travels inside the package: ONNX Runtime keeps metadata_props in the ORT format.
     // The integer products are recorded because the package has no ONNX graph to scan for them.
     let mut model = model.clone();
@@ -58,17 +65,23 @@ pub fn package_ort(library: &Path, model: &ModelProto, source: &Path, source_byt
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let scratch = tempfile::Builder::new().prefix(".qaforge-package-").tempdir_in(folder).map_err(|e| io_error(folder, e))?;
+    let scratch =
+        tempfile::Builder::new().prefix(".qaforge-package-").tempdir_in(folder).map_err(|e| io_error(folder, e))?;
     let ort_file = scratch.path().join("model.ort");
     save_optimized(library, &bytes, source, &ort_file, SavedFormat::Ort, &[])?;
     let ort_bytes = std::fs::read(&ort_file).map_err(|e| io_error(&ort_file, e))?;
-    let operators = operators(&ort_bytes).map_err(|e| FuseError::Graph(format!("{}: the ORT-format model ONNX Runtime wrote: {e}", output.display())))?;
+    let operators = operators(&ort_bytes)
+        .map_err(|e| FuseError::Graph(format!("{}: the ORT-format model ONNX Runtime wrote: {e}", output.display())))?;
     // The package must load, and keep the provenance.
     let view = model_view(library, &ort_bytes, output)?;
     if !view.metadata_props.iter().any(|p| p.key == keys::PACKAGE_FORMAT) {
-        return Err(FuseError::Graph(format!("{}: the ORT-format model lost the artifact's metadata", output.display())));
+        return Err(FuseError::Graph(format!(
+            "{}: the ORT-format model lost the artifact's metadata",
+            output.display()
+        )));
     }
-    let source_name = source.file_name().map_or_else(|| source.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let source_name =
+        source.file_name().map_or_else(|| source.display().to_string(), |n| n.to_string_lossy().into_owned());
     let config = config_text(&operators, &source_name);
     qaforge_onnx::write_atomically(output, &ort_bytes)?;
     qaforge_onnx::write_atomically(config_path, config.as_bytes())?;

@@ -55,9 +55,20 @@ pub fn answer(request: &AnswerRequest) -> Result<Answered, PipelineError> {
         return Err(PipelineError::Request("the context is empty".into()));
     }
     let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(&request.tokenizer)?;
-    let example = qaforge_squad::Example { id: "question".into(), title: String::new(), question: request.question.clone(), context: request.context.clone(), answers: vec![] };
+    let example = qaforge_squad::Example {
+        id: "question".into(),
+        title: String::new(),
+        question: request.question.clone(),
+        context: request.context.clone(),
+        answers: vec![],
+    };
     let features = tokenizer.features(std::slice::from_ref(&example), &qaforge_squad::FeatureOptions::default())?;
-    let artifact = LoadedArtifact::open(&request.artifact, &request.engine, request.exact_fallback, request.input_names.as_deref())?;
+    let artifact = LoadedArtifact::open(
+        &request.artifact,
+        &request.engine,
+        request.exact_fallback,
+        request.input_names.as_deref(),
+    )?;
     artifact.check_token_ids(&features)?;
     let engine = artifact.engine(request.cores)?;
     // A coupled artifact (int8-dynamic) runs each window alone, as verify and an app run it.
@@ -68,7 +79,11 @@ pub fn answer(request: &AnswerRequest) -> Result<Answered, PipelineError> {
     let views: Vec<qaforge_squad::FeatureLogits> = (0..features.count)
         .map(|i| {
             let n = features.length(i);
-            qaforge_squad::FeatureLogits { start: &logits.start[i * m..i * m + n], end: &logits.end[i * m..i * m + n], offsets: &offsets[i][..n] }
+            qaforge_squad::FeatureLogits {
+                start: &logits.start[i * m..i * m + n],
+                end: &logits.end[i * m..i * m + n],
+                offsets: &offsets[i][..n],
+            }
         })
         .collect();
     let ranked = qaforge_squad::predict_ranked(&example.context, &views, &qaforge_squad::PostprocessOptions::default());
@@ -85,7 +100,14 @@ impl Answered {
             Some(span) => qaforge_squad::span_probability(&views[span.feature], span.tokens),
             None => views.iter().map(qaforge_squad::null_probability).fold(f64::INFINITY, f64::min),
         };
-        Answered { text: prediction.text.clone(), null_odds: prediction.null_odds, margin: prediction.margin, windows: views.len(), chars: best.map(|s| s.chars), score }
+        Answered {
+            text: prediction.text.clone(),
+            null_odds: prediction.null_odds,
+            margin: prediction.margin,
+            windows: views.len(),
+            chars: best.map(|s| s.chars),
+            score,
+        }
     }
 
     /// The answer as `answer --json` prints it: `{"text", "start", "end", "score", "null_odds",

@@ -29,13 +29,30 @@ pub struct LoadedArtifact {
 impl LoadedArtifact {
     /// Reads `path` and chooses its engine: `engine`, or with `exact_fallback` (`--engine auto`)
     /// tract where `engine` would not compute it exactly on this CPU.
-    pub fn open(path: &Path, engine: &EngineChoice, exact_fallback: bool, input_names: Option<&[String]>) -> Result<Self, PipelineError> {
+    pub fn open(
+        path: &Path,
+        engine: &EngineChoice,
+        exact_fallback: bool,
+        input_names: Option<&[String]>,
+    ) -> Result<Self, PipelineError> {
         let bytes = std::fs::read(path).map_err(|source| PipelineError::Io { path: path.to_owned(), source })?;
-        let model = if qaforge_runtime::is_ort_format(&bytes) { qaforge_runtime::ort_format_view(engine, &bytes, path)? } else { qaforge_onnx::decode_model(&bytes, path)? };
+        let model = if qaforge_runtime::is_ort_format(&bytes) {
+            qaforge_runtime::ort_format_view(engine, &bytes, path)?
+        } else {
+            qaforge_onnx::decode_model(&bytes, path)?
+        };
         let layout = qaforge_runtime::check_inputs(&model, path, input_names)?;
         let chosen = qaforge_runtime::choose_engine(engine, exact_fallback, &CpuFeatures::detect(), &model, &bytes);
         let coupling = qaforge_runtime::batch_coupling(&model);
-        Ok(LoadedArtifact { path: path.to_owned(), sha256: qaforge_provenance::sha256_hex(&bytes), model, chosen, coupling, layout, bytes })
+        Ok(LoadedArtifact {
+            path: path.to_owned(),
+            sha256: qaforge_provenance::sha256_hex(&bytes),
+            model,
+            chosen,
+            coupling,
+            layout,
+            bytes,
+        })
     }
 
     /// Checks that every token id of `features` is within the artifact's vocabulary (a
@@ -46,7 +63,14 @@ impl LoadedArtifact {
 
     /// A session of the chosen engine with `threads` threads for ONNX Runtime's intra-op pool.
     pub fn engine(&self, threads: usize) -> Result<Box<dyn Engine>, PipelineError> {
-        Ok(qaforge_runtime::load_engine(&self.chosen.engine, &self.model, &self.bytes, &self.path, threads, self.layout.clone())?)
+        Ok(qaforge_runtime::load_engine(
+            &self.chosen.engine,
+            &self.model,
+            &self.bytes,
+            &self.path,
+            threads,
+            self.layout.clone(),
+        )?)
     }
 
     /// The artifact's metadata value for `key`, if it records one.

@@ -90,25 +90,53 @@ pub struct BatchOutcome {
 impl std::fmt::Display for BatchOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let per_second = |n: usize| n as f64 / self.seconds.max(1e-9);
-        writeln!(f, "answered {} questions -> {} ({} without an answer)", self.questions, self.output.display(), self.abstained)?;
+        writeln!(
+            f,
+            "answered {} questions -> {} ({} without an answer)",
+            self.questions,
+            self.output.display(),
+            self.abstained
+        )?;
         writeln!(f, "  engine        {}", self.engine)?;
         writeln!(f, "  windows       {} in {} batches", self.windows, self.batches)?;
-        writeln!(f, "  padding       {:.3}× the real tokens ({} computed for {})", self.padded_tokens as f64 / self.tokens.max(1) as f64, self.padded_tokens, self.tokens)?;
-        write!(f, "  time          {:.2} s: {:.1} questions/s, {:.1} windows/s", self.seconds, per_second(self.questions), per_second(self.windows))
+        writeln!(
+            f,
+            "  padding       {:.3}× the real tokens ({} computed for {})",
+            self.padded_tokens as f64 / self.tokens.max(1) as f64,
+            self.padded_tokens,
+            self.tokens
+        )?;
+        write!(
+            f,
+            "  time          {:.2} s: {:.1} questions/s, {:.1} windows/s",
+            self.seconds,
+            per_second(self.questions),
+            per_second(self.windows)
+        )
     }
 }
 
 /// Answers every question of `request.input` and writes the predictions. `progress` gets
 /// (questions just answered, total).
-pub fn answer_batch(request: &BatchRequest, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<BatchOutcome, PipelineError> {
+pub fn answer_batch(
+    request: &BatchRequest,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<BatchOutcome, PipelineError> {
     let started = Instant::now();
     let options = request.options;
     if options.max_batch_tokens == 0 || options.lookahead == 0 || options.sessions == 0 {
-        return Err(PipelineError::Request("--max-batch-tokens, --lookahead and --sessions take a number of at least 1".into()));
+        return Err(PipelineError::Request(
+            "--max-batch-tokens, --lookahead and --sessions take a number of at least 1".into(),
+        ));
     }
     let examples = qaforge_squad::load_questions(&request.input)?;
     let tokenizer = QaTokenizer::from_model_dir(&request.tokenizer)?;
-    let artifact = LoadedArtifact::open(&request.artifact, &request.engine, request.exact_fallback, request.input_names.as_deref())?;
+    let artifact = LoadedArtifact::open(
+        &request.artifact,
+        &request.engine,
+        request.exact_fallback,
+        request.input_names.as_deref(),
+    )?;
     // ONNX Runtime parallelises inside a run: `sessions` of them share the cores. tract runs each
     // batch on one thread: one engine, a batch per core.
     let sessions = match artifact.chosen.engine {
@@ -122,7 +150,10 @@ pub fn answer_batch(request: &BatchRequest, progress: &(dyn Fn(usize, usize) + S
         EngineChoice::Tract => request.cores.max(1),
         EngineChoice::OnnxRuntime { .. } => sessions.len(),
     };
-    let budget = BatchBudget { max_tokens: options.max_batch_tokens, max_rows: if artifact.coupling.is_some() { 1 } else { usize::MAX } };
+    let budget = BatchBudget {
+        max_tokens: options.max_batch_tokens,
+        max_rows: if artifact.coupling.is_some() { 1 } else { usize::MAX },
+    };
     let postprocess = PostprocessOptions::default();
     let mut predictions: Vec<Prediction> = Vec::with_capacity(examples.len());
     let mut totals = BatchOutcome {
@@ -155,19 +186,31 @@ pub fn answer_batch(request: &BatchRequest, progress: &(dyn Fn(usize, usize) + S
         totals.windows += features.count;
         totals.batches += batches.len();
         totals.tokens += (0..features.count).map(|i| features.length(i)).sum::<usize>();
-        totals.padded_tokens += batches.iter().map(|b| b.len() * b.iter().map(|&i| padded(i)).max().unwrap_or(0)).sum::<usize>();
+        totals.padded_tokens +=
+            batches.iter().map(|b| b.len() * b.iter().map(|&i| padded(i)).max().unwrap_or(0)).sum::<usize>();
         predictions.extend(predict_chunk(chunk, &features, &logits, &postprocess));
         progress(chunk.len(), examples.len());
     }
     totals.abstained = predictions.iter().filter(|p| p.text.is_empty()).count();
     let object = |value: &dyn Fn(&Prediction) -> serde_json::Value| -> String {
         // In file order (serde_json's maps sort their keys), one entry a line.
-        let entries: Vec<String> = examples.iter().zip(&predictions).map(|(e, p)| format!("  {}: {}", serde_json::Value::from(e.id.as_str()), value(p))).collect();
+        let entries: Vec<String> = examples
+            .iter()
+            .zip(&predictions)
+            .map(|(e, p)| format!("  {}: {}", serde_json::Value::from(e.id.as_str()), value(p)))
+            .collect();
         format!("{{\n{}\n}}\n", entries.join(",\n"))
     };
     qaforge_onnx::write_atomically(&request.output, object(&|p| p.text.as_str().into()).as_bytes())?;
     if let Some(path) = &request.null_odds {
-        qaforge_onnx::write_atomically(path, object(&|p| serde_json::Number::from_f64(p.null_odds.into()).map_or(serde_json::Value::Null, serde_json::Value::Number)).as_bytes())?;
+        qaforge_onnx::write_atomically(
+            path,
+            object(&|p| {
+                serde_json::Number::from_f64(p.null_odds.into())
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number)
+            })
+            .as_bytes(),
+        )?;
     }
     totals.seconds = started.elapsed().as_secs_f64();
     Ok(totals)
@@ -175,7 +218,12 @@ pub fn answer_batch(request: &BatchRequest, progress: &(dyn Fn(usize, usize) + S
 
 /// Each window's (start, end) logits over its real tokens, from running `batches` of `features`
 /// on `workers` threads, each taking the next batch (thread `k` uses session `k % sessions`).
-fn run_batches(sessions: &[Box<dyn Engine>], workers: usize, features: &Features, batches: &[Vec<usize>]) -> Result<Vec<(Vec<f32>, Vec<f32>)>, PipelineError> {
+fn run_batches(
+    sessions: &[Box<dyn Engine>],
+    workers: usize,
+    features: &Features,
+    batches: &[Vec<usize>],
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>, PipelineError> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(Vec<f32>, Vec<f32>)>> = Mutex::new(vec![(Vec::new(), Vec::new()); features.count]);
     let failed = Mutex::new(None);
@@ -188,7 +236,13 @@ fn run_batches(sessions: &[Box<dyn Engine>], workers: usize, features: &Features
                 let batch = features.gather(rows);
                 let len = qaforge_runtime::padded_length(&batch, 0, batch.count);
                 let gather = |v: &[i64]| qaforge_runtime::gather_rows(&batch, v, 0, batch.count, len);
-                match engine.run_batch(batch.count, len, gather(&batch.input_ids), gather(&batch.attention_mask), gather(&batch.token_type_ids)) {
+                match engine.run_batch(
+                    batch.count,
+                    len,
+                    gather(&batch.input_ids),
+                    gather(&batch.attention_mask),
+                    gather(&batch.token_type_ids),
+                ) {
                     Ok((start, end)) => {
                         let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
                         for (r, &i) in rows.iter().enumerate() {
@@ -212,7 +266,12 @@ fn run_batches(sessions: &[Box<dyn Engine>], workers: usize, features: &Features
 
 /// run_qa.py's post-processing of each question of `chunk` over its windows' logits (real tokens
 /// only, as verify post-processes).
-fn predict_chunk(chunk: &[Example], features: &Features, logits: &[(Vec<f32>, Vec<f32>)], options: &PostprocessOptions) -> Vec<Prediction> {
+fn predict_chunk(
+    chunk: &[Example],
+    features: &Features,
+    logits: &[(Vec<f32>, Vec<f32>)],
+    options: &PostprocessOptions,
+) -> Vec<Prediction> {
     let offsets: Vec<Vec<Option<(usize, usize)>>> = (0..features.count).map(|i| features.context_offsets(i)).collect();
     chunk
         .iter()
@@ -220,7 +279,11 @@ fn predict_chunk(chunk: &[Example], features: &Features, logits: &[(Vec<f32>, Ve
         .map(|(e, example)| {
             let views: Vec<FeatureLogits> = (0..features.count)
                 .filter(|&i| features.example_index[i] == e)
-                .map(|i| FeatureLogits { start: &logits[i].0, end: &logits[i].1, offsets: &offsets[i][..logits[i].0.len()] })
+                .map(|i| FeatureLogits {
+                    start: &logits[i].0,
+                    end: &logits[i].1,
+                    offsets: &offsets[i][..logits[i].0.len()],
+                })
                 .collect();
             qaforge_squad::predict(&example.context, &views, options)
         })

@@ -61,7 +61,11 @@ pub fn convert(request: &ConvertRequest) -> Result<ConvertOutcome, PipelineError
         .map(|key| format!("{}: unknown config key `{key}` ignored", request.model_dir.join("config.json").display()))
         .collect();
     let emitted = qaforge_onnx::convert(&checkpoint, request.emit)?;
-    warnings.extend(emitted.non_finite.iter().map(|(name, count)| format!("tensor `{name}` holds {count} non-finite value(s) (NaN or Inf), emitted as they are (--allow-non-finite)")));
+    warnings.extend(emitted.non_finite.iter().map(|(name, count)| {
+        format!(
+            "tensor `{name}` holds {count} non-finite value(s) (NaN or Inf), emitted as they are (--allow-non-finite)"
+        )
+    }));
     let mut model = emitted.model;
     let mut flavour = qaforge_onnxruntime::FuseSummary::default();
     if let Flavour::OnnxRuntime(_) = request.flavour {
@@ -76,7 +80,10 @@ pub fn convert(request: &ConvertRequest) -> Result<ConvertOutcome, PipelineError
     // The sha256 is computed while the file is written.
     let (written, sha256) = std::thread::scope(|scope| {
         let sha256 = scope.spawn(|| qaforge_provenance::sha256_hex(&bytes));
-        (qaforge_onnx::write_atomically(output, &bytes), sha256.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        (
+            qaforge_onnx::write_atomically(output, &bytes),
+            sha256.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        )
     });
     written?;
     let c = &checkpoint.config;
@@ -87,11 +94,20 @@ pub fn convert(request: &ConvertRequest) -> Result<ConvertOutcome, PipelineError
         output: output.clone(),
         warnings,
         architecture: format!("{}: {}", c.architecture(), c.describe()),
-        weights: format!("{} ({})", checkpoint.format, checkpoint.weights.files().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+        weights: format!(
+            "{} ({})",
+            checkpoint.format,
+            checkpoint.weights.files().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
         parameters: emitted.parameters,
         tensors_read: (emitted.tensors_used, checkpoint.weights.len()),
         unused_tensors: emitted.unused_tensors,
-        graph: format!("opset {}, {} nodes, inputs {} [batch, sequence]", qaforge_onnx::default_opset(&model).unwrap_or(request.emit.opset), graph.map_or(0, |g| g.node.len()), inputs.join("/")),
+        graph: format!(
+            "opset {}, {} nodes, inputs {} [batch, sequence]",
+            qaforge_onnx::default_opset(&model).unwrap_or(request.emit.opset),
+            graph.map_or(0, |g| g.node.len()),
+            inputs.join("/")
+        ),
         flavour: matches!(request.flavour, Flavour::OnnxRuntime(_)).then(|| describe_flavour(&flavour, &model)),
         bytes: bytes.len() as u64,
         sha256,

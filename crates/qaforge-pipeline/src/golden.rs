@@ -35,10 +35,19 @@ pub struct GoldenOutcome {
 }
 
 /// Makes the bundle. `progress` gets (features just done, total).
-pub fn golden(request: &GoldenRequest, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<GoldenOutcome, PipelineError> {
+pub fn golden(
+    request: &GoldenRequest,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<GoldenOutcome, PipelineError> {
     let started = Instant::now();
-    let manifest = qaforge_verify::make_bundle(&request.model_dir, &request.data, &request.output, &request.options, progress)?;
-    Ok(GoldenOutcome { manifest, model_dir: request.model_dir.clone(), output: request.output.clone(), seconds: started.elapsed().as_secs_f64() })
+    let manifest =
+        qaforge_verify::make_bundle(&request.model_dir, &request.data, &request.output, &request.options, progress)?;
+    Ok(GoldenOutcome {
+        manifest,
+        model_dir: request.model_dir.clone(),
+        output: request.output.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 impl std::fmt::Display for GoldenOutcome {
@@ -46,10 +55,25 @@ impl std::fmt::Display for GoldenOutcome {
         let m = &self.manifest;
         writeln!(f, "golden bundle {} -> {}", self.model_dir.display(), self.output.display())?;
         writeln!(f, "  model       {} (checkpoint sha256 {})", m.model.architecture, m.model.source_sha256)?;
-        writeln!(f, "  data        {}: {} questions{}", m.data.name, m.data.questions, m.data.limit.map_or(String::new(), |l| format!(" (first {l})")))?;
-        writeln!(f, "  features    {} (max_length {}, doc_stride {})", m.features, m.settings.max_length, m.settings.doc_stride)?;
+        writeln!(
+            f,
+            "  data        {}: {} questions{}",
+            m.data.name,
+            m.data.questions,
+            m.data.limit.map_or(String::new(), |l| format!(" (first {l})"))
+        )?;
+        writeln!(
+            f,
+            "  features    {} (max_length {}, doc_stride {})",
+            m.features, m.settings.max_length, m.settings.doc_stride
+        )?;
         writeln!(f, "  reference   {}", m.reference)?;
-        writeln!(f, "  time        {:.2} s ({:.1} features/s)", self.seconds, m.features as f64 / self.seconds.max(1e-9))?;
+        writeln!(
+            f,
+            "  time        {:.2} s ({:.1} features/s)",
+            self.seconds,
+            m.features as f64 / self.seconds.max(1e-9)
+        )?;
         write!(f, "reference EM {:.2}, F1 {:.2} on {} questions", m.scores.exact, m.scores.f1, m.data.questions)
     }
 }

@@ -28,7 +28,9 @@ pub use convert::{convert, ConvertOutcome, ConvertRequest};
 pub use golden::{golden, GoldenOutcome, GoldenRequest};
 pub use package::{package, PackageFormat, PackageOutcome, PackageRequest, Packaged};
 pub use qaforge_runtime::{EngineChoice, EngineRequest};
-pub use quantize::{calibration_engines, quantize, write_quantize_report, CalibrationEngine, QuantizeOutcome, QuantizeRequest, Search};
+pub use quantize::{
+    calibration_engines, quantize, write_quantize_report, CalibrationEngine, QuantizeOutcome, QuantizeRequest, Search,
+};
 pub use verify::{verify, VerifyRequest};
 pub use web::{package_web, WebPackageOutcome, WebPackageRequest};
 
@@ -75,7 +77,9 @@ pub enum PipelineError {
 
 #[cfg(not(feature = "ort"))]
 pub(crate) fn without_onnxruntime() -> PipelineError {
-    PipelineError::Request("this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`".into())
+    PipelineError::Request(
+        "this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`".into(),
+    )
 }
 
 /// ONNX Runtime's library `library` (the `--ort-library` option or `$ORT_DYLIB_PATH`), checked
@@ -166,7 +170,10 @@ fn check_loads_in_onnxruntime(library: &Path, bytes: &[u8], output: &Path) -> Re
     #[cfg(not(feature = "ort"))]
     {
         let _ = (bytes, output);
-        Err(PipelineError::Request(format!("{}: this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`", library.display())))
+        Err(PipelineError::Request(format!(
+            "{}: this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`",
+            library.display()
+        )))
     }
 }
 

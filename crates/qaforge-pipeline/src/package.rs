@@ -82,15 +82,30 @@ pub fn package(request: &PackageRequest) -> Result<Packaged, PipelineError> {
     match request.format {
         PackageFormat::Web => {
             if request.operators_config.is_some() {
-                return Err(PipelineError::Request("--operators-config is for --format ort (the web package's page needs no operator list)".into()));
+                return Err(PipelineError::Request(
+                    "--operators-config is for --format ort (the web package's page needs no operator list)".into(),
+                ));
             }
-            let tokenizer = request.tokenizer.clone().ok_or_else(|| PipelineError::Request("--format web needs --tokenizer MODEL_DIR (the model directory whose tokenizer the page uses)".into()))?;
-            let web = WebPackageRequest { artifact: request.artifact.clone(), tokenizer, output: request.output.clone(), node_modules: request.web_runtime.clone(), input_names: request.input_names.clone() };
+            let tokenizer = request.tokenizer.clone().ok_or_else(|| {
+                PipelineError::Request(
+                    "--format web needs --tokenizer MODEL_DIR (the model directory whose tokenizer the page uses)"
+                        .into(),
+                )
+            })?;
+            let web = WebPackageRequest {
+                artifact: request.artifact.clone(),
+                tokenizer,
+                output: request.output.clone(),
+                node_modules: request.web_runtime.clone(),
+                input_names: request.input_names.clone(),
+            };
             Ok(Packaged::Web(package_web(&web)?))
         }
         PackageFormat::Ort => {
             if request.tokenizer.is_some() {
-                return Err(PipelineError::Request("--tokenizer is for --format web (an .ort package holds the model only)".into()));
+                return Err(PipelineError::Request(
+                    "--tokenizer is for --format web (an .ort package holds the model only)".into(),
+                ));
             }
             Ok(Packaged::Ort(package_ort(request)?))
         }
@@ -136,14 +151,18 @@ fn package_ort(request: &PackageRequest) -> Result<PackageOutcome, PipelineError
         return Err(PipelineError::Request(format!("{}: already an ORT-format model", artifact.display())));
     }
     let model = qaforge_onnx::decode_model(&bytes, artifact)?;
-    let config = request.operators_config.clone().unwrap_or_else(|| request.output.with_file_name("required_operators.config"));
+    let config =
+        request.operators_config.clone().unwrap_or_else(|| request.output.with_file_name("required_operators.config"));
     #[cfg(feature = "ort")]
     {
-        let packaged = qaforge_onnxruntime::package::package_ort(&library, &model, artifact, &bytes, &request.output, &config)?;
+        let packaged =
+            qaforge_onnxruntime::package::package_ort(&library, &model, artifact, &bytes, &request.output, &config)?;
         let operators = packaged
             .operators
             .iter()
-            .flat_map(|(domain, by_opset)| by_opset.iter().map(move |(opset, ops)| (domain.clone(), *opset, ops.iter().cloned().collect())))
+            .flat_map(|(domain, by_opset)| {
+                by_opset.iter().map(move |(opset, ops)| (domain.clone(), *opset, ops.iter().cloned().collect()))
+            })
             .collect();
         Ok(PackageOutcome {
             artifact: artifact.clone(),
@@ -164,7 +183,12 @@ fn package_ort(request: &PackageRequest) -> Result<PackageOutcome, PipelineError
 
 impl std::fmt::Display for PackageOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "packaged {} -> {} (ORT format, ONNX Runtime's optimizations applied offline)", self.artifact.display(), self.ort_path.display())?;
+        writeln!(
+            f,
+            "packaged {} -> {} (ORT format, ONNX Runtime's optimizations applied offline)",
+            self.artifact.display(),
+            self.ort_path.display()
+        )?;
         writeln!(f, "  operators     {} (for a reduced build: --include_ops_by_config)", self.config_path.display())?;
         for (domain, opset, ops) in &self.operators {
             writeln!(f, "    {domain} opset {opset}: {}", ops.join(", "))?;

@@ -53,7 +53,10 @@ impl std::str::FromStr for CalibrationEngine {
 
 /// The engine calibration runs in, and the one it falls back to where tract cannot run the float
 /// graph: with tract, ONNX Runtime if its `library` is at hand; with ONNX Runtime, none.
-pub fn calibration_engines(engine: CalibrationEngine, library: Option<&std::path::Path>) -> Result<(EngineChoice, Option<EngineChoice>), PipelineError> {
+pub fn calibration_engines(
+    engine: CalibrationEngine,
+    library: Option<&std::path::Path>,
+) -> Result<(EngineChoice, Option<EngineChoice>), PipelineError> {
     let onnxruntime = || crate::onnxruntime_library(library).map(|library| EngineChoice::OnnxRuntime { library });
     match engine {
         CalibrationEngine::Tract => Ok((EngineChoice::Tract, onnxruntime().ok())),
@@ -152,13 +155,24 @@ impl std::fmt::Display for QuantizeOutcome {
             writeln!(f, "  float16 nodes   {}", summary.converted.len())?;
             writeln!(f, "  casts inserted  {}", summary.casts)?;
         } else if precision == Precision::Int4 {
-            writeln!(f, "  4-bit MatMuls   {} (blocks of {}, rounding: {})", summary.converted.len(), options.int4.block_size, options.int4.rounding.as_str())?;
+            writeln!(
+                f,
+                "  4-bit MatMuls   {} (blocks of {}, rounding: {})",
+                summary.converted.len(),
+                options.int4.block_size,
+                options.int4.rounding.as_str()
+            )?;
             if let Some(max_size) = options.int4.max_size {
                 writeln!(f, "  2-bit MatMuls   {} (size budget {max_size} bytes)", summary.two_bit.len())?;
             }
             if summary.statistics_features > 0 {
                 let engine = summary.calibration_engine.unwrap_or("tract");
-                writeln!(f, "  statistics      {} features in {engine} (Gram matrices of the inputs of {} products)", summary.statistics_features, summary.layers.len())?;
+                writeln!(
+                    f,
+                    "  statistics      {} features in {engine} (Gram matrices of the inputs of {} products)",
+                    summary.statistics_features,
+                    summary.layers.len()
+                )?;
             }
             writeln!(f, "  4-bit tables    {}", summary.int4_tables.join(", "))?;
             writeln!(f, "  int8 tables     {}", summary.int8_tables.join(", "))?;
@@ -171,7 +185,12 @@ impl std::fmt::Display for QuantizeOutcome {
         }
         if let Some(count) = self.calibration_features {
             let engine = summary.calibration_engine.unwrap_or("tract");
-            writeln!(f, "  calibration     {count} features, {} in {engine} ({} activation ranges)", options.method, summary.ranges.len())?;
+            writeln!(
+                f,
+                "  calibration     {count} features, {} in {engine} ({} activation ranges)",
+                options.method,
+                summary.ranges.len()
+            )?;
         }
         // One line per kept-float reason, with a count and a few names.
         for (reason, nodes) in self.kept_float_by_reason() {
@@ -180,10 +199,23 @@ impl std::fmt::Display for QuantizeOutcome {
             writeln!(f, "  kept float      {} node(s): {reason} ({}{more})", nodes.len(), shown.join(", "))?;
         }
         let (before, after) = self.sizes;
-        writeln!(f, "  size            {} -> {} ({:.1}%)", crate::human_bytes(before), crate::human_bytes(after), 100.0 * after as f64 / before as f64)?;
+        writeln!(
+            f,
+            "  size            {} -> {} ({:.1}%)",
+            crate::human_bytes(before),
+            crate::human_bytes(after),
+            100.0 * after as f64 / before as f64
+        )?;
         if let Some(log) = &self.search {
             for step in &log.steps {
-                writeln!(f, "  search          F1 drop {:+.2}, cosine {:.6} with {} group(s) float: {}", step.f1_drop, step.cosine, step.kept_float.len(), step.kept_float.join(", "))?;
+                writeln!(
+                    f,
+                    "  search          F1 drop {:+.2}, cosine {:.6} with {} group(s) float: {}",
+                    step.f1_drop,
+                    step.cosine,
+                    step.kept_float.len(),
+                    step.kept_float.join(", ")
+                )?;
             }
             if let Some((worst, mse)) = log.sensitivity.first() {
                 writeln!(f, "  sensitivity     most harmful group {worst} (logit MSE {mse:.3e} when quantized alone)")?;
@@ -196,14 +228,24 @@ impl std::fmt::Display for QuantizeOutcome {
 
 /// Quantizes `request.input` and writes the artifact. `progress` gets (calibration passes' features
 /// just done, total).
-pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<QuantizeOutcome, PipelineError> {
+pub fn quantize(
+    request: &QuantizeRequest,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<QuantizeOutcome, PipelineError> {
     let started = Instant::now();
     let options = &request.options;
     if options.precision == Precision::Fp32 {
-        return Err(PipelineError::Request("fp32 is what quantize reads: choose fp16, int8-dynamic or int8-static".into()));
+        return Err(PipelineError::Request(
+            "fp32 is what quantize reads: choose fp16, int8-dynamic or int8-static".into(),
+        ));
     }
-    if options.precision != Precision::Int4 && (options.int4.max_size.is_some() || options.int4.rounding != qaforge_quantize::Rounding::Search) {
-        return Err(PipelineError::Request(format!("--max-size and --rounding are for --precision int4, not {}", options.precision)));
+    if options.precision != Precision::Int4
+        && (options.int4.max_size.is_some() || options.int4.rounding != qaforge_quantize::Rounding::Search)
+    {
+        return Err(PipelineError::Request(format!(
+            "--max-size and --rounding are for --precision int4, not {}",
+            options.precision
+        )));
     }
     if matches!(request.flavour, Flavour::OnnxRuntime(_)) && options.precision == Precision::Int4 {
         return Err(PipelineError::Request("--for onnxruntime is for the int8 modes: the int4 artifact is ONNX Runtime's own operators already (MatMulNBits, GatherBlockQuantized)".into()));
@@ -269,7 +311,9 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
     // The sensitivity search, on whichever slice --max-f1-drop measures, with the cosine floor
     // verify applies to this precision.
     let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision).min_cosine.unwrap_or(0.0);
-    let search_on = |slice: &EvaluationSlice<'_>, max_f1_drop: f64| sensitivity::search(&model, options, features.as_ref(), slice, max_f1_drop, min_cosine, &input_sha256, &advance);
+    let search_on = |slice: &EvaluationSlice<'_>, max_f1_drop: f64| {
+        sensitivity::search(&model, options, features.as_ref(), slice, max_f1_drop, min_cosine, &input_sha256, &advance)
+    };
     let (mut quantized, summary, search_log) = match &request.search {
         None => {
             let (m, s) = qaforge_quantize::quantize(&model, options, features.as_ref(), &input_sha256, &advance)?;
@@ -277,12 +321,15 @@ pub fn quantize(request: &QuantizeRequest, progress: &(dyn Fn(usize, usize) + Sy
         }
         Some(Search { max_f1_drop, golden: Some(golden), .. }) => {
             let bundle = qaforge_verify::Bundle::open(golden)?;
-            let slice = EvaluationSlice { data: &bundle.data, features: &bundle.features, reference_f1: bundle.reference_f1() };
+            let slice =
+                EvaluationSlice { data: &bundle.data, features: &bundle.features, reference_f1: bundle.reference_f1() };
             let (m, s, log) = search_on(&slice, *max_f1_drop)?;
             (m, s, Some(log))
         }
         Some(Search { max_f1_drop, golden: None, held_back }) => {
-            let (squad, all) = calibration_data.as_ref().ok_or_else(|| PipelineError::Request("the label-free search needs --calibration and --tokenizer".into()))?;
+            let (squad, all) = calibration_data.as_ref().ok_or_else(|| {
+                PipelineError::Request("the label-free search needs --calibration and --tokenizer".into())
+            })?;
             let (data, held) = sensitivity::held_back(squad, all, calibration_count, *held_back).ok_or_else(|| {
                 PipelineError::Request(format!("--calibration has no questions left after the {calibration_count} calibration features to hold back for the label-free search"))
             })?;
@@ -336,7 +383,11 @@ struct QuantizeReport<'a> {
 }
 
 /// Writes `path` (JSON) and the same with the extension `.md` (a Markdown table of the products).
-pub fn write_quantize_report(request: &QuantizeRequest, done: &QuantizeOutcome, path: &std::path::Path) -> Result<(), PipelineError> {
+pub fn write_quantize_report(
+    request: &QuantizeRequest,
+    done: &QuantizeOutcome,
+    path: &std::path::Path,
+) -> Result<(), PipelineError> {
     let int4 = request.options.precision == Precision::Int4;
     let report = QuantizeReport {
         input: request.input.display().to_string(),
@@ -353,18 +404,25 @@ pub fn write_quantize_report(request: &QuantizeRequest, done: &QuantizeOutcome, 
         layers: &done.summary.layers,
         kept_float: &done.summary.kept_float,
     };
-    let json = serde_json::to_string_pretty(&report).map_err(|e| PipelineError::Request(format!("{}: {e}", path.display())))?;
+    let json = serde_json::to_string_pretty(&report)
+        .map_err(|e| PipelineError::Request(format!("{}: {e}", path.display())))?;
     let mut md = format!(
         "# qaforge quantize: {}\n\n{} → {} ({}), {} → {} bytes, sha256 `{}`\n",
         report.output, report.input, report.output, report.precision, done.sizes.0, done.sizes.1, done.sha256
     );
     if let Some(max_size) = report.max_size {
-        md.push_str(&format!("\nSize budget {max_size} bytes: {} products at 2 bits, {} at 4 bits.\n", report.products_two_bit, report.products_four_bit));
+        md.push_str(&format!(
+            "\nSize budget {max_size} bytes: {} products at 2 bits, {} at 4 bits.\n",
+            report.products_two_bit, report.products_four_bit
+        ));
     }
     if !report.layers.is_empty() {
         md.push_str("\n| product | K × N | stored | bytes | relative output error |\n|---|---|---|---:|---:|\n");
         for l in report.layers {
-            md.push_str(&format!("| {} | {} × {} | {} | {} | {:.3e} |\n", l.node, l.shape.0, l.shape.1, l.stored, l.bytes, l.relative_error));
+            md.push_str(&format!(
+                "| {} | {} × {} | {} | {} | {:.3e} |\n",
+                l.node, l.shape.0, l.shape.1, l.stored, l.bytes, l.relative_error
+            ));
         }
     }
     qaforge_onnx::write_atomically(path, format!("{json}\n").as_bytes())?;

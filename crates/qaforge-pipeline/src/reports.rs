@@ -13,7 +13,8 @@ fn read(path: &Path) -> Result<Vec<u8>, PipelineError> {
 
 /// Writes `report` as JSON to `path` and as Markdown beside it (same name, .md), each atomically.
 pub fn write_report(report: &Report, path: &Path) -> Result<(), PipelineError> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| PipelineError::Request(format!("{}: {e}", path.display())))?;
+    let json =
+        serde_json::to_string_pretty(report).map_err(|e| PipelineError::Request(format!("{}: {e}", path.display())))?;
     qaforge_onnx::write_atomically(path, format!("{json}\n").as_bytes())?;
     qaforge_onnx::write_atomically(&path.with_extension("md"), report.markdown().as_bytes())?;
     Ok(())
@@ -25,8 +26,11 @@ pub fn table_rows(paths: &[impl AsRef<Path>]) -> Result<Vec<String>, PipelineErr
         .iter()
         .map(|path| {
             let path = path.as_ref();
-            let report: serde_json::Value = serde_json::from_slice(&read(path)?).map_err(|e| PipelineError::Request(format!("{}: not JSON: {e}", path.display())))?;
-            report["table_row"].as_str().map(str::to_string).ok_or_else(|| PipelineError::Request(format!("{}: not a qaforge verify report (no table_row)", path.display())))
+            let report: serde_json::Value = serde_json::from_slice(&read(path)?)
+                .map_err(|e| PipelineError::Request(format!("{}: not JSON: {e}", path.display())))?;
+            report["table_row"].as_str().map(str::to_string).ok_or_else(|| {
+                PipelineError::Request(format!("{}: not a qaforge verify report (no table_row)", path.display()))
+            })
         })
         .collect()
 }
@@ -37,12 +41,15 @@ pub fn merge(paths: &[impl AsRef<Path>], golden: Option<&Path>) -> Result<Report
     let mut parts = Vec::new();
     for path in paths {
         let path = path.as_ref();
-        let part: Report = serde_json::from_slice(&read(path)?).map_err(|e| PipelineError::Request(format!("{}: not a qaforge verify report: {e}", path.display())))?;
+        let part: Report = serde_json::from_slice(&read(path)?)
+            .map_err(|e| PipelineError::Request(format!("{}: not a qaforge verify report: {e}", path.display())))?;
         parts.push(part);
     }
     let bundle_dir = match golden {
         Some(dir) => dir.to_owned(),
-        None => parts.first().map(|p| p.run.golden.clone()).ok_or_else(|| PipelineError::Request("no reports".into()))?,
+        None => {
+            parts.first().map(|p| p.run.golden.clone()).ok_or_else(|| PipelineError::Request("no reports".into()))?
+        }
     };
     let bundle = qaforge_verify::Bundle::open(&bundle_dir)?;
     Ok(qaforge_verify::merge(&parts, &bundle)?)
@@ -61,12 +68,23 @@ pub struct Evaluation {
 
 /// Scores `predictions` (question id → answer text) on `data`, with optional no-answer
 /// probabilities and threshold, as evaluate-v2.0.py does, and writes the JSON to `out_file` too.
-pub fn evaluate(data: &Path, predictions: &Path, na_prob_file: Option<&Path>, na_prob_thresh: f64, out_file: Option<&Path>) -> Result<Evaluation, PipelineError> {
+pub fn evaluate(
+    data: &Path,
+    predictions: &Path,
+    na_prob_file: Option<&Path>,
+    na_prob_thresh: f64,
+    out_file: Option<&Path>,
+) -> Result<Evaluation, PipelineError> {
     let squad = qaforge_squad::SquadFile::load(data)?;
     let predicted = qaforge_squad::load_predictions(predictions)?;
     let scored = squad.examples.iter().filter(|e| predicted.contains_key(&e.id)).count();
     if scored == 0 {
-        return Err(PipelineError::Request(format!("{}: none of its {} predictions is a question of {}", predictions.display(), predicted.len(), data.display())));
+        return Err(PipelineError::Request(format!(
+            "{}: none of its {} predictions is a question of {}",
+            predictions.display(),
+            predicted.len(),
+            data.display()
+        )));
     }
     let na_probs = na_prob_file.map(qaforge_squad::NoAnswerProbabilities::load).transpose()?;
     let metrics = qaforge_squad::evaluate_with_thresholds(&squad, &predicted, na_probs.as_ref(), na_prob_thresh)?;

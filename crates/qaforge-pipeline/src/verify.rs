@@ -45,7 +45,12 @@ pub fn verify(request: &VerifyRequest, progress: &(dyn Fn(usize, usize) + Sync))
     let report = match &request.logits {
         // Verify's second step only, on logits a device computed.
         Some((logits, runtime)) => {
-            let artifact = qaforge_verify::Artifact::open(&request.artifact, &bundle, &request.engine, request.allow_other_checkpoint)?;
+            let artifact = qaforge_verify::Artifact::open(
+                &request.artifact,
+                &bundle,
+                &request.engine,
+                request.allow_other_checkpoint,
+            )?;
             let computed = qaforge_verify::read_logits(logits, &bundle, &artifact, request.shard, runtime.as_deref())?;
             qaforge_verify::judge(&artifact, &bundle, request.shard, computed, request.overrides)?
         }

@@ -38,11 +38,18 @@ pub fn package_web(request: &WebPackageRequest) -> Result<WebPackageOutcome, Pip
     let path = &request.artifact;
     let bytes = std::fs::read(path).map_err(|source| PipelineError::Io { path: path.clone(), source })?;
     if qaforge_runtime::is_ort_format(&bytes) {
-        return Err(PipelineError::Request(format!("{}: an ORT-format model; the web package takes the ONNX artifact it was made from", path.display())));
+        return Err(PipelineError::Request(format!(
+            "{}: an ORT-format model; the web package takes the ONNX artifact it was made from",
+            path.display()
+        )));
     }
     let (model, external) = qaforge_onnx::decode_model_with_data(&bytes, path)?;
     if !external.is_empty() {
-        return Err(PipelineError::Request(format!("{}: its weights are in external data files ({}); the web package takes a self-contained ONNX file", path.display(), external.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))));
+        return Err(PipelineError::Request(format!(
+            "{}: its weights are in external data files ({}); the web package takes a self-contained ONNX file",
+            path.display(),
+            external.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
     }
     let layout = qaforge_runtime::check_inputs(&model, path, request.input_names.as_deref())?;
     let inputs = layout
@@ -62,7 +69,13 @@ pub fn package_web(request: &WebPackageRequest) -> Result<WebPackageOutcome, Pip
     // The page checks its token ids against the tables as verify does: a tokenizer of another
     // model gives ids past the embedding table, which the page would answer with garbage.
     let tokenizer = qaforge_squad::QaTokenizer::from_model_dir(&request.tokenizer)?;
-    let probe = qaforge_squad::Example { id: "probe".into(), title: String::new(), question: "What is tokenized?".into(), context: "Every token of the vocabulary's common words.".into(), answers: vec![] };
+    let probe = qaforge_squad::Example {
+        id: "probe".into(),
+        title: String::new(),
+        question: "What is tokenized?".into(),
+        context: "Every token of the vocabulary's common words.".into(),
+        answers: vec![],
+    };
     let options = qaforge_squad::FeatureOptions::default();
     let features = tokenizer.features(std::slice::from_ref(&probe), &options)?;
     qaforge_runtime::check_token_ids(&model, &layout, &features, path)?;
@@ -74,14 +87,17 @@ pub fn package_web(request: &WebPackageRequest) -> Result<WebPackageOutcome, Pip
     };
     let config_path = request.tokenizer.join("tokenizer_config.json");
     let tokenizer_config = if config_path.is_file() {
-        std::fs::read_to_string(&config_path).map_err(|source| PipelineError::Io { path: config_path.clone(), source })?
+        std::fs::read_to_string(&config_path)
+            .map_err(|source| PipelineError::Io { path: config_path.clone(), source })?
     } else {
         "{}\n".into()
     };
     let post = qaforge_squad::PostprocessOptions::default();
     let spec = qaforge_web::SiteSpec {
         artifact: &bytes,
-        artifact_name: path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        artifact_name: path
+            .file_name()
+            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned()),
         inputs,
         outputs,
         tokenizer_json,
@@ -102,12 +118,20 @@ fn float_outputs(model: &qaforge_onnx::pb::ModelProto, path: &std::path::Path) -
     use qaforge_onnx::pb::tensor_proto::DataType;
     let outputs = model.graph.as_ref().map(|g| g.output.as_slice()).unwrap_or_default();
     let [start, end] = outputs else {
-        return Err(PipelineError::Request(format!("{}: {} outputs; a question-answering graph has two (start and end logits)", path.display(), outputs.len())));
+        return Err(PipelineError::Request(format!(
+            "{}: {} outputs; a question-answering graph has two (start and end logits)",
+            path.display(),
+            outputs.len()
+        )));
     };
     for output in [start, end] {
         let element = qaforge_onnx::declared_elem_type(output).unwrap_or(DataType::Undefined as i32);
         if element != DataType::Float as i32 {
-            return Err(PipelineError::Request(format!("{}: output `{}` is not float32 (element type {element}); the page reads float32 logits", path.display(), output.name)));
+            return Err(PipelineError::Request(format!(
+                "{}: output `{}` is not float32 (element type {element}); the page reads float32 logits",
+                path.display(),
+                output.name
+            )));
         }
     }
     Ok([start.name.clone(), end.name.clone()])
@@ -116,8 +140,17 @@ fn float_outputs(model: &qaforge_onnx::pb::ModelProto, path: &std::path::Path) -
 impl std::fmt::Display for WebPackageOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let site = &self.site;
-        writeln!(f, "packaged {} -> {}/ (a static site: serve the folder and open index.html)", self.artifact.display(), site.dir.display())?;
-        writeln!(f, "  runtime       onnxruntime-web {} (WebAssembly), @huggingface/tokenizers {}", site.onnxruntime_web, site.tokenizers)?;
+        writeln!(
+            f,
+            "packaged {} -> {}/ (a static site: serve the folder and open index.html)",
+            self.artifact.display(),
+            site.dir.display()
+        )?;
+        writeln!(
+            f,
+            "  runtime       onnxruntime-web {} (WebAssembly), @huggingface/tokenizers {}",
+            site.onnxruntime_web, site.tokenizers
+        )?;
         writeln!(f, "  files         {} ({} bytes in all)", site.files.len(), site.total_bytes())?;
         writeln!(f, "  model sha256  {}", site.artifact_sha256)?;
         write!(f, "  time          {:.3} s", self.seconds)

@@ -174,7 +174,8 @@ pub enum Precision {
 
 impl Precision {
     /// Every precision, in the order of the documentation.
-    pub const ALL: [Precision; 5] = [Precision::Fp32, Precision::Fp16, Precision::Int8Dynamic, Precision::Int8Static, Precision::Int4];
+    pub const ALL: [Precision; 5] =
+        [Precision::Fp32, Precision::Fp16, Precision::Int8Dynamic, Precision::Int8Static, Precision::Int4];
 
     /// The name used on the command line, in metadata and in reports.
     pub fn as_str(self) -> &'static str {
@@ -188,7 +189,8 @@ impl Precision {
     }
 
     /// The precisions `quantize` makes (every one but fp32, its input).
-    pub const QUANTIZED: [Precision; 4] = [Precision::Fp16, Precision::Int8Dynamic, Precision::Int8Static, Precision::Int4];
+    pub const QUANTIZED: [Precision; 4] =
+        [Precision::Fp16, Precision::Int8Dynamic, Precision::Int8Static, Precision::Int4];
 
     /// Whether weights are stored as 8-bit integers.
     pub fn is_int8(self) -> bool {
@@ -250,7 +252,10 @@ mod tests {
         }
         assert_eq!("int2".parse::<Precision>(), Err(UnknownPrecision("int2".into())));
         assert_eq!(parse_named::<Precision>("int8-static", "precision"), Ok(Precision::Int8Static));
-        assert_eq!(parse_named::<Precision>("int2", "precision").unwrap_err(), "unknown precision `int2` (known: fp32, fp16, int8-dynamic, int8-static, int4)");
+        assert_eq!(
+            parse_named::<Precision>("int2", "precision").unwrap_err(),
+            "unknown precision `int2` (known: fp32, fp16, int8-dynamic, int8-static, int4)"
+        );
     }
 
     #[test]

@@ -202,7 +202,10 @@ impl BlockWeights {
 /// `bits`-bit codes packed into bytes, the first code in the lowest bits.
 pub fn pack(codes: &[u8], bits: u32) -> Vec<u8> {
     let per_byte = (8 / bits) as usize;
-    codes.chunks(per_byte).map(|chunk| chunk.iter().enumerate().fold(0u8, |byte, (i, &c)| byte | (c << (bits as usize * i)))).collect()
+    codes
+        .chunks(per_byte)
+        .map(|chunk| chunk.iter().enumerate().fold(0u8, |byte, (i, &c)| byte | (c << (bits as usize * i))))
+        .collect()
 }
 
 fn check_shape(values: &[f32], k: usize, n: usize, bits: u32, block_size: usize) {
@@ -432,7 +435,11 @@ mod tests {
         assert_eq!(g.value(g.zero), 0.0, "0 is a level");
         assert!(g.zero <= 1, "mostly positive weights put zero low, got {}", g.zero);
         // Better than the symmetric default zero point's best.
-        let symmetric = (0..=16).map(|s| Grid { scale: f16_scale(0.6 / (1.0 + s as f32 / 16.0)), zero: 2, max_code: 3 }.squared_error(&block)).fold(f32::INFINITY, f32::min);
+        let symmetric = (0..=16)
+            .map(|s| {
+                Grid { scale: f16_scale(0.6 / (1.0 + s as f32 / 16.0)), zero: 2, max_code: 3 }.squared_error(&block)
+            })
+            .fold(f32::INFINITY, f32::min);
         assert!(g.squared_error(&block) < symmetric);
         assert_eq!(grid(&[0.0; 16], 2), Grid { scale: 1.0, zero: 2, max_code: 3 });
     }
@@ -496,7 +503,10 @@ mod tests {
             let e_nearest = output_error(&values, &nearest.dequantized(), k, n, &gram);
             let e_gptq = output_error(&values, &compensated.dequantized(), k, n, &gram);
             let energy = output_energy(&values, k, n, &gram);
-            assert!(e_gptq < 0.8 * e_nearest, "{bits} bits: GPTQ {e_gptq:.3e} vs nearest {e_nearest:.3e} (energy {energy:.3e})");
+            assert!(
+                e_gptq < 0.8 * e_nearest,
+                "{bits} bits: GPTQ {e_gptq:.3e} vs nearest {e_nearest:.3e} (energy {energy:.3e})"
+            );
             assert_eq!(gptq(&values, k, n, bits, 32, &gram).unwrap(), compensated, "deterministic");
         }
     }
@@ -514,7 +524,8 @@ mod tests {
         for i in 0..3 {
             for j in 0..3 {
                 // (A · UᵀU)[i][j] = δ_ij.
-                let v: f64 = (0..3).map(|m| a[i * 3 + m] * (0..3).map(|p| u[p * 3 + m] * u[p * 3 + j]).sum::<f64>()).sum();
+                let v: f64 =
+                    (0..3).map(|m| a[i * 3 + m] * (0..3).map(|p| u[p * 3 + m] * u[p * 3 + j]).sum::<f64>()).sum();
                 assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12, "({i}, {j}): {v}");
             }
         }

@@ -109,8 +109,20 @@ struct Candidate {
     error: f64,
 }
 
-fn candidates(graph: &GraphProto, p: &Product, options: &Int4Options, grams: Option<&InputGrams>, budgeted: bool) -> Result<Vec<Candidate>, QuantizeError> {
-    let gram = grams.map(|g| g.grams.get(&p.input).ok_or_else(|| QuantizeError::Calibration(format!("no input statistics for `{}`", p.input)))).transpose()?;
+fn candidates(
+    graph: &GraphProto,
+    p: &Product,
+    options: &Int4Options,
+    grams: Option<&InputGrams>,
+    budgeted: bool,
+) -> Result<Vec<Candidate>, QuantizeError> {
+    let gram = grams
+        .map(|g| {
+            g.grams
+                .get(&p.input)
+                .ok_or_else(|| QuantizeError::Calibration(format!("no input statistics for `{}`", p.input)))
+        })
+        .transpose()?;
     let weight = qaforge_onnx::edit::f32_values(&graph.initializer[p.weight])?;
     let blocks = |bits: u32| -> BlockWeights {
         match (options.rounding, gram) {
@@ -154,10 +166,18 @@ pub struct Planner {
 
 /// Computes every product's options: 4-bit blocks only without a budget, else 2-bit and 4-bit
 /// blocks, int8 and float. `grams` are needed for GPTQ rounding and for a budget.
-pub fn planner(graph: &GraphProto, selection: &Selection, options: &Int4Options, grams: Option<&InputGrams>, threads: usize) -> Result<Planner, QuantizeError> {
+pub fn planner(
+    graph: &GraphProto,
+    selection: &Selection,
+    options: &Int4Options,
+    grams: Option<&InputGrams>,
+    threads: usize,
+) -> Result<Planner, QuantizeError> {
     let budgeted = options.max_size.is_some();
     if (budgeted || options.rounding == Rounding::Gptq) && grams.is_none() {
-        return Err(QuantizeError::Calibration("GPTQ rounding and --max-size need input statistics from calibration features".into()));
+        return Err(QuantizeError::Calibration(
+            "GPTQ rounding and --max-size need input statistics from calibration features".into(),
+        ));
     }
     let products = selection.block_products(graph)?;
     let computed = parallel_map(&products, threads, |p| candidates(graph, p, options, grams, budgeted));
@@ -233,7 +253,13 @@ impl Planner {
         for (((node, output, shape), options), &a) in self.products.iter().zip(&self.options).zip(&at) {
             let c = &options[a];
             plan.stored.insert(output.clone(), c.stored.clone());
-            plan.choices.push(LayerChoice { node: node.clone(), shape: *shape, stored: c.stored.describe(), bytes: c.bytes, relative_error: c.error });
+            plan.choices.push(LayerChoice {
+                node: node.clone(),
+                shape: *shape,
+                stored: c.stored.describe(),
+                bytes: c.bytes,
+                relative_error: c.error,
+            });
         }
         Some(plan)
     }
@@ -251,7 +277,13 @@ mod tests {
     fn the_hull_drops_options_that_never_win() {
         // 150 bytes erring 0.5 lies below the line from 100 (1.0) to 300 (0.0), so it stays;
         // 250 (0.45) lies above the line from 150 to 300; 400 errs no less than 300.
-        let kept = hull(vec![candidate(100, 1.0), candidate(150, 0.5), candidate(250, 0.45), candidate(300, 0.0), candidate(400, 0.0)]);
+        let kept = hull(vec![
+            candidate(100, 1.0),
+            candidate(150, 0.5),
+            candidate(250, 0.45),
+            candidate(300, 0.0),
+            candidate(400, 0.0),
+        ]);
         let points: Vec<(u64, f64)> = kept.iter().map(|c| (c.bytes, c.error)).collect();
         assert_eq!(points, vec![(100, 1.0), (150, 0.5), (300, 0.0)]);
     }
@@ -261,8 +293,14 @@ mod tests {
         let planner = Planner {
             products: vec![("a".into(), "a.out".into(), (1, 1)), ("b".into(), "b.out".into(), (1, 1))],
             options: vec![
-                vec![Candidate { stored: Stored::Int8, bytes: 100, error: 1.0 }, Candidate { stored: Stored::Float, bytes: 200, error: 0.0 }],
-                vec![Candidate { stored: Stored::Int8, bytes: 100, error: 0.1 }, Candidate { stored: Stored::Float, bytes: 200, error: 0.0 }],
+                vec![
+                    Candidate { stored: Stored::Int8, bytes: 100, error: 1.0 },
+                    Candidate { stored: Stored::Float, bytes: 200, error: 0.0 },
+                ],
+                vec![
+                    Candidate { stored: Stored::Int8, bytes: 100, error: 0.1 },
+                    Candidate { stored: Stored::Float, bytes: 200, error: 0.0 },
+                ],
             ],
         };
         assert!(planner.choose(Some(199)).is_none());

@@ -57,7 +57,10 @@ fn with_outputs(model: &ModelProto, tensors: &[String]) -> ModelProto {
                 name: t.clone(),
                 r#type: Some(TypeProto {
                     denotation: String::new(),
-                    value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: DataType::Float as i32, shape: None })),
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: DataType::Float as i32,
+                        shape: None,
+                    })),
                 }),
                 doc_string: String::new(),
             });
@@ -82,7 +85,8 @@ pub(crate) fn sweep<A: Send>(
         let len = qaforge_runtime::padded_length(features, s, e);
         let rows = |src: &[i64]| qaforge_runtime::gather_rows(features, src, s, e, len);
         let mask = rows(&features.attention_mask);
-        let outputs = session.run_outputs(e - s, len, rows(&features.input_ids), mask.clone(), rows(&features.token_type_ids))?;
+        let outputs =
+            session.run_outputs(e - s, len, rows(&features.input_ids), mask.clone(), rows(&features.token_type_ids))?;
         for (t, (shape, values)) in outputs.iter().enumerate().skip(2) {
             // Activations of shape [batch, len, ...]: only rows of real tokens count (padding rows
             // hold values no real input produces).
@@ -174,7 +178,14 @@ pub(crate) fn calibration_session(
             qaforge_runtime::kernels::use_portable_kernels()?;
             Box::new(TractSession::with_layout(&graph, label, layout)?)
         }
-        engine => qaforge_runtime::load_engine(engine, &graph, &qaforge_onnx::encode(&graph), Path::new(label), options.threads, layout)?,
+        engine => qaforge_runtime::load_engine(
+            engine,
+            &graph,
+            &qaforge_onnx::encode(&graph),
+            Path::new(label),
+            options.threads,
+            layout,
+        )?,
     })
 }
 
@@ -192,7 +203,9 @@ pub fn calibrate(
             return Err(QuantizeError::Calibration(format!("percentile {p} is outside 50..=100")));
         }
     }
-    let (ranges, engine, fallback) = in_calibration_engine(options, features, |engine| calibrate_in(engine, model, tensors, features, options, progress))?;
+    let (ranges, engine, fallback) = in_calibration_engine(options, features, |engine| {
+        calibrate_in(engine, model, tensors, features, options, progress)
+    })?;
     Ok(CalibratedRanges { ranges, features: features.count, engine, fallback })
 }
 
@@ -231,7 +244,10 @@ fn calibrate_in(
     }
     for (t, s) in tensors.iter().zip(&stats) {
         if !s.min.is_finite() || !s.max.is_finite() {
-            return Err(QuantizeError::Calibration(format!("`{t}` is not finite on the calibration features (min {}, max {})", s.min, s.max)));
+            return Err(QuantizeError::Calibration(format!(
+                "`{t}` is not finite on the calibration features (min {}, max {})",
+                s.min, s.max
+            )));
         }
     }
     if method != CalibrationMethod::MinMax {

@@ -18,7 +18,8 @@ use crate::QuantizeError;
 /// - Pow: the cube in tanh-GELU overflows float16 for |x| > 40;
 /// - ReduceMean, ReduceSum, Exp, Log, Sqrt: the same overflow and accumulation error in
 ///   graphs from other exporters (decomposed LayerNorm or Softmax).
-pub const FP16_KEEP_FLOAT_OPS: &[&str] = &["LayerNormalization", "Softmax", "Pow", "ReduceMean", "ReduceSum", "Exp", "Log", "Sqrt"];
+pub const FP16_KEEP_FLOAT_OPS: &[&str] =
+    &["LayerNormalization", "Softmax", "Pow", "ReduceMean", "ReduceSum", "Exp", "Log", "Sqrt"];
 
 /// What the FP16 pass did.
 #[derive(Debug, Default)]
@@ -43,8 +44,12 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
     // Float constants holding values beyond float16's range (±65504), which become ±inf there:
     // torch exports scale the attention mask by finfo(float32).min, and (1 − mask) × −inf is NaN
     // where the mask is 1. Their readers compute in float32.
-    let beyond_half = |t: &tract_onnx::pb::TensorProto| t.data_type == DataType::Float as i32 && f32_values(t).is_ok_and(|v| v.iter().any(|x| x.is_finite() && x.abs() > f16::MAX.to_f32()));
-    let mut out_of_range: BTreeSet<&str> = graph.initializer.iter().filter(|t| beyond_half(t)).map(|t| t.name.as_str()).collect();
+    let beyond_half = |t: &tract_onnx::pb::TensorProto| {
+        t.data_type == DataType::Float as i32
+            && f32_values(t).is_ok_and(|v| v.iter().any(|x| x.is_finite() && x.abs() > f16::MAX.to_f32()))
+    };
+    let mut out_of_range: BTreeSet<&str> =
+        graph.initializer.iter().filter(|t| beyond_half(t)).map(|t| t.name.as_str()).collect();
     for n in graph.node.iter().filter(|n| n.op_type == "Constant") {
         if tensor_attr(n, "value").is_some_and(beyond_half) {
             out_of_range.extend(n.output.iter().map(String::as_str));

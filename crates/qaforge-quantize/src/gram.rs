@@ -108,7 +108,9 @@ pub fn input_grams(
     options: &crate::QuantizeOptions,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<InputGrams, QuantizeError> {
-    let (grams, engine, fallback) = in_calibration_engine(options, features, |engine| grams_in(engine, model, tensors, features, options, progress))?;
+    let (grams, engine, fallback) = in_calibration_engine(options, features, |engine| {
+        grams_in(engine, model, tensors, features, options, progress)
+    })?;
     Ok(InputGrams { grams, features: features.count, engine, fallback })
 }
 
@@ -131,7 +133,11 @@ fn grams_in(
         features,
         options.batch_size,
         threads,
-        || Accumulator { sums: dims.iter().map(|d| vec![0i128; d * (d + 1) / 2]).collect(), rows: vec![0; dims.len()], overflow: None },
+        || Accumulator {
+            sums: dims.iter().map(|d| vec![0i128; d * (d + 1) / 2]).collect(),
+            rows: vec![0; dims.len()],
+            overflow: None,
+        },
         |acc, t, values| {
             let dim = dims[t];
             if dim == 0 || values.len() % dim != 0 {
@@ -164,7 +170,9 @@ fn grams_in(
         let mut rows = 0u64;
         for acc in &accumulators {
             for (s, v) in triangle.iter_mut().zip(&acc.sums[t]) {
-                *s = s.checked_add(*v).ok_or_else(|| QuantizeError::Calibration(format!("`{name}`: input statistics overflow")))?;
+                *s = s
+                    .checked_add(*v)
+                    .ok_or_else(|| QuantizeError::Calibration(format!("`{name}`: input statistics overflow")))?;
             }
             rows += acc.rows[t];
         }

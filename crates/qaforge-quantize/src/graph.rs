@@ -68,18 +68,30 @@ pub enum KeptFloat {
 impl std::fmt::Display for KeptFloat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            KeptFloat::QaHead => f.write_str("QA head (the last MatMul before the start/end logits): it decides every answer (default)"),
+            KeptFloat::QaHead => {
+                f.write_str("QA head (the last MatMul before the start/end logits): it decides every answer (default)")
+            }
             KeptFloat::QaHeadInt8Weights => f.write_str("QA head: int8 weights (--int8-qa-head), float activations"),
             KeptFloat::Excluded(pattern) => write!(f, "excluded by --exclude {pattern}"),
-            KeptFloat::EmbeddingPath => f.write_str("embedding path: activations stay float (default), weights stored int8"),
+            KeptFloat::EmbeddingPath => {
+                f.write_str("embedding path: activations stay float (default), weights stored int8")
+            }
             KeptFloat::EmbeddingPathInt4 => f.write_str("embedding path: int8 weights, float activations (default)"),
-            KeptFloat::ActivationProduct => f.write_str("activation × activation (attention scores or context next to Softmax) stays float"),
+            KeptFloat::ActivationProduct => {
+                f.write_str("activation × activation (attention scores or context next to Softmax) stays float")
+            }
             KeptFloat::BudgetFloat => f.write_str("size budget: float"),
             KeptFloat::BudgetInt8 => f.write_str("size budget: int8 weights, float activations"),
-            KeptFloat::Fp16KeptOp(op) => write!(f, "{op} stays float32 by default (overflow or accumulation error in float16)"),
+            KeptFloat::Fp16KeptOp(op) => {
+                write!(f, "{op} stays float32 by default (overflow or accumulation error in float16)")
+            }
             KeptFloat::GraphOutput => f.write_str("produces a graph output, which stays float32"),
-            KeptFloat::BeyondHalf(constant) => write!(f, "reads `{constant}`, a constant beyond float16's range (±65504)"),
-            KeptFloat::SensitivitySearch(group) => write!(f, "kept float by the sensitivity search ({group} ranks among the most harmful groups)"),
+            KeptFloat::BeyondHalf(constant) => {
+                write!(f, "reads `{constant}`, a constant beyond float16's range (±65504)")
+            }
+            KeptFloat::SensitivitySearch(group) => {
+                write!(f, "kept float by the sensitivity search ({group} ranks among the most harmful groups)")
+            }
         }
     }
 }

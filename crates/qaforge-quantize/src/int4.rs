@@ -80,20 +80,37 @@ fn pack_nibbles(codes: &[u8]) -> Vec<u8> {
 }
 
 /// The MatMulNBits node for `weights`, reading `x` into `output`.
-fn mat_mul_nbits(rw: &mut Rewrite<'_>, name: &str, x: &str, w: &str, output: &str, weights: &BlockWeights) -> tract_onnx::pb::NodeProto {
+fn mat_mul_nbits(
+    rw: &mut Rewrite<'_>,
+    name: &str,
+    x: &str,
+    w: &str,
+    output: &str,
+    weights: &BlockWeights,
+) -> tract_onnx::pb::NodeProto {
     let (k, n, blocks, bits) = (weights.k, weights.n, weights.blocks(), weights.bits);
     let suffix = format!("int{bits}");
     let blob = weights.block_size * bits as usize / 8;
-    let b = rw.add_initializer(&format!("{w}.{suffix}"), raw_tensor("", &[n as i64, blocks as i64, blob as i64], DataType::Uint8, weights.packed_codes()));
+    let b = rw.add_initializer(
+        &format!("{w}.{suffix}"),
+        raw_tensor("", &[n as i64, blocks as i64, blob as i64], DataType::Uint8, weights.packed_codes()),
+    );
     let s = rw.add_initializer(&format!("{w}.{suffix}_scale"), float_tensor(&[(n * blocks) as i64], &weights.scales));
     let mut inputs = vec![x.to_string(), b, s];
     if weights.needs_zero_points() {
         let zeros = weights.packed_zeros();
-        inputs.push(rw.add_initializer(&format!("{w}.{suffix}_zero_point"), raw_tensor("", &[zeros.len() as i64], DataType::Uint8, zeros)));
+        inputs.push(rw.add_initializer(
+            &format!("{w}.{suffix}_zero_point"),
+            raw_tensor("", &[zeros.len() as i64], DataType::Uint8, zeros),
+        ));
     }
     let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let attributes: Vec<AttributeProto> =
-        vec![int_attribute("K", k as i64), int_attribute("N", n as i64), int_attribute("bits", bits as i64), int_attribute("block_size", weights.block_size as i64)];
+    let attributes: Vec<AttributeProto> = vec![
+        int_attribute("K", k as i64),
+        int_attribute("N", n as i64),
+        int_attribute("bits", bits as i64),
+        int_attribute("block_size", weights.block_size as i64),
+    ];
     microsoft(node("MatMulNBits", name, &inputs, &[output], attributes))
 }
 
@@ -109,10 +126,17 @@ fn microsoft(mut n: tract_onnx::pb::NodeProto) -> tract_onnx::pb::NodeProto {
 /// Quantizes `graph` in place; `exclude` and `int8_qa_head` as in int8 (the QA head stays float
 /// unless asked, and then gets int8 weights, not 4 bits). `plan` says how products are stored
 /// ([`crate::budget::planner`] on the same graph: every product has an entry).
-pub fn quantize(graph: &mut GraphProto, selection: &Selection, options: Int4Options, plan: &Plan) -> Result<Int4Summary, QuantizeError> {
+pub fn quantize(
+    graph: &mut GraphProto,
+    selection: &Selection,
+    options: Int4Options,
+    plan: &Plan,
+) -> Result<Int4Summary, QuantizeError> {
     let block_size = options.block_size;
     if !(16..=256).contains(&block_size) || !block_size.is_power_of_two() {
-        return Err(QuantizeError::Graph(format!("--block-size {block_size}: int4 blocks hold 16, 32, 64, 128 or 256 weights")));
+        return Err(QuantizeError::Graph(format!(
+            "--block-size {block_size}: int4 blocks hold 16, 32, 64, 128 or 256 weights"
+        )));
     }
     let mut summary = Int4Summary { kept_float: activation_matmuls(graph), ..Default::default() };
     let int8_weights = WeightOptions { per_tensor: false, storage: WeightStorage::Int8 };
@@ -174,7 +198,9 @@ pub fn quantize(graph: &mut GraphProto, selection: &Selection, options: Int4Opti
         // but an int64 graph input (the token ids) is stored int8.
         let gathered = readers.iter().all(|&r| {
             let n = rw.node(r);
-            n.op_type == "Gather" && qaforge_onnx::edit::int_attr(n, "axis").unwrap_or(0) == 0 && rw.input_elem_type(&n.input[1]) == Some(DataType::Int64 as i32)
+            n.op_type == "Gather"
+                && qaforge_onnx::edit::int_attr(n, "axis").unwrap_or(0) == 0
+                && rw.input_elem_type(&n.input[1]) == Some(DataType::Int64 as i32)
         });
         let init = rw.initializer(&table).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{table}`")))?;
         let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
@@ -182,8 +208,14 @@ pub fn quantize(graph: &mut GraphProto, selection: &Selection, options: Int4Opti
         match (options.tables, gathered, table_block) {
             (TableBits::Int4, true, Some(table_block)) => {
                 let (codes, scales) = quantize_blocks(&f32_values(init)?, rows, cols, table_block);
-                let data = rw.add_initializer(&format!("{table}.int4"), raw_tensor("", &[rows as i64, (cols / 2) as i64], DataType::Uint8, pack_nibbles(&codes)));
-                let s = rw.add_initializer(&format!("{table}.int4_scale"), float_tensor(&[rows as i64, (cols / table_block) as i64], &scales));
+                let data = rw.add_initializer(
+                    &format!("{table}.int4"),
+                    raw_tensor("", &[rows as i64, (cols / 2) as i64], DataType::Uint8, pack_nibbles(&codes)),
+                );
+                let s = rw.add_initializer(
+                    &format!("{table}.int4_scale"),
+                    float_tensor(&[rows as i64, (cols / table_block) as i64], &scales),
+                );
                 for r in readers {
                     let n = rw.node(r).clone();
                     let attributes = vec![
@@ -192,7 +224,16 @@ pub fn quantize(graph: &mut GraphProto, selection: &Selection, options: Int4Opti
                         int_attribute("gather_axis", 0),
                         int_attribute("quantize_axis", 1),
                     ];
-                    rw.replace(r, [microsoft(node("GatherBlockQuantized", &n.name, &[&data, &n.input[1], &s], &[&n.output[0]], attributes))]);
+                    rw.replace(
+                        r,
+                        [microsoft(node(
+                            "GatherBlockQuantized",
+                            &n.name,
+                            &[&data, &n.input[1], &s],
+                            &[&n.output[0]],
+                            attributes,
+                        ))],
+                    );
                 }
                 summary.int4_tables.push(table);
             }
@@ -219,11 +260,23 @@ mod tests {
         assert_eq!(codes.len(), 32);
         assert_eq!(codes[8], 8, "zero is exact");
         assert!(codes[20..].iter().all(|&c| c == 8), "padding dequantizes to zero");
-        let error = |codes: &[u8], scales: &[f32]| -> f32 { values.iter().enumerate().map(|(i, v)| ((codes[i] as f32 - 8.0) * scales[i / 16] - v).powi(2)).sum() };
+        let error = |codes: &[u8], scales: &[f32]| -> f32 {
+            values.iter().enumerate().map(|(i, v)| ((codes[i] as f32 - 8.0) * scales[i / 16] - v).powi(2)).sum()
+        };
         // Round to nearest (max |w| / 7, codes -7..=7) is one of the candidates: never better.
-        let nearest: Vec<f32> = [2.0f32 / 7.0, 11.0 / 8.0 / 7.0].iter().map(|s| half::f16::from_f32(*s).to_f32()).collect();
-        let nearest_codes: Vec<u8> = values.iter().enumerate().map(|(i, v)| ((v / nearest[i / 16]).round().clamp(-8.0, 7.0) as i8 + 8) as u8).collect();
-        assert!(error(&codes, &scales) <= error(&nearest_codes, &nearest), "{} > {}", error(&codes, &scales), error(&nearest_codes, &nearest));
+        let nearest: Vec<f32> =
+            [2.0f32 / 7.0, 11.0 / 8.0 / 7.0].iter().map(|s| half::f16::from_f32(*s).to_f32()).collect();
+        let nearest_codes: Vec<u8> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| ((v / nearest[i / 16]).round().clamp(-8.0, 7.0) as i8 + 8) as u8)
+            .collect();
+        assert!(
+            error(&codes, &scales) <= error(&nearest_codes, &nearest),
+            "{} > {}",
+            error(&codes, &scales),
+            error(&nearest_codes, &nearest)
+        );
         assert!(scales.iter().all(|&s| half::f16::from_f32(s).to_f32() == s), "float16-exact scales");
         for (i, v) in values.iter().enumerate() {
             let s = scales[i / 16];

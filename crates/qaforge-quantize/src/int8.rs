@@ -9,8 +9,8 @@ use qaforge_onnx::edit::{element_count, f32_values, int_attribute, node, raw_ten
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
 
 use crate::calibrate::ActivationRange;
-use crate::options::{WeightOptions, WeightStorage};
 use crate::graph::Reasons;
+use crate::options::{WeightOptions, WeightStorage};
 use crate::selection::{activation_matmuls, is_float_matrix, Decision, Selection};
 use crate::QuantizeError;
 
@@ -29,7 +29,9 @@ impl WeightStorage {
     /// The ONNX element type, the zero point, and the stored bytes of symmetric values `q`.
     fn encode(self, q: &[i8]) -> (DataType, u8, Vec<u8>) {
         match self {
-            WeightStorage::Int8 | WeightStorage::Int8SevenBit => (DataType::Int8, 0, q.iter().map(|&v| v as u8).collect()),
+            WeightStorage::Int8 | WeightStorage::Int8SevenBit => {
+                (DataType::Int8, 0, q.iter().map(|&v| v as u8).collect())
+            }
             WeightStorage::Uint8Offset => (DataType::Uint8, 128, q.iter().map(|&v| (v as i16 + 128) as u8).collect()),
         }
     }
@@ -37,10 +39,30 @@ impl WeightStorage {
 
 /// Symmetric int8 quantization of a `[rows, cols]` matrix with one scale per column (`axis` 1)
 /// or per row (`axis` 0), or one scale for all. Returns (int8 values, scales).
-pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize, options: WeightOptions) -> (Vec<i8>, Vec<f32>) {
+pub fn quantize_symmetric(
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    axis: usize,
+    options: WeightOptions,
+) -> (Vec<i8>, Vec<f32>) {
     let (qmin, qmax) = options.storage.range();
-    let channels = if options.per_tensor { 1 } else if axis == 0 { rows } else { cols };
-    let channel = |r: usize, c: usize| if options.per_tensor { 0 } else if axis == 0 { r } else { c };
+    let channels = if options.per_tensor {
+        1
+    } else if axis == 0 {
+        rows
+    } else {
+        cols
+    };
+    let channel = |r: usize, c: usize| {
+        if options.per_tensor {
+            0
+        } else if axis == 0 {
+            r
+        } else {
+            c
+        }
+    };
     let mut amax = vec![0f32; channels];
     for r in 0..rows {
         for c in 0..cols {
@@ -62,16 +84,28 @@ pub fn quantize_symmetric(values: &[f32], rows: usize, cols: usize, axis: usize,
 
 /// Adds an int8 copy of the float matrix initializer `name` with its scales and zero points, and
 /// returns a DequantizeLinear node producing the float matrix again.
-pub(crate) fn dequantized_weight(rw: &mut Rewrite<'_>, name: &str, axis: usize, options: WeightOptions) -> Result<(NodeProto, String), QuantizeError> {
+pub(crate) fn dequantized_weight(
+    rw: &mut Rewrite<'_>,
+    name: &str,
+    axis: usize,
+    options: WeightOptions,
+) -> Result<(NodeProto, String), QuantizeError> {
     let init = rw.initializer(name).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{name}`")))?;
     let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
     let values = f32_values(init)?;
     let (q, scales) = quantize_symmetric(&values, rows, cols, axis, options);
     let channel_dims: Vec<i64> = if options.per_tensor { vec![] } else { vec![scales.len() as i64] };
     let (data_type, zero_point, stored) = options.storage.encode(&q);
-    let q_name = rw.add_initializer(&format!("{name}.quantized"), raw_tensor("", &[rows as i64, cols as i64], data_type, stored));
-    let s_name = rw.add_initializer(&format!("{name}.scale"), raw_tensor("", &channel_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
-    let z_name = rw.add_initializer(&format!("{name}.zero_point"), raw_tensor("", &channel_dims, data_type, vec![zero_point; scales.len()]));
+    let q_name = rw
+        .add_initializer(&format!("{name}.quantized"), raw_tensor("", &[rows as i64, cols as i64], data_type, stored));
+    let s_name = rw.add_initializer(
+        &format!("{name}.scale"),
+        raw_tensor("", &channel_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    );
+    let z_name = rw.add_initializer(
+        &format!("{name}.zero_point"),
+        raw_tensor("", &channel_dims, data_type, vec![zero_point; scales.len()]),
+    );
     let out = rw.names.fresh(&format!("{name}.dequantized"));
     let mut attributes = vec![];
     if !options.per_tensor {
@@ -90,7 +124,12 @@ pub(crate) fn embedding_tables(graph: &GraphProto) -> Vec<(String, Vec<usize>)> 
         .filter(|t| is_float_matrix(t) && element_count(t).is_ok_and(|n| n >= MIN_TABLE_ELEMENTS))
         .filter_map(|t| {
             let readers = index.consumers.get(&t.name)?;
-            readers.iter().all(|&r| matches!(graph.node[r].op_type.as_str(), "Gather" | "Slice") && graph.node[r].input[0] == t.name).then(|| (t.name.clone(), readers.clone()))
+            readers
+                .iter()
+                .all(|&r| {
+                    matches!(graph.node[r].op_type.as_str(), "Gather" | "Slice") && graph.node[r].input[0] == t.name
+                })
+                .then(|| (t.name.clone(), readers.clone()))
         })
         .collect()
 }
@@ -98,7 +137,8 @@ pub(crate) fn embedding_tables(graph: &GraphProto) -> Vec<(String, Vec<usize>)> 
 /// Stores `table` int8 per row, dequantized before its `readers`. Tables are only dequantized
 /// (exact on every engine), never multiplied as integers: full-range int8 whatever the target.
 pub(crate) fn store_table_int8(rw: &mut Rewrite<'_>, table: &str, readers: &[usize]) -> Result<(), QuantizeError> {
-    let (dq, dq_out) = dequantized_weight(rw, table, 0, WeightOptions { per_tensor: false, storage: WeightStorage::Int8 })?;
+    let (dq, dq_out) =
+        dequantized_weight(rw, table, 0, WeightOptions { per_tensor: false, storage: WeightStorage::Int8 })?;
     rw.insert_before(readers[0], dq);
     for &r in readers {
         rw.graph.node[r].input[0] = dq_out.clone();
@@ -126,7 +166,12 @@ pub struct Int8Summary {
 }
 
 /// Quantizes `graph` in place.
-pub fn quantize(graph: &mut GraphProto, selection: &Selection, weights: WeightOptions, activations: Activations<'_>) -> Result<Int8Summary, QuantizeError> {
+pub fn quantize(
+    graph: &mut GraphProto,
+    selection: &Selection,
+    weights: WeightOptions,
+    activations: Activations<'_>,
+) -> Result<Int8Summary, QuantizeError> {
     let mut summary = Int8Summary { kept_float: activation_matmuls(graph), ..Default::default() };
     let mut rw = Rewrite::new(graph);
     let mut activation_qdq: HashMap<String, String> = HashMap::new();
@@ -152,18 +197,36 @@ pub fn quantize(graph: &mut GraphProto, selection: &Selection, weights: WeightOp
                 let (q, scales) = quantize_symmetric(&f32_values(init)?, rows, cols, 1, weights);
                 let scale_dims: Vec<i64> = if weights.per_tensor { vec![] } else { vec![cols as i64] };
                 let (data_type, zero_point, stored) = weights.storage.encode(&q);
-                let q_name = rw.add_initializer(&format!("{w}.quantized"), raw_tensor("", &[rows as i64, cols as i64], data_type, stored));
-                let s_name = rw.add_initializer(&format!("{w}.scale"), raw_tensor("", &scale_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+                let q_name = rw.add_initializer(
+                    &format!("{w}.quantized"),
+                    raw_tensor("", &[rows as i64, cols as i64], data_type, stored),
+                );
+                let s_name = rw.add_initializer(
+                    &format!("{w}.scale"),
+                    raw_tensor("", &scale_dims, DataType::Float, scales.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                );
                 // uint8 weights carry their offset as MatMulInteger's b_zero_point (one scalar:
                 // every column is offset by 128).
-                let weight_zero_point = (zero_point != 0).then(|| rw.add_initializer(&format!("{w}.zero_point"), raw_tensor("", &[], data_type, vec![zero_point])));
+                let weight_zero_point = (zero_point != 0).then(|| {
+                    rw.add_initializer(&format!("{w}.zero_point"), raw_tensor("", &[], data_type, vec![zero_point]))
+                });
                 let mut nodes = vec![];
                 let [xq, xs, xz] = match dynamic_inputs.get(&x) {
                     Some(outs) => outs.clone(),
                     None => {
                         let base = rw.names.fresh(&format!("{x}.quantize_dynamic"));
-                        let outs = [base.clone(), rw.names.fresh(&format!("{base}.scale")), rw.names.fresh(&format!("{base}.zero_point"))];
-                        nodes.push(node("DynamicQuantizeLinear", &base, &[&x], &[&outs[0], &outs[1], &outs[2]], vec![]));
+                        let outs = [
+                            base.clone(),
+                            rw.names.fresh(&format!("{base}.scale")),
+                            rw.names.fresh(&format!("{base}.zero_point")),
+                        ];
+                        nodes.push(node(
+                            "DynamicQuantizeLinear",
+                            &base,
+                            &[&x],
+                            &[&outs[0], &outs[1], &outs[2]],
+                            vec![],
+                        ));
                         dynamic_inputs.insert(x.clone(), outs.clone());
                         outs
                     }
@@ -173,7 +236,13 @@ pub fn quantize(graph: &mut GraphProto, selection: &Selection, weights: WeightOp
                 inputs.extend(weight_zero_point.as_deref());
                 nodes.push(node("MatMulInteger", &product, &inputs, &[&product], vec![]));
                 let cast = rw.names.fresh(&format!("{name}.integer.float"));
-                nodes.push(node("Cast", &cast, &[&product], &[&cast], vec![int_attribute("to", DataType::Float as i64)]));
+                nodes.push(node(
+                    "Cast",
+                    &cast,
+                    &[&product],
+                    &[&cast],
+                    vec![int_attribute("to", DataType::Float as i64)],
+                ));
                 let scale = rw.names.fresh(&format!("{name}.output_scale"));
                 nodes.push(node("Mul", &scale, &[&xs, &s_name], &[&scale], vec![]));
                 // The last node keeps the MatMul's name and output, so the rest of the graph is untouched.
@@ -186,13 +255,21 @@ pub fn quantize(graph: &mut GraphProto, selection: &Selection, weights: WeightOp
                 let (dq, dq_out) = dequantized_weight(&mut rw, &w, 1, weights)?;
                 rw.insert_before(i, dq);
                 if let (Activations::Static(ranges), true) = (&activations, quantize_activation) {
-                    let range = ranges.get(&x).ok_or_else(|| QuantizeError::Calibration(format!("no calibrated range for `{x}` (input of {name})")))?;
+                    let range = ranges.get(&x).ok_or_else(|| {
+                        QuantizeError::Calibration(format!("no calibrated range for `{x}` (input of {name})"))
+                    })?;
                     let qdq = match activation_qdq.get(&x) {
                         Some(q) => q.clone(),
                         None => {
                             let (scale, zero_point) = range.scale_zero_point();
-                            let s = rw.add_initializer(&format!("{x}.scale"), raw_tensor("", &[], DataType::Float, scale.to_le_bytes().to_vec()));
-                            let z = rw.add_initializer(&format!("{x}.zero_point"), raw_tensor("", &[], DataType::Uint8, vec![zero_point]));
+                            let s = rw.add_initializer(
+                                &format!("{x}.scale"),
+                                raw_tensor("", &[], DataType::Float, scale.to_le_bytes().to_vec()),
+                            );
+                            let z = rw.add_initializer(
+                                &format!("{x}.zero_point"),
+                                raw_tensor("", &[], DataType::Uint8, vec![zero_point]),
+                            );
                             let q = rw.names.fresh(&format!("{x}.quantized"));
                             rw.insert_before(i, node("QuantizeLinear", &q, &[&x, &s, &z], &[&q], vec![]));
                             let d = rw.names.fresh(&format!("{x}.dequantized"));
@@ -229,7 +306,13 @@ mod tests {
         let (q, s) = quantize_symmetric(&[1.0, -4.0, -2.0, 8.0], 2, 2, 1, WeightOptions::default());
         assert_eq!(s, vec![2.0 / 127.0, 8.0 / 127.0]);
         assert_eq!(q, vec![64, -64, -127, 127]);
-        let (q, s) = quantize_symmetric(&[1.0, -3.0, -2.0, 8.0], 2, 2, 1, WeightOptions { per_tensor: true, storage: WeightStorage::Int8SevenBit });
+        let (q, s) = quantize_symmetric(
+            &[1.0, -3.0, -2.0, 8.0],
+            2,
+            2,
+            1,
+            WeightOptions { per_tensor: true, storage: WeightStorage::Int8SevenBit },
+        );
         assert_eq!(s, vec![8.0 / 63.0]);
         assert_eq!(q, vec![8, -24, -16, 63]);
         let (q, s) = quantize_symmetric(&[0.0, 0.0], 1, 2, 0, WeightOptions::default());
@@ -240,7 +323,13 @@ mod tests {
     fn uint8_offset_keeps_the_int8_levels() {
         let values = [1.0, -4.0, -2.0, 8.0];
         let int8 = quantize_symmetric(&values, 2, 2, 1, WeightOptions::default());
-        let uint8 = quantize_symmetric(&values, 2, 2, 1, WeightOptions { per_tensor: false, storage: WeightStorage::Uint8Offset });
+        let uint8 = quantize_symmetric(
+            &values,
+            2,
+            2,
+            1,
+            WeightOptions { per_tensor: false, storage: WeightStorage::Uint8Offset },
+        );
         assert_eq!(int8, uint8);
         let (ty, zero_point, bytes) = WeightStorage::Uint8Offset.encode(&uint8.0);
         assert_eq!((ty, zero_point), (DataType::Uint8, 128));

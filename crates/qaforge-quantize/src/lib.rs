@@ -54,10 +54,13 @@ use tract_onnx::pb::{ModelProto, StringStringEntryProto};
 pub use calibrate::{ActivationRange, CalibratedRanges};
 pub use gram::InputGrams;
 pub use graph::KeptFloat;
-pub use options::{CalibrationMethod, Int4Options, MethodName, QuantizeOptions, Rounding, TableBits, Target, WeightOptions, WeightStorage};
-pub use selection::Selection;
+pub use options::{
+    CalibrationMethod, Int4Options, MethodName, QuantizeOptions, Rounding, TableBits, Target, WeightOptions,
+    WeightStorage,
+};
 /// The engines calibration can run in (see [`QuantizeOptions::calibration_engine`]).
 pub use qaforge_runtime::EngineChoice;
+pub use selection::Selection;
 
 /// Errors of quantization.
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +82,20 @@ impl From<qaforge_onnx::edit::GraphError> for QuantizeError {
     }
 }
 
+use qaforge_provenance::keys;
 /// Precisions: [`Precision::Fp16`], [`Precision::Int8Dynamic`] and [`Precision::Int8Static`] are
 /// what quantization makes; `Fp32` is its input.
 pub use qaforge_provenance::Precision;
-use qaforge_provenance::keys;
 
 /// A tract session for `model` (the input graph or one derived from it: passes keep its inputs),
 /// its inputs fed as `options.input_names` or their names and positions say.
 /// tract computes with its generic kernels here (see [`qaforge_runtime::kernels`]), so that what
 /// the session measures, and the artifact chosen from it, is the same on every CPU.
-pub(crate) fn tract_session(model: &ModelProto, label: &str, options: &QuantizeOptions) -> Result<qaforge_runtime::TractSession, QuantizeError> {
+pub(crate) fn tract_session(
+    model: &ModelProto,
+    label: &str,
+    options: &QuantizeOptions,
+) -> Result<qaforge_runtime::TractSession, QuantizeError> {
     qaforge_runtime::kernels::use_portable_kernels()?;
     let layout = qaforge_runtime::check_inputs(model, std::path::Path::new(label), options.input_names.as_deref())?;
     Ok(qaforge_runtime::TractSession::with_layout(model, label, layout)?)
@@ -131,11 +138,15 @@ fn check_float_input(model: &ModelProto) -> Result<(), QuantizeError> {
         // A graph from another tool: its operators say whether it is quantized already.
         None => match qaforge_onnx::infer_precision(model) {
             Ok((Precision::Fp32, _)) => Ok(()),
-            Ok((other, why)) => Err(QuantizeError::Graph(format!("the input is already {other} ({why}); quantize the fp32 model instead"))),
+            Ok((other, why)) => Err(QuantizeError::Graph(format!(
+                "the input is already {other} ({why}); quantize the fp32 model instead"
+            ))),
             Err(why) => Err(QuantizeError::Graph(format!("the input is already quantized: {why}"))),
         },
         Some(name) if name == Precision::Fp32.as_str() => Ok(()),
-        Some(other) => Err(QuantizeError::Graph(format!("the input is already {other}; quantize the fp32 artifact instead"))),
+        Some(other) => {
+            Err(QuantizeError::Graph(format!("the input is already {other}; quantize the fp32 artifact instead")))
+        }
     }
 }
 
@@ -164,7 +175,9 @@ impl<'a> Request<'a> {
     fn features<'f>(&self, calibration: Option<&'f Features>) -> Result<Option<&'f Features>, QuantizeError> {
         let missing = match self.options.precision {
             Precision::Int8Static => "int8-static needs calibration features",
-            _ if needs_statistics(self.options) => "GPTQ rounding and --max-size need calibration features (--calibration and --tokenizer)",
+            _ if needs_statistics(self.options) => {
+                "GPTQ rounding and --max-size need calibration features (--calibration and --tokenizer)"
+            }
             _ => return Ok(None),
         };
         let features = calibration.ok_or_else(|| QuantizeError::Calibration(missing.into()))?;
@@ -175,7 +188,11 @@ impl<'a> Request<'a> {
     }
 
     /// For int8-static, the calibrated ranges of every activation to quantize.
-    fn ranges(&self, features: Option<&Features>, progress: &(dyn Fn(usize) + Sync)) -> Result<Option<CalibratedRanges>, QuantizeError> {
+    fn ranges(
+        &self,
+        features: Option<&Features>,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Option<CalibratedRanges>, QuantizeError> {
         match features {
             Some(features) if self.options.precision == Precision::Int8Static => {
                 let tensors = self.selection.calibration_tensors(self.graph);
@@ -187,7 +204,11 @@ impl<'a> Request<'a> {
 
     /// For int4 with GPTQ rounding or a size budget, the Gram matrices of the inputs of every
     /// product to quantize.
-    fn statistics(&self, features: Option<&Features>, progress: &(dyn Fn(usize) + Sync)) -> Result<Option<InputGrams>, QuantizeError> {
+    fn statistics(
+        &self,
+        features: Option<&Features>,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Option<InputGrams>, QuantizeError> {
         match features {
             Some(features) if needs_statistics(self.options) => {
                 let tensors = budget::statistics_tensors(self.graph, &self.selection)?;
@@ -264,7 +285,12 @@ pub fn apply(
     apply_request(&Request::new(model, options)?, ranges, grams, input_sha256)
 }
 
-fn apply_request(request: &Request<'_>, ranges: Option<&CalibratedRanges>, grams: Option<&InputGrams>, input_sha256: &str) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+fn apply_request(
+    request: &Request<'_>,
+    ranges: Option<&CalibratedRanges>,
+    grams: Option<&InputGrams>,
+    input_sha256: &str,
+) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     if request.options.precision == Precision::Int4 {
         return apply_int4(request, grams, input_sha256);
     }
@@ -275,11 +301,18 @@ fn apply_request(request: &Request<'_>, ranges: Option<&CalibratedRanges>, grams
 /// artifact fits. The budget covers the products' weights after everything else the artifact
 /// holds, measured by writing it with the smallest options; the written size is then checked,
 /// and the products' share lowered by any overshoot (protobuf framing) and chosen again.
-fn apply_int4(request: &Request<'_>, grams: Option<&InputGrams>, input_sha256: &str) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
+fn apply_int4(
+    request: &Request<'_>,
+    grams: Option<&InputGrams>,
+    input_sha256: &str,
+) -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
     let options = request.options;
     let int4 = &options.int4;
     if !(16..=256).contains(&int4.block_size) || !int4.block_size.is_power_of_two() {
-        return Err(QuantizeError::Graph(format!("--block-size {}: int4 blocks hold 16, 32, 64, 128 or 256 weights", int4.block_size)));
+        return Err(QuantizeError::Graph(format!(
+            "--block-size {}: int4 blocks hold 16, 32, 64, 128 or 256 weights",
+            int4.block_size
+        )));
     }
     let planner = budget::planner(request.graph, &request.selection, int4, grams, options.threads)?;
     let quantized = |plan: &budget::Plan| -> Result<(ModelProto, QuantizeSummary), QuantizeError> {
@@ -335,7 +368,11 @@ fn apply_plan(
     let mut out = request.model.clone();
     let mut summary = QuantizeSummary::default();
     match options.precision {
-        Precision::Fp32 => return Err(QuantizeError::Graph("fp32 is the input precision, not a quantization (choose fp16, int8-dynamic or int8-static)".into())),
+        Precision::Fp32 => {
+            return Err(QuantizeError::Graph(
+                "fp32 is the input precision, not a quantization (choose fp16, int8-dynamic or int8-static)".into(),
+            ))
+        }
         Precision::Fp16 => {
             let s = fp16::convert(&mut out, &options.exclude)?;
             summary.converted = s.half_nodes;
@@ -344,7 +381,8 @@ fn apply_plan(
         }
         Precision::Int8Dynamic | Precision::Int8Static => {
             let activations = if options.precision == Precision::Int8Static {
-                let calibrated = ranges.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibrated ranges".into()))?;
+                let calibrated =
+                    ranges.ok_or_else(|| QuantizeError::Calibration("int8-static needs calibrated ranges".into()))?;
                 summary.ranges = calibrated.ranges.clone();
                 summary.calibration_features = calibrated.features;
                 summary.calibration_engine = Some(engine_name(&calibrated.engine));
@@ -392,7 +430,11 @@ fn apply_plan(
     }
     if options.precision == Precision::Int4 {
         let int4 = &options.int4;
-        let mut int4 = format!("symmetric 4-bit blocks of {} (MatMulNBits), embedding tables {}", int4.block_size, int4.tables.as_str());
+        let mut int4 = format!(
+            "symmetric 4-bit blocks of {} (MatMulNBits), embedding tables {}",
+            int4.block_size,
+            int4.tables.as_str()
+        );
         if options.int4.rounding == Rounding::Gptq {
             int4.push_str(", GPTQ rounding");
         }
@@ -402,7 +444,11 @@ fn apply_plan(
         metadata.push((keys::QUANTIZE_INT4.into(), int4));
     }
     if options.precision.is_int8() {
-        let weights = format!("symmetric {}, {}", if options.weights.per_tensor { "per-tensor" } else { "per-channel" }, options.weights.storage.describe());
+        let weights = format!(
+            "symmetric {}, {}",
+            if options.weights.per_tensor { "per-tensor" } else { "per-channel" },
+            options.weights.storage.describe()
+        );
         metadata.push((keys::QUANTIZE_TARGET.into(), options.target.as_str().into()));
         metadata.push((keys::QUANTIZE_WEIGHTS.into(), weights));
     }
@@ -416,7 +462,11 @@ fn apply_plan(
     // CPU reproduces them. tract's generic kernels compute the same bits on every CPU; ONNX
     // Runtime's are chosen by the CPU that ran the float graph.
     if let Some(engine) = summary.calibration_engine {
-        let kernels = if engine == "tract" { "generic (the same on every CPU)" } else { "this CPU's (another CPU may calibrate other ranges)" };
+        let kernels = if engine == "tract" {
+            "generic (the same on every CPU)"
+        } else {
+            "this CPU's (another CPU may calibrate other ranges)"
+        };
         metadata.push((keys::QUANTIZE_CALIBRATION_ENGINE.into(), engine.into()));
         metadata.push((keys::QUANTIZE_CALIBRATION_KERNELS.into(), kernels.into()));
         if let Some(why) = &summary.calibration_fallback {

@@ -41,37 +41,38 @@ pub(crate) struct Product {
 }
 
 impl Selection {
-/// Decides every MatMul by a constant 2-D float weight, in graph order: the QA head stays float
-/// (unless `int8_qa_head`), `exclude` patterns keep nodes float, the embedding path keeps float
-/// activations. The QA head and the embedding path are found by the graph's structure, not by
-/// node names, so that graphs from other exporters get the same defaults.
-pub fn of(graph: &GraphProto, exclude: &[String], int8_qa_head: bool) -> Self {
-    let index = GraphIndex::new(graph);
-    let is_weight_matmul = |n: &NodeProto| {
-        n.op_type == "MatMul" && n.input.len() == 2 && index.initializers.get(&n.input[1]).is_some_and(|&i| is_float_matrix(&graph.initializer[i]))
-    };
-    let heads = qa_heads(graph, &index);
-    let decisions = graph
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| is_weight_matmul(n))
-        .map(|(i, n)| {
-            let decision = if heads.contains(&i) && !int8_qa_head {
-                Decision::Float(KeptFloat::QaHead)
-            } else if let Some(p) = matching_pattern(exclude, n) {
-                Decision::Float(KeptFloat::Excluded(p.to_string()))
-            } else if reads_embedding_tables(graph, &index, &n.input[0]) {
-                Decision::WeightOnly(KeptFloat::EmbeddingPath)
-            } else {
-                Decision::Quantize
-            };
-            (i, decision)
-        })
-        .collect();
-    Selection { decisions, heads }
-}
-
+    /// Decides every MatMul by a constant 2-D float weight, in graph order: the QA head stays float
+    /// (unless `int8_qa_head`), `exclude` patterns keep nodes float, the embedding path keeps float
+    /// activations. The QA head and the embedding path are found by the graph's structure, not by
+    /// node names, so that graphs from other exporters get the same defaults.
+    pub fn of(graph: &GraphProto, exclude: &[String], int8_qa_head: bool) -> Self {
+        let index = GraphIndex::new(graph);
+        let is_weight_matmul = |n: &NodeProto| {
+            n.op_type == "MatMul"
+                && n.input.len() == 2
+                && index.initializers.get(&n.input[1]).is_some_and(|&i| is_float_matrix(&graph.initializer[i]))
+        };
+        let heads = qa_heads(graph, &index);
+        let decisions = graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| is_weight_matmul(n))
+            .map(|(i, n)| {
+                let decision = if heads.contains(&i) && !int8_qa_head {
+                    Decision::Float(KeptFloat::QaHead)
+                } else if let Some(p) = matching_pattern(exclude, n) {
+                    Decision::Float(KeptFloat::Excluded(p.to_string()))
+                } else if reads_embedding_tables(graph, &index, &n.input[0]) {
+                    Decision::WeightOnly(KeptFloat::EmbeddingPath)
+                } else {
+                    Decision::Quantize
+                };
+                (i, decision)
+            })
+            .collect();
+        Selection { decisions, heads }
+    }
 
     /// Every product by a constant weight with its decision, in graph order.
     pub fn decisions(&self) -> &[(usize, Decision)] {
@@ -105,16 +106,44 @@ pub fn of(graph: &GraphProto, exclude: &[String], int8_qa_head: bool) -> Self {
                 continue;
             }
             let n = &graph.node[*i];
-            let weight = graph.initializer.iter().position(|t| t.name == n.input[1]).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{}`", n.input[1])))?;
+            let weight = graph
+                .initializer
+                .iter()
+                .position(|t| t.name == n.input[1])
+                .ok_or_else(|| QuantizeError::Graph(format!("no initializer `{}`", n.input[1])))?;
             let dims = &graph.initializer[weight].dims;
-            out.push(Product { node: n.name.clone(), output: n.output[0].clone(), input: n.input[0].clone(), weight, k: dims[0] as usize, n: dims[1] as usize });
+            out.push(Product {
+                node: n.name.clone(),
+                output: n.output[0].clone(),
+                input: n.input[0].clone(),
+                weight,
+                k: dims[0] as usize,
+                n: dims[1] as usize,
+            });
         }
         Ok(out)
     }
 }
 
 /// Ops that only select, move or re-type data: a tensor that passes through them keeps its role.
-const DATA_MOVEMENT: &[&str] = &["Gather", "Slice", "Pad", "Concat", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Split", "Identity", "Flatten", "Expand", "Cast", "Shape", "Constant", "ConstantOfShape"];
+const DATA_MOVEMENT: &[&str] = &[
+    "Gather",
+    "Slice",
+    "Pad",
+    "Concat",
+    "Reshape",
+    "Unsqueeze",
+    "Squeeze",
+    "Transpose",
+    "Split",
+    "Identity",
+    "Flatten",
+    "Expand",
+    "Cast",
+    "Shape",
+    "Constant",
+    "ConstantOfShape",
+];
 
 /// The QA head: the MatMuls from which a graph output is reached without passing another MatMul
 /// (walking back from every output, stopping at the first MatMul on each path).
@@ -158,7 +187,9 @@ fn reads_embedding_tables(graph: &GraphProto, index: &GraphIndex, tensor: &str) 
             found_table = true;
             continue;
         }
-        stack.extend(n.input.iter().filter(|i| !i.is_empty() && !index.initializers.contains_key(*i)).map(String::as_str));
+        stack.extend(
+            n.input.iter().filter(|i| !i.is_empty() && !index.initializers.contains_key(*i)).map(String::as_str),
+        );
     }
     found_table
 }
@@ -179,4 +210,3 @@ pub fn activation_matmuls(graph: &GraphProto) -> Reasons {
         .map(|n| (n.name.clone(), KeptFloat::ActivationProduct))
         .collect()
 }
-

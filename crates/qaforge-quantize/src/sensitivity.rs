@@ -30,7 +30,12 @@ pub struct EvaluationSlice<'a> {
 /// is its disagreement with the float graph in F1 points, and no gold labels are needed. Returns
 /// the pseudo-labelled data and the float graph's F1 on it (100 by construction, computed as
 /// [`f1_of`] computes it).
-pub fn label_free(model: &ModelProto, data: &SquadFile, features: &Features, options: &QuantizeOptions) -> Result<(SquadFile, f64), QuantizeError> {
+pub fn label_free(
+    model: &ModelProto,
+    data: &SquadFile,
+    features: &Features,
+    options: &QuantizeOptions,
+) -> Result<(SquadFile, f64), QuantizeError> {
     let session = crate::tract_session(model, "float graph", options)?;
     let logits = session.run_features(features, 8, options.threads, &|_| {})?;
     let predictions = predict_all(data, features, &logits.start, &logits.end, &PostprocessOptions::default(), true);
@@ -47,8 +52,17 @@ pub fn label_free(model: &ModelProto, data: &SquadFile, features: &Features, opt
 /// The questions of `data` after those whose features calibrate (the first `calibration_features`
 /// features), at most `questions` of them, with their features: held back from calibration, so
 /// the search measures on questions the ranges were not fitted to.
-pub fn held_back(data: &SquadFile, features: &Features, calibration_features: usize, questions: usize) -> Option<(SquadFile, Features)> {
-    let first = if calibration_features == 0 { 0 } else { features.example_index.get(calibration_features.min(features.count) - 1)? + 1 };
+pub fn held_back(
+    data: &SquadFile,
+    features: &Features,
+    calibration_features: usize,
+    questions: usize,
+) -> Option<(SquadFile, Features)> {
+    let first = if calibration_features == 0 {
+        0
+    } else {
+        features.example_index.get(calibration_features.min(features.count) - 1)? + 1
+    };
     let end = (first + questions).min(data.examples.len());
     if first >= end {
         return None;
@@ -78,11 +92,18 @@ pub struct SearchLog {
 }
 
 /// F1 (real tokens only, as verify scores) of a graph on a slice, with its logits.
-pub fn f1_of(model: &ModelProto, slice: &EvaluationSlice<'_>, options: &QuantizeOptions) -> Result<(f64, qaforge_runtime::Logits), QuantizeError> {
+pub fn f1_of(
+    model: &ModelProto,
+    slice: &EvaluationSlice<'_>,
+    options: &QuantizeOptions,
+) -> Result<(f64, qaforge_runtime::Logits), QuantizeError> {
     let session = crate::tract_session(model, "candidate graph", options)?;
     let logits = session.run_features(slice.features, 8, options.threads, &|_| {})?;
     let predictions: BTreeMap<String, String> =
-        predict_all(slice.data, slice.features, &logits.start, &logits.end, &PostprocessOptions::default(), true).into_iter().map(|(k, p)| (k, p.text)).collect();
+        predict_all(slice.data, slice.features, &logits.start, &logits.end, &PostprocessOptions::default(), true)
+            .into_iter()
+            .map(|(k, p)| (k, p.text))
+            .collect();
     Ok((evaluate(slice.data, &predictions).f1, logits))
 }
 
@@ -99,7 +120,11 @@ fn cosine(a: &qaforge_runtime::Logits, b: &qaforge_runtime::Logits, features: &F
             }
         }
     }
-    if na > 0.0 && nb > 0.0 { dot / (na.sqrt() * nb.sqrt()) } else { 0.0 }
+    if na > 0.0 && nb > 0.0 {
+        dot / (na.sqrt() * nb.sqrt())
+    } else {
+        0.0
+    }
 }
 
 /// The group of a node: `layer.N` for encoder layer N, else the first name component.
@@ -166,7 +191,8 @@ pub fn search(
     // Rank groups by the logit error of quantizing each alone, on (at most 32) calibration
     // features, or on the evaluation features when there are no calibration features (dynamic, fp16).
     let probe = calibration.cloned().unwrap_or_else(|| slice.features.clone()).truncated(32);
-    let float_logits = crate::tract_session(model, "float graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
+    let float_logits =
+        crate::tract_session(model, "float graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
     let mut groups: Vec<String> = Vec::new();
     for (i, decision) in Selection::of(graph, &options.exclude, options.int8_qa_head).decisions() {
         let g = group_of(&graph.node[*i].name);
@@ -185,7 +211,12 @@ pub fn search(
     for g in &groups {
         let others: Vec<String> = groups.iter().filter(|o| *o != g).cloned().collect();
         let (candidate, _) = apply(model, &with_groups(&others), ranges, grams, input_sha256)?;
-        let logits = crate::tract_session(&candidate, "candidate graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
+        let logits = crate::tract_session(&candidate, "candidate graph", options)?.run_features(
+            &probe,
+            8,
+            options.threads,
+            &|_| {},
+        )?;
         log.sensitivity.push((g.clone(), logit_mse(&logits, &float_logits, &probe)));
     }
     log.sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -195,7 +226,9 @@ pub fn search(
         let (candidate, mut s) = apply(model, &with_groups(&kept), ranges, grams, input_sha256)?;
         for reason in s.kept_float.values_mut() {
             let group = match reason {
-                KeptFloat::Excluded(pattern) => pattern.strip_suffix(".*").filter(|g| kept.iter().any(|k| k == g)).map(str::to_string),
+                KeptFloat::Excluded(pattern) => {
+                    pattern.strip_suffix(".*").filter(|g| kept.iter().any(|k| k == g)).map(str::to_string)
+                }
                 _ => None,
             };
             if let Some(group) = group {

@@ -6,7 +6,10 @@
 //! precision by tests/quantize.rs (`quantization_is_byte_identical_and_keeps_softmax_float`).
 
 use qaforge_onnx::edit::{int_attribute, node, raw_tensor};
-use tract_onnx::pb::{tensor_proto::DataType, type_proto, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto};
+use tract_onnx::pb::{
+    tensor_proto::DataType, type_proto, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
 use tract_onnx::prelude::*;
 
 fn value_info(name: &str, elem_type: DataType, dims: &[i64]) -> ValueInfoProto {
@@ -62,9 +65,13 @@ fn tract_fixed_point_softmax_sticks_at_255() {
     let logits: Vec<f32> = scores.iter().map(|&s| s as f32 * 0.1).collect();
     let sum: f32 = logits.iter().map(|v| v.exp()).sum();
     let exact: Vec<u8> = logits.iter().map(|v| (v.exp() / sum * 255.0).round() as u8).collect();
-    assert!(exact[..6].iter().all(|&v| v < 255) && exact.iter().map(|&v| v as u32).sum::<u32>() <= 260, "exact {exact:?}");
+    assert!(
+        exact[..6].iter().all(|&v| v < 255) && exact.iter().map(|&v| v as u32).sum::<u32>() <= 260,
+        "exact {exact:?}"
+    );
 
-    let plan = tract_onnx::onnx().model_for_proto_model(&model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+    let plan =
+        tract_onnx::onnx().model_for_proto_model(&model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
     let input = Tensor::from_shape(&[1, 8], &scores).unwrap();
     let out = plan.run(tvec![input.into_tvalue()]).unwrap();
     let got: Vec<u8> = out[0].to_plain_array_view::<u8>().unwrap().iter().copied().collect();

@@ -116,7 +116,17 @@ impl Layer {
         // The same modules under DistilBERT's names (TransformerBlock) and BERT's (BertLayer).
         let names: [String; 8] = if c.family == BertFamily::DistilBert {
             let n = format!("{p}.transformer.layer.{l}");
-            ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"].map(|s| format!("{n}.{s}"))
+            [
+                "attention.q_lin",
+                "attention.k_lin",
+                "attention.v_lin",
+                "attention.out_lin",
+                "sa_layer_norm",
+                "ffn.lin1",
+                "ffn.lin2",
+                "output_layer_norm",
+            ]
+            .map(|s| format!("{n}.{s}"))
         } else {
             let n = format!("{p}.encoder.layer.{l}");
             [
@@ -146,7 +156,8 @@ impl Layer {
     }
 
     fn forward(&self, x: &Tensor, bias: Option<&[f32]>) -> Result<Tensor, ReferenceError> {
-        let context = attention(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, self.heads, bias)?;
+        let context =
+            attention(&self.query.forward(x)?, &self.key.forward(x)?, &self.value.forward(x)?, self.heads, bias)?;
         let x = self.attention_dense.forward_then(&context, Some(x), Some(&self.attention_norm))?;
         let inner = self.intermediate.forward_activated(&x, &self.act)?;
         self.output_dense.forward_then(&inner, Some(&x), Some(&self.output_norm))
@@ -169,7 +180,14 @@ impl Bert {
         })
     }
 
-    pub(crate) fn forward(&self, b: usize, t: usize, ids: &[i64], mask: &[i64], types: &[i64]) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
+    pub(crate) fn forward(
+        &self,
+        b: usize,
+        t: usize,
+        ids: &[i64],
+        mask: &[i64],
+        types: &[i64],
+    ) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
         let bias = mask_bias(mask);
         let mut x = self.embeddings.forward(ids, types, b, t)?;
         for layer in &self.layers {

@@ -21,7 +21,9 @@ use crate::ReferenceError;
 
 /// The f32 elements a contiguous layout covers.
 fn contiguous_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a mut [f32]> {
-    let Some((start, end)) = layout.contiguous_offsets() else { bail!("{op}: the tensor written in place is not contiguous") };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!("{op}: the tensor written in place is not contiguous")
+    };
     match storage {
         CpuStorage::F32(values) => Ok(&mut values[start..end]),
         _ => bail!("{op}: the reference computes in f32 only"),
@@ -53,9 +55,19 @@ pub(crate) struct RowEpilogue<'a> {
 
 impl RowEpilogue<'_> {
     fn apply(&self, y: &mut [f32], residual: Option<&[f32]>) -> candle_core::Result<()> {
-        let parameters_fit = self.bias.is_none_or(|b| b.len() == self.width) && self.scale_shift.is_none_or(|(w, b)| w.len() == self.width && b.len() == self.width);
-        if self.width == 0 || !parameters_fit || y.len() % self.width != 0 || residual.is_some_and(|r| r.len() != y.len()) {
-            bail!("row epilogue: {} values, residual {:?}, do not make rows of the parameters' {} columns", y.len(), residual.map(<[f32]>::len), self.width);
+        let parameters_fit = self.bias.is_none_or(|b| b.len() == self.width)
+            && self.scale_shift.is_none_or(|(w, b)| w.len() == self.width && b.len() == self.width);
+        if self.width == 0
+            || !parameters_fit
+            || y.len() % self.width != 0
+            || residual.is_some_and(|r| r.len() != y.len())
+        {
+            bail!(
+                "row epilogue: {} values, residual {:?}, do not make rows of the parameters' {} columns",
+                y.len(),
+                residual.map(<[f32]>::len),
+                self.width
+            );
         }
         for (row, y) in y.chunks_exact_mut(self.width).enumerate() {
             if let Some(bias) = self.bias {
@@ -128,8 +140,17 @@ impl InplaceOp1 for ScaleScores<'_> {
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
         let scores = contiguous_mut(storage, layout, self.name())?;
         let item = self.keys * self.rows_per_item;
-        if item == 0 || scores.len() % item != 0 || self.key_bias.is_some_and(|b| b.len() != scores.len() / item * self.keys) {
-            bail!("scale-scores: {} scores do not make items of {} rows of {} keys with the mask's {:?} values", scores.len(), self.rows_per_item, self.keys, self.key_bias.map(<[f32]>::len));
+        if item == 0
+            || scores.len() % item != 0
+            || self.key_bias.is_some_and(|b| b.len() != scores.len() / item * self.keys)
+        {
+            bail!(
+                "scale-scores: {} scores do not make items of {} rows of {} keys with the mask's {:?} values",
+                scores.len(),
+                self.rows_per_item,
+                self.keys,
+                self.key_bias.map(<[f32]>::len)
+            );
         }
         for (i, item) in scores.chunks_exact_mut(item).enumerate() {
             item.iter_mut().for_each(|v| *v = *v * self.factor + 0.0);
@@ -204,7 +225,9 @@ mod tests {
             .and_then(|t| t.broadcast_add(&tensor_of(&shift)))
             .unwrap();
         let got = tensor(&y, 4);
-        RowEpilogue { bias: Some(&bias), scale_shift: Some((&scale, &shift)), relu: false, width: 3 }.run(&got, Some(&tensor(&residual, 4))).unwrap();
+        RowEpilogue { bias: Some(&bias), scale_shift: Some((&scale, &shift)), relu: false, width: 3 }
+            .run(&got, Some(&tensor(&residual, 4)))
+            .unwrap();
         assert_eq!(values(&got), values(&want));
         // Bias alone.
         let got = tensor(&y, 4);
@@ -226,11 +249,18 @@ mod tests {
         let shape = (2, 2, 3, 3);
         let divisor = 8f64.sqrt();
         let four = |v: &[f32], shape| Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap();
-        let reference = (four(&scores, shape) / divisor).unwrap().broadcast_add(&four(&key_bias, (2, 1, 1, 3))).unwrap();
+        let reference =
+            (four(&scores, shape) / divisor).unwrap().broadcast_add(&four(&key_bias, (2, 1, 1, 3))).unwrap();
         let reference = reference.broadcast_sub(&reference.max_keepdim(D::Minus1).unwrap()).unwrap().exp().unwrap();
         let reference = reference.broadcast_div(&reference.sum_keepdim(D::Minus1).unwrap()).unwrap();
         let got = four(&scores, shape);
-        got.inplace_op1(&ScaleScores { factor: (1.0 / divisor) as f32, key_bias: Some(&key_bias), keys: 3, rows_per_item: 6 }).unwrap();
+        got.inplace_op1(&ScaleScores {
+            factor: (1.0 / divisor) as f32,
+            key_bias: Some(&key_bias),
+            keys: 3,
+            rows_per_item: 6,
+        })
+        .unwrap();
         got.inplace_op2(&got.max_keepdim(D::Minus1).unwrap(), &RowsBy::ExpMinus).unwrap();
         got.inplace_op2(&got.sum_keepdim(D::Minus1).unwrap(), &RowsBy::Divide).unwrap();
         let got = values(&got);
@@ -244,10 +274,18 @@ mod tests {
     #[test]
     fn mismatched_shapes_are_errors_not_panics() {
         let got = tensor(&[1.0, 2.0, 3.0, 4.0], 2);
-        assert!(RowEpilogue { bias: Some(&[1.0, 2.0, 3.0]), scale_shift: None, relu: false, width: 3 }.run(&got, None).is_err());
-        assert!(RowEpilogue { bias: Some(&[1.0, 2.0, 3.0]), scale_shift: None, relu: false, width: 2 }.run(&got, None).is_err());
-        assert!(RowEpilogue { bias: None, scale_shift: None, relu: false, width: 2 }.run(&got, Some(&tensor(&[1.0, 2.0], 1))).is_err());
+        assert!(RowEpilogue { bias: Some(&[1.0, 2.0, 3.0]), scale_shift: None, relu: false, width: 3 }
+            .run(&got, None)
+            .is_err());
+        assert!(RowEpilogue { bias: Some(&[1.0, 2.0, 3.0]), scale_shift: None, relu: false, width: 2 }
+            .run(&got, None)
+            .is_err());
+        assert!(RowEpilogue { bias: None, scale_shift: None, relu: false, width: 2 }
+            .run(&got, Some(&tensor(&[1.0, 2.0], 1)))
+            .is_err());
         // A transposed (strided) tensor is refused, not read in the wrong order.
-        assert!(RowEpilogue { bias: None, scale_shift: None, relu: false, width: 2 }.run(&got.t().unwrap(), None).is_err());
+        assert!(RowEpilogue { bias: None, scale_shift: None, relu: false, width: 2 }
+            .run(&got.t().unwrap(), None)
+            .is_err());
     }
 }

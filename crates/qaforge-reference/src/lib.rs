@@ -8,8 +8,8 @@
 //! batch padded to its longest feature.
 
 mod bert;
-mod mobilebert;
 mod in_place;
+mod mobilebert;
 mod ops;
 
 use std::path::{Path, PathBuf};
@@ -68,10 +68,19 @@ impl ReferenceModel {
     }
 
     /// Start and end logits of one batch, `[batch, len]` row-major inputs.
-    pub fn forward(&self, batch: usize, len: usize, ids: &[i64], mask: &[i64], types: &[i64]) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
+    pub fn forward(
+        &self,
+        batch: usize,
+        len: usize,
+        ids: &[i64],
+        mask: &[i64],
+        types: &[i64],
+    ) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
         let n = batch * len;
         if batch == 0 || len == 0 || ids.len() != n || mask.len() != n || types.len() != n {
-            return Err(ReferenceError::Input(format!("a batch of {batch} × {len} needs {n} ids, mask and type values")));
+            return Err(ReferenceError::Input(format!(
+                "a batch of {batch} × {len} needs {n} ids, mask and type values"
+            )));
         }
         match &self.architecture {
             Architecture::MobileBert(m) => m.forward(batch, len, ids, mask, types),
@@ -96,8 +105,17 @@ impl Engine for ReferenceModel {
         cores
     }
 
-    fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
-        let (start, end) = self.forward(batch, len, &ids, &mask, &types).map_err(|e| RuntimeError { path: self.dir.clone(), message: e.to_string() })?;
+    fn run_outputs(
+        &self,
+        batch: usize,
+        len: usize,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        types: Vec<i64>,
+    ) -> Result<TensorOutputs, RuntimeError> {
+        let (start, end) = self
+            .forward(batch, len, &ids, &mask, &types)
+            .map_err(|e| RuntimeError { path: self.dir.clone(), message: e.to_string() })?;
         Ok(vec![(vec![batch, len], start), (vec![batch, len], end)])
     }
 }

@@ -18,7 +18,13 @@ fn norm(weights: &Weights, c: &MobileBertConfig, name: &str, width: usize) -> Re
 }
 
 /// The same norm with an explicit epsilon (NoNorm ignores it).
-fn norm_with_eps(weights: &Weights, c: &MobileBertConfig, name: &str, width: usize, eps: f64) -> Result<Norm, ReferenceError> {
+fn norm_with_eps(
+    weights: &Weights,
+    c: &MobileBertConfig,
+    name: &str,
+    width: usize,
+    eps: f64,
+) -> Result<Norm, ReferenceError> {
     let eps = match c.normalization {
         Normalization::NoNorm => None,
         Normalization::LayerNorm => Some(eps),
@@ -84,7 +90,10 @@ struct BottleneckLayer {
 impl BottleneckLayer {
     fn load(w: &Weights, c: &MobileBertConfig, p: &str) -> Result<Self, ReferenceError> {
         let t = c.intra_bottleneck_size;
-        Ok(BottleneckLayer { dense: Linear::load(w, &format!("{p}.dense"), c.hidden_size, t)?, norm: norm(w, c, &format!("{p}.LayerNorm"), t)? })
+        Ok(BottleneckLayer {
+            dense: Linear::load(w, &format!("{p}.dense"), c.hidden_size, t)?,
+            norm: norm(w, c, &format!("{p}.LayerNorm"), t)?,
+        })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor, ReferenceError> {
@@ -100,8 +109,18 @@ struct DenseResidualNorm {
 }
 
 impl DenseResidualNorm {
-    fn load(w: &Weights, c: &MobileBertConfig, p: &str, inputs: usize, outputs: usize, eps: f64) -> Result<Self, ReferenceError> {
-        Ok(DenseResidualNorm { dense: Linear::load(w, &format!("{p}.dense"), inputs, outputs)?, norm: norm_with_eps(w, c, &format!("{p}.LayerNorm"), outputs, eps)? })
+    fn load(
+        w: &Weights,
+        c: &MobileBertConfig,
+        p: &str,
+        inputs: usize,
+        outputs: usize,
+        eps: f64,
+    ) -> Result<Self, ReferenceError> {
+        Ok(DenseResidualNorm {
+            dense: Linear::load(w, &format!("{p}.dense"), inputs, outputs)?,
+            norm: norm_with_eps(w, c, &format!("{p}.LayerNorm"), outputs, eps)?,
+        })
     }
 
     fn forward(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor, ReferenceError> {
@@ -139,7 +158,11 @@ impl Layer {
         let p = format!("mobilebert.encoder.layer.{l}");
         let (h, t, i) = (c.hidden_size, c.true_hidden_size(), c.intermediate_size);
         let bottleneck = if c.use_bottleneck {
-            let shared = if c.key_query_shared_bottleneck { Some(BottleneckLayer::load(w, c, &format!("{p}.bottleneck.attention"))?) } else { None };
+            let shared = if c.key_query_shared_bottleneck {
+                Some(BottleneckLayer::load(w, c, &format!("{p}.bottleneck.attention"))?)
+            } else {
+                None
+            };
             Some((BottleneckLayer::load(w, c, &format!("{p}.bottleneck.input"))?, shared))
         } else {
             None
@@ -157,11 +180,22 @@ impl Layer {
             use_bottleneck_attention: c.use_bottleneck_attention,
             query: Linear::load(w, &format!("{p}.attention.self.query"), t, t)?,
             key: Linear::load(w, &format!("{p}.attention.self.key"), t, t)?,
-            value: Linear::load(w, &format!("{p}.attention.self.value"), if c.use_bottleneck_attention { t } else { h }, t)?,
+            value: Linear::load(
+                w,
+                &format!("{p}.attention.self.value"),
+                if c.use_bottleneck_attention { t } else { h },
+                t,
+            )?,
             attention_output: DenseResidualNorm::load(w, c, &format!("{p}.attention.output"), t, t, eps)?,
-            ffns: (0..c.num_feedforward_networks.saturating_sub(1)).map(|f| ffn(&format!(".ffn.{f}."), eps)).collect::<Result<_, _>>()?,
+            ffns: (0..c.num_feedforward_networks.saturating_sub(1))
+                .map(|f| ffn(&format!(".ffn.{f}."), eps))
+                .collect::<Result<_, _>>()?,
             ffn: ffn(".", TORCH_DEFAULT_EPS)?,
-            output_bottleneck: if c.use_bottleneck { Some(DenseResidualNorm::load(w, c, &format!("{p}.output.bottleneck"), t, h, eps)?) } else { None },
+            output_bottleneck: if c.use_bottleneck {
+                Some(DenseResidualNorm::load(w, c, &format!("{p}.output.bottleneck"), t, h, eps)?)
+            } else {
+                None
+            },
             heads: c.num_attention_heads,
             act: c.hidden_act.clone(),
         })
@@ -187,7 +221,13 @@ impl Layer {
                 }
             }
         };
-        let context = attention(&self.query.forward(&query_in)?, &self.key.forward(&key_in)?, &self.value.forward(&value_in)?, self.heads, bias)?;
+        let context = attention(
+            &self.query.forward(&query_in)?,
+            &self.key.forward(&key_in)?,
+            &self.value.forward(&value_in)?,
+            self.heads,
+            bias,
+        )?;
         let mut x = self.attention_output.forward(&context, &layer_input)?;
         for ffn in &self.ffns {
             x = self.feed_forward(ffn, &x)?;
@@ -216,7 +256,14 @@ impl MobileBert {
         })
     }
 
-    pub(crate) fn forward(&self, b: usize, t: usize, ids: &[i64], mask: &[i64], types: &[i64]) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
+    pub(crate) fn forward(
+        &self,
+        b: usize,
+        t: usize,
+        ids: &[i64],
+        mask: &[i64],
+        types: &[i64],
+    ) -> Result<(Vec<f32>, Vec<f32>), ReferenceError> {
         let bias = mask_bias(mask);
         let mut x = self.embeddings.forward(ids, types, b, t)?;
         for layer in &self.layers {

@@ -60,7 +60,10 @@ impl Linear {
     /// Reads `<name>.weight` (`[outputs, inputs]`) and `<name>.bias`.
     pub(crate) fn load(weights: &Weights, name: &str, inputs: usize, outputs: usize) -> Result<Self, ReferenceError> {
         let weight = parameter(weights, &format!("{name}.weight"), &[outputs, inputs])?;
-        Ok(Linear { weight_t: weight.t()?.contiguous()?, bias: parameter_values(weights, &format!("{name}.bias"), outputs)? })
+        Ok(Linear {
+            weight_t: weight.t()?.contiguous()?,
+            bias: parameter_values(weights, &format!("{name}.bias"), outputs)?,
+        })
     }
 
     /// `x`: `[batch, sequence, inputs]` → `[batch, sequence, outputs]`.
@@ -78,19 +81,31 @@ impl Linear {
 
     /// `norm(x @ weight.T + bias + residual)`, the residual and the norm each when given, as
     /// transformers computes it: the product, then each element-wise step in turn.
-    pub(crate) fn forward_then(&self, x: &Tensor, residual: Option<&Tensor>, norm: Option<&Norm>) -> Result<Tensor, ReferenceError> {
+    pub(crate) fn forward_then(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        norm: Option<&Norm>,
+    ) -> Result<Tensor, ReferenceError> {
         self.product_then(x, residual, norm, false)
     }
 
     /// The product, then bias, residual, NoNorm and ReLU (those given) in place in one pass over
     /// it, since the product is this function's own; a LayerNorm's statistics make their own
     /// tensor after that pass.
-    fn product_then(&self, x: &Tensor, residual: Option<&Tensor>, norm: Option<&Norm>, relu: bool) -> Result<Tensor, ReferenceError> {
+    fn product_then(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        norm: Option<&Norm>,
+        relu: bool,
+    ) -> Result<Tensor, ReferenceError> {
         let (b, t, i) = x.dims3()?;
         let width = self.bias.len();
         let y = matmul(&x.reshape((b * t, i))?, &self.weight_t)?;
         let no_norm = norm.filter(|n| n.eps.is_none());
-        RowEpilogue { bias: Some(&self.bias), scale_shift: no_norm.map(|n| (&n.weight[..], &n.bias[..])), relu, width }.run(&y, residual)?;
+        RowEpilogue { bias: Some(&self.bias), scale_shift: no_norm.map(|n| (&n.weight[..], &n.bias[..])), relu, width }
+            .run(&y, residual)?;
         let y = match norm {
             Some(norm) if no_norm.is_none() => norm.normalize_own(y)?,
             _ => y,
@@ -111,7 +126,11 @@ pub(crate) struct Norm {
 impl Norm {
     /// Reads `<name>.weight` and `<name>.bias` of width `width`; `eps: None` makes a NoNorm.
     pub(crate) fn load(weights: &Weights, name: &str, width: usize, eps: Option<f64>) -> Result<Self, ReferenceError> {
-        Ok(Norm { weight: parameter_values(weights, &format!("{name}.weight"), width)?, bias: parameter_values(weights, &format!("{name}.bias"), width)?, eps })
+        Ok(Norm {
+            weight: parameter_values(weights, &format!("{name}.weight"), width)?,
+            bias: parameter_values(weights, &format!("{name}.bias"), width)?,
+            eps,
+        })
     }
 
     /// The norm of `x`, a new tensor (`x` is left as it was).
@@ -134,7 +153,13 @@ impl Norm {
             }
         };
         let x = x.contiguous()?;
-        RowEpilogue { bias: None, scale_shift: Some((&self.weight, &self.bias)), relu: false, width: self.weight.len() }.run(&x, None)?;
+        RowEpilogue {
+            bias: None,
+            scale_shift: Some((&self.weight, &self.bias)),
+            relu: false,
+            width: self.weight.len(),
+        }
+        .run(&x, None)?;
         Ok(x)
     }
 }
@@ -167,15 +192,27 @@ pub(crate) fn mask_bias(mask: &[i64]) -> Option<Vec<f32>> {
 /// Scaled dot-product attention over `heads` heads: `q`, `k`, `v` are `[batch, sequence, width]`;
 /// returns the context `[batch, sequence, width]`. Scores are `q kᵀ / √d + bias` (`bias` from
 /// [`mask_bias`]), softmax over keys (max-subtracted, as torch's softmax).
-pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: Option<&[f32]>) -> Result<Tensor, ReferenceError> {
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&[f32]>,
+) -> Result<Tensor, ReferenceError> {
     let (b, t, width) = q.dims3()?;
     let d = width / heads;
-    let split = |x: &Tensor| -> candle_core::Result<Tensor> { x.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous() };
+    let split =
+        |x: &Tensor| -> candle_core::Result<Tensor> { x.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous() };
     let (q, k, v) = (split(q)?, split(k)?, split(v)?);
     // The softmax's element-wise steps, the mask's bias among them, write into the scores (this
     // function's own tensor); the row maxima and sums stay candle's reductions.
     let scores = matmul(&q, &k.t()?.contiguous()?)?;
-    scores.inplace_op1(&ScaleScores { factor: (1.0 / (d as f64).sqrt()) as f32, key_bias: bias, keys: t, rows_per_item: heads * t })?;
+    scores.inplace_op1(&ScaleScores {
+        factor: (1.0 / (d as f64).sqrt()) as f32,
+        key_bias: bias,
+        keys: t,
+        rows_per_item: heads * t,
+    })?;
     scores.inplace_op2(&scores.max_keepdim(D::Minus1)?, &RowsBy::ExpMinus)?;
     scores.inplace_op2(&scores.sum_keepdim(D::Minus1)?, &RowsBy::Divide)?;
     let context = matmul(&scores, &v)?.transpose(1, 2)?.contiguous()?;
@@ -184,7 +221,13 @@ pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, bias: 
 
 /// Rows of an embedding table for `ids` (`[batch, sequence]`) → `[batch, sequence, width]`.
 /// Ids past the table are refused here, not left to the index kernel.
-pub(crate) fn embed(table: &Tensor, ids: &[i64], batch: usize, len: usize, what: &str) -> Result<Tensor, ReferenceError> {
+pub(crate) fn embed(
+    table: &Tensor,
+    ids: &[i64],
+    batch: usize,
+    len: usize,
+    what: &str,
+) -> Result<Tensor, ReferenceError> {
     let (rows, width) = table.dims2()?;
     if let Some(&bad) = ids.iter().find(|&&i| i < 0 || i as usize >= rows) {
         return Err(ReferenceError::Input(format!("{what} {bad} is outside the embedding table's {rows} rows")));
@@ -213,7 +256,13 @@ mod tests {
     #[test]
     fn layer_norm_matches_the_definition() {
         let norm = Norm { weight: vec![1.0, 2.0, 1.0, 1.0], bias: vec![0.0, 0.0, 0.0, 1.0], eps: Some(0.0) };
-        let y = norm.forward(&t(&[1.0, 2.0, 3.0, 4.0], (1, 1, 4))).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = norm
+            .forward(&t(&[1.0, 2.0, 3.0, 4.0], (1, 1, 4)))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         // mean 2.5, biased variance 1.25.
         let s = 1.25f32.sqrt();
         let want = [-1.5 / s, 2.0 * -0.5 / s, 0.5 / s, 1.5 / s + 1.0];
@@ -221,7 +270,13 @@ mod tests {
             assert!((a - b).abs() < 1e-6, "{y:?} vs {want:?}");
         }
         let no_norm = Norm { eps: None, ..norm };
-        let y = no_norm.forward(&t(&[1.0, 2.0, 3.0, 4.0], (1, 1, 4))).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = no_norm
+            .forward(&t(&[1.0, 2.0, 3.0, 4.0], (1, 1, 4)))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(y, [1.0, 4.0, 3.0, 5.0]);
     }
 
@@ -242,16 +297,34 @@ mod tests {
     #[test]
     fn long_sums_are_cut_into_fixed_blocks() {
         let (m, k, n) = (3, 1536, 2);
-        let a = Tensor::from_vec((0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect::<Vec<_>>(), (m, k), &Device::Cpu).unwrap();
-        let b = Tensor::from_vec((0..k * n).map(|i| ((i * 104729) % 997) as f32 * 1e-2 - 5.0).collect::<Vec<_>>(), (k, n), &Device::Cpu).unwrap();
-        let block = |s: usize| a.narrow(1, s, 512).unwrap().contiguous().unwrap().matmul(&b.narrow(0, s, 512).unwrap()).unwrap();
+        let a = Tensor::from_vec(
+            (0..m * k).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect::<Vec<_>>(),
+            (m, k),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let b = Tensor::from_vec(
+            (0..k * n).map(|i| ((i * 104729) % 997) as f32 * 1e-2 - 5.0).collect::<Vec<_>>(),
+            (k, n),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let block = |s: usize| {
+            a.narrow(1, s, 512).unwrap().contiguous().unwrap().matmul(&b.narrow(0, s, 512).unwrap()).unwrap()
+        };
         let want = ((block(0) + block(512)).unwrap() + block(1024)).unwrap();
         let got = matmul(&a, &b).unwrap();
-        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
         // 512 terms or fewer: one gemm call, as before.
         let short = a.narrow(1, 0, 512).unwrap().contiguous().unwrap();
         let b_short = b.narrow(0, 0, 512).unwrap().contiguous().unwrap();
-        assert_eq!(matmul(&short, &b_short).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), short.matmul(&b_short).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            matmul(&short, &b_short).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            short.matmul(&b_short).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 
     #[test]
@@ -266,6 +339,9 @@ mod tests {
     fn unknown_activations_are_refused() {
         let x = t(&[1.0], (1, 1, 1));
         assert!(activation(&x, "mish").is_err());
-        assert_eq!(activation(&t(&[-1.0], (1, 1, 1)), "relu").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0.0]);
+        assert_eq!(
+            activation(&t(&[-1.0], (1, 1, 1)), "relu").unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [0.0]
+        );
     }
 }

@@ -84,8 +84,13 @@ mod tests {
     fn dynamic_quantization_couples_rows() {
         use tract_onnx::pb::{GraphProto, NodeProto};
         let node = |op: &str| NodeProto { op_type: op.into(), name: format!("{op}_0"), ..Default::default() };
-        let model = |ops: &[&str]| ModelProto { graph: Some(GraphProto { node: ops.iter().map(|o| node(o)).collect(), ..Default::default() }), ..Default::default() };
+        let model = |ops: &[&str]| ModelProto {
+            graph: Some(GraphProto { node: ops.iter().map(|o| node(o)).collect(), ..Default::default() }),
+            ..Default::default()
+        };
         assert!(batch_coupling(&model(&["MatMul", "Softmax", "QuantizeLinear"])).is_none());
-        assert!(batch_coupling(&model(&["MatMul", "DynamicQuantizeLinear"])).unwrap().contains("DynamicQuantizeLinear"));
+        assert!(batch_coupling(&model(&["MatMul", "DynamicQuantizeLinear"]))
+            .unwrap()
+            .contains("DynamicQuantizeLinear"));
     }
 }

@@ -72,7 +72,9 @@ impl std::str::FromStr for EngineRequest {
 /// file, in a build that can load it.
 pub fn onnxruntime_library(library: Option<&Path>) -> Result<PathBuf, String> {
     if !WITH_ONNXRUNTIME {
-        return Err("this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`".into());
+        return Err(
+            "this qaforge was built without ONNX Runtime support: rebuild with `cargo build --features ort`".into()
+        );
     }
     let library = library.ok_or("ONNX Runtime needs libonnxruntime: pass --ort-library or set ORT_DYLIB_PATH")?;
     if !library.is_file() {
@@ -114,10 +116,22 @@ pub struct ChosenEngine {
 /// Runtime's saturating u8 × s8 kernel on x86 without VNNI), with the reason. A graph only ONNX
 /// Runtime runs (an .ort package, com.microsoft fused operators) stays where it was asked, and
 /// verify says NOT VERIFIED there. The exactness is computed once, for the engine chosen.
-pub fn choose_engine(asked: &EngineChoice, exact_fallback: bool, cpu: &CpuFeatures, model: &tract_onnx::pb::ModelProto, engine_bytes: &[u8]) -> ChosenEngine {
+pub fn choose_engine(
+    asked: &EngineChoice,
+    exact_fallback: bool,
+    cpu: &CpuFeatures,
+    model: &tract_onnx::pb::ModelProto,
+    engine_bytes: &[u8],
+) -> ChosenEngine {
     match engine_exactness(asked, cpu, model) {
-        Exactness::Inexact { reason } if exact_fallback && !crate::is_ort_format(engine_bytes) && crate::onnxruntime_only(model).is_none() => {
-            ChosenEngine { engine: EngineChoice::Tract, exactness: engine_exactness(&EngineChoice::Tract, cpu, model), instead_because: Some(reason) }
+        Exactness::Inexact { reason }
+            if exact_fallback && !crate::is_ort_format(engine_bytes) && crate::onnxruntime_only(model).is_none() =>
+        {
+            ChosenEngine {
+                engine: EngineChoice::Tract,
+                exactness: engine_exactness(&EngineChoice::Tract, cpu, model),
+                instead_because: Some(reason),
+            }
         }
         exactness => ChosenEngine { engine: asked.clone(), exactness, instead_because: None },
     }

@@ -73,7 +73,10 @@ impl CpuFeatures {
     /// The architecture and the flags that matter here, for reports: `x86_64 avx2 avx512f avx512vnni`.
     pub fn describe(&self) -> String {
         let shown = ["avx2", "avx512f", "avx512bw", "avx512vnni", "avxvnni"];
-        std::iter::once(self.arch.clone()).chain(shown.iter().filter(|f| self.has(f)).map(|f| f.to_string())).collect::<Vec<_>>().join(" ")
+        std::iter::once(self.arch.clone())
+            .chain(shown.iter().filter(|f| self.has(f)).map(|f| f.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The u8 × s8 kernel ONNX Runtime's MLAS selects on this CPU (the decision table of
@@ -138,7 +141,10 @@ impl IntegerProducts {
 
     /// `int8_weights=N;uint8_weights=N;int8_max_abs=N`, for [`Self::METADATA_KEY`].
     pub fn to_metadata(&self) -> String {
-        format!("int8_weights={};uint8_weights={};int8_max_abs={}", self.int8_weights, self.uint8_weights, self.int8_max_abs)
+        format!(
+            "int8_weights={};uint8_weights={};int8_max_abs={}",
+            self.int8_weights, self.uint8_weights, self.int8_max_abs
+        )
     }
 
     /// Parses [`Self::to_metadata`]'s form.
@@ -164,19 +170,32 @@ impl IntegerProducts {
         let Some(graph) = model.graph.as_ref() else { return found };
         if graph.node.is_empty() {
             if let Some(p) = model.metadata_props.iter().find(|p| p.key == Self::METADATA_KEY) {
-                return Self::from_metadata(&p.value).unwrap_or(IntegerProducts { int8_weights: 1, uint8_weights: 0, int8_max_abs: 127 });
+                return Self::from_metadata(&p.value).unwrap_or(IntegerProducts {
+                    int8_weights: 1,
+                    uint8_weights: 0,
+                    int8_max_abs: 127,
+                });
             }
         }
-        let initializers: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        let initializers: HashMap<&str, &TensorProto> =
+            graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
         let producer: HashMap<&str, &tract_onnx::pb::NodeProto> =
             graph.node.iter().flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n))).collect();
         // The integer initializer behind a DequantizeLinear output, and whether an activation is
         // a dequantized uint8 tensor computed at run time.
         let dequantized_initializer = |name: &str| {
-            producer.get(name).filter(|n| n.op_type == "DequantizeLinear").and_then(|n| n.input.first()).and_then(|i| initializers.get(i.as_str()).copied())
+            producer
+                .get(name)
+                .filter(|n| n.op_type == "DequantizeLinear")
+                .and_then(|n| n.input.first())
+                .and_then(|i| initializers.get(i.as_str()).copied())
         };
         let dequantized_u8_activation = |name: &str| {
-            producer.get(name).filter(|n| n.op_type == "DequantizeLinear").and_then(|n| n.input.first()).is_some_and(|i| !initializers.contains_key(i.as_str()))
+            producer
+                .get(name)
+                .filter(|n| n.op_type == "DequantizeLinear")
+                .and_then(|n| n.input.first())
+                .is_some_and(|i| !initializers.contains_key(i.as_str()))
         };
         let mut record = |weight: &TensorProto| {
             if weight.data_type == DataType::Int8 as i32 {
@@ -310,7 +329,10 @@ mod tests {
             }
         }
         let Exactness::Inexact { reason } = onnxruntime_exactness(&avx2, &full_range) else { unreachable!() };
-        assert!(reason.contains("x86_64 avx2") && reason.contains("--engine tract") && reason.contains("--target x86-avx2"), "{reason}");
+        assert!(
+            reason.contains("x86_64 avx2") && reason.contains("--engine tract") && reason.contains("--target x86-avx2"),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -323,7 +345,13 @@ mod tests {
     #[test]
     fn products_are_found_by_structure() {
         use tract_onnx::pb::{GraphProto, NodeProto};
-        let tensor = |name: &str, ty: DataType, bytes: Vec<u8>| TensorProto { name: name.into(), dims: vec![bytes.len() as i64], data_type: ty as i32, raw_data: bytes, ..Default::default() };
+        let tensor = |name: &str, ty: DataType, bytes: Vec<u8>| TensorProto {
+            name: name.into(),
+            dims: vec![bytes.len() as i64],
+            data_type: ty as i32,
+            raw_data: bytes,
+            ..Default::default()
+        };
         let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
             op_type: op.into(),
             input: inputs.iter().map(|s| s.to_string()).collect(),

@@ -15,11 +15,11 @@ pub mod kernels;
 pub mod onnxruntime;
 mod tract;
 
-#[cfg(feature = "ort")]
-pub use onnxruntime::OrtSession;
 pub use batching::{batch_coupling, pack, BatchBudget};
 pub use choice::{choose_engine, engine_exactness, ChosenEngine, EngineRequest, WITH_ONNXRUNTIME};
 pub use integer_kernels::{CpuFeatures, Exactness};
+#[cfg(feature = "ort")]
+pub use onnxruntime::OrtSession;
 pub use tract::{onnxruntime_only, TractSession};
 
 /// Whether `bytes` are an ORT-format model (ONNX Runtime Mobile's flatbuffer, file identifier
@@ -31,7 +31,11 @@ pub fn is_ort_format(bytes: &[u8]) -> bool {
 /// ONNX Runtime's view of an ORT-format model (`bytes`, read from `label`): a graph-less model
 /// with its inputs and metadata (see `onnxruntime::model_view`). Only ONNX Runtime reads the
 /// format, so any other engine is an error that says so.
-pub fn ort_format_view(choice: &EngineChoice, bytes: &[u8], label: &Path) -> Result<tract_onnx::pb::ModelProto, RuntimeError> {
+pub fn ort_format_view(
+    choice: &EngineChoice,
+    bytes: &[u8],
+    label: &Path,
+) -> Result<tract_onnx::pb::ModelProto, RuntimeError> {
     match choice {
         #[cfg(feature = "ort")]
         EngineChoice::OnnxRuntime { library } => onnxruntime::model_view(library, bytes, label),
@@ -86,10 +90,24 @@ pub trait Engine: Send + Sync {
     }
 
     /// Runs one batch given as `[batch, len]` row-major inputs and returns every output.
-    fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError>;
+    fn run_outputs(
+        &self,
+        batch: usize,
+        len: usize,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        types: Vec<i64>,
+    ) -> Result<TensorOutputs, RuntimeError>;
 
     /// Runs one batch given as `[batch, len]` row-major inputs; returns start and end logits.
-    fn run_batch(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<(Vec<f32>, Vec<f32>), RuntimeError> {
+    fn run_batch(
+        &self,
+        batch: usize,
+        len: usize,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        types: Vec<i64>,
+    ) -> Result<(Vec<f32>, Vec<f32>), RuntimeError> {
         let error = |message: String| RuntimeError { path: self.label().to_owned(), message };
         let mut outputs = self.run_outputs(batch, len, ids, mask, types)?;
         if outputs.len() != 2 {
@@ -107,7 +125,13 @@ pub trait Engine: Send + Sync {
 
     /// Runs every feature, `batch_size` at a time, each batch padded only to its longest feature,
     /// batches spread over `threads` threads. `progress` is called with the number of features done.
-    fn run_features(&self, features: &Features, batch_size: usize, threads: usize, progress: &(dyn Fn(usize) + Sync)) -> Result<Logits, RuntimeError> {
+    fn run_features(
+        &self,
+        features: &Features,
+        batch_size: usize,
+        threads: usize,
+        progress: &(dyn Fn(usize) + Sync),
+    ) -> Result<Logits, RuntimeError> {
         let m = features.max_length;
         let mut start = vec![0f32; features.count * m];
         let mut end = vec![0f32; features.count * m];
@@ -137,12 +161,29 @@ pub trait Engine: Send + Sync {
         length: &(dyn Fn(usize, usize) -> usize + Sync),
         done: &(dyn Fn(usize, usize, usize, (Vec<f32>, Vec<f32>)) + Sync),
     ) -> Result<(), RuntimeError> {
-        for_each_batch(features.count, batch_size, threads, || (), |_, s, e| {
-            let len = length(s, e);
-            let gather = |src: &[i64]| gather_rows(features, src, s, e, len);
-            done(s, e, len, self.run_batch(e - s, len, gather(&features.input_ids), gather(&features.attention_mask), gather(&features.token_type_ids))?);
-            Ok(())
-        })
+        for_each_batch(
+            features.count,
+            batch_size,
+            threads,
+            || (),
+            |_, s, e| {
+                let len = length(s, e);
+                let gather = |src: &[i64]| gather_rows(features, src, s, e, len);
+                done(
+                    s,
+                    e,
+                    len,
+                    self.run_batch(
+                        e - s,
+                        len,
+                        gather(&features.input_ids),
+                        gather(&features.attention_mask),
+                        gather(&features.token_type_ids),
+                    )?,
+                );
+                Ok(())
+            },
+        )
         .map(|_| ())
     }
 }
@@ -159,7 +200,8 @@ pub fn for_each_batch<A: Send, E: Send>(
     work: impl Fn(&mut A, usize, usize) -> Result<(), E> + Sync,
 ) -> Result<Vec<A>, E> {
     let batch_size = batch_size.max(1);
-    let batches: Vec<(usize, usize)> = (0..count).step_by(batch_size).map(|s| (s, (s + batch_size).min(count))).collect();
+    let batches: Vec<(usize, usize)> =
+        (0..count).step_by(batch_size).map(|s| (s, (s + batch_size).min(count))).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let first_error = std::sync::Mutex::new(None);
     let states = std::thread::scope(|scope| {
@@ -177,7 +219,10 @@ pub fn for_each_batch<A: Send, E: Send>(
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect::<Vec<_>>()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect::<Vec<_>>()
     });
     match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(err) => Err(err),
@@ -308,7 +353,11 @@ impl InputLayout {
 /// exporters give one of the three, else by position as [`INPUT_NAMES`] where no known name sits
 /// at another role's position. Inputs must be int64 or int32 tensors; anything that cannot be
 /// mapped is an error naming the inputs found.
-pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path, input_names: Option<&[String]>) -> Result<InputLayout, RuntimeError> {
+pub fn check_inputs(
+    model: &tract_onnx::pb::ModelProto,
+    label: &Path,
+    input_names: Option<&[String]>,
+) -> Result<InputLayout, RuntimeError> {
     use tract_onnx::pb::tensor_proto::DataType;
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
     let Some(graph) = model.graph.as_ref() else { return Err(error("no graph".into())) };
@@ -316,17 +365,26 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path, input_name
     let initializers: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs: Vec<_> = graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).collect();
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-    let found = || format!("the graph's inputs are {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
+    let found =
+        || format!("the graph's inputs are {}", if names.is_empty() { "none".to_string() } else { names.join(", ") });
     let mut by_position = false;
     let roles: Vec<InputRole> = match input_names {
         Some(given) => {
             if !(2..=3).contains(&given.len()) {
-                return Err(error(format!("--input-names takes 2 or 3 names (token ids, attention mask[, token types]), {} given", given.len())));
+                return Err(error(format!(
+                    "--input-names takes 2 or 3 names (token ids, attention mask[, token types]), {} given",
+                    given.len()
+                )));
             }
             if let Some(unknown) = given.iter().find(|g| !names.contains(&g.as_str())) {
-                return Err(error(format!("--input-names names `{unknown}`, which is not an input of the graph; {}", found())));
+                return Err(error(format!(
+                    "--input-names names `{unknown}`, which is not an input of the graph; {}",
+                    found()
+                )));
             }
-            if given.len() != names.len() || names.iter().any(|n| given.iter().filter(|g| g.as_str() == *n).count() != 1) {
+            if given.len() != names.len()
+                || names.iter().any(|n| given.iter().filter(|g| g.as_str() == *n).count() != 1)
+            {
                 return Err(error(format!("--input-names must name every input of the graph once; {}", found())));
             }
             names.iter().map(|n| InputRole::ALL[given.iter().position(|g| g.as_str() == *n).unwrap_or(0)]).collect()
@@ -372,9 +430,15 @@ pub fn check_inputs(model: &tract_onnx::pb::ModelProto, label: &Path, input_name
 /// is an initializer, perhaps dequantized or cast first. A tokenizer that does not belong to the
 /// model, or inputs fed in the wrong order, give ids past a table, which engines answer with
 /// garbage, an error or a panic; this names it.
-pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, layout: &InputLayout, features: &Features, label: &Path) -> Result<(), RuntimeError> {
+pub fn check_token_ids(
+    model: &tract_onnx::pb::ModelProto,
+    layout: &InputLayout,
+    features: &Features,
+    label: &Path,
+) -> Result<(), RuntimeError> {
     let Some(graph) = model.graph.as_ref() else { return Ok(()) };
-    let initializers: std::collections::HashMap<&str, &tract_onnx::pb::TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let initializers: std::collections::HashMap<&str, &tract_onnx::pb::TensorProto> =
+        graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let Some(ids) = layout.input_of(InputRole::Ids) else { return Ok(()) };
     fn producer<'g>(graph: &'g tract_onnx::pb::GraphProto, tensor: &str) -> Option<&'g tract_onnx::pb::NodeProto> {
         graph.node.iter().find(|n| n.output.iter().any(|o| o == tensor))
@@ -386,12 +450,17 @@ pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, layout: &InputLayout,
             if let Some(t) = initializers.get(tensor.as_str()) {
                 return Some(*t);
             }
-            let n = producer(graph, &tensor).filter(|n| matches!(n.op_type.as_str(), "DequantizeLinear" | "Cast" | "Identity"))?;
+            let n = producer(graph, &tensor)
+                .filter(|n| matches!(n.op_type.as_str(), "DequantizeLinear" | "Cast" | "Identity"))?;
             tensor = n.input.first()?.clone();
         }
         None
     };
-    let reads_ids = |tensor: &str| tensor == ids || producer(graph, tensor).is_some_and(|n| n.op_type == "Cast" && n.input.first().map(String::as_str) == Some(ids));
+    let reads_ids = |tensor: &str| {
+        tensor == ids
+            || producer(graph, tensor)
+                .is_some_and(|n| n.op_type == "Cast" && n.input.first().map(String::as_str) == Some(ids))
+    };
     let tables = graph.node.iter().filter(|n| n.op_type == "Gather" && n.input.len() == 2 && reads_ids(&n.input[1]));
     let largest = features.input_ids.iter().copied().max().unwrap_or(0);
     let smallest = features.input_ids.iter().copied().min().unwrap_or(0);
@@ -414,7 +483,14 @@ pub fn check_token_ids(model: &tract_onnx::pb::ModelProto, layout: &InputLayout,
 
 /// Loads `model` (the decoded `bytes` of `label`) into the chosen engine, its inputs fed as
 /// `layout` (from [`check_inputs`]) says. `cores` sizes ONNX Runtime's intra-op thread pool.
-pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, bytes: &[u8], label: &Path, cores: usize, layout: InputLayout) -> Result<Box<dyn Engine>, RuntimeError> {
+pub fn load_engine(
+    choice: &EngineChoice,
+    model: &tract_onnx::pb::ModelProto,
+    bytes: &[u8],
+    label: &Path,
+    cores: usize,
+    layout: InputLayout,
+) -> Result<Box<dyn Engine>, RuntimeError> {
     match choice {
         EngineChoice::Tract => {
             let _ = (bytes, cores);
@@ -427,7 +503,8 @@ pub fn load_engine(choice: &EngineChoice, model: &tract_onnx::pb::ModelProto, by
         #[cfg(not(feature = "ort"))]
         EngineChoice::OnnxRuntime { .. } => Err(RuntimeError {
             path: label.to_owned(),
-            message: "this qaforge was built without ONNX Runtime support; rebuild with `cargo build --features ort`".into(),
+            message: "this qaforge was built without ONNX Runtime support; rebuild with `cargo build --features ort`"
+                .into(),
         }),
     }
 }
@@ -440,10 +517,16 @@ mod tests {
     fn model(inputs: &[(&str, DataType)]) -> ModelProto {
         let input = |(name, ty): &(&str, DataType)| ValueInfoProto {
             name: name.to_string(),
-            r#type: Some(TypeProto { denotation: String::new(), value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: *ty as i32, shape: None })) }),
+            r#type: Some(TypeProto {
+                denotation: String::new(),
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: *ty as i32, shape: None })),
+            }),
             doc_string: String::new(),
         };
-        ModelProto { graph: Some(GraphProto { input: inputs.iter().map(input).collect(), ..Default::default() }), ..Default::default() }
+        ModelProto {
+            graph: Some(GraphProto { input: inputs.iter().map(input).collect(), ..Default::default() }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -455,22 +538,51 @@ mod tests {
         };
         let (i64, i32) = (DataType::Int64, DataType::Int32);
         use InputRole::*;
-        assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64), ("token_type_ids", i64)], None), Ok(vec![(Ids, false), (Mask, false), (Types, false)]));
-        assert_eq!(check(&[("a", i64), ("b", i64), ("c", i32)], None), Ok(vec![(Ids, false), (Mask, false), (Types, true)]), "unknown names go by position");
-        assert_eq!(check(&[("input_ids", i64), ("token_type_ids", i64), ("attention_mask", i64)], None), Ok(vec![(Ids, false), (Types, false), (Mask, false)]), "known names in any order");
+        assert_eq!(
+            check(&[("input_ids", i64), ("attention_mask", i64), ("token_type_ids", i64)], None),
+            Ok(vec![(Ids, false), (Mask, false), (Types, false)])
+        );
+        assert_eq!(
+            check(&[("a", i64), ("b", i64), ("c", i32)], None),
+            Ok(vec![(Ids, false), (Mask, false), (Types, true)]),
+            "unknown names go by position"
+        );
+        assert_eq!(
+            check(&[("input_ids", i64), ("token_type_ids", i64), ("attention_mask", i64)], None),
+            Ok(vec![(Ids, false), (Types, false), (Mask, false)]),
+            "known names in any order"
+        );
         assert_eq!(check(&[("segment_ids:0", i32), ("input_mask", i32), ("input_ids:0", i32)], None).err(), Some("m.onnx: cannot tell which input is which: the graph's inputs are segment_ids:0, input_mask, input_ids:0; qaforge feeds token ids, an attention mask and token types (or the first two), by the names input_ids, attention_mask, token_type_ids or by position; say which is which with --input-names IDS,MASK[,TYPES]".into()));
-        assert_eq!(check(&[("segment_ids", i32), ("input_mask", i32), ("input_ids:0", i32)], None), Ok(vec![(Types, true), (Mask, true), (Ids, true)]), "TensorFlow BERT names");
+        assert_eq!(
+            check(&[("segment_ids", i32), ("input_mask", i32), ("input_ids:0", i32)], None),
+            Ok(vec![(Types, true), (Mask, true), (Ids, true)]),
+            "TensorFlow BERT names"
+        );
         assert_eq!(check(&[("input_ids", i64), ("attention_mask", i64)], None), Ok(vec![(Ids, false), (Mask, false)]));
         let err = check(&[("input_ids", i64), ("token_type_ids", i64)], None).unwrap_err();
         assert!(err.contains("cannot tell which input is which") && err.contains("--input-names"), "{err}");
-        assert_eq!(check(&[("input_ids", i64), ("mask", i64), ("segments", i64)], None), Ok(vec![(Ids, false), (Mask, false), (Types, false)]), "known names where position puts them");
+        assert_eq!(
+            check(&[("input_ids", i64), ("mask", i64), ("segments", i64)], None),
+            Ok(vec![(Ids, false), (Mask, false), (Types, false)]),
+            "known names where position puts them"
+        );
         let err = check(&[("x", i64), ("input_ids", i64), ("y", i64)], None).unwrap_err();
-        assert!(err.contains("x, input_ids, y"), "a known name at another role's position is not guessed around: {err}");
+        assert!(
+            err.contains("x, input_ids, y"),
+            "a known name at another role's position is not guessed around: {err}"
+        );
         let err = check(&[("input_ids", i64)], None).unwrap_err();
         assert!(err.contains("cannot tell"), "{err}");
-        let err = check(&[("input_ids", i64), ("attention_mask", i64), ("pixels", DataType::Float)], Some(&["input_ids", "attention_mask", "pixels"])).unwrap_err();
+        let err = check(
+            &[("input_ids", i64), ("attention_mask", i64), ("pixels", DataType::Float)],
+            Some(&["input_ids", "attention_mask", "pixels"]),
+        )
+        .unwrap_err();
         assert!(err.contains("`pixels` is not an int64 or int32 tensor"), "{err}");
-        assert_eq!(check(&[("x", i64), ("y", i64), ("z", i64)], Some(&["z", "x", "y"])), Ok(vec![(Mask, false), (Types, false), (Ids, false)]));
+        assert_eq!(
+            check(&[("x", i64), ("y", i64), ("z", i64)], Some(&["z", "x", "y"])),
+            Ok(vec![(Mask, false), (Types, false), (Ids, false)])
+        );
         let err = check(&[("x", i64), ("y", i64)], Some(&["x", "w"])).unwrap_err();
         assert!(err.contains("names `w`, which is not an input of the graph; the graph's inputs are x, y"), "{err}");
         let err = check(&[("x", i64), ("y", i64), ("z", i64)], Some(&["x", "y"])).unwrap_err();
@@ -482,11 +594,28 @@ mod tests {
     #[test]
     fn feeds_follow_the_graph_order_and_types() {
         let input = |name: &str, role, int32| FedInput { name: name.into(), role, int32 };
-        let layout = InputLayout { inputs: vec![input("t", InputRole::Types, true), input("i", InputRole::Ids, false), input("m", InputRole::Mask, false)], by_position: false };
+        let layout = InputLayout {
+            inputs: vec![
+                input("t", InputRole::Types, true),
+                input("i", InputRole::Ids, false),
+                input("m", InputRole::Mask, false),
+            ],
+            by_position: false,
+        };
         assert_eq!(layout.input_of(InputRole::Ids), Some("i"));
-        assert_eq!(layout.feeds(vec![5], vec![1], vec![0]), vec![Feed::I32(vec![0]), Feed::I64(vec![5]), Feed::I64(vec![1])]);
-        let two = InputLayout { inputs: vec![input("i", InputRole::Ids, false), input("m", InputRole::Mask, false)], by_position: true };
-        assert_eq!(two.feeds(vec![5], vec![1], vec![0]), vec![Feed::I64(vec![5]), Feed::I64(vec![1])], "token types are dropped where the graph takes none");
+        assert_eq!(
+            layout.feeds(vec![5], vec![1], vec![0]),
+            vec![Feed::I32(vec![0]), Feed::I64(vec![5]), Feed::I64(vec![1])]
+        );
+        let two = InputLayout {
+            inputs: vec![input("i", InputRole::Ids, false), input("m", InputRole::Mask, false)],
+            by_position: true,
+        };
+        assert_eq!(
+            two.feeds(vec![5], vec![1], vec![0]),
+            vec![Feed::I64(vec![5]), Feed::I64(vec![1])],
+            "token types are dropped where the graph takes none"
+        );
     }
 }
 

@@ -39,9 +39,16 @@ impl OrtSession {
     /// Opens libonnxruntime from `library` (once per process) and builds a session for the model
     /// `bytes` with all graph optimisations and `intra_threads` threads; `layout` says which inputs
     /// the graph takes (see [`crate::check_inputs`]).
-    pub fn from_bytes(library: &Path, bytes: &[u8], label: &Path, intra_threads: usize, layout: InputLayout) -> Result<Self, RuntimeError> {
+    pub fn from_bytes(
+        library: &Path,
+        bytes: &[u8],
+        label: &Path,
+        intra_threads: usize,
+        layout: InputLayout,
+    ) -> Result<Self, RuntimeError> {
         let error = |message: String| RuntimeError { path: label.to_owned(), message };
-        let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+        let (environment, _) =
+            environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
         let session = Session::builder(environment)
             .map_err(|e| error(e.to_string()))?
             .with_intra_threads(intra_threads.max(1))
@@ -66,7 +73,14 @@ impl Engine for OrtSession {
         1
     }
 
-    fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
+    fn run_outputs(
+        &self,
+        batch: usize,
+        len: usize,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        types: Vec<i64>,
+    ) -> Result<TensorOutputs, RuntimeError> {
         let error = |e: ort::Error| RuntimeError { path: self.path.clone(), message: e.to_string() };
         let tensor = |feed: Feed| -> Result<ort::session::SessionInputValue<'_>, ort::Error> {
             Ok(match feed {
@@ -74,7 +88,12 @@ impl Engine for OrtSession {
                 Feed::I32(v) => Tensor::from_array(([batch, len], v))?.into(),
             })
         };
-        let inputs: Vec<ort::session::SessionInputValue<'_>> = self.layout.feeds(ids, mask, types).into_iter().map(|f| tensor(f).map_err(error)).collect::<Result<_, _>>()?;
+        let inputs: Vec<ort::session::SessionInputValue<'_>> = self
+            .layout
+            .feeds(ids, mask, types)
+            .into_iter()
+            .map(|f| tensor(f).map_err(error))
+            .collect::<Result<_, _>>()?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run(inputs.as_slice()).map_err(error)?;
         outputs
@@ -101,9 +120,17 @@ pub enum SavedFormat {
 /// "Fixed" optimization style of ONNX Runtime's converter) and the session `config` entries, and
 /// writes the optimized model to `path` in `format`. Loading is the check that the artifact is
 /// one ONNX Runtime accepts.
-pub fn save_optimized(library: &Path, bytes: &[u8], label: &Path, path: &Path, format: SavedFormat, config: &[(&str, &str)]) -> Result<(), RuntimeError> {
+pub fn save_optimized(
+    library: &Path,
+    bytes: &[u8],
+    label: &Path,
+    path: &Path,
+    format: SavedFormat,
+    config: &[(&str, &str)],
+) -> Result<(), RuntimeError> {
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
-    let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+    let (environment, _) =
+        environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
     let mut builder = Session::builder(environment)
         .map_err(|e| error(e.to_string()))?
         .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
@@ -127,7 +154,8 @@ pub fn save_optimized(library: &Path, bytes: &[u8], label: &Path, path: &Path, f
 /// Checks that ONNX Runtime loads the model `bytes` (with all graph optimizations).
 pub fn check_loads(library: &Path, bytes: &[u8], label: &Path) -> Result<(), RuntimeError> {
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
-    let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+    let (environment, _) =
+        environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
     Session::builder(environment)
         .map_err(|e| error(e.to_string()))?
         .with_intra_threads(1)
@@ -143,7 +171,8 @@ pub fn check_loads(library: &Path, bytes: &[u8], label: &Path) -> Result<(), Run
 pub fn model_view(library: &Path, bytes: &[u8], label: &Path) -> Result<tract_onnx::pb::ModelProto, RuntimeError> {
     use tract_onnx::pb;
     let error = |message: String| RuntimeError { path: label.to_owned(), message };
-    let (environment, _) = environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+    let (environment, _) =
+        environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
     let session = Session::builder(environment)
         .map_err(|e| error(e.to_string()))?
         .with_intra_threads(1)
@@ -163,7 +192,10 @@ pub fn model_view(library: &Path, bytes: &[u8], label: &Path) -> Result<tract_on
             name: i.name().to_string(),
             r#type: Some(pb::TypeProto {
                 denotation: String::new(),
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor { elem_type: elem_type(i.dtype().tensor_type()), shape: None })),
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: elem_type(i.dtype().tensor_type()),
+                    shape: None,
+                })),
             }),
             doc_string: String::new(),
         })
@@ -171,6 +203,13 @@ pub fn model_view(library: &Path, bytes: &[u8], label: &Path) -> Result<tract_on
     let metadata = session.metadata().map_err(|e| error(e.to_string()))?;
     let mut keys = metadata.custom_keys().map_err(|e| error(e.to_string()))?;
     keys.sort();
-    let metadata_props = keys.into_iter().filter_map(|key| metadata.custom(&key).map(|value| pb::StringStringEntryProto { key, value })).collect();
-    Ok(pb::ModelProto { graph: Some(pb::GraphProto { input, ..Default::default() }), metadata_props, ..Default::default() })
+    let metadata_props = keys
+        .into_iter()
+        .filter_map(|key| metadata.custom(&key).map(|value| pb::StringStringEntryProto { key, value }))
+        .collect();
+    Ok(pb::ModelProto {
+        graph: Some(pb::GraphProto { input, ..Default::default() }),
+        metadata_props,
+        ..Default::default()
+    })
 }

@@ -42,7 +42,9 @@ pub fn onnxruntime_only(model: &ModelProto) -> Option<String> {
 impl TractSession {
     /// Loads and optimises an ONNX file, its inputs mapped as [`crate::check_inputs`] does.
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
-        let model = tract_onnx::onnx().proto_model_for_path(path).map_err(|e| RuntimeError { path: path.to_owned(), message: format!("{e:#}") })?;
+        let model = tract_onnx::onnx()
+            .proto_model_for_path(path)
+            .map_err(|e| RuntimeError { path: path.to_owned(), message: format!("{e:#}") })?;
         let layout = crate::check_inputs(&model, path, None)?;
         Self::optimized(tract_onnx::onnx().model_for_proto_model(&flatten_as_reshape(&model)), path.to_owned(), layout)
     }
@@ -51,19 +53,38 @@ impl TractSession {
     pub fn with_layout(model: &ModelProto, label: &str, layout: InputLayout) -> Result<Self, RuntimeError> {
         // tract says so in its own words only after typing the graph.
         if let Some(reason) = onnxruntime_only(model) {
-            return Err(RuntimeError { path: PathBuf::from(label), message: format!("this artifact is for ONNX Runtime ({reason}), which tract does not run: use --engine ort") });
+            return Err(RuntimeError {
+                path: PathBuf::from(label),
+                message: format!(
+                    "this artifact is for ONNX Runtime ({reason}), which tract does not run: use --engine ort"
+                ),
+            });
         }
-        Self::optimized(tract_onnx::onnx().model_for_proto_model(&flatten_as_reshape(model)), PathBuf::from(label), layout)
+        Self::optimized(
+            tract_onnx::onnx().model_for_proto_model(&flatten_as_reshape(model)),
+            PathBuf::from(label),
+            layout,
+        )
     }
 
     fn optimized(model: TractResult<InferenceModel>, path: PathBuf, layout: InputLayout) -> Result<Self, RuntimeError> {
-        let plan = match model.and_then(|m| m.into_typed()).and_then(cumsum_over_integers).and_then(integer_products_of_symbols).and_then(broadcast_boolean_ands).and_then(|m| m.into_optimized()).and_then(|m| m.into_runnable()) {
+        let plan = match model
+            .and_then(|m| m.into_typed())
+            .and_then(cumsum_over_integers)
+            .and_then(integer_products_of_symbols)
+            .and_then(broadcast_boolean_ands)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+        {
             Ok(plan) => plan,
             Err(e) => return Err(RuntimeError { path, message: format!("{e:#}") }),
         };
         let inputs = plan.model().inputs.len();
         if inputs != layout.inputs().len() {
-            return Err(RuntimeError { path, message: format!("tract sees {inputs} input(s), the graph declares {}", layout.inputs().len()) });
+            return Err(RuntimeError {
+                path,
+                message: format!("tract sees {inputs} input(s), the graph declares {}", layout.inputs().len()),
+            });
         }
         Ok(TractSession { path, plan, layout })
     }
@@ -106,7 +127,9 @@ fn integer_products_of_symbols(mut model: TypedModel) -> TractResult<TypedModel>
     use tract_onnx::tract_core::ops::binary::TypedBinOp;
     use tract_onnx::tract_core::ops::cast::cast;
     let symbolic = |model: &TypedModel, outlet: OutletId| -> bool {
-        model.outlet_fact(outlet).is_ok_and(|f| f.datum_type == TDim::datum_type() && f.uniform.as_ref().is_some_and(|u| u.cast_to_scalar::<i64>().is_err()))
+        model.outlet_fact(outlet).is_ok_and(|f| {
+            f.datum_type == TDim::datum_type() && f.uniform.as_ref().is_some_and(|u| u.cast_to_scalar::<i64>().is_err())
+        })
     };
     let nodes: Vec<usize> = model
         .nodes()
@@ -144,7 +167,9 @@ fn broadcast_boolean_ands(mut model: TypedModel) -> TractResult<TypedModel> {
         .nodes()
         .iter()
         .filter(|node| node.op_as::<TypedBinOp>().is_some_and(|op| op.0.is::<And>()))
-        .filter(|node| node.inputs.iter().any(|&i| model.outlet_fact(i).is_ok_and(|f| f.shape != node.outputs[0].fact.shape)))
+        .filter(|node| {
+            node.inputs.iter().any(|&i| model.outlet_fact(i).is_ok_and(|f| f.shape != node.outputs[0].fact.shape))
+        })
         .map(|node| node.id)
         .collect();
     for id in nodes {
@@ -154,7 +179,15 @@ fn broadcast_boolean_ands(mut model: TypedModel) -> TractResult<TypedModel> {
         let mut wires = tvec![];
         for (ix, &input) in node.inputs.iter().enumerate() {
             let tap = patch.tap_model(&model, input)?;
-            wires.push(if model.outlet_fact(input)?.shape == shape { tap } else { patch.wire_node(format!("{}.broadcast.{ix}", node.name), MultiBroadcastTo { shape: shape.clone() }, &[tap])?[0] });
+            wires.push(if model.outlet_fact(input)?.shape == shape {
+                tap
+            } else {
+                patch.wire_node(
+                    format!("{}.broadcast.{ix}", node.name),
+                    MultiBroadcastTo { shape: shape.clone() },
+                    &[tap],
+                )?[0]
+            });
         }
         let out = patch.wire_node(&node.name, node.op.clone(), &wires)?;
         patch.shunt_outside(&model, OutletId::new(id, 0), out[0])?;
@@ -194,7 +227,10 @@ fn flatten_as_reshape(model: &ModelProto) -> std::borrow::Cow<'_, ModelProto> {
             (None, None) => return Ok(false),
         };
         let bytes = shape.iter().flat_map(|d| d.to_le_bytes()).collect();
-        let shape = rw.add_initializer(&format!("{}.shape", node.name), edit::raw_tensor("", &[2], tract_onnx::pb::tensor_proto::DataType::Int64, bytes));
+        let shape = rw.add_initializer(
+            &format!("{}.shape", node.name),
+            edit::raw_tensor("", &[2], tract_onnx::pb::tensor_proto::DataType::Int64, bytes),
+        );
         rw.replace(i, [edit::node("Reshape", &node.name, &[&node.input[0], &shape], &[&node.output[0]], vec![])]);
         Ok(true)
     });
@@ -207,22 +243,34 @@ fn flatten_as_reshape(model: &ModelProto) -> std::borrow::Cow<'_, ModelProto> {
 fn known_dims(rw: &qaforge_onnx::edit::Rewrite<'_>, tensor: &str) -> Option<Vec<Option<i64>>> {
     use tract_onnx::pb::{tensor_shape_proto::dimension::Value, type_proto};
     let graph = &*rw.graph;
-    let declared = graph.input.iter().chain(&graph.value_info).find(|v| v.name == tensor).and_then(|v| match v.r#type.as_ref()?.value.as_ref()? {
-        type_proto::Value::TensorType(t) => Some(t.shape.as_ref()?.dim.iter().map(|d| match d.value {
-            Some(Value::DimValue(v)) => Some(v),
+    let declared = graph.input.iter().chain(&graph.value_info).find(|v| v.name == tensor).and_then(|v| {
+        match v.r#type.as_ref()?.value.as_ref()? {
+            type_proto::Value::TensorType(t) => Some(
+                t.shape
+                    .as_ref()?
+                    .dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(Value::DimValue(v)) => Some(v),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            #[allow(unreachable_patterns)]
             _ => None,
-        }).collect()),
-        #[allow(unreachable_patterns)]
-        _ => None,
+        }
     });
     if declared.is_some() {
         return declared;
     }
     let producer = rw.producer(tensor)?;
     let node = rw.node(producer);
-    matches!(node.op_type.as_str(), "Cast" | "Identity" | "Not" | "Neg" | "Abs" | "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp")
-        .then(|| known_dims(rw, &node.input[0]))
-        .flatten()
+    matches!(
+        node.op_type.as_str(),
+        "Cast" | "Identity" | "Not" | "Neg" | "Abs" | "Relu" | "Sigmoid" | "Tanh" | "Erf" | "Sqrt" | "Exp"
+    )
+    .then(|| known_dims(rw, &node.input[0]))
+    .flatten()
 }
 
 impl Engine for TractSession {
@@ -234,18 +282,34 @@ impl Engine for TractSession {
         format!("tract {}", env!("QAFORGE_TRACT_VERSION"))
     }
 
-    fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, mask: Vec<i64>, types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
+    fn run_outputs(
+        &self,
+        batch: usize,
+        len: usize,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        types: Vec<i64>,
+    ) -> Result<TensorOutputs, RuntimeError> {
         let runtime = |e: TractError| RuntimeError { path: self.path.clone(), message: format!("{e:#}") };
         let tensor = |feed: Feed| match feed {
             Feed::I64(v) => Tensor::from_shape(&[batch, len], &v).map(|t| t.into_tvalue()),
             Feed::I32(v) => Tensor::from_shape(&[batch, len], &v).map(|t| t.into_tvalue()),
         };
-        let inputs = self.layout.feeds(ids, mask, types).into_iter().map(|v| tensor(v).map_err(runtime)).collect::<Result<TVec<_>, _>>()?;
+        let inputs = self
+            .layout
+            .feeds(ids, mask, types)
+            .into_iter()
+            .map(|v| tensor(v).map_err(runtime))
+            .collect::<Result<TVec<_>, _>>()?;
         // tract panics on some inputs a graph does not expect (Gather indices past a table: see
         // check_token_ids, which callers run first); a panic is turned into this artifact's error.
         let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.plan.run(inputs)))
             .map_err(|panic| {
-                let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
                 RuntimeError { path: self.path.clone(), message: format!("tract failed on these inputs: {what}") }
             })?
             .map_err(runtime)?;
@@ -263,27 +327,46 @@ impl Engine for TractSession {
 mod tests {
     use super::*;
     use qaforge_onnx::edit;
-    use tract_onnx::pb::{tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, TensorShapeProto, TypeProto, ValueInfoProto};
+    use tract_onnx::pb::{
+        tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    };
 
     /// `mask` ([batch, sequence] int64, or of unknown rank) → Cast(float) → Flatten(axis) → `flat`.
     fn flatten_graph(axis: i64, declared: bool) -> ModelProto {
-        let dim = |name: &str| tensor_shape_proto::Dimension { denotation: String::new(), value: Some(tensor_shape_proto::dimension::Value::DimParam(name.into())) };
+        let dim = |name: &str| tensor_shape_proto::Dimension {
+            denotation: String::new(),
+            value: Some(tensor_shape_proto::dimension::Value::DimParam(name.into())),
+        };
         let shape = declared.then(|| TensorShapeProto { dim: vec![dim("batch"), dim("sequence")] });
         let info = |name: &str, ty: DataType, shape: Option<TensorShapeProto>| ValueInfoProto {
             name: name.into(),
-            r#type: Some(TypeProto { denotation: String::new(), value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: ty as i32, shape })) }),
+            r#type: Some(TypeProto {
+                denotation: String::new(),
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: ty as i32, shape })),
+            }),
             doc_string: String::new(),
         };
         let graph = GraphProto {
             node: vec![
-                edit::node("Cast", "cast", &["mask"], &["mask.f32"], vec![edit::int_attribute("to", DataType::Float as i64)]),
+                edit::node(
+                    "Cast",
+                    "cast",
+                    &["mask"],
+                    &["mask.f32"],
+                    vec![edit::int_attribute("to", DataType::Float as i64)],
+                ),
                 edit::node("Flatten", "flatten", &["mask.f32"], &["flat"], vec![edit::int_attribute("axis", axis)]),
             ],
             input: vec![info("mask", DataType::Int64, shape)],
             output: vec![info("flat", DataType::Float, None)],
             ..Default::default()
         };
-        ModelProto { ir_version: 8, opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }], graph: Some(graph), ..Default::default() }
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![tract_onnx::pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(graph),
+            ..Default::default()
+        }
     }
 
     fn run(model: &ModelProto) -> TractResult<Vec<usize>> {
@@ -295,7 +378,10 @@ mod tests {
     #[test]
     fn a_flatten_of_two_symbolic_dimensions_runs_as_a_reshape() {
         let model = flatten_graph(2, true);
-        assert!(format!("{:#}", run(&model).unwrap_err()).contains("square of symbols"), "tract 0.23 cannot type it as it is");
+        assert!(
+            format!("{:#}", run(&model).unwrap_err()).contains("square of symbols"),
+            "tract 0.23 cannot type it as it is"
+        );
         let rewritten = flatten_as_reshape(&model);
         let graph = rewritten.graph.as_ref().unwrap();
         assert_eq!(graph.node.iter().map(|n| n.op_type.as_str()).collect::<Vec<_>>(), ["Cast", "Reshape"]);

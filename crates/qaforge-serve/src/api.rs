@@ -80,14 +80,21 @@ fn kind(value: &Value) -> &'static str {
 }
 
 fn input(value: &Value, at: &str) -> Result<QaInput, String> {
-    let Value::Object(object) = value else { return Err(format!("{at} must be an object with `question` and `context`, not {}", kind(value))) };
+    let Value::Object(object) = value else {
+        return Err(format!("{at} must be an object with `question` and `context`, not {}", kind(value)));
+    };
     if let Some(other) = object.keys().find(|k| *k != "question" && *k != "context") {
         return Err(format!("{at} has an unknown field `{other}` (it takes `question` and `context`)"));
     }
     Ok(QaInput { question: string_field(object, "question", at)?, context: string_field(object, "context", at)? })
 }
 
-fn whole(parameters: &serde_json::Map<String, Value>, key: &str, low: usize, high: usize) -> Result<Option<usize>, String> {
+fn whole(
+    parameters: &serde_json::Map<String, Value>,
+    key: &str,
+    low: usize,
+    high: usize,
+) -> Result<Option<usize>, String> {
     match parameters.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => match n.as_u64() {
@@ -103,7 +110,9 @@ impl PredictRequest {
     /// "parameters": {top_k, handle_impossible_answer, max_answer_len, doc_stride, max_seq_len}}`.
     pub fn parse(body: &[u8], bounds: Bounds) -> Result<Self, String> {
         let value: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-        let Value::Object(object) = value else { return Err(format!("the body must be a JSON object with `inputs`, not {}", kind(&value))) };
+        let Value::Object(object) = value else {
+            return Err(format!("the body must be a JSON object with `inputs`, not {}", kind(&value)));
+        };
         if let Some(other) = object.keys().find(|k| *k != "inputs" && *k != "parameters") {
             return Err(format!("unknown field `{other}` (the body takes `inputs` and `parameters`)"));
         }
@@ -113,9 +122,19 @@ impl PredictRequest {
                     return Err("inputs is an empty list".into());
                 }
                 if list.len() > bounds.max_inputs {
-                    return Err(format!("inputs holds {} questions; at most {} a request (--max-client-batch-size)", list.len(), bounds.max_inputs));
+                    return Err(format!(
+                        "inputs holds {} questions; at most {} a request (--max-client-batch-size)",
+                        list.len(),
+                        bounds.max_inputs
+                    ));
                 }
-                (list.iter().enumerate().map(|(i, v)| input(v, &format!("inputs[{i}]"))).collect::<Result<Vec<_>, _>>()?, true)
+                (
+                    list.iter()
+                        .enumerate()
+                        .map(|(i, v)| input(v, &format!("inputs[{i}]")))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    true,
+                )
             }
             Some(v) => (vec![input(v, "inputs")?], false),
             None => return Err("the body has no `inputs`".into()),
@@ -124,24 +143,35 @@ impl PredictRequest {
         match object.get("parameters") {
             None | Some(Value::Null) => {}
             Some(Value::Object(p)) => {
-                const KNOWN: [&str; 5] = ["top_k", "handle_impossible_answer", "max_answer_len", "doc_stride", "max_seq_len"];
+                const KNOWN: [&str; 5] =
+                    ["top_k", "handle_impossible_answer", "max_answer_len", "doc_stride", "max_seq_len"];
                 if let Some(other) = p.keys().find(|k| !KNOWN.contains(&k.as_str())) {
                     return Err(format!("unknown parameter `{other}` (known: {})", KNOWN.join(", ")));
                 }
                 parameters.top_k = whole(p, "top_k", 1, MAX_TOP_K)?.unwrap_or(parameters.top_k);
-                parameters.max_answer_len = whole(p, "max_answer_len", 1, bounds.max_seq_len)?.unwrap_or(parameters.max_answer_len);
-                parameters.max_seq_len = whole(p, "max_seq_len", 16, bounds.max_seq_len)?.unwrap_or(parameters.max_seq_len.min(bounds.max_seq_len));
+                parameters.max_answer_len =
+                    whole(p, "max_answer_len", 1, bounds.max_seq_len)?.unwrap_or(parameters.max_answer_len);
+                parameters.max_seq_len = whole(p, "max_seq_len", 16, bounds.max_seq_len)?
+                    .unwrap_or(parameters.max_seq_len.min(bounds.max_seq_len));
                 parameters.doc_stride = whole(p, "doc_stride", 0, bounds.max_seq_len)?.unwrap_or(parameters.doc_stride);
                 parameters.handle_impossible_answer = match p.get("handle_impossible_answer") {
                     None | Some(Value::Null) => None,
                     Some(Value::Bool(b)) => Some(*b),
-                    Some(other) => return Err(format!("parameters.handle_impossible_answer must be a boolean, not {}", kind(other))),
+                    Some(other) => {
+                        return Err(format!(
+                            "parameters.handle_impossible_answer must be a boolean, not {}",
+                            kind(other)
+                        ))
+                    }
                 };
             }
             Some(other) => return Err(format!("parameters must be an object, not {}", kind(other))),
         }
         if parameters.doc_stride >= parameters.max_seq_len {
-            return Err(format!("parameters.doc_stride {} must be below max_seq_len {}", parameters.doc_stride, parameters.max_seq_len));
+            return Err(format!(
+                "parameters.doc_stride {} must be below max_seq_len {}",
+                parameters.doc_stride, parameters.max_seq_len
+            ));
         }
         Ok(PredictRequest { inputs, listed, parameters })
     }
@@ -183,8 +213,14 @@ mod tests {
         let one = PredictRequest::parse(br#"{"inputs": {"question": "Who?", "context": "Ann did."}}"#, BOUNDS).unwrap();
         assert_eq!((one.inputs.len(), one.listed, one.parameters), (1, false, Parameters::default()));
         let many = PredictRequest::parse(br#"{"inputs": [{"question": "Who?", "context": "Ann."}, {"question": "Why?", "context": "So."}], "parameters": {"top_k": 3, "handle_impossible_answer": false, "max_seq_len": 256, "doc_stride": 64}}"#, BOUNDS).unwrap();
-        assert_eq!((many.inputs.len(), many.listed, many.parameters.top_k, many.parameters.handle_impossible_answer), (2, true, 3, Some(false)));
-        assert_eq!((many.parameters.max_seq_len, many.parameters.doc_stride, many.parameters.max_answer_len), (256, 64, 30));
+        assert_eq!(
+            (many.inputs.len(), many.listed, many.parameters.top_k, many.parameters.handle_impossible_answer),
+            (2, true, 3, Some(false))
+        );
+        assert_eq!(
+            (many.parameters.max_seq_len, many.parameters.doc_stride, many.parameters.max_answer_len),
+            (256, 64, 30)
+        );
     }
 
     #[test]

@@ -97,8 +97,17 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the gathering thread and one engine thread per session in `engines` (each its own
     /// ONNX Runtime session, or `workers` threads sharing one tract engine).
-    pub fn start(engines: Vec<Arc<dyn Engine>>, workers: usize, options: BatcherOptions, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let queue = Arc::new(Queue { entries: Mutex::new(VecDeque::new()), arrived: Condvar::new(), closed: AtomicBool::new(false) });
+    pub fn start(
+        engines: Vec<Arc<dyn Engine>>,
+        workers: usize,
+        options: BatcherOptions,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let queue = Arc::new(Queue {
+            entries: Mutex::new(VecDeque::new()),
+            arrived: Condvar::new(),
+            closed: AtomicBool::new(false),
+        });
         // One batch gathered ahead of the engines: a bounded hand-over, so the queue is where
         // windows wait.
         let (hand_over, batches) = sync_channel::<Batch>(1);
@@ -106,19 +115,31 @@ impl Batcher {
         let mut threads = Vec::new();
         {
             let (queue, metrics) = (queue.clone(), metrics.clone());
-            threads.push(std::thread::Builder::new().name("qaforge-batcher".into()).spawn(move || gather(&queue, options, &metrics, hand_over))?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("qaforge-batcher".into())
+                    .spawn(move || gather(&queue, options, &metrics, hand_over))?,
+            );
         }
         for k in 0..workers.max(1) {
             let engine = engines[k % engines.len()].clone();
             let (batches, metrics) = (batches.clone(), metrics.clone());
-            threads.push(std::thread::Builder::new().name(format!("qaforge-engine-{k}")).spawn(move || run(engine.as_ref(), &batches, &metrics))?);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("qaforge-engine-{k}"))
+                    .spawn(move || run(engine.as_ref(), &batches, &metrics))?,
+            );
         }
         Ok(Batcher { queue, threads: Mutex::new(threads) })
     }
 
     /// Queues `windows`; each receiver gets its window's logits (or the engine's failure). Dropping
     /// a receiver cancels its window if it has not run yet.
-    pub fn submit(&self, windows: Vec<Window>, metrics: &Metrics) -> Vec<oneshot::Receiver<Result<WindowLogits, EngineFailure>>> {
+    pub fn submit(
+        &self,
+        windows: Vec<Window>,
+        metrics: &Metrics,
+    ) -> Vec<oneshot::Receiver<Result<WindowLogits, EngineFailure>>> {
         let now = Instant::now();
         let mut receivers = Vec::with_capacity(windows.len());
         let mut entries = self.queue.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -189,7 +210,9 @@ fn gather(queue: &Queue, options: BatcherOptions, metrics: &Metrics, hand_over: 
                 continue;
             }
             let length = longest.max(entry.window.padded_length());
-            let fits = batch.first().is_none_or(|first| first.window.max_length == entry.window.max_length && options.budget.fits(batch.len() + 1, length));
+            let fits = batch.first().is_none_or(|first| {
+                first.window.max_length == entry.window.max_length && options.budget.fits(batch.len() + 1, length)
+            });
             if fits {
                 longest = length;
                 batch.push(entry);
@@ -234,7 +257,10 @@ fn run(engine: &dyn Engine, batches: &Mutex<Receiver<Batch>>, metrics: &Metrics)
         // A panic in an engine is the batch's failure, not the server's end.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match fault {
             None => engine.run_batch(rows, len, ids, mask, types),
-            Some(Fault::EngineError) => Err(qaforge_runtime::RuntimeError { path: engine.label().to_owned(), message: "injected engine failure (fault injection)".into() }),
+            Some(Fault::EngineError) => Err(qaforge_runtime::RuntimeError {
+                path: engine.label().to_owned(),
+                message: "injected engine failure (fault injection)".into(),
+            }),
             Some(Fault::EnginePanic) => panic!("injected engine panic (fault injection)"),
         }));
         let inference = started.elapsed();
@@ -243,7 +269,11 @@ fn run(engine: &dyn Engine, batches: &Mutex<Receiver<Batch>>, metrics: &Metrics)
             Ok(Err(e)) => Err(format!("the engine failed: {e}")),
             Err(panic) => Err(format!(
                 "the engine panicked: {}",
-                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default()
             )),
         };
         for (r, entry) in batch.entries.into_iter().enumerate() {
@@ -280,7 +310,14 @@ mod tests {
         fn description(&self) -> String {
             "echo".into()
         }
-        fn run_outputs(&self, batch: usize, len: usize, ids: Vec<i64>, _mask: Vec<i64>, _types: Vec<i64>) -> Result<TensorOutputs, RuntimeError> {
+        fn run_outputs(
+            &self,
+            batch: usize,
+            len: usize,
+            ids: Vec<i64>,
+            _mask: Vec<i64>,
+            _types: Vec<i64>,
+        ) -> Result<TensorOutputs, RuntimeError> {
             if ids.chunks(len).any(|row| row[0] == 666) {
                 return Err(RuntimeError { path: "echo".into(), message: "bad row".into() });
             }
@@ -298,7 +335,13 @@ mod tests {
 
     fn batcher(max_rows: usize, max_delay: Duration) -> Batcher {
         let engines: Vec<Arc<dyn Engine>> = vec![Arc::new(Echo)];
-        Batcher::start(engines, 1, BatcherOptions { budget: BatchBudget { max_tokens: 1 << 20, max_rows }, max_delay }, Arc::new(Metrics::new())).unwrap()
+        Batcher::start(
+            engines,
+            1,
+            BatcherOptions { budget: BatchBudget { max_tokens: 1 << 20, max_rows }, max_delay },
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -122,7 +122,13 @@ pub(crate) struct AppState {
 /// Loads the artifact and serves it on `options.address` until SIGTERM or Ctrl-C; returns once
 /// every request in flight has been answered.
 pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
-    if options.max_batch_tokens == 0 || options.max_batch_requests == 0 || options.max_concurrent_requests == 0 || options.max_client_batch_size == 0 || options.max_windows_per_request == 0 || options.sessions == 0 {
+    if options.max_batch_tokens == 0
+        || options.max_batch_requests == 0
+        || options.max_concurrent_requests == 0
+        || options.max_client_batch_size == 0
+        || options.max_windows_per_request == 0
+        || options.sessions == 0
+    {
         return Err(ServeError::Options("the --max-* limits and --sessions take a number of at least 1".into()));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +152,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(state.options.address))
         .map_err(|source| ServeError::Io { what: format!("listening on {}", state.options.address), source })?;
-    let address = listener.local_addr().map_err(|source| ServeError::Io { what: "reading the bound address".into(), source })?;
+    let address =
+        listener.local_addr().map_err(|source| ServeError::Io { what: "reading the bound address".into(), source })?;
     let server = runtime.spawn(routes::run(listener, state.clone()));
     tracing::info!(%address, artifact = %state.options.artifact.display(), "listening; loading the model");
     let loaded = load(&state.options, &state.metrics).and_then(|model| {
@@ -181,7 +188,12 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
 /// Loads the artifact and tokenizer, checks the report, and starts the batcher.
 fn load(options: &ServeOptions, metrics: &Arc<Metrics>) -> Result<Model, ServeError> {
-    let artifact = LoadedArtifact::open(&options.artifact, &options.engine, options.exact_fallback, options.input_names.as_deref())?;
+    let artifact = LoadedArtifact::open(
+        &options.artifact,
+        &options.engine,
+        options.exact_fallback,
+        options.input_names.as_deref(),
+    )?;
     let tokenizer = QaTokenizer::from_model_dir(&options.tokenizer).map_err(qaforge_pipeline::PipelineError::from)?;
     let verification = match &options.report {
         Some(path) => Some(read_report(path, &artifact)?),
@@ -202,7 +214,10 @@ fn load(options: &ServeOptions, metrics: &Arc<Metrics>) -> Result<Model, ServeEr
     let batcher = Batcher::start(
         engines.clone(),
         workers,
-        BatcherOptions { budget: BatchBudget { max_tokens: options.max_batch_tokens, max_rows }, max_delay: options.max_batch_delay },
+        BatcherOptions {
+            budget: BatchBudget { max_tokens: options.max_batch_tokens, max_rows },
+            max_delay: options.max_batch_delay,
+        },
         metrics.clone(),
     )
     .map_err(|source| ServeError::Io { what: "starting the batcher's threads".into(), source })?;
@@ -239,7 +254,12 @@ fn load(options: &ServeOptions, metrics: &Arc<Metrics>) -> Result<Model, ServeEr
 fn max_positions(artifact: &LoadedArtifact) -> usize {
     let graph = artifact.model.graph.as_ref();
     let table = graph.and_then(|g| {
-        let rows: Vec<i64> = g.initializer.iter().filter(|t| t.name.contains("position_embeddings") && t.dims.len() == 2).map(|t| t.dims[0]).collect();
+        let rows: Vec<i64> = g
+            .initializer
+            .iter()
+            .filter(|t| t.name.contains("position_embeddings") && t.dims.len() == 2)
+            .map(|t| t.dims[0])
+            .collect();
         rows.into_iter().min()
     });
     table.and_then(|rows| usize::try_from(rows).ok()).filter(|&r| r >= 16).unwrap_or(512)
@@ -247,8 +267,10 @@ fn max_positions(artifact: &LoadedArtifact) -> usize {
 
 /// The verify report at `path`, checked to be this artifact's, as `/info` gives it.
 fn read_report(path: &std::path::Path, artifact: &LoadedArtifact) -> Result<serde_json::Value, ServeError> {
-    let bytes = std::fs::read(path).map_err(|source| qaforge_pipeline::PipelineError::Io { path: path.to_owned(), source })?;
-    let report: qaforge_verify::Report = serde_json::from_slice(&bytes).map_err(|e| ServeError::Options(format!("{}: not a qaforge verify report: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|source| qaforge_pipeline::PipelineError::Io { path: path.to_owned(), source })?;
+    let report: qaforge_verify::Report = serde_json::from_slice(&bytes)
+        .map_err(|e| ServeError::Options(format!("{}: not a qaforge verify report: {e}", path.display())))?;
     if report.run.sha256 != artifact.sha256 {
         return Err(ServeError::Options(format!(
             "{}: the report verifies the artifact {}, not {} ({}): verify this artifact and pass its report",
@@ -278,8 +300,12 @@ fn read_report(path: &std::path::Path, artifact: &LoadedArtifact) -> Result<serd
 /// One question through the whole path (tokenizer, batcher, engine, post-processing) before the
 /// server says it is ready.
 fn warm_up(model: &Model) -> Result<(), ServeError> {
-    let input = api::QaInput { question: "What does the server do first?".into(), context: "Before it says it is ready, the server answers one question.".into() };
-    let windows = routes::windows_of(model, &[input], &api::Parameters::default(), usize::MAX).map_err(|e| ServeError::Options(format!("warm-up: {}", e.message())))?;
+    let input = api::QaInput {
+        question: "What does the server do first?".into(),
+        context: "Before it says it is ready, the server answers one question.".into(),
+    };
+    let windows = routes::windows_of(model, &[input], &api::Parameters::default(), usize::MAX)
+        .map_err(|e| ServeError::Options(format!("warm-up: {}", e.message())))?;
     let metrics = Metrics::new();
     for receiver in model.batcher.submit(windows.into_iter().flat_map(|(_, w)| w).collect(), &metrics) {
         match receiver.blocking_recv() {

@@ -9,7 +9,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Why a request failed, as the `cause` label and the error body's `error_type` say it.
-pub const CAUSES: [&str; 8] = ["validation", "payload_too_large", "overloaded", "timeout", "unauthorized", "backend", "unavailable", "internal"];
+pub const CAUSES: [&str; 8] =
+    ["validation", "payload_too_large", "overloaded", "timeout", "unauthorized", "backend", "unavailable", "internal"];
 
 type Labels = Vec<(String, String)>;
 
@@ -65,12 +66,32 @@ impl Metrics {
         registry.register("qaforge_request_success", "Requests answered 200", metrics.successes.clone());
         registry.register("qaforge_request_failure", "Requests that failed, by cause", metrics.failures.clone());
         registry.register("qaforge_request_duration_seconds", "Whole request time", metrics.request_duration.clone());
-        registry.register("qaforge_request_queue_duration_seconds", "Time a request's windows waited for a batch", metrics.queue_duration.clone());
-        registry.register("qaforge_request_tokenization_duration_seconds", "Tokenization time of a request", metrics.tokenization_duration.clone());
-        registry.register("qaforge_request_inference_duration_seconds", "Inference time of the batches a request ran in", metrics.inference_duration.clone());
+        registry.register(
+            "qaforge_request_queue_duration_seconds",
+            "Time a request's windows waited for a batch",
+            metrics.queue_duration.clone(),
+        );
+        registry.register(
+            "qaforge_request_tokenization_duration_seconds",
+            "Tokenization time of a request",
+            metrics.tokenization_duration.clone(),
+        );
+        registry.register(
+            "qaforge_request_inference_duration_seconds",
+            "Inference time of the batches a request ran in",
+            metrics.inference_duration.clone(),
+        );
         registry.register("qaforge_batch_size", "Windows per batch", metrics.batch_size.clone());
-        registry.register("qaforge_batch_tokens", "Padded tokens per batch (rows x longest row)", metrics.batch_tokens.clone());
-        registry.register("qaforge_batch_padding_ratio", "Padded tokens over real tokens, per batch", metrics.padding_ratio.clone());
+        registry.register(
+            "qaforge_batch_tokens",
+            "Padded tokens per batch (rows x longest row)",
+            metrics.batch_tokens.clone(),
+        );
+        registry.register(
+            "qaforge_batch_padding_ratio",
+            "Padded tokens over real tokens, per batch",
+            metrics.padding_ratio.clone(),
+        );
         registry.register("qaforge_queue_size", "Windows waiting for a batch", metrics.queue_size.clone());
         registry.register("qaforge_requests_in_flight", "Requests being answered", metrics.in_flight.clone());
         for cause in CAUSES {
@@ -106,11 +127,25 @@ mod tests {
     #[test]
     fn every_metric_exists_before_the_first_request() {
         let text = Metrics::new().render();
-        for name in ["qaforge_request_count_total", "qaforge_request_success_total", "qaforge_request_duration_seconds_bucket", "qaforge_batch_size_bucket", "qaforge_batch_tokens_bucket", "qaforge_batch_padding_ratio_bucket", "qaforge_queue_size", "qaforge_request_queue_duration_seconds_count", "qaforge_request_tokenization_duration_seconds_count", "qaforge_request_inference_duration_seconds_count"] {
+        for name in [
+            "qaforge_request_count_total",
+            "qaforge_request_success_total",
+            "qaforge_request_duration_seconds_bucket",
+            "qaforge_batch_size_bucket",
+            "qaforge_batch_tokens_bucket",
+            "qaforge_batch_padding_ratio_bucket",
+            "qaforge_queue_size",
+            "qaforge_request_queue_duration_seconds_count",
+            "qaforge_request_tokenization_duration_seconds_count",
+            "qaforge_request_inference_duration_seconds_count",
+        ] {
             assert!(text.contains(name), "{name} missing:\n{text}");
         }
         for cause in CAUSES {
-            assert!(text.contains(&format!("qaforge_request_failure_total{{cause=\"{cause}\"}} 0")), "{cause}:\n{text}");
+            assert!(
+                text.contains(&format!("qaforge_request_failure_total{{cause=\"{cause}\"}} 0")),
+                "{cause}:\n{text}"
+            );
         }
     }
 }

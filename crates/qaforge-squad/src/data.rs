@@ -114,9 +114,9 @@ impl SquadFile {
                     }
                     for answer in &qa.answers {
                         let start = usize::try_from(answer.answer_start).ok();
-                        let fits = start.and_then(|s| paragraph.context.get(char_to_byte(&paragraph.context, s)?..)).is_some_and(|rest| {
-                            rest.chars().take(answer.text.chars().count()).eq(answer.text.chars())
-                        });
+                        let fits = start
+                            .and_then(|s| paragraph.context.get(char_to_byte(&paragraph.context, s)?..))
+                            .is_some_and(|rest| rest.chars().take(answer.text.chars().count()).eq(answer.text.chars()));
                         if !fits {
                             return Err(invalid(format!(
                                 "question `{}`: answer `{}` is not at character {} of its context",
@@ -153,9 +153,11 @@ impl SquadFile {
     /// left without questions are dropped; every other field is kept).
     pub fn first_questions_json(bytes: &[u8], limit: usize, path: &Path) -> Result<Vec<u8>, SquadError> {
         let invalid = |message: String| SquadError::Invalid { path: path.to_owned(), message };
-        let mut raw: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| invalid(format!("not SQuAD JSON: {e}")))?;
+        let mut raw: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| invalid(format!("not SQuAD JSON: {e}")))?;
         let mut left = limit;
-        let articles = raw.get_mut("data").and_then(|d| d.as_array_mut()).ok_or_else(|| invalid("no `data` list".into()))?;
+        let articles =
+            raw.get_mut("data").and_then(|d| d.as_array_mut()).ok_or_else(|| invalid("no `data` list".into()))?;
         for article in articles.iter_mut() {
             if let Some(paragraphs) = article.get_mut("paragraphs").and_then(|p| p.as_array_mut()) {
                 for paragraph in paragraphs.iter_mut() {
@@ -218,9 +220,12 @@ mod tests {
 
     #[test]
     fn reads_a_small_file() {
-        let f = parse(r#"{"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "Paris is in France.",
+        let f = parse(
+            r#"{"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "Paris is in France.",
             "qas": [{"id": "1", "question": "Where?", "answers": [{"text": "France", "answer_start": 12}]},
-                    {"id": "2", "question": "Why?", "answers": [], "is_impossible": true}]}]}]}"#).unwrap();
+                    {"id": "2", "question": "Why?", "answers": [], "is_impossible": true}]}]}]}"#,
+        )
+        .unwrap();
         assert_eq!((f.examples.len(), f.answerable(), f.articles), (2, 1, 1));
     }
 
@@ -232,8 +237,14 @@ mod tests {
             (r#"{"data": [{"paragraphs": [{"qas": []}]}]}"#, "missing field `context`"),
             (r#"{"data": []}"#, "no questions"),
             (r#"{"data": [{"title": "T", "paragraphs": [{"context": "", "qas": []}]}]}"#, "empty context"),
-            (r#"{"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "1", "question": "q", "answers": [{"text": "b", "answer_start": 7}]}]}]}]}"#, "not at character 7"),
-            (r#"{"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "1", "question": "q"}, {"id": "1", "question": "q"}]}]}]}"#, "duplicate question id `1`"),
+            (
+                r#"{"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "1", "question": "q", "answers": [{"text": "b", "answer_start": 7}]}]}]}]}"#,
+                "not at character 7",
+            ),
+            (
+                r#"{"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "1", "question": "q"}, {"id": "1", "question": "q"}]}]}]}"#,
+                "duplicate question id `1`",
+            ),
         ] {
             let err = parse(json).unwrap_err().to_string();
             assert!(err.starts_with("dev.json: ") && err.contains(needle), "{json}: {err}");

@@ -13,7 +13,9 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::data::{Example, SquadError};
 
@@ -139,19 +141,28 @@ impl Features {
         };
         let invalid = |path: &Path, message: String| SquadError::Invalid { path: path.to_owned(), message };
         let (n, m) = (self.count, self.max_length);
-        let narrow_i32 = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|&x| (x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).to_le_bytes()).collect() };
+        let narrow_i32 = |v: &[i64]| -> Vec<u8> {
+            v.iter().flat_map(|&x| (x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).to_le_bytes()).collect()
+        };
         let narrow_u8 = |v: &[i64]| -> Vec<u8> { v.iter().map(|&x| x.clamp(0, 255) as u8).collect() };
         let tensors = [
             ("input_ids", Dtype::I32, vec![n, m], narrow_i32(&self.input_ids)),
             ("attention_mask", Dtype::U8, vec![n, m], narrow_u8(&self.attention_mask)),
             ("token_type_ids", Dtype::U8, vec![n, m], narrow_u8(&self.token_type_ids)),
             ("offsets", Dtype::I32, vec![n, m, 2], self.offsets.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            ("example_index", Dtype::I32, vec![n], self.example_index.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect()),
+            (
+                "example_index",
+                Dtype::I32,
+                vec![n],
+                self.example_index.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+            ),
         ];
         let path = dir.join("features.safetensors");
         let views = tensors
             .iter()
-            .map(|(name, dtype, shape, data)| TensorView::new(*dtype, shape.clone(), data).map(|v| (name.to_string(), v)))
+            .map(|(name, dtype, shape, data)| {
+                TensorView::new(*dtype, shape.clone(), data).map(|v| (name.to_string(), v))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(&path, e.to_string()))?;
         let bytes = safetensors::serialize(views, None).map_err(|e| invalid(&path, e.to_string()))?;
@@ -179,13 +190,17 @@ impl Features {
         let invalid = |path: &Path, message: String| SquadError::Invalid { path: path.to_owned(), message };
         let bytes = read_bounded(&json_path, MAX_FEATURE_FILE_BYTES)?;
         let meta: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| invalid(&json_path, e.to_string()))?;
-        let count = meta["features"].as_u64().ok_or_else(|| invalid(&json_path, "no `features` count".into()))? as usize;
-        let max_length = meta["max_length"].as_u64().ok_or_else(|| invalid(&json_path, "no `max_length`".into()))? as usize;
+        let count =
+            meta["features"].as_u64().ok_or_else(|| invalid(&json_path, "no `features` count".into()))? as usize;
+        let max_length =
+            meta["max_length"].as_u64().ok_or_else(|| invalid(&json_path, "no `max_length`".into()))? as usize;
         let example_ids: Vec<String> = meta["example_ids"]
             .as_array()
             .ok_or_else(|| invalid(&json_path, "no `example_ids`".into()))?
             .iter()
-            .map(|v| v.as_str().map(String::from).ok_or_else(|| invalid(&json_path, "example id is not a string".into())))
+            .map(|v| {
+                v.as_str().map(String::from).ok_or_else(|| invalid(&json_path, "example id is not a string".into()))
+            })
             .collect::<Result<_, _>>()?;
         if example_ids.len() != count {
             return Err(invalid(&json_path, format!("{} example ids for {count} features", example_ids.len())));
@@ -201,8 +216,13 @@ impl Features {
             let data = view.data();
             Ok(match view.dtype() {
                 Dtype::U8 => data.iter().map(|&b| b as i64).collect(),
-                Dtype::I32 => data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
-                Dtype::I64 => data.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+                Dtype::I32 => {
+                    data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect()
+                }
+                Dtype::I64 => data
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                    .collect(),
                 other => return Err(invalid(&path, format!("{name} has dtype {other:?}, expected an integer dtype"))),
             })
         };
@@ -213,7 +233,10 @@ impl Features {
         }
         // Features come in question order (run_qa.py's overflow windows follow their question).
         if let Some(w) = example_index.windows(2).find(|w| w[1] < w[0]) {
-            return Err(invalid(&path, format!("example_index goes back from {} to {}: features are not in question order", w[0], w[1])));
+            return Err(invalid(
+                &path,
+                format!("example_index goes back from {} to {}: features are not in question order", w[0], w[1]),
+            ));
         }
         Ok(Features {
             count,
@@ -221,7 +244,10 @@ impl Features {
             input_ids: int("input_ids", &shape)?,
             attention_mask: int("attention_mask", &shape)?,
             token_type_ids: int("token_type_ids", &shape)?,
-            offsets: int("offsets", &[count, max_length, 2])?.into_iter().map(|v| v.clamp(-1, i32::MAX as i64) as i32).collect(),
+            offsets: int("offsets", &[count, max_length, 2])?
+                .into_iter()
+                .map(|v| v.clamp(-1, i32::MAX as i64) as i32)
+                .collect(),
             example_index: example_index.into_iter().map(|v| v as usize).collect(),
             example_ids,
         })
@@ -235,7 +261,10 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, SquadError> {
     let io = |source| SquadError::Io { path: path.to_owned(), source };
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > limit {
-        return Err(SquadError::Invalid { path: path.to_owned(), message: format!("{len} bytes is more than the {limit} bytes allowed") });
+        return Err(SquadError::Invalid {
+            path: path.to_owned(),
+            message: format!("{len} bytes is more than the {limit} bytes allowed"),
+        });
     }
     std::fs::read(path).map_err(io)
 }
@@ -247,7 +276,8 @@ fn configured_pad_token(path: &Path) -> Result<Option<String>, SquadError> {
         return Ok(None);
     }
     let bytes = read_bounded(path, MAX_TOKENIZER_FILE_BYTES)?;
-    let config: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| SquadError::Invalid { path: path.to_owned(), message: e.to_string() })?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| SquadError::Invalid { path: path.to_owned(), message: e.to_string() })?;
     Ok(match &config["pad_token"] {
         serde_json::Value::String(token) => Some(token.clone()),
         serde_json::Value::Object(token) => token.get("content").and_then(|c| c.as_str()).map(String::from),
@@ -298,7 +328,11 @@ fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::panic::set_hook(hook);
     result.map_err(|panic| {
-        panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
     })
 }
 
@@ -306,7 +340,10 @@ fn without_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 fn parse_tokenizer_json(bytes: &[u8], path: &Path) -> Result<Tokenizer, SquadError> {
     match without_panics(|| Tokenizer::from_bytes(bytes)) {
         Ok(result) => result.map_err(|e| tokenizer_error(path, e)),
-        Err(what) => Err(SquadError::Invalid { path: path.to_owned(), message: format!("malformed tokenizer.json (the tokenizers crate gave up: {what})") }),
+        Err(what) => Err(SquadError::Invalid {
+            path: path.to_owned(),
+            message: format!("malformed tokenizer.json (the tokenizers crate gave up: {what})"),
+        }),
     }
 }
 
@@ -324,7 +361,10 @@ impl QaTokenizer {
         } else if vocab.is_file() {
             Self::from_vocab(&vocab, &dir.join("tokenizer_config.json"))
         } else {
-            Err(SquadError::Invalid { path: dir.to_owned(), message: "no tokenizer.json or vocab.txt in the model directory".into() })
+            Err(SquadError::Invalid {
+                path: dir.to_owned(),
+                message: "no tokenizer.json or vocab.txt in the model directory".into(),
+            })
         }
     }
 
@@ -336,12 +376,16 @@ impl QaTokenizer {
         let vocab = WordPiece::read_bytes(&bytes).map_err(|e| tokenizer_error(vocab_path, e))?;
         let config: TokenizerConfig = if config_path.is_file() {
             let bytes = read_bounded(config_path, MAX_TOKENIZER_FILE_BYTES)?;
-            serde_json::from_slice(&bytes).map_err(|e| SquadError::Invalid { path: config_path.to_owned(), message: e.to_string() })?
+            serde_json::from_slice(&bytes)
+                .map_err(|e| SquadError::Invalid { path: config_path.to_owned(), message: e.to_string() })?
         } else {
             TokenizerConfig { do_lower_case: true, strip_accents: None, tokenize_chinese_chars: true }
         };
         let id = |token: &str| {
-            vocab.get(token).copied().ok_or_else(|| SquadError::Invalid { path: vocab_path.to_owned(), message: format!("no `{token}` token") })
+            vocab.get(token).copied().ok_or_else(|| SquadError::Invalid {
+                path: vocab_path.to_owned(),
+                message: format!("no `{token}` token"),
+            })
         };
         let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
         id("[UNK]")?;
@@ -353,7 +397,12 @@ impl QaTokenizer {
             .build()
             .map_err(|e| tokenizer_error(vocab_path, e))?;
         let mut tokenizer = Tokenizer::new(model);
-        tokenizer.with_normalizer(Some(BertNormalizer::new(true, config.tokenize_chinese_chars, config.strip_accents, config.do_lower_case)));
+        tokenizer.with_normalizer(Some(BertNormalizer::new(
+            true,
+            config.tokenize_chinese_chars,
+            config.strip_accents,
+            config.do_lower_case,
+        )));
         tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
         tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
         Self::with_settings(tokenizer, vocab_path.to_owned(), None)
@@ -367,7 +416,10 @@ impl QaTokenizer {
             None => vec!["[PAD]".into(), "<pad>".into()],
         };
         let found = candidates.iter().find_map(|t| tokenizer.token_to_id(t).map(|id| (id, t.clone())));
-        let (pad_id, pad_token) = found.ok_or_else(|| SquadError::Invalid { path: source.clone(), message: format!("no padding token (looked for {})", candidates.join(", ")) })?;
+        let (pad_id, pad_token) = found.ok_or_else(|| SquadError::Invalid {
+            path: source.clone(),
+            message: format!("no padding token (looked for {})", candidates.join(", ")),
+        })?;
         Ok(QaTokenizer { tokenizer, source, pad_id, pad_token })
     }
 
@@ -386,7 +438,10 @@ impl QaTokenizer {
     pub fn features(&self, examples: &[Example], options: &FeatureOptions) -> Result<Features, SquadError> {
         let error = |message: String| SquadError::Invalid { path: self.source.clone(), message };
         if options.max_length < 8 || options.doc_stride >= options.max_length {
-            return Err(error(format!("max length {} with doc stride {} cannot hold a window", options.max_length, options.doc_stride)));
+            return Err(error(format!(
+                "max length {} with doc stride {} cannot hold a window",
+                options.max_length, options.doc_stride
+            )));
         }
         let mut tokenizer = self.tokenizer.clone();
         tokenizer
@@ -404,17 +459,37 @@ impl QaTokenizer {
             ..Default::default()
         }));
         let m = options.max_length;
-        let mut f = Features { count: 0, max_length: m, input_ids: vec![], attention_mask: vec![], token_type_ids: vec![], offsets: vec![], example_index: vec![], example_ids: vec![] };
+        let mut f = Features {
+            count: 0,
+            max_length: m,
+            input_ids: vec![],
+            attention_mask: vec![],
+            token_type_ids: vec![],
+            offsets: vec![],
+            example_index: vec![],
+            example_ids: vec![],
+        };
         for (e, example) in examples.iter().enumerate() {
-            let question = if options.lstrip_question { example.question.trim_start() } else { example.question.as_str() };
-            let mut encoding = without_panics(|| tokenizer.encode_char_offsets((question, example.context.as_str()), true))
-                .map_err(|what| error(format!("question `{}`: malformed tokenizer (the tokenizers crate gave up: {what})", example.id)))?
-                .map_err(|err| error(format!("question `{}`: {err}", example.id)))?;
+            let question =
+                if options.lstrip_question { example.question.trim_start() } else { example.question.as_str() };
+            let mut encoding =
+                without_panics(|| tokenizer.encode_char_offsets((question, example.context.as_str()), true))
+                    .map_err(|what| {
+                        error(format!(
+                            "question `{}`: malformed tokenizer (the tokenizers crate gave up: {what})",
+                            example.id
+                        ))
+                    })?
+                    .map_err(|err| error(format!("question `{}`: {err}", example.id)))?;
             // BertTokenizerFast returns the first window followed by its overflowing windows.
             let overflowing = encoding.take_overflowing();
             for window in std::iter::once(encoding).chain(overflowing) {
                 if window.get_ids().len() != m {
-                    return Err(error(format!("question `{}`: a window of {} tokens (the question alone may not fit in {m})", example.id, window.get_ids().len())));
+                    return Err(error(format!(
+                        "question `{}`: a window of {} tokens (the question alone may not fit in {m})",
+                        example.id,
+                        window.get_ids().len()
+                    )));
                 }
                 f.input_ids.extend(window.get_ids().iter().map(|&v| v as i64));
                 f.attention_mask.extend(window.get_attention_mask().iter().map(|&v| v as i64));

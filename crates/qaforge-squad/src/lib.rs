@@ -12,5 +12,8 @@ pub mod questions;
 pub use data::{load_predictions, Example, SquadError, SquadFile};
 pub use features::{FeatureOptions, Features, QaTokenizer};
 pub use metric::{agreement, evaluate, evaluate_with_thresholds, normalize_answer, Metrics, NoAnswerProbabilities};
-pub use postprocess::{null_probability, predict, predict_all, predict_ranked, span_probability, FeatureLogits, PostprocessOptions, Prediction, Ranked, Span};
+pub use postprocess::{
+    null_probability, predict, predict_all, predict_ranked, span_probability, FeatureLogits, PostprocessOptions,
+    Prediction, Ranked, Span,
+};
 pub use questions::load_questions;

@@ -213,7 +213,10 @@ pub fn evaluate_with_thresholds(
     let probability = |id: &str| -> Result<f64, SquadError> {
         match na_probs {
             None => Ok(0.0),
-            Some(p) => p.get(id).ok_or_else(|| SquadError::Invalid { path: p.path.clone(), message: format!("no no-answer probability for question {id}") }),
+            Some(p) => p.get(id).ok_or_else(|| SquadError::Invalid {
+                path: p.path.clone(),
+                message: format!("no no-answer probability for question {id}"),
+            }),
         }
     };
     // apply_no_ans_threshold: predicted "no answer" scores 1 on unanswerable questions, 0 otherwise.
@@ -241,7 +244,13 @@ pub fn evaluate_with_thresholds(
 /// find_best_thresh: start from "no answer everywhere" (the unanswerable questions' count), walk
 /// the questions in increasing probability (stable, file order on ties), and let each answer
 /// count; the best running score and the probability where it was reached win.
-fn find_best_thresh(data: &SquadFile, predictions: &BTreeMap<String, String>, raw: &RawScores, scores: &[f64], na_probs: &NoAnswerProbabilities) -> (f64, f64) {
+fn find_best_thresh(
+    data: &SquadFile,
+    predictions: &BTreeMap<String, String>,
+    raw: &RawScores,
+    scores: &[f64],
+    na_probs: &NoAnswerProbabilities,
+) -> (f64, f64) {
     let num_no_ans = data.examples.iter().filter(|e| e.answers.is_empty()).count();
     let position: HashMap<&str, usize> = raw.ids.iter().enumerate().map(|(k, id)| (id.as_str(), k)).collect();
     let mut order: Vec<&(String, f64)> = na_probs.entries.iter().collect();
@@ -284,12 +293,18 @@ impl RawScores {
         for example in &data.examples {
             let Some(pred) = predictions.get(&example.id) else { continue };
             let golds: Vec<&str> = {
-                let g: Vec<&str> = example.answers.iter().map(String::as_str).filter(|a| !normalize_answer(a).is_empty()).collect();
-                if g.is_empty() { vec![""] } else { g }
+                let g: Vec<&str> =
+                    example.answers.iter().map(String::as_str).filter(|a| !normalize_answer(a).is_empty()).collect();
+                if g.is_empty() {
+                    vec![""]
+                } else {
+                    g
+                }
             };
             let pred_norm = normalize_answer(pred);
             raw.ids.push(example.id.clone());
-            raw.exact.push(golds.iter().map(|g| f64::from(u8::from(normalize_answer(g) == pred_norm))).fold(0.0, f64::max));
+            raw.exact
+                .push(golds.iter().map(|g| f64::from(u8::from(normalize_answer(g) == pred_norm))).fold(0.0, f64::max));
             raw.f1.push(golds.iter().map(|g| compute_f1(g, pred)).fold(0.0, f64::max));
             raw.has_ans.push(!example.answers.is_empty());
         }
@@ -382,21 +397,31 @@ mod tests {
     #[test]
     fn best_threshold_depends_on_file_order_among_ties() {
         let squad = tiny_squad();
-        let preds: BTreeMap<String, String> = [("q1", "red"), ("q2", "fox"), ("q3", "fox")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        let preds: BTreeMap<String, String> =
+            [("q1", "red"), ("q2", "fox"), ("q3", "fox")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         // Equal probabilities (values from golden/squad_v2_eval.py): with q2 (a wrong answer to an
         // unanswerable question, -1) first in the file the running score peaks at 2 of 3; with it
         // last, at 3 of 3 before q2 pulls it down.
-        let q2_first = NoAnswerProbabilities::parse(br#"{"q2": 0.5, "q1": 0.5, "q3": 0.5}"#, Path::new("na.json")).unwrap();
+        let q2_first =
+            NoAnswerProbabilities::parse(br#"{"q2": 0.5, "q1": 0.5, "q3": 0.5}"#, Path::new("na.json")).unwrap();
         let m = evaluate_with_thresholds(&squad, &preds, Some(&q2_first), 1.0).unwrap();
-        assert_eq!((m.exact, m.best_exact, m.best_exact_thresh), (100.0 * 2.0 / 3.0, Some(100.0 * 2.0 / 3.0), Some(0.5)));
-        let q2_last = NoAnswerProbabilities::parse(br#"{"q1": 0.5, "q3": 0.5, "q2": 0.5}"#, Path::new("na.json")).unwrap();
+        assert_eq!(
+            (m.exact, m.best_exact, m.best_exact_thresh),
+            (100.0 * 2.0 / 3.0, Some(100.0 * 2.0 / 3.0), Some(0.5))
+        );
+        let q2_last =
+            NoAnswerProbabilities::parse(br#"{"q1": 0.5, "q3": 0.5, "q2": 0.5}"#, Path::new("na.json")).unwrap();
         let m = evaluate_with_thresholds(&squad, &preds, Some(&q2_last), 1.0).unwrap();
         assert_eq!((m.best_exact, m.best_f1_thresh), (Some(100.0), Some(0.5)));
         // Thresholding: only q2's probability exceeds 0.4, so it counts as "no answer" (right).
-        let apart = NoAnswerProbabilities::parse(br#"{"q2": 0.5, "q1": 0.1, "q3": 0.1}"#, Path::new("na.json")).unwrap();
+        let apart =
+            NoAnswerProbabilities::parse(br#"{"q2": 0.5, "q1": 0.1, "q3": 0.1}"#, Path::new("na.json")).unwrap();
         let m = evaluate_with_thresholds(&squad, &preds, Some(&apart), 0.4).unwrap();
         assert_eq!(m.exact, 100.0);
         let missing = NoAnswerProbabilities::parse(br#"{"q2": 0.5}"#, Path::new("na.json")).unwrap();
-        assert!(evaluate_with_thresholds(&squad, &preds, Some(&missing), 1.0).unwrap_err().to_string().contains("question q1"));
+        assert!(evaluate_with_thresholds(&squad, &preds, Some(&missing), 1.0)
+            .unwrap_err()
+            .to_string()
+            .contains("question q1"));
     }
 }

@@ -115,7 +115,14 @@ pub fn predict_ranked(context: &str, features: &[FeatureLogits<'_>], options: &P
         }
         let null_score = f.start[0] + f.end[0];
         if min_null.as_ref().is_none_or(|m| m.score > null_score) {
-            min_null = Some(Candidate { offsets: (0, 0), score: null_score, start_logit: f.start[0], end_logit: f.end[0], feature: k, tokens: (0, 0) });
+            min_null = Some(Candidate {
+                offsets: (0, 0),
+                score: null_score,
+                start_logit: f.start[0],
+                end_logit: f.end[0],
+                feature: k,
+                tokens: (0, 0),
+            });
         }
         let starts = top_indices(&f.start[..n], options.n_best);
         let ends = top_indices(&f.end[..n], options.n_best);
@@ -125,12 +132,23 @@ pub fn predict_ranked(context: &str, features: &[FeatureLogits<'_>], options: &P
                 if e < s || e - s + 1 > options.max_answer_length {
                     continue;
                 }
-                prelim.push(Candidate { offsets: (so.0, eo.1), score: f.start[s] + f.end[e], start_logit: f.start[s], end_logit: f.end[e], feature: k, tokens: (s, e) });
+                prelim.push(Candidate {
+                    offsets: (so.0, eo.1),
+                    score: f.start[s] + f.end[e],
+                    start_logit: f.start[s],
+                    end_logit: f.end[e],
+                    feature: k,
+                    tokens: (s, e),
+                });
             }
         }
     }
     let Some(min_null) = min_null else {
-        return Ranked { prediction: Prediction { text: String::new(), null_odds: 0.0, margin: f32::INFINITY }, spans: Vec::new(), null_feature: None };
+        return Ranked {
+            prediction: Prediction { text: String::new(), null_odds: 0.0, margin: f32::INFINITY },
+            spans: Vec::new(),
+            null_feature: None,
+        };
     };
     prelim.push(min_null.clone());
     // Python's sorted(..., reverse=True) is stable: equal scores keep their insertion order.
@@ -148,7 +166,13 @@ pub fn predict_ranked(context: &str, features: &[FeatureLogits<'_>], options: &P
     };
     let null_odds = min_null.score - best_start - best_end;
     let lead = best.map_or(f32::INFINITY, |i| {
-        let runner_up = prelim.iter().zip(&texts).enumerate().filter(|(j, (_, t))| *j != i && !t.is_empty() && **t != texts[i]).map(|(_, (p, _))| p.score).next();
+        let runner_up = prelim
+            .iter()
+            .zip(&texts)
+            .enumerate()
+            .filter(|(j, (_, t))| *j != i && !t.is_empty() && **t != texts[i])
+            .map(|(_, (p, _))| p.score)
+            .next();
         runner_up.map_or(f32::INFINITY, |r| prelim[i].score - r)
     });
     let margin = lead.min((null_odds - options.null_score_diff_threshold).abs());
@@ -220,7 +244,11 @@ pub fn predict_all(
                 .iter()
                 .map(|&i| {
                     let n = if real_tokens_only { features.length(i) } else { m };
-                    FeatureLogits { start: &start[i * m..i * m + n], end: &end[i * m..i * m + n], offsets: &offsets[i][..n] }
+                    FeatureLogits {
+                        start: &start[i * m..i * m + n],
+                        end: &end[i * m..i * m + n],
+                        offsets: &offsets[i][..n],
+                    }
                 })
                 .collect();
             (example.id.clone(), predict(&example.context, &views, options))

@@ -27,10 +27,14 @@ pub fn load_questions(path: &Path) -> Result<Vec<Example>, SquadError> {
     let io = |source| SquadError::Io { path: path.to_owned(), source };
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > MAX_QUESTIONS_FILE_BYTES {
-        return Err(SquadError::Invalid { path: path.to_owned(), message: format!("{len} bytes is more than the {MAX_QUESTIONS_FILE_BYTES} bytes allowed") });
+        return Err(SquadError::Invalid {
+            path: path.to_owned(),
+            message: format!("{len} bytes is more than the {MAX_QUESTIONS_FILE_BYTES} bytes allowed"),
+        });
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| SquadError::Invalid { path: path.to_owned(), message: format!("not UTF-8: {e}") })?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|e| SquadError::Invalid { path: path.to_owned(), message: format!("not UTF-8: {e}") })?;
     let is_squad = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(value) => value.get("data").is_some(),
         Err(_) => false,
@@ -42,14 +46,18 @@ pub fn load_questions(path: &Path) -> Result<Vec<Example>, SquadError> {
 }
 
 fn parse_lines(text: &str, path: &Path) -> Result<Vec<Example>, SquadError> {
-    let invalid = |line: usize, message: String| SquadError::Invalid { path: path.to_owned(), message: format!("line {line}: {message}") };
+    let invalid = |line: usize, message: String| SquadError::Invalid {
+        path: path.to_owned(),
+        message: format!("line {line}: {message}"),
+    };
     let mut ids = BTreeSet::new();
     let mut examples = Vec::new();
     for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
         if line.is_empty() {
             continue;
         }
-        let Line { id, question, context } = serde_json::from_str(line).map_err(|e| invalid(n, format!("not a {{\"id\", \"question\", \"context\"}} object: {e}")))?;
+        let Line { id, question, context } = serde_json::from_str(line)
+            .map_err(|e| invalid(n, format!("not a {{\"id\", \"question\", \"context\"}} object: {e}")))?;
         if question.trim().is_empty() || context.trim().is_empty() {
             return Err(invalid(n, format!("question `{id}` has an empty question or context")));
         }
@@ -59,7 +67,10 @@ fn parse_lines(text: &str, path: &Path) -> Result<Vec<Example>, SquadError> {
         examples.push(Example { id, title: String::new(), question, context, answers: vec![] });
     }
     if examples.is_empty() {
-        return Err(SquadError::Invalid { path: path.to_owned(), message: "no questions (neither SQuAD JSON nor JSON Lines of {\"id\", \"question\", \"context\"})".into() });
+        return Err(SquadError::Invalid {
+            path: path.to_owned(),
+            message: "no questions (neither SQuAD JSON nor JSON Lines of {\"id\", \"question\", \"context\"})".into(),
+        });
     }
     Ok(examples)
 }

@@ -12,18 +12,30 @@ use crate::VerifyError;
 
 /// The artifact's provenance against the bundle's model: refused unless allowed, noted when the
 /// artifact records none.
-fn check_provenance(metadata: &BTreeMap<String, String>, bundle: &Bundle, allow: bool) -> Result<Vec<String>, VerifyError> {
+fn check_provenance(
+    metadata: &BTreeMap<String, String>,
+    bundle: &Bundle,
+    allow: bool,
+) -> Result<Vec<String>, VerifyError> {
     let model = &bundle.manifest.model;
     let mut notes = Vec::new();
     let mut mismatches = Vec::new();
     match metadata.get(keys::SOURCE_SHA256) {
-        Some(sha) if *sha != model.source_sha256 => mismatches.push(format!("the artifact was converted from checkpoint {sha}, the bundle's reference is checkpoint {}", model.source_sha256)),
+        Some(sha) if *sha != model.source_sha256 => mismatches.push(format!(
+            "the artifact was converted from checkpoint {sha}, the bundle's reference is checkpoint {}",
+            model.source_sha256
+        )),
         Some(_) => {}
-        None => notes.push(format!("the artifact records no {}: its checkpoint could not be compared with the bundle's", keys::SOURCE_SHA256)),
+        None => notes.push(format!(
+            "the artifact records no {}: its checkpoint could not be compared with the bundle's",
+            keys::SOURCE_SHA256
+        )),
     }
     if let (Some(sha), Some(want)) = (metadata.get(keys::TOKENIZER_SHA256), &model.tokenizer_sha256) {
         if sha != want {
-            mismatches.push(format!("the artifact's tokenizer is {sha}, the bundle's features were built with tokenizer {want}"));
+            mismatches.push(format!(
+                "the artifact's tokenizer is {sha}, the bundle's features were built with tokenizer {want}"
+            ));
         }
     }
     if mismatches.is_empty() {
@@ -67,7 +79,12 @@ impl Artifact {
     /// Reads `path` and checks its provenance against `bundle` (a checkpoint or tokenizer other
     /// than the bundle's is refused unless `allow_other_checkpoint`). `engine` is needed to
     /// read an ORT-format package, whose view only ONNX Runtime gives.
-    pub fn open(path: &Path, bundle: &Bundle, engine: &EngineChoice, allow_other_checkpoint: bool) -> Result<Self, VerifyError> {
+    pub fn open(
+        path: &Path,
+        bundle: &Bundle,
+        engine: &EngineChoice,
+        allow_other_checkpoint: bool,
+    ) -> Result<Self, VerifyError> {
         let bytes = std::fs::read(path).map_err(|source| VerifyError::Io { path: path.to_owned(), source })?;
         // An ORT-format package has no ONNX protobuf: ONNX Runtime, the only engine that reads it,
         // gives its inputs and metadata.
@@ -76,10 +93,18 @@ impl Artifact {
         } else {
             qaforge_onnx::decode_model_with_data(&bytes, path).map_err(|e| VerifyError::Artifact(e.to_string()))?
         };
-        let metadata: BTreeMap<String, String> = model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
+        let metadata: BTreeMap<String, String> =
+            model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
         let (precision, precision_source) = match metadata.get(keys::PRECISION) {
-            None => qaforge_onnx::infer_precision(&model).map_err(|why| VerifyError::Artifact(format!("{}: records no {} and {why}", path.display(), keys::PRECISION)))?,
-            Some(name) => (name.parse().map_err(|e| VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION)))?, format!("from metadata {}", keys::PRECISION)),
+            None => qaforge_onnx::infer_precision(&model).map_err(|why| {
+                VerifyError::Artifact(format!("{}: records no {} and {why}", path.display(), keys::PRECISION))
+            })?,
+            Some(name) => (
+                name.parse().map_err(|e| {
+                    VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION))
+                })?,
+                format!("from metadata {}", keys::PRECISION),
+            ),
         };
         let mut provenance = check_provenance(&metadata, bundle, allow_other_checkpoint)?;
         // The artifact's sha256 covers the model file only; the weights it keeps beside it are
@@ -89,11 +114,25 @@ impl Artifact {
         if !data_files.is_empty() {
             for file in &data_files {
                 let data = std::fs::read(file).map_err(|source| VerifyError::Io { path: file.clone(), source })?;
-                provenance.push(format!("external data {} ({} bytes, sha256 {})", file.display(), data.len(), qaforge_provenance::sha256_hex(&data)));
+                provenance.push(format!(
+                    "external data {} ({} bytes, sha256 {})",
+                    file.display(),
+                    data.len(),
+                    qaforge_provenance::sha256_hex(&data)
+                ));
             }
             engine_bytes = qaforge_onnx::encode(&model);
         }
-        Ok(Artifact { path: path.to_owned(), size_bytes, sha256, model, metadata, precision, precision_source, provenance, engine_bytes })
+        Ok(Artifact {
+            path: path.to_owned(),
+            size_bytes,
+            sha256,
+            model,
+            metadata,
+            precision,
+            precision_source,
+            provenance,
+            engine_bytes,
+        })
     }
 }
-

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
+use qaforge_provenance::{sha256_finish, Digest, Sha256Hasher as Sha256};
 use qaforge_squad::{Features, SquadFile};
 use serde::{Deserialize, Serialize};
-use qaforge_provenance::{sha256_finish, Digest, Sha256Hasher as Sha256};
 
 use crate::golden::GoldenLogits;
 use crate::VerifyError;
@@ -176,16 +176,27 @@ impl Bundle {
         }
         let (size, manifest_sha256) = file_sha256(&manifest_path)?;
         if size > MAX_MANIFEST_BYTES {
-            return Err(bundle_error(&manifest_path, format!("{size} bytes is more than a manifest's {MAX_MANIFEST_BYTES}")));
+            return Err(bundle_error(
+                &manifest_path,
+                format!("{size} bytes is more than a manifest's {MAX_MANIFEST_BYTES}"),
+            ));
         }
-        let bytes = std::fs::read(&manifest_path).map_err(|source| VerifyError::Io { path: manifest_path.clone(), source })?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| bundle_error(&manifest_path, format!("invalid manifest: {e}")))?;
+        let bytes =
+            std::fs::read(&manifest_path).map_err(|source| VerifyError::Io { path: manifest_path.clone(), source })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| bundle_error(&manifest_path, format!("invalid manifest: {e}")))?;
         if manifest.format != BUNDLE_FORMAT {
-            return Err(bundle_error(&manifest_path, format!("format `{}`; this qaforge reads `{BUNDLE_FORMAT}`", manifest.format)));
+            return Err(bundle_error(
+                &manifest_path,
+                format!("format `{}`; this qaforge reads `{BUNDLE_FORMAT}`", manifest.format),
+            ));
         }
         let mut paths = BTreeMap::new();
         for role in ROLES {
-            let entry = manifest.files.get(role).ok_or_else(|| bundle_error(&manifest_path, format!("no `{role}` file in `files`")))?;
+            let entry = manifest
+                .files
+                .get(role)
+                .ok_or_else(|| bundle_error(&manifest_path, format!("no `{role}` file in `files`")))?;
             paths.insert(role, checked_file(&dir, &manifest_path, role, entry)?);
         }
         let data = SquadFile::load(&paths["data"])?;
@@ -199,10 +210,17 @@ impl Bundle {
     /// The reference's predictions over real tokens (as verify and the sensitivity search
     /// post-process artifacts), question id → text.
     pub fn reference_predictions(&self) -> BTreeMap<String, String> {
-        qaforge_squad::predict_all(&self.data, &self.features, &self.logits.start, &self.logits.end, &qaforge_squad::PostprocessOptions::default(), true)
-            .into_iter()
-            .map(|(id, p)| (id, p.text))
-            .collect()
+        qaforge_squad::predict_all(
+            &self.data,
+            &self.features,
+            &self.logits.start,
+            &self.logits.end,
+            &qaforge_squad::PostprocessOptions::default(),
+            true,
+        )
+        .into_iter()
+        .map(|(id, p)| (id, p.text))
+        .collect()
     }
 
     /// The F1 of [`Bundle::reference_predictions`] against the gold answers.
@@ -215,23 +233,49 @@ impl Bundle {
     fn check_consistency(&self, manifest_path: &Path, index_path: &Path) -> Result<(), VerifyError> {
         let (m, f, d) = (&self.manifest, &self.features, &self.data);
         if m.features != f.count {
-            return Err(bundle_error(manifest_path, format!("says {} features; the feature files hold {}", m.features, f.count)));
+            return Err(bundle_error(
+                manifest_path,
+                format!("says {} features; the feature files hold {}", m.features, f.count),
+            ));
         }
         if m.settings.max_length != f.max_length {
-            return Err(bundle_error(manifest_path, format!("says max_length {}; the features are {} long", m.settings.max_length, f.max_length)));
+            return Err(bundle_error(
+                manifest_path,
+                format!("says max_length {}; the features are {} long", m.settings.max_length, f.max_length),
+            ));
         }
         if m.data.questions != d.examples.len() {
-            return Err(bundle_error(manifest_path, format!("says {} questions; the data holds {}", m.data.questions, d.examples.len())));
+            return Err(bundle_error(
+                manifest_path,
+                format!("says {} questions; the data holds {}", m.data.questions, d.examples.len()),
+            ));
         }
         for (i, (&e, id)) in f.example_index.iter().zip(&f.example_ids).enumerate() {
             match d.examples.get(e) {
                 Some(example) if &example.id == id => {}
-                Some(example) => return Err(bundle_error(index_path, format!("feature {i} belongs to question {id}, but question {e} of the data is {}", example.id))),
-                None => return Err(bundle_error(index_path, format!("feature {i} belongs to question {e}; the data has {}", d.examples.len()))),
+                Some(example) => {
+                    return Err(bundle_error(
+                        index_path,
+                        format!("feature {i} belongs to question {id}, but question {e} of the data is {}", example.id),
+                    ))
+                }
+                None => {
+                    return Err(bundle_error(
+                        index_path,
+                        format!("feature {i} belongs to question {e}; the data has {}", d.examples.len()),
+                    ))
+                }
             }
         }
         if f.example_index.last().map_or(0, |&e| e + 1) != d.examples.len() || f.count == 0 {
-            return Err(bundle_error(index_path, format!("the features cover {} of the data's {} questions", f.example_index.last().map_or(0, |&e| e + 1), d.examples.len())));
+            return Err(bundle_error(
+                index_path,
+                format!(
+                    "the features cover {} of the data's {} questions",
+                    f.example_index.last().map_or(0, |&e| e + 1),
+                    d.examples.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -243,12 +287,18 @@ fn checked_file(dir: &Path, manifest_path: &Path, role: &str, entry: &BundleFile
     // Relative paths only: a manifest names files beside it (or, for the shipped fixtures, the
     // shared golden/squad files two levels up), never an absolute path.
     if entry.path.is_empty() || relative.components().any(|c| matches!(c, Component::RootDir | Component::Prefix(_))) {
-        return Err(bundle_error(manifest_path, format!("`{role}` path `{}` is not relative to the bundle", entry.path)));
+        return Err(bundle_error(
+            manifest_path,
+            format!("`{role}` path `{}` is not relative to the bundle", entry.path),
+        ));
     }
     let path = dir.join(relative);
     let size = std::fs::metadata(&path).map_err(|source| VerifyError::Io { path: path.clone(), source })?.len();
     if size != entry.bytes {
-        return Err(bundle_error(&path, format!("{size} bytes; the manifest says {} (truncated or replaced)", entry.bytes)));
+        return Err(bundle_error(
+            &path,
+            format!("{size} bytes; the manifest says {} (truncated or replaced)", entry.bytes),
+        ));
     }
     let (_, sha256) = file_sha256(&path)?;
     if sha256 != entry.sha256 {

@@ -66,7 +66,12 @@ pub struct ComputedLogits {
 /// The first step of verification: runs `artifact` in `run.engine` over the bundle's features
 /// (all of them, or `run.shard`'s) and returns the logits of the shard's own features. `progress`
 /// gets (features just done, total).
-pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<ComputedLogits, VerifyError> {
+pub fn compute_logits(
+    artifact: &Artifact,
+    bundle: &Bundle,
+    run: &RunOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<ComputedLogits, VerifyError> {
     let started = Instant::now();
     let features = &bundle.features;
     let owned = features.range_of_questions(run.shard.questions(bundle.data.examples.len()));
@@ -78,11 +83,14 @@ pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, pr
     let slice = features.select(computed.start, computed.end, first_example);
 
     let cpu = CpuFeatures::detect();
-    let chosen = qaforge_runtime::choose_engine(&run.engine, run.exact_fallback, &cpu, &artifact.model, &artifact.engine_bytes);
+    let chosen =
+        qaforge_runtime::choose_engine(&run.engine, run.exact_fallback, &cpu, &artifact.model, &artifact.engine_bytes);
     let layout = qaforge_runtime::check_inputs(&artifact.model, &artifact.path, run.input_names.as_deref())?;
     qaforge_runtime::check_token_ids(&artifact.model, &layout, &slice, &artifact.path)?;
-    let engine = load_engine(&chosen.engine, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
-    let logits = engine.run_features(&slice, batch, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
+    let engine =
+        load_engine(&chosen.engine, &artifact.model, &artifact.engine_bytes, &artifact.path, run.cores, layout)?;
+    let logits =
+        engine.run_features(&slice, batch, engine.preferred_threads(run.cores), &|n| progress(n, slice.count))?;
     let m = features.max_length;
     let rows = |v: &[f32]| v[(owned.start - computed.start) * m..(owned.end - computed.start) * m].to_vec();
     Ok(ComputedLogits {
@@ -90,7 +98,9 @@ pub fn compute_logits(artifact: &Artifact, bundle: &Bundle, run: &RunOptions, pr
         features: owned,
         engine: match chosen.instead_because {
             None => engine.description(),
-            Some(why) => format!("{} (--engine auto: ONNX Runtime would not be exact here: {why})", engine.description()),
+            Some(why) => {
+                format!("{} (--engine auto: ONNX Runtime would not be exact here: {why})", engine.description())
+            }
         },
         cpu: cpu.describe(),
         exactness: chosen.exactness,
@@ -110,5 +120,4 @@ mod tests {
             assert_eq!(default_batch_size(precision), 8, "{precision}");
         }
     }
-
 }

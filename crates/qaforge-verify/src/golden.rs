@@ -30,7 +30,10 @@ fn read(path: &Path) -> Result<Vec<u8>, VerifyError> {
 fn f32_tensor(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>, VerifyError> {
     let view = st.tensor(name).map_err(|e| golden_error(path, format!("{name}: {e}")))?;
     if view.shape() != shape || view.dtype() != Dtype::F32 {
-        return Err(golden_error(path, format!("{name} is {:?} {:?}, expected F32 {shape:?}", view.dtype(), view.shape())));
+        return Err(golden_error(
+            path,
+            format!("{name} is {:?} {:?}, expected F32 {shape:?}", view.dtype(), view.shape()),
+        ));
     }
     Ok(view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
@@ -59,7 +62,10 @@ impl GoldenLogits {
     pub fn write(&self, path: &Path, count: usize, max_length: usize) -> Result<(), VerifyError> {
         let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
         let (start, end) = (bytes(&self.start), bytes(&self.end));
-        let view = |data| safetensors::tensor::TensorView::new(Dtype::F32, vec![count, max_length], data).map_err(|e| golden_error(path, e.to_string()));
+        let view = |data| {
+            safetensors::tensor::TensorView::new(Dtype::F32, vec![count, max_length], data)
+                .map_err(|e| golden_error(path, e.to_string()))
+        };
         let tensors = vec![("start_logits".to_string(), view(&start)?), ("end_logits".to_string(), view(&end)?)];
         let out = safetensors::serialize(tensors, None).map_err(|e| golden_error(path, e.to_string()))?;
         std::fs::write(path, out).map_err(|source| VerifyError::Io { path: path.to_owned(), source })

@@ -20,12 +20,21 @@ use qaforge_runtime::Exactness;
 /// The second step of verification: judges `computed` (the logits of `shard`'s features, from an
 /// engine run or from elsewhere) against the bundle with the artifact's precision's default
 /// tolerances and `overrides` in place. A shard of several gives a partial report for [`merge`].
-pub fn judge(artifact: &Artifact, bundle: &Bundle, shard: Shard, computed: ComputedLogits, overrides: ToleranceOverrides) -> Result<Report, VerifyError> {
+pub fn judge(
+    artifact: &Artifact,
+    bundle: &Bundle,
+    shard: Shard,
+    computed: ComputedLogits,
+    overrides: ToleranceOverrides,
+) -> Result<Report, VerifyError> {
     let (data, features, reference) = (&bundle.data, &bundle.features, &bundle.logits);
     let questions = shard.questions(data.examples.len());
     let owned = features.range_of_questions(questions.clone());
     let m = features.max_length;
-    if computed.features != owned || computed.logits.start.len() != owned.len() * m || computed.logits.end.len() != owned.len() * m {
+    if computed.features != owned
+        || computed.logits.start.len() != owned.len() * m
+        || computed.logits.end.len() != owned.len() * m
+    {
         return Err(VerifyError::Mismatch(format!(
             "logits for features {}..{} ({} start and {} end values) given for shard {}/{}, whose features are {}..{} ({} values each)",
             computed.features.start,
@@ -41,14 +50,22 @@ pub fn judge(artifact: &Artifact, bundle: &Bundle, shard: Shard, computed: Compu
     }
     // Both sides, cut to the shard's own features.
     let mine = computed.logits;
-    let theirs = GoldenLogits { start: reference.start[owned.start * m..owned.end * m].to_vec(), end: reference.end[owned.start * m..owned.end * m].to_vec() };
+    let theirs = GoldenLogits {
+        start: reference.start[owned.start * m..owned.end * m].to_vec(),
+        end: reference.end[owned.start * m..owned.end * m].to_vec(),
+    };
     let own_features = features.select(owned.start, owned.end, questions.start);
     let own_data = data.questions(questions.clone());
-    let feature_agreements: Vec<FeatureAgreement> = (0..own_features.count).map(|i| FeatureAgreement::of(&own_features, i, &mine, &theirs)).collect();
+    let feature_agreements: Vec<FeatureAgreement> =
+        (0..own_features.count).map(|i| FeatureAgreement::of(&own_features, i, &mine, &theirs)).collect();
     // Both sides are post-processed the same way over real tokens only: dynamic padding does not
     // compute padding positions, which run_qa.py lets compete for n-best slots.
-    let predict = |start: &[f32], end: &[f32]| predict_all(&own_data, &own_features, start, end, &PostprocessOptions::default(), true);
-    let texts = |predicted: &BTreeMap<String, qaforge_squad::Prediction>| -> BTreeMap<String, String> { predicted.iter().map(|(id, p)| (id.clone(), p.text.clone())).collect() };
+    let predict = |start: &[f32], end: &[f32]| {
+        predict_all(&own_data, &own_features, start, end, &PostprocessOptions::default(), true)
+    };
+    let texts = |predicted: &BTreeMap<String, qaforge_squad::Prediction>| -> BTreeMap<String, String> {
+        predicted.iter().map(|(id, p)| (id.clone(), p.text.clone())).collect()
+    };
     let (predicted, reference_predicted) = (predict(&mine.start, &mine.end), predict(&theirs.start, &theirs.end));
     let differing_margins = reference_predicted
         .iter()
@@ -91,10 +108,34 @@ pub fn judge(artifact: &Artifact, bundle: &Bundle, shard: Shard, computed: Compu
         tolerances: Tolerances::for_precision(precision).with(overrides),
     };
     if shard.count == 1 {
-        Ok(assemble(header, data, features, part.feature_agreements, part.predictions, part.reference_predictions, &part.differing_margins, None))
+        Ok(assemble(
+            header,
+            data,
+            features,
+            part.feature_agreements,
+            part.predictions,
+            part.reference_predictions,
+            &part.differing_margins,
+            None,
+        ))
     } else {
-        let scope_summary = format!("questions {}..{} of {}: {}", questions.start + 1, questions.end, data.examples.len(), own_data.summary());
-        let mut report = assemble(header, &own_data, &own_features, part.feature_agreements.clone(), part.predictions.clone(), part.reference_predictions.clone(), &part.differing_margins, Some(scope_summary));
+        let scope_summary = format!(
+            "questions {}..{} of {}: {}",
+            questions.start + 1,
+            questions.end,
+            data.examples.len(),
+            own_data.summary()
+        );
+        let mut report = assemble(
+            header,
+            &own_data,
+            &own_features,
+            part.feature_agreements.clone(),
+            part.predictions.clone(),
+            part.reference_predictions.clone(),
+            &part.differing_margins,
+            Some(scope_summary),
+        );
         report.part = Some(part);
         report.pass = false;
         report.verdict = if report.run.engine_exact { Verdict::Partial } else { Verdict::NotVerified };
@@ -120,7 +161,11 @@ pub(crate) fn assemble(
     let artifact_metrics = evaluate(data, &predictions);
     let reference_metrics = evaluate(data, &reference_predictions);
     let (agreement_exact, agreement_f1, identical) = agreement(&predictions, &reference_predictions);
-    let differing: Vec<&String> = reference_predictions.iter().filter(|(id, want)| predictions.get(*id) != Some(want)).map(|(id, _)| id).collect();
+    let differing: Vec<&String> = reference_predictions
+        .iter()
+        .filter(|(id, want)| predictions.get(*id) != Some(want))
+        .map(|(id, _)| id)
+        .collect();
     let squad = SquadScores {
         f1_drop: reference_metrics.f1 - artifact_metrics.f1,
         artifact: artifact_metrics,
@@ -136,7 +181,11 @@ pub(crate) fn assemble(
     let mut failures = Vec::new();
     if stats.non_finite > 0 {
         let bad = agreements.iter().position(|a| a.non_finite > 0).unwrap_or(0);
-        failures.push(format!("{} non-finite logits (NaN or Inf), first in feature {bad} (question {})", stats.non_finite, features.example_ids.get(bad).map_or("?", String::as_str)));
+        failures.push(format!(
+            "{} non-finite logits (NaN or Inf), first in feature {bad} (question {})",
+            stats.non_finite,
+            features.example_ids.get(bad).map_or("?", String::as_str)
+        ));
     }
     if let Some(t) = tolerances.max_abs_diff {
         if stats.max_abs_diff > t {
@@ -152,7 +201,9 @@ pub(crate) fn assemble(
     // is within rounding of deciding otherwise: a prediction whose reference margin is at most 4 ×
     // the observed max |Δ| (exact ties of a random fixture, another float implementation) is a
     // near tie, reported and excused; any other difference fails.
-    let near_tie = |id: &String| differing_margins.get(id).is_some_and(|&bits| f64::from(f32::from_bits(bits)) <= 4.0 * stats.max_abs_diff);
+    let near_tie = |id: &String| {
+        differing_margins.get(id).is_some_and(|&bits| f64::from(f32::from_bits(bits)) <= 4.0 * stats.max_abs_diff)
+    };
     let near_ties: Vec<String> = differing.iter().filter(|id| near_tie(id)).map(|id| id.to_string()).collect();
     let decided = differing.iter().filter(|id| !near_tie(id)).count();
     if tolerances.identical_predictions && decided > 0 {
@@ -164,7 +215,10 @@ pub(crate) fn assemble(
     }
     if let Some(t) = tolerances.max_f1_drop {
         if squad.f1_drop.is_nan() || squad.f1_drop > t {
-            failures.push(format!("F1 {:.2} is {:.2} points below the reference's {:.2} (tolerance {t})", squad.artifact.f1, squad.f1_drop, squad.reference.f1));
+            failures.push(format!(
+                "F1 {:.2} is {:.2} points below the reference's {:.2} (tolerance {t})",
+                squad.artifact.f1, squad.f1_drop, squad.reference.f1
+            ));
         }
     }
     if let Some(t) = tolerances.min_agreement_f1 {

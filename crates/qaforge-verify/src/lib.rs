@@ -34,7 +34,13 @@ pub use tolerances::{ToleranceOverrides, Tolerances};
 /// Verifies `artifact` against `bundle` in both steps: [`compute_logits`] in `run.engine`, then
 /// [`judge`] with its precision's default tolerances and `overrides` in place. `progress` gets
 /// (features just done, total).
-pub fn verify(artifact: &Path, bundle: &Bundle, overrides: ToleranceOverrides, run: &RunOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Report, VerifyError> {
+pub fn verify(
+    artifact: &Path,
+    bundle: &Bundle,
+    overrides: ToleranceOverrides,
+    run: &RunOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Report, VerifyError> {
     let started = Instant::now();
     let artifact = Artifact::open(artifact, bundle, &run.engine, run.allow_other_checkpoint)?;
     let mut computed = compute_logits(&artifact, bundle, run, progress)?;

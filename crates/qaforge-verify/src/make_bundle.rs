@@ -12,7 +12,10 @@ use qaforge_reference::ReferenceModel;
 use qaforge_runtime::Engine;
 use qaforge_squad::{evaluate, predict_all, FeatureOptions, PostprocessOptions, QaTokenizer, SquadFile};
 
-use crate::bundle::{file_sha256, BundleFile, BundleSettings, DataIdentity, Manifest, ModelIdentity, ReferenceScores, BUNDLE_FORMAT, MANIFEST};
+use crate::bundle::{
+    file_sha256, BundleFile, BundleSettings, DataIdentity, Manifest, ModelIdentity, ReferenceScores, BUNDLE_FORMAT,
+    MANIFEST,
+};
 use crate::golden::GoldenLogits;
 use crate::VerifyError;
 
@@ -43,9 +46,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> VerifyError + '_ {
 
 /// Builds the bundle of `model_dir` on `data_path` into `out`. `progress(done, total)` follows the
 /// reference run (features). Returns the manifest written.
-pub fn make_bundle(model_dir: &Path, data_path: &Path, out: &Path, options: &BundleOptions, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Manifest, VerifyError> {
-    if out.exists() && !(out.is_dir() && (out.join(MANIFEST).is_file() || std::fs::read_dir(out).map_err(io(out))?.next().is_none())) {
-        return Err(VerifyError::Bundle { path: out.to_owned(), message: "exists and is not a golden bundle; refusing to replace it".into() });
+pub fn make_bundle(
+    model_dir: &Path,
+    data_path: &Path,
+    out: &Path,
+    options: &BundleOptions,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<Manifest, VerifyError> {
+    if out.exists()
+        && !(out.is_dir()
+            && (out.join(MANIFEST).is_file() || std::fs::read_dir(out).map_err(io(out))?.next().is_none()))
+    {
+        return Err(VerifyError::Bundle {
+            path: out.to_owned(),
+            message: "exists and is not a golden bundle; refusing to replace it".into(),
+        });
     }
     let checkpoint = Checkpoint::open(model_dir)?;
     let tokenizer = QaTokenizer::from_model_dir(model_dir)?;
@@ -56,12 +71,15 @@ pub fn make_bundle(model_dir: &Path, data_path: &Path, out: &Path, options: &Bun
         None => data_bytes,
     };
     let data = SquadFile::parse(&data_bytes, data_path)?;
-    let feature_options = FeatureOptions { max_length: options.max_length, doc_stride: options.doc_stride, lstrip_question: true };
+    let feature_options =
+        FeatureOptions { max_length: options.max_length, doc_stride: options.doc_stride, lstrip_question: true };
     let features = tokenizer.features(&data.examples, &feature_options)?;
 
     let model = ReferenceModel::load(&checkpoint)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let logits = model.run_features(&features, options.batch_size, model.preferred_threads(cores), &|n| progress(n, features.count))?;
+    let logits = model.run_features(&features, options.batch_size, model.preferred_threads(cores), &|n| {
+        progress(n, features.count)
+    })?;
 
     // Post-processed over real tokens, as verify post-processes both sides (dynamic padding does
     // not compute padding positions).
@@ -82,10 +100,16 @@ pub fn make_bundle(model_dir: &Path, data_path: &Path, out: &Path, options: &Bun
     settings.insert("doc_stride".into(), options.doc_stride.into());
     settings.insert("question_lstrip".into(), true.into());
     features.write(dir, settings)?;
-    GoldenLogits { start: logits.start, end: logits.end }.write(&dir.join("logits.safetensors"), features.count, features.max_length)?;
+    GoldenLogits { start: logits.start, end: logits.end }.write(
+        &dir.join("logits.safetensors"),
+        features.count,
+        features.max_length,
+    )?;
     let predictions_json = serde_json::json!({ "predictions": texts, "null_odds": null_odds });
-    std::fs::write(dir.join("predictions.json"), pretty(&predictions_json)).map_err(io(&dir.join("predictions.json")))?;
-    std::fs::write(dir.join("metrics.json"), pretty(&serde_json::to_value(&metrics).unwrap_or_default())).map_err(io(&dir.join("metrics.json")))?;
+    std::fs::write(dir.join("predictions.json"), pretty(&predictions_json))
+        .map_err(io(&dir.join("predictions.json")))?;
+    std::fs::write(dir.join("metrics.json"), pretty(&serde_json::to_value(&metrics).unwrap_or_default()))
+        .map_err(io(&dir.join("metrics.json")))?;
 
     let mut files = BTreeMap::new();
     for (role, name) in [
@@ -109,7 +133,9 @@ pub fn make_bundle(model_dir: &Path, data_path: &Path, out: &Path, options: &Bun
             tokenizer_sha256: qaforge_checkpoint::tokenizer_sha256(model_dir)?,
         },
         data: DataIdentity {
-            name: data_path.file_name().map_or_else(|| data_path.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            name: data_path
+                .file_name()
+                .map_or_else(|| data_path.display().to_string(), |n| n.to_string_lossy().into_owned()),
             source_sha256: data_sha256,
             questions: data.examples.len(),
             limit: options.limit,
@@ -126,7 +152,8 @@ pub fn make_bundle(model_dir: &Path, data_path: &Path, out: &Path, options: &Bun
         scores: ReferenceScores { exact: metrics.exact, f1: metrics.f1 },
         files,
     };
-    let manifest_json = serde_json::to_value(&manifest).map_err(|e| VerifyError::Bundle { path: out.to_owned(), message: e.to_string() })?;
+    let manifest_json = serde_json::to_value(&manifest)
+        .map_err(|e| VerifyError::Bundle { path: out.to_owned(), message: e.to_string() })?;
     std::fs::write(dir.join(MANIFEST), pretty(&manifest_json)).map_err(io(&dir.join(MANIFEST)))?;
 
     // Into place: the old bundle (if any) goes only once the new one is complete.

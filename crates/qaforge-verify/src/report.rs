@@ -174,7 +174,9 @@ impl Report {
         let run = &self.run;
         format!(
             "| {} | {} | {} | {:.2e} | {:.6} | {:.1}% | {:.2} | {:.2} | {:+.2} | {:.2} | {:.2} s | {} |",
-            run.artifact.file_name().map_or_else(|| run.artifact.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            run.artifact
+                .file_name()
+                .map_or_else(|| run.artifact.display().to_string(), |n| n.to_string_lossy().into_owned()),
             run.precision,
             human_bytes(run.size_bytes),
             self.logits.max_abs_diff,
@@ -193,7 +195,12 @@ impl Report {
     /// line and the Markdown report say it.
     pub fn computed_on(&self) -> String {
         let run = &self.run;
-        format!("{} on {}{}", run.engine, run.cpu, run.batch_size.map_or_else(String::new, |b| format!(", batch size {b}")))
+        format!(
+            "{} on {}{}",
+            run.engine,
+            run.cpu,
+            run.batch_size.map_or_else(String::new, |b| format!(", batch size {b}"))
+        )
     }
 
     /// The one-line summary printed under the table row: the data, the run, the reference's F1
@@ -216,9 +223,14 @@ impl Report {
     /// verified, what to do with a partial report, or which tolerances it passed.
     pub fn conclusion(&self) -> String {
         match self.verdict {
-            Verdict::Pass => format!("PASS ({} tolerances; precision {})", self.run.precision, self.run.precision_source),
+            Verdict::Pass => {
+                format!("PASS ({} tolerances; precision {})", self.run.precision, self.run.precision_source)
+            }
             Verdict::Partial => {
-                let shard = self.part.as_ref().map_or_else(String::new, |p| format!(" (shard {}/{})", p.shard.index + 1, p.shard.count));
+                let shard = self
+                    .part
+                    .as_ref()
+                    .map_or_else(String::new, |p| format!(" (shard {}/{})", p.shard.index + 1, p.shard.count));
                 format!("PARTIAL{shard}: merge every shard's report with `qaforge merge`")
             }
             Verdict::Fail => self.failures.join("; "),
@@ -229,7 +241,8 @@ impl Report {
     /// The report for people: the table, the reference's scores, tolerances and failures.
     pub fn markdown(&self) -> String {
         let run = &self.run;
-        let mut s = format!("# qaforge verify: {}\n\n{MARKDOWN_HEADER}\n{}\n\n", run.artifact.display(), self.markdown_row());
+        let mut s =
+            format!("# qaforge verify: {}\n\n{MARKDOWN_HEADER}\n{}\n\n", run.artifact.display(), self.markdown_row());
         s += &format!(
             "Reference ({}) on the same {} questions: EM {:.2}, F1 {:.2}. Golden bundle `{}`, {} features, engine {}.\n\n",
             run.reference,
@@ -240,9 +253,17 @@ impl Report {
             self.features,
             self.computed_on()
         );
-        s += &format!("Tolerances ({}, {}): {}\n\n", run.precision, run.precision_source, serde_json::to_string(&run.tolerances).unwrap_or_default());
+        s += &format!(
+            "Tolerances ({}, {}): {}\n\n",
+            run.precision,
+            run.precision_source,
+            serde_json::to_string(&run.tolerances).unwrap_or_default()
+        );
         if !self.near_ties.is_empty() {
-            s += &format!("Near ties (predictions that differ where the reference's own margin is within 4 × max |Δ|): {}.\n\n", self.near_ties.join(", "));
+            s += &format!(
+                "Near ties (predictions that differ where the reference's own margin is within 4 × max |Δ|): {}.\n\n",
+                self.near_ties.join(", ")
+            );
         }
         for note in &run.provenance {
             s += &format!("Provenance: {note}.\n\n");
@@ -268,7 +289,12 @@ mod tests {
 
     #[test]
     fn verdicts_keep_their_words_in_json_and_map_to_exit_codes() {
-        for (verdict, word, code) in [(Verdict::Pass, "PASS", 0), (Verdict::Partial, "PARTIAL", 0), (Verdict::Fail, "FAIL", 1), (Verdict::NotVerified, "NOT VERIFIED", 3)] {
+        for (verdict, word, code) in [
+            (Verdict::Pass, "PASS", 0),
+            (Verdict::Partial, "PARTIAL", 0),
+            (Verdict::Fail, "FAIL", 1),
+            (Verdict::NotVerified, "NOT VERIFIED", 3),
+        ] {
             assert_eq!(serde_json::to_string(&verdict).unwrap(), format!("\"{word}\""));
             assert_eq!(serde_json::from_str::<Verdict>(&format!("\"{word}\"")).unwrap(), verdict);
             assert_eq!((verdict.to_string(), verdict.exit_code()), (word.to_string(), code));

@@ -29,7 +29,10 @@ impl Shard {
     /// Parses `K/N` (1-based K, as the CLI and CI matrices write it).
     pub fn parse(text: &str) -> Result<Self, String> {
         let (k, n) = text.split_once('/').ok_or_else(|| format!("`{text}`: expected K/N, e.g. 2/4"))?;
-        let (k, n): (usize, usize) = (k.trim().parse().map_err(|_| format!("`{text}`: K is not a number"))?, n.trim().parse().map_err(|_| format!("`{text}`: N is not a number"))?);
+        let (k, n): (usize, usize) = (
+            k.trim().parse().map_err(|_| format!("`{text}`: K is not a number"))?,
+            n.trim().parse().map_err(|_| format!("`{text}`: N is not a number"))?,
+        );
         if n == 0 || k == 0 || k > n {
             return Err(format!("`{text}`: need 1 ≤ K ≤ N"));
         }
@@ -73,28 +76,69 @@ pub struct ShardPart {
 pub fn merge(parts: &[Report], bundle: &Bundle) -> Result<Report, VerifyError> {
     let mismatch = |message: String| VerifyError::Mismatch(message);
     let first = parts.first().ok_or_else(|| mismatch("no partial reports to merge".into()))?;
-    let count = first.part.as_ref().ok_or_else(|| mismatch(format!("{}: not a partial report (verify --shard K/N writes those)", first.run.artifact.display())))?.shard.count;
+    let count = first
+        .part
+        .as_ref()
+        .ok_or_else(|| {
+            mismatch(format!(
+                "{}: not a partial report (verify --shard K/N writes those)",
+                first.run.artifact.display()
+            ))
+        })?
+        .shard
+        .count;
     let mut by_index: Vec<Option<&Report>> = vec![None; count];
     for report in parts {
-        let part = report.part.as_ref().ok_or_else(|| mismatch(format!("{}: a report without shard data (verify --shard K/N writes partial reports)", report.run.artifact.display())))?;
+        let part = report.part.as_ref().ok_or_else(|| {
+            mismatch(format!(
+                "{}: a report without shard data (verify --shard K/N writes partial reports)",
+                report.run.artifact.display()
+            ))
+        })?;
         if part.shard.count != count {
-            return Err(mismatch(format!("shard {}/{} among shards of {count}", part.shard.index + 1, part.shard.count)));
+            return Err(mismatch(format!(
+                "shard {}/{} among shards of {count}",
+                part.shard.index + 1,
+                part.shard.count
+            )));
         }
         if report.run.sha256 != first.run.sha256 {
-            return Err(mismatch(format!("shard {} verified artifact {}, shard {} artifact {}", part.shard.index + 1, report.run.sha256, first.part.as_ref().map_or(0, |p| p.shard.index + 1), first.run.sha256)));
+            return Err(mismatch(format!(
+                "shard {} verified artifact {}, shard {} artifact {}",
+                part.shard.index + 1,
+                report.run.sha256,
+                first.part.as_ref().map_or(0, |p| p.shard.index + 1),
+                first.run.sha256
+            )));
         }
         if part.bundle_manifest_sha256 != bundle.manifest_sha256 {
-            return Err(mismatch(format!("shard {} was verified against another bundle (manifest {}) than {} (manifest {})", part.shard.index + 1, part.bundle_manifest_sha256, bundle.dir.display(), bundle.manifest_sha256)));
+            return Err(mismatch(format!(
+                "shard {} was verified against another bundle (manifest {}) than {} (manifest {})",
+                part.shard.index + 1,
+                part.bundle_manifest_sha256,
+                bundle.dir.display(),
+                bundle.manifest_sha256
+            )));
         }
         if report.run.engine != first.run.engine || report.run.tolerances != first.run.tolerances {
-            return Err(mismatch(format!("shard {} ran with another engine or tolerances ({}; {:?}) than the others ({}; {:?})", part.shard.index + 1, report.run.engine, report.run.tolerances, first.run.engine, first.run.tolerances)));
+            return Err(mismatch(format!(
+                "shard {} ran with another engine or tolerances ({}; {:?}) than the others ({}; {:?})",
+                part.shard.index + 1,
+                report.run.engine,
+                report.run.tolerances,
+                first.run.engine,
+                first.run.tolerances
+            )));
         }
-        let slot = by_index.get_mut(part.shard.index).ok_or_else(|| mismatch(format!("shard index {} out of {count}", part.shard.index + 1)))?;
+        let slot = by_index
+            .get_mut(part.shard.index)
+            .ok_or_else(|| mismatch(format!("shard index {} out of {count}", part.shard.index + 1)))?;
         if slot.replace(report).is_some() {
             return Err(mismatch(format!("shard {}/{count} given twice", part.shard.index + 1)));
         }
     }
-    let missing: Vec<String> = by_index.iter().enumerate().filter(|(_, r)| r.is_none()).map(|(k, _)| format!("{}/{count}", k + 1)).collect();
+    let missing: Vec<String> =
+        by_index.iter().enumerate().filter(|(_, r)| r.is_none()).map(|(k, _)| format!("{}/{count}", k + 1)).collect();
     if !missing.is_empty() {
         return Err(mismatch(format!("missing shard(s) {}", missing.join(", "))));
     }
@@ -104,8 +148,19 @@ pub fn merge(parts: &[Report], bundle: &Bundle) -> Result<Report, VerifyError> {
         let part = report.part.as_ref().expect("checked above");
         let want = Shard { index: k, count }.questions(bundle.data.examples.len());
         let features = bundle.features.range_of_questions(want.clone());
-        if (part.questions.0, part.questions.1) != (want.start, want.end) || part.feature_agreements.len() != features.len() {
-            return Err(mismatch(format!("shard {}/{count} covers questions {}..{} with {} features; this bundle's shard is {}..{} with {}", k + 1, part.questions.0, part.questions.1, part.feature_agreements.len(), want.start, want.end, features.len())));
+        if (part.questions.0, part.questions.1) != (want.start, want.end)
+            || part.feature_agreements.len() != features.len()
+        {
+            return Err(mismatch(format!(
+                "shard {}/{count} covers questions {}..{} with {} features; this bundle's shard is {}..{} with {}",
+                k + 1,
+                part.questions.0,
+                part.questions.1,
+                part.feature_agreements.len(),
+                want.start,
+                want.end,
+                features.len()
+            )));
         }
         agreements.extend_from_slice(&part.feature_agreements);
         predictions.extend(part.predictions.clone());

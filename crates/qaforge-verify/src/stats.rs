@@ -29,7 +29,8 @@ impl LogitStats {
     /// The statistics of features' agreements, summed in the order given: a verification run and
     /// the merge of its shards fold the same sequence, so they give the same bits.
     pub fn fold(features: &[FeatureAgreement]) -> Self {
-        let (mut max, mut sum, mut dot, mut na, mut nb, mut n, mut bad) = (0f64, 0f64, 0f64, 0f64, 0f64, 0usize, 0usize);
+        let (mut max, mut sum, mut dot, mut na, mut nb, mut n, mut bad) =
+            (0f64, 0f64, 0f64, 0f64, 0f64, 0usize, 0usize);
         for f in features {
             max = max.max(f.max_abs_diff);
             sum += f.sum_abs_diff;
@@ -105,8 +106,11 @@ impl FeatureAgreement {
         let start = logits.start[span.clone()].iter().copied().zip(reference.start[span.clone()].iter().copied());
         let end = logits.end[span.clone()].iter().copied().zip(reference.end[span.clone()].iter().copied());
         let mut f = Self::of_pairs(start.chain(end));
-        let argmax = |v: &[f32]| v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (k, &x)| if x > best.1 { (k, x) } else { best }).0;
-        f.argmax_agrees = argmax(&logits.start[span.clone()]) == argmax(&reference.start[span.clone()]) && argmax(&logits.end[span.clone()]) == argmax(&reference.end[span]);
+        let argmax = |v: &[f32]| {
+            v.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (k, &x)| if x > best.1 { (k, x) } else { best }).0
+        };
+        f.argmax_agrees = argmax(&logits.start[span.clone()]) == argmax(&reference.start[span.clone()])
+            && argmax(&logits.end[span.clone()]) == argmax(&reference.end[span]);
         f
     }
 }

@@ -27,9 +27,21 @@ impl Tolerances {
     /// lose 0.1 F1 and int8 1.0 F1, with a cosine floor that catches broken logits even when F1
     /// is insensitive. The match has no wildcard: a new precision does not compile without its row.
     pub fn for_precision(precision: Precision) -> Self {
-        let lossy = |max_f1_drop: f64, min_cosine: f64| Tolerances { max_abs_diff: None, identical_predictions: false, max_f1_drop: Some(max_f1_drop), min_cosine: Some(min_cosine), min_agreement_f1: None };
+        let lossy = |max_f1_drop: f64, min_cosine: f64| Tolerances {
+            max_abs_diff: None,
+            identical_predictions: false,
+            max_f1_drop: Some(max_f1_drop),
+            min_cosine: Some(min_cosine),
+            min_agreement_f1: None,
+        };
         match precision {
-            Precision::Fp32 => Tolerances { max_abs_diff: Some(1e-4), identical_predictions: true, max_f1_drop: None, min_cosine: None, min_agreement_f1: None },
+            Precision::Fp32 => Tolerances {
+                max_abs_diff: Some(1e-4),
+                identical_predictions: true,
+                max_f1_drop: None,
+                min_cosine: None,
+                min_agreement_f1: None,
+            },
             Precision::Fp16 => lossy(0.1, 0.999),
             Precision::Int8Dynamic | Precision::Int8Static => lossy(1.0, 0.99),
             Precision::Int4 => lossy(3.0, 0.98),
@@ -80,14 +92,16 @@ mod tests {
             let t = Tolerances::for_precision(p);
             assert!(!t.identical_predictions && t.max_f1_drop.is_some() && t.min_cosine.is_some(), "{p}: {t:?}");
         }
-        let (fp16, int8) = (Tolerances::for_precision(Precision::Fp16), Tolerances::for_precision(Precision::Int8Dynamic));
+        let (fp16, int8) =
+            (Tolerances::for_precision(Precision::Fp16), Tolerances::for_precision(Precision::Int8Dynamic));
         assert!(fp16.max_f1_drop < int8.max_f1_drop && fp16.min_cosine > int8.min_cosine);
         assert_eq!(Tolerances::for_precision(Precision::Int8Static), int8);
     }
 
     #[test]
     fn overrides_replace_only_what_they_give() {
-        let t = Tolerances::for_precision(Precision::Fp16).with(ToleranceOverrides { max_f1_drop: Some(1.0), ..Default::default() });
+        let t = Tolerances::for_precision(Precision::Fp16)
+            .with(ToleranceOverrides { max_f1_drop: Some(1.0), ..Default::default() });
         assert_eq!((t.max_f1_drop, t.min_cosine), (Some(1.0), Some(0.999)));
     }
 }

@@ -146,18 +146,21 @@ impl SiteOutcome {
     }
 }
 
-
 /// The version and licence an npm package's package.json states.
 fn package_version(node_modules: &Path, package: &str) -> Result<(String, String), WebError> {
     let path = node_modules.join(package).join("package.json");
-    let missing = || WebError::Runtime {
+    let missing = || {
+        WebError::Runtime {
         path: path.clone(),
         message: format!("npm package {package} is not installed there; install the pinned runtime with `npm ci --prefix web` (make web-deps), or give its node_modules with --web-runtime"),
+    }
     };
     let bytes = std::fs::read(&path).map_err(|_| missing())?;
-    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| WebError::Runtime { path: path.clone(), message: format!("not a package.json: {e}") })?;
+    let json: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| WebError::Runtime { path: path.clone(), message: format!("not a package.json: {e}") })?;
     let field = |name: &str| json.get(name).and_then(|v| v.as_str()).map(str::to_string);
-    let version = field("version").ok_or_else(|| WebError::Runtime { path: path.clone(), message: "no version".into() })?;
+    let version =
+        field("version").ok_or_else(|| WebError::Runtime { path: path.clone(), message: "no version".into() })?;
     Ok((version, field("license").unwrap_or_else(|| "not stated in its package.json".into())))
 }
 
@@ -190,17 +193,26 @@ fn site_config(spec: &SiteSpec<'_>, sha256: &str, onnxruntime_web: &str, tokeniz
 
 /// Writes the site of `spec` to `out` (a folder: created, or replaced when it holds an earlier site).
 pub fn write_site(spec: &SiteSpec<'_>, out: &Path) -> Result<SiteOutcome, WebError> {
-    let packages = RUNTIME_PACKAGES.iter().map(|p| package_version(spec.node_modules, p)).collect::<Result<Vec<_>, _>>()?;
+    let packages =
+        RUNTIME_PACKAGES.iter().map(|p| package_version(spec.node_modules, p)).collect::<Result<Vec<_>, _>>()?;
     let (onnxruntime_web, tokenizers) = (packages[0].0.clone(), packages[1].0.clone());
-    if out.exists() && !(out.join("qaforge-site.json").is_file() || out.read_dir().map(|mut d| d.next().is_none()).unwrap_or(false)) {
-        return Err(WebError::Output { path: out.to_owned(), message: "exists and is not an empty folder or an earlier qaforge site; choose another output".into() });
+    if out.exists()
+        && !(out.join("qaforge-site.json").is_file() || out.read_dir().map(|mut d| d.next().is_none()).unwrap_or(false))
+    {
+        return Err(WebError::Output {
+            path: out.to_owned(),
+            message: "exists and is not an empty folder or an earlier qaforge site; choose another output".into(),
+        });
     }
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|source| WebError::Io { path: parent.clone(), source })?;
-    let staging = tempfile::Builder::new().prefix(".qaforge-site-").tempdir_in(&parent).map_err(|source| WebError::Io { path: parent.clone(), source })?;
+    let staging = tempfile::Builder::new()
+        .prefix(".qaforge-site-")
+        .tempdir_in(&parent)
+        .map_err(|source| WebError::Io { path: parent.clone(), source })?;
     let mut files = Vec::new();
     let mut put = |name: &str, bytes: &[u8]| -> Result<(), WebError> {
         let path = staging.path().join(name);
@@ -225,7 +237,10 @@ pub fn write_site(spec: &SiteSpec<'_>, out: &Path) -> Result<SiteOutcome, WebErr
         let path = spec.node_modules.join(package).join(file);
         let size = std::fs::metadata(&path).map_err(|_| WebError::Runtime { path: path.clone(), message: format!("missing from npm package {package}; the site needs it (is the installed version the pinned one? `npm ci --prefix web`)") })?.len();
         if size > MAX_RUNTIME_FILE_BYTES {
-            return Err(WebError::Runtime { path, message: format!("{size} bytes, more than a runtime file can be ({MAX_RUNTIME_FILE_BYTES})") });
+            return Err(WebError::Runtime {
+                path,
+                message: format!("{size} bytes, more than a runtime file can be ({MAX_RUNTIME_FILE_BYTES})"),
+            });
         }
         let bytes = std::fs::read(&path).map_err(|source| WebError::Io { path: path.clone(), source })?;
         put(name, &bytes)?;
@@ -246,7 +261,8 @@ pub fn write_site(spec: &SiteSpec<'_>, out: &Path) -> Result<SiteOutcome, WebErr
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755)).map_err(|source| WebError::Io { path: staging.path().to_owned(), source })?;
+        std::fs::set_permissions(staging.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|source| WebError::Io { path: staging.path().to_owned(), source })?;
     }
     let staged = staging.keep();
     std::fs::rename(&staged, out).map_err(|source| WebError::Io { path: out.to_owned(), source })?;
@@ -262,7 +278,8 @@ mod tests {
             let path = dir.join(package).join(file);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, format!("{package}/{file}")).unwrap();
-            std::fs::write(dir.join(package).join("package.json"), r#"{"version": "9.9.9", "license": "MIT"}"#).unwrap();
+            std::fs::write(dir.join(package).join("package.json"), r#"{"version": "9.9.9", "license": "MIT"}"#)
+                .unwrap();
         }
     }
 
@@ -293,12 +310,14 @@ mod tests {
         for (name, bytes) in &done.files {
             assert_eq!(std::fs::metadata(out.join(name)).unwrap().len(), *bytes, "{name}");
         }
-        let config: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("qaforge-site.json")).unwrap()).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("qaforge-site.json")).unwrap()).unwrap();
         assert_eq!(config["model"]["sha256"], sha256_hex(b"onnx bytes"));
         assert_eq!(config["runtime"]["onnxruntime-web"], "9.9.9");
         // Again over the first: replaced, and no staging folder left behind.
         write_site(&spec(&dir.path().join("nm")), &out).unwrap();
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let left: Vec<_> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert_eq!(left.len(), 2, "{left:?}");
     }
 
