@@ -1,7 +1,8 @@
 //! End-to-end: `qaforge answer --batch` answers a file of questions as verify judges them: its
-//! predictions are the reference's where verify finds them identical (fp32), and where an
-//! artifact's rows are coupled (int8-dynamic) they are verify's own, question for question. The
-//! look-ahead and the batch budget change neither the answers nor their order.
+//! predictions are the reference's (post-processed over real tokens, as verify does) where verify
+//! finds them identical (fp32), and where an artifact's rows are coupled (int8-dynamic) they are
+//! verify's own, question for question. The look-ahead and the batch budget change neither the
+//! answers (but for the fixture's exact ties) nor their order.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,18 +47,32 @@ fn verify(artifact: &Path, report: &Path) -> serde_json::Value {
     read_json(report)
 }
 
+/// The reference's predictions over real tokens only, as verify post-processes them, with each
+/// question's decision margin.
+fn reference() -> BTreeMap<String, qaforge_squad::Prediction> {
+    let squad = qaforge_squad::SquadFile::load(&golden().join("squad/eval.json")).unwrap();
+    let features = crate::common::fixture_features("mobilebert-tiny");
+    let logits = qaforge_verify::GoldenLogits::load(&golden().join("mobilebert-tiny"), &features).unwrap();
+    qaforge_squad::predict_all(&squad, &features, &logits.start, &logits.end, &Default::default(), true)
+}
+
+/// Questions whose reference decision is within 1e-3 of going another way: the fixture's random
+/// weights give exact ties (5ad23fded7d075001a4288ff), which float rounding of another batch
+/// shape may decide either way. verify excuses the same (its near ties).
+fn near_ties(reference: &BTreeMap<String, qaforge_squad::Prediction>) -> Vec<&String> {
+    reference.iter().filter(|(_, p)| p.margin < 1e-3).map(|(id, _)| id).collect()
+}
+
 #[test]
 fn batch_predictions_are_verify_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
-    let reference: BTreeMap<String, String> = serde_json::from_value(
-        read_json(&golden().join("mobilebert-tiny/golden/predictions.json"))["predictions"].clone(),
-    )
-    .unwrap();
+    let reference = reference();
+    let ties = near_ties(&reference);
 
-    // fp32: the reference's predictions wherever verify found them identical (all but its near ties).
+    // fp32: the reference's predictions, but for verify's near ties and the fixture's exact ties.
     let report = verify(&fp32, &dir.path().join("fp32.report.json"));
-    let near_ties: Vec<String> = serde_json::from_value(report["near_ties"].clone()).unwrap();
+    let verify_ties: Vec<String> = serde_json::from_value(report["near_ties"].clone()).unwrap();
     let got = batch(
         &fp32,
         &dir.path().join("fp32.predictions.json"),
@@ -65,7 +80,12 @@ fn batch_predictions_are_verify_predictions() {
     );
     assert_eq!(got.len(), reference.len());
     for (id, want) in &reference {
-        assert!(got[id] == *want || near_ties.contains(id), "{id}: {:?} against the reference's {want:?}", got[id]);
+        assert!(
+            got[id] == want.text || verify_ties.contains(id) || ties.contains(&id),
+            "{id}: {:?} against the reference's {:?}",
+            got[id],
+            want.text
+        );
     }
     // The no-answer odds are the ones eval reads: its best threshold from them.
     let output = qaforge(&[
@@ -89,7 +109,8 @@ fn batch_predictions_are_verify_predictions() {
     assert!(output.status.success(), "{}", text(&output));
     let report = verify(&int8, &dir.path().join("int8.report.json"));
     let got = batch(&int8, &dir.path().join("int8.predictions.json"), &[]);
-    let differing: Vec<&String> = reference.iter().filter(|(id, want)| got[*id] != **want).map(|(id, _)| id).collect();
+    let differing: Vec<&String> =
+        reference.iter().filter(|(id, want)| got[*id] != want.text).map(|(id, _)| id).collect();
     let identical = report["squad"]["identical_predictions"].as_u64().unwrap() as usize;
     assert_eq!(
         reference.len() - differing.len(),
@@ -107,9 +128,13 @@ fn neither_the_lookahead_nor_the_budget_changes_the_answers() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
     let (small, large) = (dir.path().join("small.json"), dir.path().join("large.json"));
-    batch(&fp32, &small, &["--lookahead", "1", "--max-batch-tokens", "1"]);
-    batch(&fp32, &large, &["--lookahead", "1000", "--max-batch-tokens", "100000"]);
-    assert_eq!(std::fs::read(&small).unwrap(), std::fs::read(&large).unwrap(), "the same bytes whatever the batches");
+    let alone = batch(&fp32, &small, &["--lookahead", "1", "--max-batch-tokens", "1"]);
+    let together = batch(&fp32, &large, &["--lookahead", "1000", "--max-batch-tokens", "100000"]);
+    let reference = reference();
+    let ties = near_ties(&reference);
+    for (id, text) in &alone {
+        assert!(together[id] == *text || ties.contains(&id), "{id}: {text:?} alone, {:?} in batches", together[id]);
+    }
     // In file order, one question a line.
     let squad = qaforge_squad::SquadFile::load(&golden().join("squad/eval.json")).unwrap();
     let written = String::from_utf8(std::fs::read(&large).unwrap()).unwrap();

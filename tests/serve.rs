@@ -215,21 +215,19 @@ fn artifacts(dir: &Path) -> Vec<(&'static str, PathBuf)> {
     out
 }
 
-/// Sends every question from 8 threads at once, 2 rounds each in its own order; returns the
-/// answers by question and the time taken.
+/// Sends every question from 8 threads at once, each thread in its own order; returns the
+/// answers by question.
 fn load(server: &Server, questions: &[(String, String)]) -> Vec<Vec<(String, usize, usize, f64)>> {
     let answers: Mutex<Vec<Vec<(String, usize, usize, f64)>>> = Mutex::new(vec![Vec::new(); questions.len()]);
     std::thread::scope(|scope| {
         for t in 0..8 {
             let answers = &answers;
             scope.spawn(move || {
-                for round in 0..2 {
-                    for k in 0..questions.len() {
-                        let i = (k * 7 + t * 3 + round) % questions.len();
-                        let (status, response, _) = server.post(&body(&questions[i].0, &questions[i].1));
-                        assert_eq!(status, 200, "{response}");
-                        answers.lock().unwrap()[i].push(served(&response));
-                    }
+                for k in 0..questions.len() {
+                    let i = (k * 7 + t * 3) % questions.len();
+                    let (status, response, _) = server.post(&body(&questions[i].0, &questions[i].1));
+                    assert_eq!(status, 200, "{response}");
+                    answers.lock().unwrap()[i].push(served(&response));
                 }
             });
         }
@@ -246,7 +244,7 @@ fn answers_under_concurrency_are_qaforge_answers_in_every_precision() {
         let server = Server::start(&artifact, &["--max-batch-delay-us", "2000"]);
         let got = load(&server, &questions);
         for (i, answers) in got.iter().enumerate() {
-            assert_eq!(answers.len(), 16);
+            assert_eq!(answers.len(), 8);
             for a in answers {
                 assert_eq!((&a.0, a.1, a.2), (&want[i].0, want[i].1, want[i].2), "{precision}: question {i}");
                 assert!(
@@ -257,13 +255,14 @@ fn answers_under_concurrency_are_qaforge_answers_in_every_precision() {
                 );
             }
         }
-        // Batches of more than one window formed, except where the artifact's rows are coupled.
+        // Batches of more than one window formed, except where a row's logits depend on its batch
+        // (int8-dynamic's one scale over the batch, float16's shape-dependent rounding).
         let (batches, singles) =
             (server.metric("qaforge_batch_size_count"), server.metric("qaforge_batch_size_bucket{le=\"1.0\"}"));
         let (_, info) = server.get("/info");
         let info: serde_json::Value = serde_json::from_str(&info).unwrap();
-        if precision == "int8-dynamic" {
-            assert_eq!(batches, singles, "int8-dynamic windows run alone");
+        if precision == "int8-dynamic" || precision == "fp16" {
+            assert_eq!(batches, singles, "{precision} windows run alone");
             assert_eq!(info["batching"]["mode"], "each window alone", "{info}");
         } else {
             assert!(batches > singles, "{precision}: no batch held more than one window ({batches} batches)");
@@ -444,7 +443,9 @@ fn overload_gives_only_200s_and_429s() {
                         break;
                     }
                     let (q, c) = &questions[(t + k) % questions.len()];
-                    statuses.lock().unwrap().push(server.post(&body(q, c)).0);
+                    // The request first: a lock taken in the same statement would serialize the clients.
+                    let status = server.post(&body(q, c)).0;
+                    statuses.lock().unwrap().push(status);
                 }
             });
         }
@@ -524,14 +525,21 @@ fn a_soak_stops_growing_in_memory() {
             }
         })
     };
-    send(600);
-    let warm = server.rss_kb();
-    send(2400);
-    let soaked = server.rss_kb();
-    eprintln!("soak: resident memory {warm} kB after 600 requests, {soaked} kB after 3000");
+    // The allocator's arenas and the engine's per-shape plans fill during the first thousand or so
+    // requests (measured here: 126 MB after 600, then 133-139 MB from 1,200 to 6,000); after a
+    // warm-up of 1,200, four rounds of 448 must stay within 10% (+8 MB) of the first round's.
+    send(1200);
+    let rounds: Vec<u64> = (0..4)
+        .map(|_| {
+            send(448);
+            server.rss_kb()
+        })
+        .collect();
+    eprintln!("soak: resident memory after 1,648, 2,096, 2,544 and 2,992 requests: {rounds:?} kB");
+    let ceiling = rounds[0] + rounds[0] / 10 + 8 * 1024;
     assert!(
-        soaked <= warm + warm / 10 + 8 * 1024,
-        "resident memory grew from {warm} kB to {soaked} kB over 2400 requests"
+        rounds.iter().all(|&kb| kb <= ceiling),
+        "resident memory kept growing after warm-up: {rounds:?} kB (ceiling {ceiling} kB)"
     );
-    assert_eq!(server.metric("qaforge_request_success_total"), 3000.0);
+    assert_eq!(server.metric("qaforge_request_success_total"), 2992.0);
 }

@@ -1,5 +1,6 @@
 //! `qaforge serve`.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,7 +78,11 @@ pub struct ServeArgs {
 
 /// Serves until SIGTERM or Ctrl-C.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false);
+    // Colours only on a terminal: a log file or a pipe gets plain text.
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     if args.json_output {
         subscriber.json().init();
     } else {

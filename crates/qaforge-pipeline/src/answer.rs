@@ -44,7 +44,7 @@ pub struct Answered {
     /// the model abstains.
     pub chars: Option<(usize, usize)>,
     /// transformers' question-answering pipeline's score: the answer's start probability times
-    /// its end probability in its window, or for no answer the lowest [CLS] probability of any
+    /// its end probability in its window, or for no answer the lowest `[CLS]` probability of any
     /// window (what `qaforge serve` answers with).
     pub score: f64,
 }
@@ -71,7 +71,7 @@ pub fn answer(request: &AnswerRequest) -> Result<Answered, PipelineError> {
     )?;
     artifact.check_token_ids(&features)?;
     let engine = artifact.engine(request.cores)?;
-    // A coupled artifact (int8-dynamic) runs each window alone, as verify and an app run it.
+    // A coupled artifact (int8-dynamic, float16) runs each window alone, as verify and an app run it.
     let batch = if artifact.coupling.is_some() { 1 } else { 8 };
     let logits = engine.run_features(&features, batch, engine.preferred_threads(request.cores), &|_| {})?;
     let m = features.max_length;

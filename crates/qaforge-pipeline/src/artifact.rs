@@ -20,7 +20,7 @@ pub struct LoadedArtifact {
     pub sha256: String,
     /// The engine it runs in, and how exactly.
     pub chosen: ChosenEngine,
-    /// Why the rows of a batch are coupled in it (int8-dynamic), or `None`.
+    /// Why a row's logits depend on the rows batched beside it (int8-dynamic, float16), or `None`.
     pub coupling: Option<String>,
     layout: InputLayout,
     bytes: Vec<u8>,

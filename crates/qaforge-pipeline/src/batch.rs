@@ -5,7 +5,7 @@
 //! length, cut into batches whose padded cost fits the budget, and run on every core. The
 //! predictions come out in file order, and a question's answer depends on neither the look-ahead
 //! nor the batches: every window's logits are its own (an artifact whose arithmetic couples the
-//! rows of a batch, int8-dynamic, runs each window alone, as verify runs it), and a batch is
+//! rows of a batch, int8-dynamic or float16, runs each window alone, as verify runs it), and a batch is
 //! padded exactly as verify pads a window (one padding token past the longest, as run_qa.py's
 //! padding lets MobileBERT's trigram embedding see it).
 
@@ -231,28 +231,29 @@ fn run_batches(
         for worker in 0..workers.min(batches.len()).max(1) {
             let (next, results, failed) = (&next, &results, &failed);
             let engine = &sessions[worker % sessions.len()];
-            scope.spawn(move || loop {
-                let Some(rows) = batches.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                let batch = features.gather(rows);
-                let len = qaforge_runtime::padded_length(&batch, 0, batch.count);
-                let gather = |v: &[i64]| qaforge_runtime::gather_rows(&batch, v, 0, batch.count, len);
-                match engine.run_batch(
-                    batch.count,
-                    len,
-                    gather(&batch.input_ids),
-                    gather(&batch.attention_mask),
-                    gather(&batch.token_type_ids),
-                ) {
-                    Ok((start, end)) => {
-                        let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
-                        for (r, &i) in rows.iter().enumerate() {
-                            let n = batch.length(r);
-                            results[i] = (start[r * len..r * len + n].to_vec(), end[r * len..r * len + n].to_vec());
+            scope.spawn(move || {
+                while let Some(rows) = batches.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let batch = features.gather(rows);
+                    let len = qaforge_runtime::padded_length(&batch, 0, batch.count);
+                    let gather = |v: &[i64]| qaforge_runtime::gather_rows(&batch, v, 0, batch.count, len);
+                    match engine.run_batch(
+                        batch.count,
+                        len,
+                        gather(&batch.input_ids),
+                        gather(&batch.attention_mask),
+                        gather(&batch.token_type_ids),
+                    ) {
+                        Ok((start, end)) => {
+                            let mut results = results.lock().unwrap_or_else(|p| p.into_inner());
+                            for (r, &i) in rows.iter().enumerate() {
+                                let n = batch.length(r);
+                                results[i] = (start[r * len..r * len + n].to_vec(), end[r * len..r * len + n].to_vec());
+                            }
                         }
-                    }
-                    Err(e) => {
-                        failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
-                        break;
+                        Err(e) => {
+                            failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                            break;
+                        }
                     }
                 }
             });

@@ -5,7 +5,7 @@
 //!
 //! What may share a batch: windows of the same length limit (MobileBERT's trigram embedding makes
 //! a full-length window's last token see the padding after it), and, where the artifact couples
-//! the rows of a batch (int8-dynamic), one window alone, so that no neighbour can change an answer.
+//! the rows of a batch (int8-dynamic, float16), one window alone, so that no neighbour can change an answer.
 //! Hand-written rather than taken from text-embeddings-inference (whose queue.rs it follows):
 //! that router is a binary, not a library, and batches embeddings of one length rule.
 

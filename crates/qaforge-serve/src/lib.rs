@@ -11,7 +11,7 @@
 //!
 //! An answer does not depend on the load: each window's logits are computed as `qaforge answer`
 //! computes them alone (padded one token past its end; the rows of a batch are independent, and
-//! where an artifact couples them, int8-dynamic, each window runs alone), and post-processed by
+//! where an artifact couples them, int8-dynamic or float16, each window runs alone), and post-processed by
 //! the same code.
 
 pub mod api;
