@@ -50,9 +50,9 @@ fn features_agree_with_the_evaluation_slice() {
         assert!(tokens[len..].iter().all(|&t| t == 0), "padding is not [PAD]");
         assert!(tokens.iter().all(|&t| (0..30522).contains(&t)));
         // Offsets exist exactly on context tokens (token type 1, before the final [SEP]).
-        for t in 0..m {
+        for (t, &token_type) in types.iter().enumerate().take(m) {
             let has_offset = features.offsets[(i * m + t) * 2] >= 0;
-            assert_eq!(has_offset, types[t] == 1 && t < len - 1, "feature {i} token {t}");
+            assert_eq!(has_offset, token_type == 1 && t < len - 1, "feature {i} token {t}");
         }
     }
 }

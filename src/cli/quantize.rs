@@ -84,7 +84,7 @@ pub struct QuantizeArgs {
     /// Questions of --calibration held back for the label-free search.
     #[arg(long, default_value_t = 200)]
     held_back: usize,
-    /// Golden bundle (or golden/<fixture>) whose data and reference logits the sensitivity
+    /// Golden bundle (or golden/FIXTURE) whose data and reference logits the sensitivity
     /// search measures F1 against.
     #[arg(long, requires = "max_f1_drop")]
     golden: Option<PathBuf>,

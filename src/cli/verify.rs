@@ -16,7 +16,7 @@ use super::{named, EngineArgs, InputNamesArg};
 pub struct VerifyArgs {
     /// The ONNX artifact.
     artifact: PathBuf,
-    /// The golden bundle (`qaforge golden`'s output, or a shipped fixture golden/<fixture>).
+    /// The golden bundle (`qaforge golden`'s output, or a shipped fixture golden/FIXTURE).
     #[arg(long)]
     golden: PathBuf,
     /// Verify only shard K of N (1-based, e.g. 2/4): a deterministic slice of the questions;

@@ -145,7 +145,7 @@ impl MobileBertConfig {
             normalization,
             num_labels: 2,
         };
-        if config.true_hidden_size() % config.num_attention_heads != 0 {
+        if !config.true_hidden_size().is_multiple_of(config.num_attention_heads) {
             return Err(config_error(format!(
                 "true hidden size {} is not divisible by num_attention_heads = {}",
                 config.true_hidden_size(),

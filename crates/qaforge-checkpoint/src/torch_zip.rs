@@ -244,10 +244,10 @@ fn check_globals(root: &Object) -> std::result::Result<(), (String, String)> {
     let mut pending = vec![root];
     while let Some(object) = pending.pop() {
         match object {
-            Object::Class { module_name, class_name } => {
-                if !ALLOWED_GLOBALS.iter().any(|(m, c)| m == module_name && c == class_name) {
-                    return Err((module_name.clone(), class_name.clone()));
-                }
+            Object::Class { module_name, class_name }
+                if !ALLOWED_GLOBALS.iter().any(|(m, c)| m == module_name && c == class_name) =>
+            {
+                return Err((module_name.clone(), class_name.clone()));
             }
             Object::Tuple(items) | Object::List(items) => pending.extend(items),
             Object::Dict(pairs) => pending.extend(pairs.iter().flat_map(|(k, v)| [k, v])),

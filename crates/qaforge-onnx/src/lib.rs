@@ -257,7 +257,7 @@ fn check_tensor_data(t: &pb::TensorProto) -> Result<(), String> {
     if !t.raw_data.is_empty() {
         let size =
             element_size(t.data_type).ok_or_else(|| format!("{data_type:?} values cannot be stored as raw data"))?;
-        if t.raw_data.len() % size != 0 {
+        if !t.raw_data.len().is_multiple_of(size) {
             return Err(format!(
                 "{} bytes of raw data are not a whole number of {size}-byte {data_type:?} values",
                 t.raw_data.len()
@@ -278,6 +278,58 @@ fn check_tensor_data(t: &pb::TensorProto) -> Result<(), String> {
         T::String => held(t.string_data.len(), "string_data"),
         _ => held(0, "no data field for this type"),
     }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, flushed to disk and
+/// then renamed over the target: readers see the old file or the new one, never a partial one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmitError> {
+    let io = |source| EmitError::Io { path: path.to_owned(), source };
+    let mut file =
+        tempfile::Builder::new().prefix(".qaforge-").suffix(".partial").tempfile_in(folder_of(path)).map_err(io)?;
+    file.write_all(bytes).map_err(io)?;
+    file.as_file().sync_all().map_err(io)?;
+    file.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// The folder a file is in (`.` for a bare file name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Hex SHA-256 over the checkpoint's config.json and weight files, in that order: the provenance
+/// recorded in every artifact.
+pub fn source_sha256(checkpoint: &qaforge_checkpoint::Checkpoint) -> Result<String, EmitError> {
+    checkpoint.source_sha256().map_err(EmitError::from)
+}
+
+/// Emits the QA graph of `checkpoint` with the provenance every fp32 artifact records in its
+/// metadata_props (stage, precision, source sha256 and format). The source files are hashed on a
+/// second thread while the graph is emitted (hashing ~100 MB is a sixth of a full-size convert).
+pub fn convert(checkpoint: &qaforge_checkpoint::Checkpoint, options: EmitOptions) -> Result<Emitted, EmitError> {
+    let (hash, emitted) = std::thread::scope(|scope| {
+        let hash = scope.spawn(|| source_sha256(checkpoint));
+        let emitted = emit(checkpoint, options, Vec::new());
+        (hash.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), emitted)
+    });
+    let mut emitted = emitted?;
+    let mut metadata = vec![
+        (keys::STAGE, "convert".to_string()),
+        (keys::PRECISION, Precision::Fp32.as_str().to_string()),
+        (keys::SOURCE_SHA256, hash?),
+        (keys::SOURCE_FORMAT, checkpoint.format.to_string()),
+    ];
+    // The tokenizer the model was trained with, when the directory has one: verify compares it
+    // with a golden bundle's.
+    if let Some(tokenizer) = qaforge_checkpoint::tokenizer_sha256(&checkpoint.dir)? {
+        metadata.push((keys::TOKENIZER_SHA256, tokenizer));
+    }
+    emitted.model.metadata_props =
+        metadata.into_iter().map(|(key, value)| pb::StringStringEntryProto { key: key.to_string(), value }).collect();
+    Ok(emitted)
 }
 
 #[cfg(test)]
@@ -389,56 +441,4 @@ mod tests {
         let err = decode(pb::TensorProto { raw_data: vec![0; 15], ..tensor(&[3, 5], T::Uint4) }).unwrap_err();
         assert!(err.contains("8 bytes packed two per byte") && err.contains("holds 15 bytes"), "{err}");
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory, flushed to disk and
-/// then renamed over the target: readers see the old file or the new one, never a partial one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), EmitError> {
-    let io = |source| EmitError::Io { path: path.to_owned(), source };
-    let mut file =
-        tempfile::Builder::new().prefix(".qaforge-").suffix(".partial").tempfile_in(folder_of(path)).map_err(io)?;
-    file.write_all(bytes).map_err(io)?;
-    file.as_file().sync_all().map_err(io)?;
-    file.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
-}
-
-/// The folder a file is in (`.` for a bare file name).
-fn folder_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Hex SHA-256 over the checkpoint's config.json and weight files, in that order: the provenance
-/// recorded in every artifact.
-pub fn source_sha256(checkpoint: &qaforge_checkpoint::Checkpoint) -> Result<String, EmitError> {
-    checkpoint.source_sha256().map_err(EmitError::from)
-}
-
-/// Emits the QA graph of `checkpoint` with the provenance every fp32 artifact records in its
-/// metadata_props (stage, precision, source sha256 and format). The source files are hashed on a
-/// second thread while the graph is emitted (hashing ~100 MB is a sixth of a full-size convert).
-pub fn convert(checkpoint: &qaforge_checkpoint::Checkpoint, options: EmitOptions) -> Result<Emitted, EmitError> {
-    let (hash, emitted) = std::thread::scope(|scope| {
-        let hash = scope.spawn(|| source_sha256(checkpoint));
-        let emitted = emit(checkpoint, options, Vec::new());
-        (hash.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), emitted)
-    });
-    let mut emitted = emitted?;
-    let mut metadata = vec![
-        (keys::STAGE, "convert".to_string()),
-        (keys::PRECISION, Precision::Fp32.as_str().to_string()),
-        (keys::SOURCE_SHA256, hash?),
-        (keys::SOURCE_FORMAT, checkpoint.format.to_string()),
-    ];
-    // The tokenizer the model was trained with, when the directory has one: verify compares it
-    // with a golden bundle's.
-    if let Some(tokenizer) = qaforge_checkpoint::tokenizer_sha256(&checkpoint.dir)? {
-        metadata.push((keys::TOKENIZER_SHA256, tokenizer));
-    }
-    emitted.model.metadata_props =
-        metadata.into_iter().map(|(key, value)| pb::StringStringEntryProto { key: key.to_string(), value }).collect();
-    Ok(emitted)
 }

@@ -110,7 +110,7 @@ fn trace_mask(rw: &Rewrite<'_>, bias: &str) -> Option<(String, f32)> {
             let masked = b as f32;
             let exact = (a + b).abs() <= f64::EPSILON * b.abs();
             return (dims == ["batch", "1", "1", "keys"] && exact && masked != 0.0 && masked.is_finite())
-                .then(|| (t, masked));
+                .then_some((t, masked));
         }
         let p = rw.producer(&t)?;
         let n = rw.node(p);

@@ -2,9 +2,9 @@
 //! function returning an outcome type; the binary parses arguments into requests and prints
 //! outcomes, and tests call the same functions where they need the behaviour, not the text.
 //!
-//! Data flows one way through the stage crates: checkpoint ([`convert`]) → graph → quantized
-//! graph ([`quantize`]) → verification ([`golden`], [`verify`]) → package ([`package`], [`web`]
-//! for browsers) or answers ([`answer`]). Every product rule (which options go together, which
+//! Data flows one way through the stage crates: checkpoint ([`convert`](mod@convert)) → graph → quantized
+//! graph ([`quantize`](mod@quantize)) → verification ([`golden`](mod@golden), [`verify`](mod@verify)) → package ([`package`](mod@package), [`web`]
+//! for browsers) or answers ([`answer`](mod@answer)). Every product rule (which options go together, which
 //! engine runs what) and every summary text lives here; outcomes print themselves (`Display`).
 
 pub mod answer;

@@ -246,7 +246,7 @@ fn cholesky_upper(a: &[f64], dim: usize) -> Option<Vec<f64>> {
     let mut r = a.to_vec();
     for j in 0..dim {
         let pivot = r[j * dim + j];
-        if !(pivot > 0.0) || !pivot.is_finite() {
+        if !(pivot.is_finite() && pivot > 0.0) {
             return None;
         }
         let d = pivot.sqrt();

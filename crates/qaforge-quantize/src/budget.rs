@@ -58,7 +58,7 @@ pub struct LayerChoice {
     pub relative_error: f64,
 }
 
-/// What [`plan`] decided, by MatMul output tensor, with the report's rows in graph order.
+/// What [`planner`] decided, by MatMul output tensor, with the report's rows in graph order.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// How each product is stored, by MatMul output tensor: every product the planner found.
@@ -67,7 +67,7 @@ pub struct Plan {
     pub choices: Vec<LayerChoice>,
 }
 
-/// The inputs whose Gram matrices [`plan`] needs, with their row length: one per distinct input.
+/// The inputs whose Gram matrices [`planner`] needs, with their row length: one per distinct input.
 pub fn statistics_tensors(graph: &GraphProto, selection: &Selection) -> Result<Vec<(String, usize)>, QuantizeError> {
     let mut tensors: Vec<(String, usize)> = Vec::new();
     for p in selection.block_products(graph)? {

@@ -190,7 +190,7 @@ pub(crate) fn calibration_session(
 }
 
 /// Calibrates the ranges of `tensors` (float32 tensors of `model`) on `features`, in the
-/// calibration engine (see [`in_calibration_engine`]).
+/// calibration engine (see `in_calibration_engine`).
 pub fn calibrate(
     model: &ModelProto,
     tensors: &[String],
@@ -332,10 +332,9 @@ pub fn mse_threshold(histogram: &[u64], limit: f32, min: f32, max: f32) -> f32 {
     }
     let total = suffix[0].0;
     let mut best = (f64::INFINITY, bins);
-    for k in 1..=bins {
+    for (k, &(clipped, sum, sum_sq)) in suffix.iter().enumerate().skip(1) {
         let t = k as f64 * width;
         let scale = (max.min(t) - min.max(-t)) / 255.0;
-        let (clipped, sum, sum_sq) = suffix[k];
         let error = (total - clipped) * scale * scale / 12.0 + (sum_sq - 2.0 * t * sum + t * t * clipped).max(0.0);
         if error <= best.0 {
             best = (error, k);
@@ -378,9 +377,7 @@ mod tests {
         let limit = 30.0;
         let mut h = vec![0u64; HISTOGRAM_BINS];
         let bin = |x: f32| (x / limit * HISTOGRAM_BINS as f32) as usize;
-        for b in 0..bin(3.0) {
-            h[b] = 10_000;
-        }
+        h[..bin(3.0)].fill(10_000);
         let bulk: u64 = h.iter().sum();
         h[bin(28.0)] = bulk * 3 / 1000;
         let t = mse_threshold(&h, limit, -3.0, 30.0);

@@ -71,10 +71,8 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
             Some(KeptFloat::Excluded(p.to_string()))
         } else if n.output.iter().any(|o| index.outputs.contains(o)) {
             Some(KeptFloat::GraphOutput)
-        } else if let Some(c) = n.input.iter().find(|i| out_of_range.contains(i.as_str())) {
-            Some(KeptFloat::BeyondHalf(c.clone()))
         } else {
-            None
+            n.input.iter().find(|i| out_of_range.contains(i.as_str())).map(|c| KeptFloat::BeyondHalf(c.clone()))
         };
         match reason {
             Some(r) => {
@@ -107,15 +105,16 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
     // Casts go just before their first reader; every later reader of the same tensor shares it.
     let mut rw = Rewrite::new(graph);
     let mut casts: HashMap<(String, bool), String> = HashMap::new();
-    for i in 0..rw.graph.node.len() {
+    // `half` has one entry per node: insertions are planned, not applied, until `finish`.
+    for (i, &computes_half) in half.iter().enumerate() {
         for k in 0..rw.graph.node[i].input.len() {
             let input = rw.graph.node[i].input[k].clone();
             if input.is_empty() {
                 continue;
             }
             let produced_half = half_tensors.contains(&input) || half_initializers.contains(&input);
-            let to_half = half[i] && is_f32(&input) && !produced_half;
-            let to_float = !half[i] && produced_half;
+            let to_half = computes_half && is_f32(&input) && !produced_half;
+            let to_float = !computes_half && produced_half;
             if !(to_half || to_float) {
                 continue;
             }
@@ -132,7 +131,7 @@ pub fn convert(model: &mut ModelProto, exclude: &[String]) -> Result<Fp16Summary
             };
             rw.graph.node[i].input[k] = cast;
         }
-        if half[i] {
+        if computes_half {
             let n = &mut rw.graph.node[i];
             if n.op_type == "Cast" && int_attr(n, "to") == Some(DataType::Float as i64) {
                 n.attribute.retain(|a| a.name != "to");

@@ -1,7 +1,7 @@
 //! Input statistics of weight products: for each MatMul input `x` (one row per real token of the
 //! calibration features), the Gram matrix `H = Σ x xᵀ`. `H` weighs a weight error by how the
 //! model's inputs excite it: a product's output error over the calibration tokens is
-//! `tr(ΔWᵀ H ΔW)`. GPTQ-style rounding ([`crate::gptq`]) compensates errors with it, and the size
+//! `tr(ΔWᵀ H ΔW)`. GPTQ-style rounding ([`crate::blockwise::gptq`]) compensates errors with it, and the size
 //! budget ([`crate::budget`]) compares bit widths with it.
 //!
 //! Same inputs, same bytes: calibration batches run on several threads in whatever order they
@@ -148,7 +148,7 @@ fn grams_in(
             add_outer_products(values, dim, &mut batch);
             for (sum, v) in acc.sums[t].iter_mut().zip(&batch) {
                 let fixed = (v * scale).round();
-                if !(fixed.abs() < limit) {
+                if fixed.is_nan() || fixed.abs() >= limit {
                     acc.overflow.get_or_insert(t);
                     return;
                 }

@@ -292,7 +292,7 @@ impl std::fmt::Display for CalibrationMethod {
     }
 }
 
-/// Everything that decides the output of [`quantize`].
+/// Everything that decides the output of [`quantize`](crate::quantize()).
 #[derive(Debug, Clone)]
 pub struct QuantizeOptions {
     /// Target precision.
@@ -343,7 +343,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a size (e.g. 12MB or 12000000)"))?;
     let bytes = value * unit_bytes;
-    if !(bytes >= 1.0 && bytes < 1e15) {
+    if !(1.0..1e15).contains(&bytes) {
         return Err(format!("`{text}`: a size from 1 byte to 1 PB"));
     }
     Ok(bytes.round() as u64)

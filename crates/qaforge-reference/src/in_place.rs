@@ -59,7 +59,7 @@ impl RowEpilogue<'_> {
             && self.scale_shift.is_none_or(|(w, b)| w.len() == self.width && b.len() == self.width);
         if self.width == 0
             || !parameters_fit
-            || y.len() % self.width != 0
+            || !y.len().is_multiple_of(self.width)
             || residual.is_some_and(|r| r.len() != y.len())
         {
             bail!(

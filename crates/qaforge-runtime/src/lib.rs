@@ -509,6 +509,21 @@ pub fn load_engine(
     }
 }
 
+/// The padded length a batch of features `s..e` runs at: one padding token more than the
+/// longest feature. MobileBERT's trigram embedding lets the last real token (`[SEP]`) see the
+/// embedding of the token after it, which is `[PAD]` in features padded to max_length (as
+/// run_qa.py pads them) and zero when a batch is cut exactly at its longest feature.
+pub fn padded_length(features: &Features, s: usize, e: usize) -> usize {
+    let longest = (s..e).map(|i| features.length(i)).max().unwrap_or(1).max(1);
+    (longest + 1).min(features.max_length)
+}
+
+/// Rows `s..e` of a `[count, max_length]` input, cut to `len` columns.
+pub fn gather_rows(features: &Features, src: &[i64], s: usize, e: usize, len: usize) -> Vec<i64> {
+    let m = features.max_length;
+    (s..e).flat_map(|i| src[i * m..i * m + len].iter().copied()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,19 +632,4 @@ mod tests {
             "token types are dropped where the graph takes none"
         );
     }
-}
-
-/// The padded length a batch of features `s..e` runs at: one padding token more than the
-/// longest feature. MobileBERT's trigram embedding lets the last real token ([SEP]) see the
-/// embedding of the token after it, which is [PAD] in features padded to max_length (as
-/// run_qa.py pads them) and zero when a batch is cut exactly at its longest feature.
-pub fn padded_length(features: &Features, s: usize, e: usize) -> usize {
-    let longest = (s..e).map(|i| features.length(i)).max().unwrap_or(1).max(1);
-    (longest + 1).min(features.max_length)
-}
-
-/// Rows `s..e` of a `[count, max_length]` input, cut to `len` columns.
-pub fn gather_rows(features: &Features, src: &[i64], s: usize, e: usize, len: usize) -> Vec<i64> {
-    let m = features.max_length;
-    (s..e).flat_map(|i| src[i * m..i * m + len].iter().copied()).collect()
 }

@@ -182,7 +182,7 @@ impl PredictRequest {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Answer {
     /// The pipeline's score: the start probability times the end probability, or for no answer
-    /// the [CLS] probability.
+    /// the `[CLS]` probability.
     pub score: f64,
     /// First character of the answer in the context.
     pub start: usize,

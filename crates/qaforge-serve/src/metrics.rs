@@ -57,7 +57,7 @@ impl Metrics {
             inference_duration: seconds(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
             batch_tokens: Histogram::new(exponential_buckets(64.0, 2.0, 11)),
-            padding_ratio: Histogram::new([1.0, 1.01, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0].into_iter()),
+            padding_ratio: Histogram::new([1.0, 1.01, 1.02, 1.05, 1.1, 1.2, 1.5, 2.0, 3.0]),
             queue_size: Gauge::default(),
             in_flight: Gauge::default(),
             registry: Registry::default(),

@@ -369,7 +369,7 @@ impl QaTokenizer {
     }
 
     /// Builds BertTokenizerFast from a vocab.txt as transformers' BertConverter does: BertNormalizer,
-    /// BertPreTokenizer, WordPiece (`##` continuation, 100 characters per word), `[CLS] A [SEP] B [SEP]`.
+    /// BertPreTokenizer, WordPiece (`##` continuation, 100 characters per word), `[CLS] A `[SEP]` B [SEP]`.
     fn from_vocab(vocab_path: &Path, config_path: &Path) -> Result<Self, SquadError> {
         let bytes = read_bounded(vocab_path, MAX_TOKENIZER_FILE_BYTES)?;
         // One token per line, the line's index is its id (transformers' load_vocab).

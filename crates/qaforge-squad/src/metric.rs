@@ -322,10 +322,10 @@ fn summarise(exact: &[f64], f1: &[f64], has_ans: &[bool]) -> Metrics {
         let n = has_ans.iter().filter(|&&h| h == want).count();
         (mean(&mut scores.iter().zip(has_ans).filter(|(_, &h)| h == want).map(|(s, _)| *s), n), n)
     };
-    let (has_exact, has_n) = pick(&exact, true);
-    let (has_f1, _) = pick(&f1, true);
-    let (no_exact, no_n) = pick(&exact, false);
-    let (no_f1, _) = pick(&f1, false);
+    let (has_exact, has_n) = pick(exact, true);
+    let (has_f1, _) = pick(f1, true);
+    let (no_exact, no_n) = pick(exact, false);
+    let (no_f1, _) = pick(f1, false);
     Metrics {
         exact: mean(&mut exact.iter().copied(), total),
         f1: mean(&mut f1.iter().copied(), total),

@@ -95,7 +95,7 @@ pub struct Ranked {
     /// The distinct non-empty spans among run_qa.py's n-best, best first (the first is the
     /// prediction's text where it answers).
     pub spans: Vec<Span>,
-    /// The feature whose [CLS] scores lowest (run_qa.py's null score is its start + end), if any.
+    /// The feature whose `[CLS]` scores lowest (run_qa.py's null score is its start + end), if any.
     pub null_feature: Option<usize>,
 }
 
@@ -188,7 +188,7 @@ pub fn predict_ranked(context: &str, features: &[FeatureLogits<'_>], options: &P
 
 /// transformers' question-answering pipeline's probabilities in one feature: a softmax over the
 /// start logits and one over the end logits of the positions that can answer (the context's
-/// tokens and [CLS]), as its `select_starts_ends` computes them (others get no mass).
+/// tokens and `[CLS]`), as its `select_starts_ends` computes them (others get no mass).
 fn pipeline_probabilities(f: &FeatureLogits<'_>) -> (Vec<f64>, Vec<f64>) {
     let n = f.start.len().min(f.end.len());
     let allowed = |k: usize| k == 0 || f.offsets.get(k).is_some_and(|o| o.is_some());
@@ -208,7 +208,7 @@ pub fn span_probability(f: &FeatureLogits<'_>, tokens: (usize, usize)) -> f64 {
     start.get(tokens.0).copied().unwrap_or(0.0) * end.get(tokens.1).copied().unwrap_or(0.0)
 }
 
-/// The pipeline's no-answer score of feature `f`: the probability that both start and end are [CLS].
+/// The pipeline's no-answer score of feature `f`: the probability that both start and end are `[CLS]`.
 pub fn null_probability(f: &FeatureLogits<'_>) -> f64 {
     span_probability(f, (0, 0))
 }

@@ -158,7 +158,7 @@ pub fn file_sha256(path: &Path) -> Result<(u64, String), VerifyError> {
 
 impl Bundle {
     /// Where the bundle of `path` is: `path` itself, or `path/golden` for a shipped fixture
-    /// directory (golden/<fixture>).
+    /// directory (golden/FIXTURE).
     pub fn locate(path: &Path) -> PathBuf {
         if !path.join(MANIFEST).is_file() && path.join("golden").join(MANIFEST).is_file() {
             path.join("golden")
@@ -167,7 +167,7 @@ impl Bundle {
         }
     }
 
-    /// Reads and checks the bundle at `path` (or golden/<fixture>).
+    /// Reads and checks the bundle at `path` (or golden/FIXTURE).
     pub fn open(path: &Path) -> Result<Self, VerifyError> {
         let dir = Self::locate(path);
         let manifest_path = dir.join(MANIFEST);

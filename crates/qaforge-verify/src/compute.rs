@@ -8,7 +8,7 @@ use qaforge_runtime::{load_engine, CpuFeatures, EngineChoice, Exactness, Logits}
 
 use crate::artifact::Artifact;
 use crate::bundle::Bundle;
-use crate::shard::Shard;
+use crate::report::Shard;
 use crate::VerifyError;
 
 /// The batch size verify runs an artifact of `precision` at unless told otherwise: 1 for

@@ -15,7 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::artifact::Artifact;
 use crate::bundle::Bundle;
 use crate::compute::ComputedLogits;
-use crate::shard::Shard;
+use crate::report::Shard;
 use crate::VerifyError;
 
 fn refused(path: &Path, message: impl Into<String>) -> VerifyError {

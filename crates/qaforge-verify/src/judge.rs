@@ -11,7 +11,7 @@ use crate::bundle::Bundle;
 use crate::compute::ComputedLogits;
 use crate::golden::GoldenLogits;
 use crate::report::{Report, RunHeader, SquadScores, Verdict};
-use crate::shard::{Shard, ShardPart};
+use crate::report::{Shard, ShardPart};
 use crate::stats::{FeatureAgreement, LogitStats};
 use crate::tolerances::{ToleranceOverrides, Tolerances};
 use crate::VerifyError;
@@ -19,7 +19,7 @@ use qaforge_runtime::Exactness;
 
 /// The second step of verification: judges `computed` (the logits of `shard`'s features, from an
 /// engine run or from elsewhere) against the bundle with the artifact's precision's default
-/// tolerances and `overrides` in place. A shard of several gives a partial report for [`merge`].
+/// tolerances and `overrides` in place. A shard of several gives a partial report for [`merge`](crate::merge).
 pub fn judge(
     artifact: &Artifact,
     bundle: &Bundle,

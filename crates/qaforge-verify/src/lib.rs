@@ -2,7 +2,7 @@
 //! qaforge-reference), runs ONNX artifacts (with tract, or ONNX Runtime behind the `ort` feature)
 //! over a bundle's features, compares their logits and predictions with the reference, and merges
 //! the reports of sharded runs. One module per job: [`tolerances`], [`artifact`], [`compute`]
-//! (and [`device_logits`], its second source), [`judge`], [`shard`] (and merge), [`report`].
+//! (and [`device_logits`], its second source), [`judge`](mod@judge), [`shard`] (and merge), [`report`].
 
 pub mod artifact;
 pub mod bundle;
@@ -26,13 +26,13 @@ pub use device_logits::read_logits;
 pub use golden::{GoldenFeatures, GoldenLogits};
 pub use judge::judge;
 pub use make_bundle::{make_bundle, BundleOptions};
-pub use report::{human_bytes, Report, RunHeader, SquadScores, Verdict, MARKDOWN_HEADER};
-pub use shard::{merge, Shard, ShardPart};
+pub use report::{human_bytes, Report, RunHeader, Shard, ShardPart, SquadScores, Verdict, MARKDOWN_HEADER};
+pub use shard::merge;
 pub use stats::{FeatureAgreement, LogitStats};
 pub use tolerances::{ToleranceOverrides, Tolerances};
 
 /// Verifies `artifact` against `bundle` in both steps: [`compute_logits`] in `run.engine`, then
-/// [`judge`] with its precision's default tolerances and `overrides` in place. `progress` gets
+/// [`judge`](fn@judge) with its precision's default tolerances and `overrides` in place. `progress` gets
 /// (features just done, total).
 pub fn verify(
     artifact: &Path,

@@ -8,8 +8,7 @@ use qaforge_provenance::Precision;
 use qaforge_squad::Metrics;
 use serde::{Deserialize, Serialize};
 
-use crate::shard::ShardPart;
-use crate::stats::LogitStats;
+use crate::stats::{FeatureAgreement, LogitStats};
 use crate::tolerances::Tolerances;
 
 /// SQuAD v2 scores of the artifact and the reference on the golden evaluation slice.
@@ -80,7 +79,7 @@ impl std::fmt::Display for Verdict {
 }
 
 /// The artifact's identity and the run's settings: what every shard of a run shares, built once
-/// per run ([`crate::judge`]) and carried whole from the shards' reports into their merge.
+/// per run ([`crate::judge`](fn@crate::judge)) and carried whole from the shards' reports into their merge.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunHeader {
     /// The artifact.
@@ -281,6 +280,64 @@ impl Report {
         }
         s
     }
+}
+
+/// A deterministic slice of a verification run: shard `index` (0-based) of `count`. Shards split
+/// the bundle's questions into contiguous runs; each shard runs the global batches its features
+/// fall in, so every feature's logits are computed exactly as in an unsharded run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based.
+    pub index: usize,
+    /// Shards in all (≥ 1).
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole run.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `K/N` (1-based K, as the CLI and CI matrices write it).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (k, n) = text.split_once('/').ok_or_else(|| format!("`{text}`: expected K/N, e.g. 2/4"))?;
+        let (k, n): (usize, usize) = (
+            k.trim().parse().map_err(|_| format!("`{text}`: K is not a number"))?,
+            n.trim().parse().map_err(|_| format!("`{text}`: N is not a number"))?,
+        );
+        if n == 0 || k == 0 || k > n {
+            return Err(format!("`{text}`: need 1 ≤ K ≤ N"));
+        }
+        Ok(Shard { index: k - 1, count: n })
+    }
+
+    /// This shard's questions out of `questions`.
+    pub fn questions(self, questions: usize) -> std::ops::Range<usize> {
+        let at = |k: usize| k * questions / self.count;
+        at(self.index)..at(self.index + 1)
+    }
+}
+
+/// What a shard's partial report carries for `qaforge merge`: its per-feature agreements and its
+/// questions' predictions (the artifact's and the reference's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardPart {
+    /// Which shard.
+    pub shard: Shard,
+    /// sha256 of the bundle's manifest (every shard must have read the same bundle).
+    pub bundle_manifest_sha256: String,
+    /// Questions of the bundle this shard verified.
+    pub questions: (usize, usize),
+    /// Features of those questions.
+    pub features: (usize, usize),
+    /// One agreement per feature, in feature order.
+    pub feature_agreements: Vec<FeatureAgreement>,
+    /// The artifact's predictions.
+    pub predictions: BTreeMap<String, String>,
+    /// The reference's predictions.
+    pub reference_predictions: BTreeMap<String, String>,
+    /// The reference's decision margin ([`qaforge_squad::Prediction::margin`]) of every question
+    /// whose prediction differs, as f32 bits.
+    pub differing_margins: BTreeMap<String, u32>,
 }
 
 #[cfg(test)]

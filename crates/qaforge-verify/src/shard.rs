@@ -1,73 +1,13 @@
-//! Verification split over CI jobs: a [`Shard`] of the bundle's questions, the [`ShardPart`] its
-//! partial report carries, and [`merge`], which gives the report one unsharded run gives.
+//! Verification split over CI jobs: [`merge`] combines the partial reports of the shards (a
+//! [`Shard`] of the bundle's questions each, its [`ShardPart`](crate::ShardPart) in the report) into the report one
+//! unsharded run gives.
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::bundle::Bundle;
 use crate::judge::assemble;
-use crate::report::Report;
-use crate::stats::FeatureAgreement;
+use crate::report::{Report, Shard};
 use crate::VerifyError;
-
-/// A deterministic slice of a verification run: shard `index` (0-based) of `count`. Shards split
-/// the bundle's questions into contiguous runs; each shard runs the global batches its features
-/// fall in, so every feature's logits are computed exactly as in an unsharded run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    /// 0-based.
-    pub index: usize,
-    /// Shards in all (≥ 1).
-    pub count: usize,
-}
-
-impl Shard {
-    /// The whole run.
-    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
-
-    /// Parses `K/N` (1-based K, as the CLI and CI matrices write it).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (k, n) = text.split_once('/').ok_or_else(|| format!("`{text}`: expected K/N, e.g. 2/4"))?;
-        let (k, n): (usize, usize) = (
-            k.trim().parse().map_err(|_| format!("`{text}`: K is not a number"))?,
-            n.trim().parse().map_err(|_| format!("`{text}`: N is not a number"))?,
-        );
-        if n == 0 || k == 0 || k > n {
-            return Err(format!("`{text}`: need 1 ≤ K ≤ N"));
-        }
-        Ok(Shard { index: k - 1, count: n })
-    }
-
-    /// This shard's questions out of `questions`.
-    pub fn questions(self, questions: usize) -> std::ops::Range<usize> {
-        let at = |k: usize| k * questions / self.count;
-        at(self.index)..at(self.index + 1)
-    }
-}
-
-/// What a shard's partial report carries for `qaforge merge`: its per-feature agreements and its
-/// questions' predictions (the artifact's and the reference's).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardPart {
-    /// Which shard.
-    pub shard: Shard,
-    /// sha256 of the bundle's manifest (every shard must have read the same bundle).
-    pub bundle_manifest_sha256: String,
-    /// Questions of the bundle this shard verified.
-    pub questions: (usize, usize),
-    /// Features of those questions.
-    pub features: (usize, usize),
-    /// One agreement per feature, in feature order.
-    pub feature_agreements: Vec<FeatureAgreement>,
-    /// The artifact's predictions.
-    pub predictions: BTreeMap<String, String>,
-    /// The reference's predictions.
-    pub reference_predictions: BTreeMap<String, String>,
-    /// The reference's decision margin ([`qaforge_squad::Prediction::margin`]) of every question
-    /// whose prediction differs, as f32 bits.
-    pub differing_margins: BTreeMap<String, u32>,
-}
 
 /// Combines the partial reports of shards 1..N of one run (any order) into the report the
 /// unsharded run gives: the same features' agreements folded in the same order and the same
