@@ -28,8 +28,9 @@ pub struct ServeArgs {
     /// The port (0: any free port, printed in the first log line).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// The padded tokens one batch may reach (windows × its longest window).
-    #[arg(long, default_value_t = 8192)]
+    /// The padded tokens one batch may reach (windows × its longest window; larger batches leave
+    /// the cache, docs/benchmarks.md).
+    #[arg(long, default_value_t = qaforge_pipeline::batch::BatchOptions::default().max_batch_tokens)]
     max_batch_tokens: usize,
     /// The windows (rows) one batch may hold.
     #[arg(long, default_value_t = 64)]

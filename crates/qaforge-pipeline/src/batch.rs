@@ -33,9 +33,11 @@ pub struct BatchOptions {
 
 impl Default for BatchOptions {
     fn default() -> Self {
-        // 8192 padded tokens: about 40 SQuAD windows of ~200 tokens, or 21 of 384; measured in
-        // make bench's serving section (docs/benchmarks.md).
-        BatchOptions { max_batch_tokens: 8192, lookahead: 256, sessions: 1 }
+        // 1024 padded tokens: about 5 SQuAD windows of ~200 tokens. Larger batches' activations
+        // leave the cache: the trained fixture's 300 bench questions in ONNX Runtime on 2 cores
+        // ran at 34.5, 35.8, 34.9, 32.3 and 27.7 questions/s with 384, 1024, 2048, 4096 and 8192
+        // (2026-12-05, docs/benchmarks.md).
+        BatchOptions { max_batch_tokens: 1024, lookahead: 256, sessions: 1 }
     }
 }
 
