@@ -133,18 +133,19 @@ test-web: build web-deps
 
 ## The main job on the shipped trained fixture (MiniLM-L6 fine-tuned for SQuAD v2, in MobileBERT's
 ## format), as a user runs it on their own model: a golden bundle of the checkpoint (reference logits
-## computed in Rust), convert, quantize (fp16, int8 dynamic, int8 static with each calibration
-## method, int4), verify every artifact against the bundle, print the table; then the int8 artifact
-## answers one question, and the evaluation slice's 251 questions in batches.
+## computed in Rust), convert, quantize (fp16, int8 static with each calibration method, int4),
+## verify every artifact against the bundle, print the table; then the int8 artifact answers one
+## question, and the evaluation slice's 251 questions in batches. int8-dynamic is left out: tract
+## runs its dynamic quantization slowly (over 20 minutes for the trained fixture's 289 windows on 2
+## cores, 2026-12-05); tests/trained_fixture.sh verifies it in ONNX Runtime.
 DEMO := $(ARTIFACTS)/demo
 DEMO_FIXTURE := minilm-l6-squad2
-DEMO_ARTIFACTS := fp32 fp16 int8-dynamic int8-static-minmax int8-static-percentile int8-static-mse int4
+DEMO_ARTIFACTS := fp32 fp16 int8-static-minmax int8-static-percentile int8-static-mse int4
 demo: build
 	@rm -rf $(DEMO) && mkdir -p $(DEMO)
 	$(QAFORGE) golden golden/$(DEMO_FIXTURE) --data golden/squad/eval.json -o $(DEMO)/bundle
 	$(QAFORGE) convert golden/$(DEMO_FIXTURE) -o $(DEMO)/fp32.onnx
 	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/fp16.onnx --precision fp16
-	$(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-dynamic.onnx --precision int8-dynamic
 	@for m in minmax percentile mse; do \
 	  $(QAFORGE) quantize $(DEMO)/fp32.onnx -o $(DEMO)/int8-static-$$m.onnx --precision int8-static --method $$m $(CALIBRATE) --tokenizer golden/$(DEMO_FIXTURE) || exit 1; \
 	done
