@@ -6,11 +6,13 @@ per precision, on this machine in one run.
       batch size among 1, 4, 8, 16 (transformers 4.57: version 5 removed the pipeline);
   (b) a plain ONNX Runtime Python loop on the same artifact qaforge runs: tokenizers' windows,
       one window a run (batch 1), run_qa.py's post-processing in numpy;
-  (c) `qaforge answer --batch` (one session with every core, and --sessions 2 with one core each);
+  (c) `qaforge answer --batch` (by default a session a core of one thread each, and --sessions 1
+      with every core);
   (d) `qaforge serve` loaded by wrk on loopback at concurrency 1, 8 and 32 (a Lua script sends
-      the questions in turn).
+      the questions in turn, each wrk thread from its own offset).
 
-Each gives questions/s (whole runs: tokenizing and post-processing included), and (d) p50 and
+Each gives questions/s (tokenizing and post-processing included; loading excluded, as the loop
+excludes its session's creation: (c)'s whole process, loading included, is shown beside), and (d) p50 and
 p99 latency; serve's added latency at concurrency 1 is its mean request time minus the mean
 tokenization and inference time its /metrics report. Answers' agreement with the float model is
 the SQuAD F1 of each path's predictions against the fp32 artifact's `answer --batch`
@@ -147,19 +149,32 @@ print(json.dumps({{"seconds": time.perf_counter() - started, "predictions": pred
 
 
 def answer_batch(artifact, squad_path, out, ort_library, extra=()):
+    """(c): `answer --batch --json`; its questions/s count the answering (tokenizing, running,
+    post-processing), not the loading, as the loop's count no session creation; the whole
+    process's time is kept beside it."""
     started = time.perf_counter()
-    subprocess.run([QAFORGE, "answer", artifact, "--tokenizer", FIXTURE, "--batch", squad_path, "-o", out, "--engine", "ort",
-                    "--ort-library", ort_library, *extra], check=True, capture_output=True)
-    seconds = time.perf_counter() - started
+    done = subprocess.run([QAFORGE, "answer", artifact, "--tokenizer", FIXTURE, "--batch", squad_path, "-o", out, "--engine", "ort",
+                           "--ort-library", ort_library, "--json", *extra], check=True, capture_output=True, text=True)
+    process_seconds = time.perf_counter() - started
+    summary = json.loads(done.stdout)
     with open(out) as f:
-        return {"seconds": seconds, "predictions": json.load(f)}
+        return {"seconds": summary["seconds"] - summary["load_seconds"], "process_seconds": process_seconds,
+                "load_seconds": summary["load_seconds"], "predictions": json.load(f)}
 
 
 WRK_SCRIPT = """
+-- Every wrk thread walks the same bodies from its own offset (thread k of n starts k/n of the way
+-- in), so that a run covers the questions evenly rather than the first few many times over.
 local bodies = {}
 local i = 0
+local next_id = 0
+setup = function(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+end
 init = function(args)
   for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  i = math.floor(id * #bodies / tonumber(args[2]))
 end
 request = function()
   i = i % #bodies + 1
@@ -173,7 +188,7 @@ def metric_sum(text, name):
     return float(m.group(1)) if m else 0.0
 
 
-def serve_load(artifact, picked, ort_library, concurrency, seconds, port=18080):
+def serve_load(artifact, picked, ort_library, concurrency, seconds, port=18080, extra=()):
     """(d): a server, wrk at `concurrency` for `seconds`, then SIGTERM. Returns questions/s, p50,
     p99 (ms) and, from /metrics, the mean tokenization + inference time per request."""
     bodies = os.path.join(WORK, "bodies.jsonl")
@@ -184,7 +199,7 @@ def serve_load(artifact, picked, ort_library, concurrency, seconds, port=18080):
     with open(script, "w") as f:
         f.write(WRK_SCRIPT)
     server = subprocess.Popen([QAFORGE, "serve", artifact, "--tokenizer", FIXTURE, "--port", str(port), "--engine", "ort",
-                               "--ort-library", ort_library, "--max-concurrent-requests", "128"], stderr=subprocess.DEVNULL)
+                               "--ort-library", ort_library, "--max-concurrent-requests", "128", *extra], stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
@@ -198,7 +213,7 @@ def serve_load(artifact, picked, ort_library, concurrency, seconds, port=18080):
                 raise RuntimeError("the server did not become ready")
             time.sleep(0.2)
         threads = min(concurrency, 4)
-        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--latency", "-s", script, base, "--", bodies],
+        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(concurrency), "-d", f"{seconds}s", "--latency", "-s", script, base, "--", bodies, str(threads)],
                              capture_output=True, text=True, check=True, timeout=seconds + 120).stdout
         metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
     finally:
@@ -229,6 +244,7 @@ def main():
     p.add_argument("--precisions", default="fp32,int8-static,int8-dynamic")
     p.add_argument("--seconds", type=int, default=20, help="wrk's duration at each concurrency")
     p.add_argument("--skip-pipeline", action="store_true")
+    p.add_argument("--repeats", type=int, default=3, help="runs of (b) and (c) each, taking turns; the median is reported")
     args = p.parse_args()
     os.makedirs(WORK, exist_ok=True)
     threads = os.cpu_count() or 1
@@ -264,15 +280,29 @@ def main():
             if best is None or result["seconds"] < best[1]["seconds"]:
                 best = (batch_size, result)
     for precision, artifact in artifacts.items():
-        log(f"(b) ONNX Runtime Python loop, {precision}")
-        row("(b) ONNX Runtime Python loop, batch 1", precision, ort_loop(artifact, picked, threads))
-        log(f"(c) qaforge answer --batch, {precision}")
-        row("(c) qaforge answer --batch", precision, answer_batch(artifact, squad_path, os.path.join(WORK, f"{precision}.predictions.json"), args.ort_library))
-        row("(c) qaforge answer --batch --sessions 2", precision, answer_batch(artifact, squad_path, os.path.join(WORK, f"{precision}.predictions-2.json"), args.ort_library, ["--sessions", "2"]))
-        for concurrency in (1, 8, 32):
-            log(f"(d) qaforge serve, {precision}, concurrency {concurrency}")
-            result = serve_load(artifact, picked, args.ort_library, concurrency, args.seconds)
-            row(f"(d) qaforge serve, concurrency {concurrency}", precision, result, p50_ms=result["p50_ms"], p99_ms=result["p99_ms"], non_2xx=result["non_2xx"],
+        # (b) and (c) take turns, `--repeats` times: this machine's readings move by 10-15% from
+        # one minute to the next, so each path's median run is kept (every reading is in the JSON).
+        runs = collections.defaultdict(list)
+        paths = [("(b) ONNX Runtime Python loop, batch 1", lambda: ort_loop(artifact, picked, threads))]
+        for label, extra, suffix in (("(c) qaforge answer --batch (a session a core)", [], ""), ("(c) qaforge answer --batch --sessions 1", ["--sessions", "1"], "-1")):
+            out = os.path.join(WORK, f"{precision}.predictions{suffix}.json")
+            paths.append((label, lambda extra=extra, out=out: answer_batch(artifact, squad_path, out, args.ort_library, extra)))
+        for repeat in range(args.repeats):
+            for label, run in paths:
+                log(f"{label}, {precision} ({repeat + 1}/{args.repeats})")
+                runs[label].append(run())
+        for label, _ in paths:
+            ordered = sorted(runs[label], key=lambda r: r["seconds"])
+            median = ordered[len(ordered) // 2]
+            more = {"readings": [len(picked) / r["seconds"] for r in runs[label]]}
+            if "process_seconds" in median:
+                more.update(process_questions_per_second=len(picked) / median["process_seconds"], load_seconds=median["load_seconds"])
+            row(label, precision, median, **more)
+        for concurrency, extra in ((1, []), (8, []), (32, []), (8, ["--sessions", "2"])):
+            label = f"(d) qaforge serve{' ' + ' '.join(extra) if extra else ''}, concurrency {concurrency}"
+            log(f"{label}, {precision}")
+            result = serve_load(artifact, picked, args.ort_library, concurrency, args.seconds, extra=extra)
+            row(label, precision, result, p50_ms=result["p50_ms"], p99_ms=result["p99_ms"], non_2xx=result["non_2xx"],
                 added_ms=result["server_mean_ms"] - result["compute_mean_ms"])
     date = datetime.date.today().isoformat()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -282,10 +312,10 @@ def main():
         f.write("\n")
     build = os.path.relpath(QAFORGE, ROOT)
     lines = [f"`make bench` section 9 (serving), {date}: {threads} cores, {cpu}; {len(picked)} SQuAD v2 dev questions, trained fixture minilm-l6-squad2; qaforge {build}", "",
-             "| path | precision | questions/s | p50 ms | p99 ms | added ms (c=1) | agreement F1 with fp32 |", "|---|---|---:|---:|---:|---:|---:|"]
+             "| path | precision | questions/s | with loading | p50 ms | p99 ms | added ms (c=1) | agreement F1 with fp32 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         fmt = lambda v, d=1: "" if v is None else f"{v:.{d}f}"
-        lines.append(f"| {r['path']} | {r['precision']} | {r['questions_per_second']:.1f} | {fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | "
+        lines.append(f"| {r['path']} | {r['precision']} | {r['questions_per_second']:.1f} | {fmt(r.get('process_questions_per_second'))} | {fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | "
                      f"{fmt(r.get('added_ms'), 2) if 'concurrency 1' in r['path'] else ''} | {fmt(r['agreement_f1'], 2)} |")
     with open(out + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")

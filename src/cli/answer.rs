@@ -42,15 +42,17 @@ pub struct AnswerArgs {
     #[arg(long, default_value_t = qaforge_pipeline::batch::BatchOptions::default().lookahead)]
     lookahead: usize,
     /// --batch: ONNX Runtime sessions run side by side, the cores split between them (1: one
-    /// session with every core).
-    #[arg(long, default_value_t = 1)]
-    sessions: usize,
+    /// session with every core). Default: one a core, each of one thread.
+    #[arg(long)]
+    sessions: Option<usize>,
     #[command(flatten)]
     inputs: InputNamesArg,
     #[command(flatten)]
     engine: EngineArgs,
-    /// Print the answer as JSON ({"text", "null_odds", "margin", "windows"}; text "" for no answer).
-    #[arg(long, conflicts_with = "batch")]
+    /// Print the answer as JSON ({"text", "start", "end", "score", "null_odds", "margin",
+    /// "windows"}; text "" for no answer), or with --batch the summary ({"questions", "windows",
+    /// "seconds", "load_seconds", "questions_per_second", ...}).
+    #[arg(long)]
     json: bool,
 }
 
@@ -71,13 +73,18 @@ pub fn run(args: AnswerArgs) -> anyhow::Result<ExitCode> {
             options: qaforge_pipeline::batch::BatchOptions {
                 max_batch_tokens: args.max_batch_tokens,
                 lookahead: args.lookahead,
-                sessions: args.sessions,
+                sessions: args.sessions.unwrap_or_else(super::cores),
             },
         };
         let (bar, progress) = super::progress_bar();
         let done = qaforge_pipeline::batch::answer_batch(&request, &progress);
         bar.finish_and_clear();
-        println!("{}", done?);
+        let done = done?;
+        if args.json {
+            println!("{}", done.to_json());
+        } else {
+            println!("{done}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let request = qaforge_pipeline::AnswerRequest {

@@ -27,7 +27,11 @@ pub struct BatchOptions {
     pub max_batch_tokens: usize,
     /// Questions whose windows are sorted by length together.
     pub lookahead: usize,
-    /// ONNX Runtime sessions run side by side, the cores split between them.
+    /// ONNX Runtime sessions run side by side, the cores split between them. One a core is
+    /// `answer --batch`'s default: on 2 cores, two sessions of one thread answered the trained
+    /// fixture's 300 bench questions 1.07-1.10× as fast as one of two threads (and 1.35× for
+    /// int8-dynamic, whose windows run alone), since a core that runs its own window waits for no
+    /// other inside each operator.
     pub sessions: usize,
 }
 
@@ -85,13 +89,40 @@ pub struct BatchOutcome {
     pub engine: String,
     /// Where the predictions were written.
     pub output: PathBuf,
-    /// Wall time, reading and tokenizing included.
+    /// Wall time, loading included.
     pub seconds: f64,
+    /// Of it, loading: the questions, the tokenizer, the artifact and its engines.
+    pub load_seconds: f64,
+}
+
+impl BatchOutcome {
+    /// Seconds spent answering: tokenizing, running and post-processing, loading excluded.
+    pub fn answering_seconds(&self) -> f64 {
+        (self.seconds - self.load_seconds).max(1e-9)
+    }
+
+    /// The summary as `answer --batch --json` prints it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "questions": self.questions,
+            "abstained": self.abstained,
+            "windows": self.windows,
+            "batches": self.batches,
+            "tokens": self.tokens,
+            "padded_tokens": self.padded_tokens,
+            "engine": self.engine,
+            "output": self.output.display().to_string(),
+            "seconds": self.seconds,
+            "load_seconds": self.load_seconds,
+            "questions_per_second": self.questions as f64 / self.answering_seconds(),
+            "windows_per_second": self.windows as f64 / self.answering_seconds(),
+        })
+    }
 }
 
 impl std::fmt::Display for BatchOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let per_second = |n: usize| n as f64 / self.seconds.max(1e-9);
+        let per_second = |n: usize| n as f64 / self.answering_seconds();
         writeln!(
             f,
             "answered {} questions -> {} ({} without an answer)",
@@ -110,8 +141,9 @@ impl std::fmt::Display for BatchOutcome {
         )?;
         write!(
             f,
-            "  time          {:.2} s: {:.1} questions/s, {:.1} windows/s",
+            "  time          {:.2} s: {:.2} s loading, then {:.1} questions/s, {:.1} windows/s",
             self.seconds,
+            self.load_seconds,
             per_second(self.questions),
             per_second(self.windows)
         )
@@ -175,6 +207,7 @@ pub fn answer_batch(
         ),
         output: request.output.clone(),
         seconds: 0.0,
+        load_seconds: started.elapsed().as_secs_f64(),
     };
     for chunk in examples.chunks(options.lookahead) {
         let features = tokenizer.features(chunk, &FeatureOptions::default())?;
