@@ -5,9 +5,9 @@ each whole process (imports included) and its peak RSS. Prints one JSON object o
   peers.py export MODEL_DIR OUT.onnx            torch.onnx.export of the model's ...ForQuestionAnswering
   peers.py ort-optimize IN.onnx OUT.onnx MODEL_DIR  ONNX Runtime's offline transformer optimizer (model_type bert),
                                                 for the architectures it knows (not MobileBERT)
-  peers.py quantize-dynamic IN.onnx OUT.onnx [per-channel|default|float-kept]
+  peers.py quantize-dynamic IN.onnx OUT.onnx [per-channel|default|float-kept|per-channel-reduce-range]
                                                 onnxruntime.quantization.quantize_dynamic
-  peers.py quantize-static IN.onnx OUT.onnx FEATURES.safetensors minmax|minmax-bounded|percentile [qaforge|default|float-kept]
+  peers.py quantize-static IN.onnx OUT.onnx FEATURES.safetensors minmax|minmax-bounded|percentile [qaforge|default|float-kept|qaforge-reduce-range]
                                                 onnxruntime.quantization.quantize_static (QDQ)
   peers.py matmul-nbits IN.onnx OUT.onnx default|tables|hqq|gptq [BLOCK] [FEATURES.safetensors]
                                                 onnxruntime.quantization.matmul_nbits_quantizer (4-bit
@@ -87,9 +87,11 @@ def quantize_dynamic(src, out, variant="per-channel"):
         quantize_dynamic(src, out)
         excluded = []
     else:
-        # Per-channel int8 weights, as qaforge writes them.
+        # Per-channel int8 weights, as qaforge writes them; `per-channel-reduce-range`: 7-bit
+        # weights, ONNX Runtime's advice for x86 CPUs without VNNI, whose u8 x s8 kernel saturates.
         excluded = float_kept(src) if variant == "float-kept" else []
-        quantize_dynamic(src, out, per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=excluded)
+        quantize_dynamic(src, out, per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                         reduce_range=variant == "per-channel-reduce-range")
     return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "excluded": excluded}
 
 
@@ -148,7 +150,8 @@ def quantize_static(src, out, features, method, variant="qaforge"):
         # qaforge's choices: QDQ, uint8 activations, per-channel int8 weights, percentile 99.999.
         quantize_static(src, out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=method_enum, extra_options=extra, nodes_to_exclude=excluded)
+                        calibrate_method=method_enum, extra_options=extra, nodes_to_exclude=excluded,
+                        reduce_range=variant == "qaforge-reduce-range")
     return {"import_s": imported - started, "quantize_s": time.perf_counter() - imported, "features": count,
             "excluded": excluded}
 

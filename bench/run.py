@@ -442,6 +442,13 @@ def speed_rows(args, table, py, label, artifacts, features, threads):
                       note=", ".join(f"{op} {pct}%" for op, pct in profile.items()))
 
 
+def vnni_cpu():
+    """Whether this x86 CPU has VNNI (ONNX Runtime's u8 x s8 kernels are exact there)."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def fidelity(args, table, py, limit, features):
     """Section 7: how closely each int8 artifact follows the float model, qaforge's modes beside
     ONNX Runtime's quantizers (their defaults, qaforge's choices, and qaforge's float-kept set), all
@@ -456,13 +463,18 @@ def fidelity(args, table, py, limit, features):
     run_process([QAFORGE, "convert", model, "-o", qa_fp32], 2**40, 600)
     run_process([py, PEERS, "export", model, torch_export], limit, args.timeout)
     calib = ["--calibration", CALIBRATION, "--tokenizer", model, "--samples", str(SAMPLES)]
+    # qaforge's int8 for this CPU: ONNX Runtime computes the default (arm64) storage exactly only
+    # with VNNI; without it, the x86-avx2 storage (u8 x u8) is what a user ships for it, and the
+    # peers get ONNX Runtime's own advice for such CPUs (reduce_range) beside their defaults.
+    vnni = vnni_cpu()
+    target = [] if vnni else ["--target", "x86-avx2"]
     ours = {"qaforge int8-dynamic": [], "qaforge int8-static minmax": ["--method", "minmax"] + calib,
             "qaforge int8-static percentile": ["--method", "percentile"] + calib, "qaforge int8-static mse": ["--method", "mse"] + calib}
     artifacts = {}
     for name, extra in ours.items():
         artifacts[name] = f"{stem}.{name.split(' ', 1)[1].replace(' ', '-')}.onnx"
         precision = "int8-dynamic" if "dynamic" in name else "int8-static"
-        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts[name], "--precision", precision] + extra, 2**40, args.timeout)
+        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts[name], "--precision", precision] + extra + target, 2**40, args.timeout)
     peers = {"ORT quantize_dynamic (defaults)": ["quantize-dynamic", "default"],
              "ORT quantize_dynamic (per-channel)": ["quantize-dynamic", "per-channel"],
              "ORT quantize_dynamic (per-channel, qaforge's float-kept set)": ["quantize-dynamic", "float-kept"],
@@ -470,6 +482,9 @@ def fidelity(args, table, py, limit, features):
              "ORT quantize_static (qaforge's choices, MinMax)": ["quantize-static", "minmax-bounded", "qaforge"],
              "ORT quantize_static (qaforge's choices and float-kept set, MinMax)": ["quantize-static", "minmax-bounded", "float-kept"],
              "ORT quantize_static (qaforge's choices and float-kept set, Percentile)": ["quantize-static", "percentile", "float-kept"]}
+    if not vnni:
+        peers["ORT quantize_dynamic (per-channel, reduce_range)"] = ["quantize-dynamic", "per-channel-reduce-range"]
+        peers["ORT quantize_static (qaforge's choices, reduce_range, MinMax)"] = ["quantize-static", "minmax-bounded", "qaforge-reduce-range"]
     for i, (name, job) in enumerate(peers.items()):
         artifacts[name] = f"{stem}.peer{i}.onnx"
         extra = [features] + job[1:] if job[0] == "quantize-static" else job[1:]
@@ -492,7 +507,8 @@ def fidelity(args, table, py, limit, features):
                             "cosine": r["logits"]["cosine"], "batch_size": r.get("batch_size"), "bytes": r["size_bytes"]}
             log(f"  {name}: agreement F1 {judged[name]['agreement']:.2f}, ΔF1 {judged[name]['delta_f1']:+.2f}, "
                 f"cosine {judged[name]['cosine']:.5f}")
-    where = f"trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime, batch 1 for int8-dynamic"
+    where = (f"trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime, batch 1 for int8-dynamic, "
+             f"qaforge target {'arm64 (VNNI CPU)' if vnni else 'x86-avx2 (no VNNI)'}")
     for ours_name in ours:
         kind = "quantize_dynamic" if "dynamic" in ours_name else "quantize_static"
         for peer_name in [p for p in peers if kind in p]:

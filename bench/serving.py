@@ -16,7 +16,7 @@ excludes its session's creation: (c)'s whole process, loading included, is shown
 p99 latency; serve's added latency at concurrency 1 is its mean request time minus the mean
 tokenization and inference time its /metrics report. Answers' agreement with the float model is
 the SQuAD F1 of each path's predictions against the fp32 artifact's `answer --batch`
-predictions. Writes bench/results/serving-<date>.{json,md}; every load loop is bounded (wrk
+predictions. Writes bench/results/serving-<date>.{json,md} (-2, -3... for another run that day); every load loop is bounded (wrk
 --duration) and every server is stopped by SIGTERM before the next starts.
 
   python bench/serving.py --ort-library LIB [--questions 300] [--precisions fp32,int8-static]
@@ -307,6 +307,9 @@ def main():
     date = datetime.date.today().isoformat()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     out = os.path.join(ROOT, "bench", "results", f"serving-{date}")
+    # Another run the same day writes -2, -3...: earlier readings are kept.
+    if os.path.exists(out + ".json"):
+        out += "-" + str(next(k for k in range(2, 1000) if not os.path.exists(f"{out}-{k}.json")))
     with open(out + ".json", "w") as f:
         json.dump({"date": date, "cpu": cpu, "cores": threads, "questions": len(picked), "qaforge": os.path.relpath(QAFORGE, ROOT), "rows": rows}, f, indent=1)
         f.write("\n")

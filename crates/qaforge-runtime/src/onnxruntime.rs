@@ -49,7 +49,11 @@ impl OrtSession {
         let error = |message: String| RuntimeError { path: label.to_owned(), message };
         let (environment, _) =
             environment(library).map_err(|e| error(format!("loading ONNX Runtime from {}: {e}", library.display())))?;
+        // Every graph optimisation, as onnxruntime's Python sessions default to (and the bench's
+        // ONNX Runtime loop runs).
         let session = Session::builder(environment)
+            .map_err(|e| error(e.to_string()))?
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
             .map_err(|e| error(e.to_string()))?
             .with_intra_threads(intra_threads.max(1))
             .map_err(|e| error(e.to_string()))?
