@@ -43,6 +43,26 @@ fn a_short_window_still_overflows_with_the_stride() {
 }
 
 #[test]
+fn one_tokenizer_asked_for_many_window_settings_cuts_each_as_a_fresh_one() {
+    // QaTokenizer keeps the tokenizers it set up for the last few settings (a server's requests
+    // choose max_seq_len and doc_stride): more settings than it keeps, each asked for twice in
+    // turn, must each cut its windows as a tokenizer that never saw another setting.
+    let squad = SquadFile::load(&golden().join("squad/eval.json")).unwrap();
+    let dir = golden().join("mobilebert-tiny");
+    let shared = QaTokenizer::from_model_dir(&dir).unwrap();
+    let settings = [(384, 128), (64, 16), (128, 32), (96, 48), (256, 64), (64, 32)];
+    for round in 0..2 {
+        for &(max_length, doc_stride) in &settings {
+            let options = FeatureOptions { max_length, doc_stride, lstrip_question: true };
+            let got = shared.features(&squad.examples[..4], &options).unwrap();
+            let want = QaTokenizer::from_model_dir(&dir).unwrap().features(&squad.examples[..4], &options).unwrap();
+            assert_eq!(got, want, "round {round}: max_length {max_length}, doc_stride {doc_stride}");
+            assert_eq!(got.input_ids.len(), got.count * max_length);
+        }
+    }
+}
+
+#[test]
 fn a_model_dir_without_tokenizer_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = QaTokenizer::from_model_dir(dir.path()).unwrap_err().to_string();
