@@ -162,8 +162,16 @@ fn json_lines_are_answered_and_bad_ones_named() {
         lines.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
+        "--json",
     ]);
     assert!(output.status.success(), "{}", text(&output));
+    // --json: the summary for machines, loading timed apart from answering.
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((summary["questions"].as_u64(), summary["windows"].as_u64()), (Some(2), Some(2)), "{summary}");
+    let (seconds, load) = (summary["seconds"].as_f64().unwrap(), summary["load_seconds"].as_f64().unwrap());
+    assert!(load > 0.0 && load < seconds, "{summary}");
+    let rate = summary["questions_per_second"].as_f64().unwrap();
+    assert!((rate - 2.0 / (seconds - load)).abs() <= 1e-6 * rate, "{summary}");
     let written = std::fs::read_to_string(&out).unwrap();
     assert!(written.find("\"q2\"").unwrap() < written.find("\"q1\"").unwrap(), "file order: {written}");
     let answers: BTreeMap<String, String> = serde_json::from_str(&written).unwrap();

@@ -29,8 +29,9 @@ pub struct BatchOptions {
     pub lookahead: usize,
     /// ONNX Runtime sessions run side by side, the cores split between them. One a core is
     /// `answer --batch`'s default: on 2 cores, two sessions of one thread answered the trained
-    /// fixture's 300 bench questions 1.07-1.10× as fast as one of two threads (and 1.35× for
-    /// int8-dynamic, whose windows run alone), since a core that runs its own window waits for no
+    /// fixture's 300 bench questions 1.03× (fp32), 1.09× (int8-static) and 1.23× (int8-dynamic,
+    /// whose windows run alone) as fast as one of two threads (medians of 3 runs,
+    /// bench/results/serving-2026-12-05-2), since a core that runs its own window waits for no
     /// other inside each operator.
     pub sessions: usize,
 }

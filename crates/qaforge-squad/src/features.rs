@@ -297,7 +297,7 @@ pub struct QaTokenizer {
     /// tokenizers crate keeps truncation and padding inside the tokenizer, so a new setting is a
     /// clone of the whole vocabulary: 10-15 ms a call for BERT's 30,522 tokens, measured as most
     /// of `serve`'s tokenization time before this cache.
-    configured: Mutex<Vec<(FeatureOptions, Arc<Tokenizer>)>>,
+    configured: Mutex<Vec<((usize, usize), Arc<Tokenizer>)>>,
 }
 
 /// Window settings whose set-up tokenizers [`QaTokenizer`] keeps (a server's clients may ask for
@@ -447,10 +447,9 @@ impl QaTokenizer {
     /// The tokenizer truncating and padding windows as `options` say, from the cache or set up
     /// now (and kept, while fewer than [`CONFIGURED_TOKENIZERS_KEPT`] settings are).
     fn configured(&self, options: &FeatureOptions) -> Result<Arc<Tokenizer>, tokenizers::Error> {
+        let setting = (options.max_length, options.doc_stride);
         let mut kept = self.configured.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, tokenizer)) =
-            kept.iter().find(|(o, _)| o.max_length == options.max_length && o.doc_stride == options.doc_stride)
-        {
+        if let Some((_, tokenizer)) = kept.iter().find(|(s, _)| *s == setting) {
             return Ok(tokenizer.clone());
         }
         drop(kept);
@@ -470,7 +469,7 @@ impl QaTokenizer {
         let tokenizer = Arc::new(tokenizer);
         kept = self.configured.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() < CONFIGURED_TOKENIZERS_KEPT {
-            kept.push((*options, tokenizer.clone()));
+            kept.push((setting, tokenizer.clone()));
         }
         Ok(tokenizer)
     }
