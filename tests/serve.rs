@@ -525,21 +525,24 @@ fn a_soak_stops_growing_in_memory() {
             }
         })
     };
-    // The allocator's arenas and the engine's per-shape plans fill during the first thousand or so
-    // requests (measured here: 126 MB after 600, then 133-139 MB from 1,200 to 6,000); after a
-    // warm-up of 1,200, four rounds of 448 must stay within 10% (+8 MB) of the first round's.
+    // The allocator's arenas (one per thread that allocates: the engines, the HTTP runtime, the
+    // tokenizing threads) fill during the first thousands of requests, in steps: measured here
+    // 126 MB after 600, then 133-139 MB from 1,200 to 6,000 requests, and on a fresh clone
+    // 69 MB after 1,648 then 85.2, 85.5, 85.6 MB after 2,096, 2,544 and 2,992. After a warm-up of
+    // 1,200 and one round of 448 more, three further rounds of 448 must stay within 10% (+8 MB) of
+    // that round's: a leak of ~12 KB a request or more fails.
     send(1200);
-    let rounds: Vec<u64> = (0..4)
+    let rounds: Vec<u64> = (0..5)
         .map(|_| {
             send(448);
             server.rss_kb()
         })
         .collect();
-    eprintln!("soak: resident memory after 1,648, 2,096, 2,544 and 2,992 requests: {rounds:?} kB");
-    let ceiling = rounds[0] + rounds[0] / 10 + 8 * 1024;
+    eprintln!("soak: resident memory after 1,648, 2,096, 2,544, 2,992 and 3,440 requests: {rounds:?} kB");
+    let ceiling = rounds[1] + rounds[1] / 10 + 8 * 1024;
     assert!(
-        rounds.iter().all(|&kb| kb <= ceiling),
-        "resident memory kept growing after warm-up: {rounds:?} kB (ceiling {ceiling} kB)"
+        rounds[1..].iter().all(|&kb| kb <= ceiling),
+        "resident memory kept growing after warm-up: {rounds:?} kB (ceiling {ceiling} kB from the second round)"
     );
-    assert_eq!(server.metric("qaforge_request_success_total"), 2992.0);
+    assert_eq!(server.metric("qaforge_request_success_total"), 3440.0);
 }
