@@ -189,7 +189,7 @@ def main():
     if "6" in sections:
         onnxruntime_artifacts(args, table, py, limit, fp32, features)
     if "7" in sections:
-        fidelity(args, table, py, limit, features)
+        fidelity(args, table, py, limit, features, facts["int8_features"])
     if "8" in sections:
         four_bit(args, table, py, limit, fp32, features)
     write(args, table, facts)
@@ -442,14 +442,7 @@ def speed_rows(args, table, py, label, artifacts, features, threads):
                       note=", ".join(f"{op} {pct}%" for op, pct in profile.items()))
 
 
-def vnni_cpu():
-    """Whether this x86 CPU has VNNI (ONNX Runtime's u8 x s8 kernels are exact there)."""
-    with open("/proc/cpuinfo") as f:
-        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    return "avx512_vnni" in flags or "avx_vnni" in flags
-
-
-def fidelity(args, table, py, limit, features):
+def fidelity(args, table, py, limit, features, int8_features):
     """Section 7: how closely each int8 artifact follows the float model, qaforge's modes beside
     ONNX Runtime's quantizers (their defaults, qaforge's choices, and qaforge's float-kept set), all
     judged by one harness: `qaforge verify --engine ort` against the trained fixture's PyTorch
@@ -466,7 +459,7 @@ def fidelity(args, table, py, limit, features):
     # qaforge's int8 for this CPU: ONNX Runtime computes the default (arm64) storage exactly only
     # with VNNI; without it, the x86-avx2 storage (u8 x u8) is what a user ships for it, and the
     # peers get ONNX Runtime's own advice for such CPUs (reduce_range) beside their defaults.
-    vnni = vnni_cpu()
+    vnni = "avx512_vnni" in int8_features or "avx_vnni" in int8_features
     target = [] if vnni else ["--target", "x86-avx2"]
     ours = {"qaforge int8-dynamic": [], "qaforge int8-static minmax": ["--method", "minmax"] + calib,
             "qaforge int8-static percentile": ["--method", "percentile"] + calib, "qaforge int8-static mse": ["--method", "mse"] + calib}
