@@ -25,11 +25,14 @@ import argparse
 import collections
 import json
 import os
-import re
-import string
+import sys
 
 import numpy as np
 from safetensors.numpy import load_file
+
+# SQuAD v2's official token F1, as the goldens are scored.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "golden"))
+from squad_v2_eval import compute_f1  # noqa: E402
 
 N_BEST, MAX_ANSWER_LENGTH = 20, 30
 
@@ -86,23 +89,6 @@ def margin(null, texts):
     return null - best if null - best > 0 else min(best - null, best - second)
 
 
-def normalize(text):
-    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
-    return re.sub(r"\b(a|an|the)\b", " ", text).split()
-
-
-def f1(prediction, reference):
-    """SQuAD's token F1 (an empty answer matches only an empty answer)."""
-    p, r = normalize(prediction), normalize(reference)
-    if not p or not r:
-        return float(p == r)
-    common = sum((collections.Counter(p) & collections.Counter(r)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("fixture", help="golden/FIXTURE (its golden/ bundle is read)")
@@ -132,7 +118,7 @@ def main():
             noisy_start = start + (rng.normal(0, sigma, start.shape) * real).astype(np.float32)
             noisy_end = end + (rng.normal(0, sigma, end.shape) * real).astype(np.float32)
             noisy = candidates(examples, features, noisy_start, noisy_end)
-            scores.append(100 * np.mean([f1(decide(n, t), a) for (n, t), a in zip(noisy, answers)]))
+            scores.append(100 * np.mean([compute_f1(a, decide(n, t)) for (n, t), a in zip(noisy, answers)]))
         print(f"noise mean |delta| {level:.3f}: agreement F1 {np.mean(scores):.2f} (std {np.std(scores):.2f}, "
               f"min {min(scores):.2f}, max {max(scores):.2f}, {args.draws} draws)", flush=True)
 
