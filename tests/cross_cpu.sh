@@ -7,7 +7,8 @@
 # files on these three CPUs. int8-dynamic, fp16 and int4 (no float forward pass) are checked on one fixture,
 # and so is int4 under a size budget (`--max-size` at 99% of the int4 artifact's size) with GPTQ
 # rounding: one run that sums input statistics over the features, factors matrices in float64 and
-# plans the bit widths from them (GPTQ alone is the same path without the plan).
+# plans the bit widths from them (GPTQ alone is the same path without the plan); and int8-dynamic
+# with scale migration (--smooth: channel maxima and simulated int8 products decide the scales).
 #
 # Emulation costs 15 to 30x, so this calibrates on 4 features: the ranges still come from every
 # activation of those features, through every kernel, and without the generic kernels 4 features
@@ -43,7 +44,8 @@ for spec in "$@"; do
   "$qaforge" convert "golden/$f" -o "$dir/$f.onnx" > /dev/null || { echo "$f: convert failed"; status=1; continue; }
   for m in ${methods//,/ }; do runs+=("$f|int8-static-$m|$cpus|--precision int8-static --method $m ${calibrate[*]} --tokenizer golden/$f"); done
   [ "$f" = "$first_fixture" ] && runs+=("$f|int8-dynamic|$cpus|--precision int8-dynamic" "$f|fp16|$cpus|--precision fp16" "$f|int4|$cpus|--precision int4"
-    "$f|int4-budget-gptq|$cpus|--precision int4 --max-size @INT4_99@ --rounding gptq ${calibrate[*]} --tokenizer golden/$f")
+    "$f|int4-budget-gptq|$cpus|--precision int4 --max-size @INT4_99@ --rounding gptq ${calibrate[*]} --tokenizer golden/$f"
+    "$f|int8-dynamic-smooth|$cpus|--precision int8-dynamic --smooth ${calibrate[*]} --tokenizer golden/$f")
 done
 # quantize FIXTURE NAME CPU ARGS: one run, its output and log named by the CPU.
 quantize() {

@@ -51,6 +51,7 @@ fn convert_quantize_and_verify_in_two_steps() {
         tokenizer: None,
         samples: 0,
         search: None,
+        smooth: false,
         flavour: Flavour::Portable,
     };
     let quantized = qaforge_pipeline::quantize(&request, &|_, _| {}).unwrap();
@@ -106,6 +107,7 @@ fn product_rules_refuse_with_their_reason() {
         tokenizer: None,
         samples: 8,
         search: None,
+        smooth: false,
         flavour,
     };
     let refuse = |r: QuantizeRequest| match qaforge_pipeline::quantize(&r, &|_, _| {}) {
@@ -120,6 +122,14 @@ fn product_rules_refuse_with_their_reason() {
     let mut r = request(Precision::Int8Static, Flavour::Portable);
     r.input = fp32;
     assert!(refuse(r).contains("int8-static needs --calibration"));
+    // Scale migration prepares int8 products, and measures activations to do it.
+    let mut r = request(Precision::Fp16, Flavour::Portable);
+    r.smooth = true;
+    assert!(refuse(r).contains("--smooth prepares int8 products"));
+    let mut r = request(Precision::Int8Dynamic, Flavour::Portable);
+    r.input = dir.path().join("mobilebert-tiny.onnx");
+    r.smooth = true;
+    assert!(refuse(r).contains("--smooth needs --calibration"));
     assert!(!dir.path().join("out.onnx").exists());
 }
 
@@ -206,5 +216,41 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
             "{}",
             crate::common::text(&again)
         );
+    }
+}
+
+#[test]
+fn scale_migration_keeps_the_float_function_and_only_lowers_each_groups_error() {
+    // Both activation families: MobileBERT's ReLU and NoNorm, BERT's GELU and LayerNorm.
+    let dir = tempfile::tempdir().unwrap();
+    for fixture in ["mobilebert-tiny", "bert-tiny"] {
+        let fp32 = crate::common::convert(fixture, dir.path());
+        let model = qaforge_onnx::read_model(&fp32).unwrap();
+        let features = crate::common::fixture_features(fixture).truncated(16);
+        let (migrated, smoothing) =
+            qaforge_quantize::smooth::migrate(&model, &options(Precision::Int8Dynamic), &features, &|_| {}).unwrap();
+        assert!(!smoothing.groups.is_empty(), "{fixture}: no product groups found");
+        assert!(smoothing.groups.iter().any(|g| g.alpha.is_some()), "{fixture}: nothing migrated");
+        for g in &smoothing.groups {
+            assert!(g.error_after <= g.error_before, "{fixture}: {g:?}");
+            assert_eq!(g.error_after < g.error_before, g.alpha.is_some(), "{fixture}: {g:?}");
+        }
+        let graph = migrated.graph.as_ref().unwrap();
+        let muls = graph.node.iter().filter(|n| n.op_type == "Mul" && n.name.ends_with(".smoothed")).count();
+        assert_eq!(muls, smoothing.groups.iter().filter(|g| g.alpha.is_some()).count(), "{fixture}");
+        // The migrated float graph computes the same function: verify's fp32 tolerance (max |Δ| ≤
+        // 1e-4 against PyTorch's logits, every prediction identical) holds for it.
+        let path = dir.path().join(format!("{fixture}.migrated.onnx"));
+        std::fs::write(&path, qaforge_onnx::encode(&migrated)).unwrap();
+        let golden = golden().join(fixture);
+        let output = crate::common::qaforge(&[
+            "verify",
+            path.to_str().unwrap(),
+            "--golden",
+            golden.to_str().unwrap(),
+            "--engine",
+            "tract",
+        ]);
+        assert!(output.status.success(), "{fixture}: {}", crate::common::text(&output));
     }
 }

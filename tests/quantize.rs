@@ -143,6 +143,54 @@ fn quantization_is_byte_identical_and_keeps_softmax_float() {
     }
 }
 
+#[test]
+fn scale_migration_is_deterministic_recorded_and_passes_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let tokenizer = golden().join("mobilebert-tiny");
+    let calibration = golden().join("squad/calibration.json");
+    let smooth = [
+        "--smooth",
+        "--calibration",
+        calibration.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--samples",
+        "16",
+    ];
+    for precision in ["int8-dynamic", "int8-static"] {
+        let (a, b) = (dir.path().join(format!("{precision}.a.onnx")), dir.path().join(format!("{precision}.b.onnx")));
+        let report = dir.path().join(format!("{precision}.quantize.json"));
+        for out in [&a, &b] {
+            let mut args = vec!["--precision", precision, "--report", report.to_str().unwrap()];
+            // `quantize` adds int8-static's calibration arguments itself.
+            args.extend_from_slice(if precision == "int8-static" { &smooth[..1] } else { &smooth });
+            let run = quantize(&fp32, out, "mobilebert-tiny", &args);
+            assert!(run.status.success(), "{precision}: {}", text(&run));
+            assert!(text(&run).contains("smoothing"), "{precision}: {}", text(&run));
+        }
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "{precision} --smooth: two runs differ");
+        let recorded = metadata(&a);
+        let line = recorded.get("qaforge.quantize.smooth").map(String::as_str).unwrap_or("");
+        assert!(line.contains("product groups migrated"), "{precision}: {recorded:?}");
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let groups = json["smoothing"].as_array().cloned().unwrap_or_default();
+        assert!(!groups.is_empty() && groups.iter().all(|g| g["products"].as_array().is_some_and(|p| !p.is_empty())));
+        assert!(std::fs::read_to_string(report.with_extension("md")).unwrap().contains("| α |"));
+        let graph = qaforge_onnx::read_model(&a).unwrap().graph.unwrap();
+        assert_eq!(quantization_next_to_softmax(&graph), Vec::<String>::new(), "{precision}");
+        let (output, _) = verify_report(&a, "mobilebert-tiny");
+        assert!(output.status.success(), "{precision} --smooth: {}", text(&output));
+    }
+    // fp16 has no int8 products to prepare: refused before anything is written.
+    let out = dir.path().join("fp16.onnx");
+    let mut args = vec!["--precision", "fp16"];
+    args.extend_from_slice(&smooth);
+    let run = quantize(&fp32, &out, "mobilebert-tiny", &args);
+    assert!(!run.status.success() && text(&run).contains("--smooth prepares int8 products"), "{}", text(&run));
+    assert!(!out.exists());
+}
+
 /// Every (de)quantization next to a Softmax, in words: a QuantizeLinear, DequantizeLinear or
 /// DynamicQuantizeLinear producing its input or reading its output (the fixed-point softmax trap
 /// of crates/qaforge-quantize/tests/softmax_trap.rs).

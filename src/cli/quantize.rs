@@ -75,6 +75,12 @@ pub struct QuantizeArgs {
     /// on every CPU, one bit coarser.
     #[arg(long)]
     reduce_range: bool,
+    /// Before int8, migrate each product group's activation range partly into its weights
+    /// (SmoothQuant), with the strength (none, α 0.5 or 0.75) that gives the group's int8
+    /// products the least error on --calibration features; needs --calibration and --tokenizer,
+    /// for int8-dynamic too. --report lists each group's choice.
+    #[arg(long)]
+    smooth: bool,
     /// Keep the most harmful layers float until the F1 drop is at most this many points: on a
     /// golden bundle's questions with --golden, else label-free, as disagreement with the
     /// float artifact's own predictions on questions of --calibration held back from
@@ -139,6 +145,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         calibration: args.calibration,
         tokenizer: args.tokenizer,
         samples: args.samples,
+        smooth: args.smooth,
         search: args.max_f1_drop.map(|max_f1_drop| qaforge_pipeline::Search {
             max_f1_drop,
             golden: args.golden,

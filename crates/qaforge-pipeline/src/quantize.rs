@@ -92,6 +92,9 @@ pub struct QuantizeRequest {
     pub samples: usize,
     /// The sensitivity search, if asked for.
     pub search: Option<Search>,
+    /// Migrate activation scale into the weights before int8 (`--smooth`, see
+    /// [`qaforge_quantize::smooth`]): needs calibration features, for int8-dynamic too.
+    pub smooth: bool,
     /// The engine the artifact is for.
     pub flavour: Flavour,
 }
@@ -115,6 +118,8 @@ pub struct QuantizeOutcome {
     pub calibration_features: Option<usize>,
     /// The sensitivity search's log, if it ran.
     pub search: Option<SearchLog>,
+    /// What scale migration decided, if it ran.
+    pub smoothing: Option<qaforge_quantize::smooth::Smoothing>,
     /// Size of the input and of the written artifact, in bytes.
     pub sizes: (u64, u64),
     /// sha256 of the written artifact.
@@ -182,6 +187,9 @@ impl std::fmt::Display for QuantizeOutcome {
         }
         if let Some(flavour) = &self.flavour {
             writeln!(f, "  onnxruntime   {flavour}")?;
+        }
+        if let Some(smoothing) = &self.smoothing {
+            writeln!(f, "  smoothing       {}", smoothing.describe())?;
         }
         if let Some(count) = self.calibration_features {
             let engine = summary.calibration_engine.unwrap_or("tract");
@@ -255,6 +263,12 @@ pub fn quantize(
             "--for onnxruntime is for the int8 modes: ONNX Runtime's CPU kernels compute float16 slower than float32 (use the portable fp16 artifact for GPUs and NNAPI/CoreML)".into(),
         ));
     }
+    if request.smooth && !options.precision.is_int8() {
+        return Err(PipelineError::Request(format!(
+            "--smooth prepares int8 products (int8-dynamic, int8-static), not {}",
+            options.precision
+        )));
+    }
     let (input, output) = (&request.input, &request.output);
     let input_bytes = std::fs::read(input).map_err(|source| PipelineError::Io { path: input.clone(), source })?;
     let mut model = qaforge_onnx::decode_model(&input_bytes, input)?;
@@ -270,7 +284,7 @@ pub fn quantize(
     let is_static = options.precision == Precision::Int8Static;
     // int4 with GPTQ rounding or a size budget: the inputs' statistics over the same features.
     let statistics = qaforge_quantize::needs_statistics(options);
-    let calibrates = is_static || statistics;
+    let calibrates = is_static || statistics || request.smooth;
     let label_free = request.search.as_ref().is_some_and(|s| s.golden.is_none());
     let calibration_data = match (&request.calibration, &request.tokenizer) {
         (Some(data), Some(tokenizer)) if calibrates || label_free => {
@@ -285,6 +299,11 @@ pub fn quantize(
             Some((squad, features))
         }
         _ if is_static => return Err(PipelineError::Request("int8-static needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>".into())),
+        _ if request.smooth => {
+            return Err(PipelineError::Request(
+                "--smooth needs --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>: each channel's scale comes from the activations those features give".into(),
+            ))
+        }
         _ if statistics => {
             return Err(PipelineError::Request(
                 "--rounding gptq and --max-size need --calibration <SQUAD.json> and --tokenizer <MODEL_DIR>: they weigh each weight by the inputs it meets on those features".into(),
@@ -305,9 +324,24 @@ pub fn quantize(
         (true, _) => 2,
         (false, _) => 1,
     };
-    let total = features.as_ref().map_or(0, |f| f.count * passes);
+    let smoothing_passes = features
+        .as_ref()
+        .filter(|_| request.smooth)
+        .map_or(0, |f| f.count + qaforge_quantize::smooth::JUDGED_FEATURES.min(f.count));
+    let total = features.as_ref().map_or(0, |f| f.count * passes) + smoothing_passes;
     let advance = |n: usize| progress(n, total);
     let input_sha256 = qaforge_provenance::sha256_hex(&input_bytes);
+    // Scale migration rewrites the float graph that everything after it quantizes (and that the
+    // search compares with): checkpoint → graph → migrated graph → quantized graph.
+    let smoothing = match &features {
+        Some(f) if request.smooth => {
+            let (migrated, smoothing) = qaforge_quantize::smooth::migrate(&model, options, f, &advance)?;
+            model = migrated;
+            Some(smoothing)
+        }
+        _ => None,
+    };
+    let model = model;
     // The sensitivity search, on whichever slice --max-f1-drop measures, with the cosine floor
     // verify applies to this precision.
     let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision).min_cosine.unwrap_or(0.0);
@@ -357,6 +391,7 @@ pub fn quantize(
         calibration_features: features.as_ref().filter(|_| is_static).map(|f| f.count),
         summary,
         search: search_log,
+        smoothing,
         sizes: (input_bytes.len() as u64, bytes.len() as u64),
         sha256: qaforge_provenance::sha256_hex(&bytes),
         seconds: started.elapsed().as_secs_f64(),
@@ -380,6 +415,9 @@ struct QuantizeReport<'a> {
     products_four_bit: usize,
     layers: &'a [qaforge_quantize::budget::LayerChoice],
     kept_float: &'a BTreeMap<String, qaforge_quantize::KeptFloat>,
+    /// Scale migration's choice for each product group (absent without --smooth).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    smoothing: Option<&'a [qaforge_quantize::smooth::GroupChoice]>,
 }
 
 /// Writes `path` (JSON) and the same with the extension `.md` (a Markdown table of the products).
@@ -403,6 +441,7 @@ pub fn write_quantize_report(
         products_four_bit: if int4 { done.summary.converted.len() } else { 0 },
         layers: &done.summary.layers,
         kept_float: &done.summary.kept_float,
+        smoothing: done.smoothing.as_ref().map(|s| s.groups.as_slice()),
     };
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| PipelineError::Request(format!("{}: {e}", path.display())))?;
@@ -422,6 +461,22 @@ pub fn write_quantize_report(
             md.push_str(&format!(
                 "| {} | {} × {} | {} | {} | {:.3e} |\n",
                 l.node, l.shape.0, l.shape.1, l.stored, l.bytes, l.relative_error
+            ));
+        }
+    }
+    if let Some(smoothing) = &done.smoothing {
+        md.push_str(&format!(
+            "\nScale migration: {}.\n\n| input | products | α | relative error before | after |\n|---|---|---:|---:|---:|\n",
+            smoothing.describe()
+        ));
+        for g in &smoothing.groups {
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.3e} | {:.3e} |\n",
+                g.input,
+                g.products.join(", "),
+                g.alpha.map_or("none".to_string(), |a| a.to_string()),
+                g.error_before,
+                g.error_after
             ));
         }
     }

@@ -96,6 +96,8 @@ pub mod keys {
     /// Why calibration (or int4's input statistics) ran in ONNX Runtime although tract was asked for: tract could
     /// not run the float graph (absent when calibration ran where it was asked to).
     pub const QUANTIZE_CALIBRATION_FALLBACK: &str = "qaforge.quantize.calibration_fallback";
+    /// Scale migration ahead of int8 (`--smooth`): how many product groups took which strength.
+    pub const QUANTIZE_SMOOTH: &str = "qaforge.quantize.smooth";
 
     /// The engine an artifact is for: `onnxruntime` (absent: portable ONNX).
     pub const FLAVOUR: &str = "qaforge.flavour";
@@ -141,6 +143,7 @@ pub mod keys {
         QUANTIZE_CALIBRATION_ENGINE,
         QUANTIZE_CALIBRATION_KERNELS,
         QUANTIZE_CALIBRATION_FALLBACK,
+        QUANTIZE_SMOOTH,
         FLAVOUR,
         ONNXRUNTIME_PASSES,
         PACKAGE_FORMAT,

@@ -45,6 +45,7 @@ pub mod int8;
 pub mod options;
 pub mod selection;
 pub mod sensitivity;
+pub mod smooth;
 
 use std::collections::BTreeMap;
 
