@@ -462,10 +462,13 @@ def fidelity(args, table, py, limit, features, int8_features):
     vnni = "avx512_vnni" in int8_features or "avx_vnni" in int8_features
     target = [] if vnni else ["--target", "x86-avx2"]
     ours = {"qaforge int8-dynamic": [], "qaforge int8-static minmax": ["--method", "minmax"] + calib,
-            "qaforge int8-static percentile": ["--method", "percentile"] + calib, "qaforge int8-static mse": ["--method", "mse"] + calib}
+            "qaforge int8-static percentile": ["--method", "percentile"] + calib, "qaforge int8-static mse": ["--method", "mse"] + calib,
+            # Scale migration (quantize --smooth, docs/commands.md).
+            "qaforge int8-dynamic --smooth": ["--smooth"] + calib,
+            "qaforge int8-static minmax --smooth": ["--method", "minmax", "--smooth"] + calib}
     artifacts = {}
     for name, extra in ours.items():
-        artifacts[name] = f"{stem}.{name.split(' ', 1)[1].replace(' ', '-')}.onnx"
+        artifacts[name] = f"{stem}.{name.split(' ', 1)[1].replace(' --', '-').replace(' ', '-')}.onnx"
         precision = "int8-dynamic" if "dynamic" in name else "int8-static"
         run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts[name], "--precision", precision] + extra + target, 2**40, args.timeout)
     peers = {"ORT quantize_dynamic (defaults)": ["quantize-dynamic", "default"],
@@ -497,7 +500,8 @@ def fidelity(args, table, py, limit, features, int8_features):
             with open(report) as f:
                 r = json.load(f)
             judged[name] = {"agreement": r["squad"]["agreement_f1"], "delta_f1": -r["squad"]["f1_drop"],
-                            "cosine": r["logits"]["cosine"], "batch_size": r.get("batch_size"), "bytes": r["size_bytes"]}
+                            "cosine": r["logits"]["cosine"], "mean_abs_diff": r["logits"]["mean_abs_diff"],
+                            "batch_size": r.get("batch_size"), "bytes": r["size_bytes"]}
             log(f"  {name}: agreement F1 {judged[name]['agreement']:.2f}, ΔF1 {judged[name]['delta_f1']:+.2f}, "
                 f"cosine {judged[name]['cosine']:.5f}")
     where = (f"trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime, batch 1 for int8-dynamic, "
@@ -509,7 +513,8 @@ def fidelity(args, table, py, limit, features, int8_features):
                 a, b = judged[ours_name], judged[peer_name]
                 table.add("7", f"{where}: answer agreement F1 with the float model, {ours_name} vs {peer_name}",
                           single(a["agreement"]), single(b["agreement"]), "", True,
-                          note=f"ΔF1 {a['delta_f1']:+.2f} vs {b['delta_f1']:+.2f}, cosine {a['cosine']:.5f} vs {b['cosine']:.5f}")
+                          note=f"ΔF1 {a['delta_f1']:+.2f} vs {b['delta_f1']:+.2f}, cosine {a['cosine']:.5f} vs {b['cosine']:.5f}, "
+                               f"mean |Δ| {a['mean_abs_diff']:.4f} vs {b['mean_abs_diff']:.4f}")
     table.fidelity = judged
 
 

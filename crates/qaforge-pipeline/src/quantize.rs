@@ -139,12 +139,22 @@ impl QuantizeOutcome {
     }
 
     /// What the user should know beside the summary (stderr): where calibration ran in ONNX
-    /// Runtime instead of tract, and why.
+    /// Runtime instead of tract, and why; scale migration beside mse ranges.
     pub fn warnings(&self) -> Vec<String> {
-        let Some(why) = &self.summary.calibration_fallback else { return Vec::new() };
-        // int8-static calibrates ranges; int4 (GPTQ, --max-size) collects input statistics.
-        let what = if self.options.precision == Precision::Int4 { "input statistics collected" } else { "calibrated" };
-        vec![format!("{what} in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges and statistics may differ from another CPU's)")]
+        let mut warnings = Vec::new();
+        if let Some(why) = &self.summary.calibration_fallback {
+            // int8-static calibrates ranges; int4 (GPTQ, --max-size) collects input statistics.
+            let what =
+                if self.options.precision == Precision::Int4 { "input statistics collected" } else { "calibrated" };
+            warnings.push(format!("{what} in ONNX Runtime, because {why} (recorded in the artifact's provenance; ONNX Runtime's ranges and statistics may differ from another CPU's)"));
+        }
+        if self.smoothing.is_some()
+            && self.options.precision == Precision::Int8Static
+            && self.options.method == qaforge_quantize::CalibrationMethod::Mse
+        {
+            warnings.push("--smooth with --method mse: mse's clips, chosen on the migrated activations, cut too deep on the trained fixture (logits twice as far from the float model's as with minmax or percentile; docs/commands.md); prefer --method minmax or percentile".into());
+        }
+        warnings
     }
 }
 
