@@ -102,7 +102,7 @@ fi
 # What migration is for: logits nearer the float model's than the same precision's without it, by a
 # margin far outside what CPUs move them (mean |Δ| 0.077 against 0.100 and 0.060 against 0.104 in
 # the table above; x86 and ARM kernels move int8 logits by ~0.04 on average, but both artifacts alike).
-mean_abs_diff() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['logits']['mean_abs_diff'])" "$dir/$1.report.json"; }
+mean_abs_diff() { python3 -c "import json,sys; print(f\"{json.load(open(sys.argv[1]))['logits']['mean_abs_diff']:.4f}\")" "$dir/$1.report.json"; }
 for pair in int8-dynamic:int8-dynamic-smooth int8-static-minmax:int8-static-minmax-smooth; do
   plain=${pair%%:*} smooth=${pair##*:}
   if [ -f "$dir/$plain.report.json" ] && [ -f "$dir/$smooth.report.json" ]; then
