@@ -255,7 +255,9 @@ pub fn migrate(
     for (s, _, scales) in &chosen {
         let Some(scales) = scales else { continue };
         let g = &groups[*s];
-        for &w in &g.weights {
+        // A weight two of the group's products share takes the scales once.
+        let weights: std::collections::BTreeSet<usize> = g.weights.iter().copied().collect();
+        for w in weights {
             let t = &rw.graph.initializer[w];
             let n = t.dims[1] as usize;
             let mut values = f32_values(t)?;
