@@ -367,6 +367,74 @@ fn sensitivity_search_keeps_harmful_layers_float_until_verify_passes() {
 }
 
 #[test]
+fn product_search_keeps_single_products_float_and_reports_their_price() {
+    // The same harmful clipping searched one product at a time: what it keeps float is recorded as
+    // exact node names, each step's size is reported, and the artifact costs less than the one
+    // the layer search writes (which keeps a whole layer's weights float per step).
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let fixture = golden().join("mobilebert-tiny");
+    let searched = |unit: &str| {
+        let out = dir.path().join(format!("{unit}.onnx"));
+        let report = dir.path().join(format!("{unit}.quantize.json"));
+        let run = quantize(
+            &fp32,
+            &out,
+            "mobilebert-tiny",
+            &[
+                "--precision",
+                "int8-static",
+                "--method",
+                "percentile",
+                "--percentile",
+                "90",
+                "--max-f1-drop",
+                "0.5",
+                "--golden",
+                fixture.to_str().unwrap(),
+                "--search-unit",
+                unit,
+                "--report",
+                report.to_str().unwrap(),
+            ],
+        );
+        assert!(run.status.success(), "{}", text(&run));
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        (out, json, text(&run))
+    };
+    let (product, report, log) = searched("product");
+    assert!(log.contains("product(s) float"), "{log}");
+    let search = &report["search"];
+    assert_eq!(search["unit"], "product");
+    let steps = search["steps"].as_array().unwrap();
+    assert!(steps.len() >= 2, "{search}");
+    let kept: Vec<&str> =
+        steps.last().unwrap()["kept_float"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    let exclude = metadata(&product)["qaforge.quantize.exclude"].clone();
+    for name in &kept {
+        assert!(exclude.split(',').any(|e| e == *name), "{name} recorded as an exclusion: {exclude}");
+        assert!(!name.contains('*'));
+    }
+    // Every product ranked, and each step's artifact larger than the last: the size price.
+    assert!(search["sensitivity"].as_array().unwrap().len() > kept.len());
+    let bytes: Vec<u64> = steps.iter().map(|s| s["bytes"].as_u64().unwrap()).collect();
+    assert!(bytes.windows(2).all(|w| w[1] > w[0]), "{bytes:?}");
+    assert_eq!(*bytes.last().unwrap(), std::fs::metadata(&product).unwrap().len());
+    let markdown = std::fs::read_to_string(dir.path().join("product.quantize.md")).unwrap();
+    assert!(
+        markdown.contains("Sensitivity search, one product at a time") && markdown.contains("| price |"),
+        "{markdown}"
+    );
+    let (verified, verify) = verify_report(&product, "mobilebert-tiny");
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(verify["squad"]["f1_drop"].as_f64().unwrap() <= 0.5);
+
+    let (layer, _, _) = searched("layer");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&product) < size(&layer), "product search {} bytes, layer search {}", size(&product), size(&layer));
+}
+
+#[test]
 fn label_free_search_needs_no_gold_answers() {
     // The same harmful clipping, searched without a golden bundle: the float artifact's own
     // predictions on calibration questions held back from calibration are the answers. A random

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use qaforge_pipeline::CalibrationEngine;
+use qaforge_quantize::sensitivity::SearchUnit;
 use qaforge_quantize::{MethodName, Precision, Rounding, TableBits, Target};
 
 use super::{named, named_of, FlavourArgs, InputNamesArg, OrtLibraryArg};
@@ -81,12 +82,16 @@ pub struct QuantizeArgs {
     /// for int8-dynamic too. --report lists each group's choice.
     #[arg(long)]
     smooth: bool,
-    /// Keep the most harmful layers float until the F1 drop is at most this many points: on a
-    /// golden bundle's questions with --golden, else label-free, as disagreement with the
-    /// float artifact's own predictions on questions of --calibration held back from
-    /// calibration (no gold answers needed).
+    /// Keep the most harmful layers (or products, --search-unit) float until the F1 drop is at
+    /// most this many points: on a golden bundle's questions with --golden, else label-free, as
+    /// disagreement with the float artifact's own predictions on questions of --calibration held
+    /// back from calibration (no gold answers needed).
     #[arg(long)]
     max_f1_drop: Option<f64>,
+    /// What the sensitivity search keeps float at a time: a whole layer (few to rank), or one
+    /// weight product (one forward each to rank; a smaller size price per step).
+    #[arg(long, value_parser = named::<SearchUnit>(), default_value = SearchUnit::Layer.as_str(), requires = "max_f1_drop")]
+    search_unit: SearchUnit,
     /// Questions of --calibration held back for the label-free search.
     #[arg(long, default_value_t = 200)]
     held_back: usize,
@@ -148,6 +153,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         smooth: args.smooth,
         search: args.max_f1_drop.map(|max_f1_drop| qaforge_pipeline::Search {
             max_f1_drop,
+            unit: args.search_unit,
             golden: args.golden,
             held_back: args.held_back,
         }),

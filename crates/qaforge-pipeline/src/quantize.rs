@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use qaforge_provenance::Named;
-use qaforge_quantize::sensitivity::{self, EvaluationSlice, SearchLog};
+use qaforge_quantize::sensitivity::{self, EvaluationSlice, SearchGoal, SearchLog, SearchUnit};
 use qaforge_quantize::{Precision, QuantizeOptions};
 
 use crate::{check_loads_in_onnxruntime, describe_flavour, EngineChoice, Flavour, PipelineError};
@@ -67,8 +67,10 @@ pub fn calibration_engines(
 /// What `--max-f1-drop` asks of the sensitivity search.
 #[derive(Debug, Clone)]
 pub struct Search {
-    /// Keep the most harmful layers float until the F1 drop is at most this many points.
+    /// Keep the most harmful units float until the F1 drop is at most this many points.
     pub max_f1_drop: f64,
+    /// What is kept float at a time: a layer or a single product.
+    pub unit: SearchUnit,
     /// A golden bundle to measure F1 on; without one the search is label-free.
     pub golden: Option<PathBuf>,
     /// Questions of the calibration file held back for the label-free search.
@@ -225,18 +227,26 @@ impl std::fmt::Display for QuantizeOutcome {
             100.0 * after as f64 / before as f64
         )?;
         if let Some(log) = &self.search {
+            let first_bytes = log.steps.first().map_or(0, |s| s.bytes);
             for step in &log.steps {
                 writeln!(
                     f,
-                    "  search          F1 drop {:+.2}, cosine {:.6} with {} group(s) float: {}",
+                    "  search          F1 drop {:+.2}, cosine {:.6}, {} (+{}) with {} {}(s) float: {}",
                     step.f1_drop,
                     step.cosine,
+                    crate::human_bytes(step.bytes),
+                    crate::human_bytes(step.bytes.saturating_sub(first_bytes)),
                     step.kept_float.len(),
+                    log.unit.as_str(),
                     step.kept_float.join(", ")
                 )?;
             }
             if let Some((worst, mse)) = log.sensitivity.first() {
-                writeln!(f, "  sensitivity     most harmful group {worst} (logit MSE {mse:.3e} when quantized alone)")?;
+                writeln!(
+                    f,
+                    "  sensitivity     most harmful {} {worst} (logit MSE {mse:.3e} when quantized alone)",
+                    log.unit.as_str()
+                )?;
             }
         }
         writeln!(f, "  sha256          {}", self.sha256)?;
@@ -355,22 +365,23 @@ pub fn quantize(
     // The sensitivity search, on whichever slice --max-f1-drop measures, with the cosine floor
     // verify applies to this precision.
     let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision).min_cosine.unwrap_or(0.0);
-    let search_on = |slice: &EvaluationSlice<'_>, max_f1_drop: f64| {
-        sensitivity::search(&model, options, features.as_ref(), slice, max_f1_drop, min_cosine, &input_sha256, &advance)
+    let search_on = |slice: &EvaluationSlice<'_>, search: &Search| {
+        let goal = SearchGoal { max_f1_drop: search.max_f1_drop, min_cosine, unit: search.unit };
+        sensitivity::search(&model, options, features.as_ref(), slice, goal, &input_sha256, &advance)
     };
     let (mut quantized, summary, search_log) = match &request.search {
         None => {
             let (m, s) = qaforge_quantize::quantize(&model, options, features.as_ref(), &input_sha256, &advance)?;
             (m, s, None)
         }
-        Some(Search { max_f1_drop, golden: Some(golden), .. }) => {
+        Some(search @ Search { golden: Some(golden), .. }) => {
             let bundle = qaforge_verify::Bundle::open(golden)?;
             let slice =
                 EvaluationSlice { data: &bundle.data, features: &bundle.features, reference_f1: bundle.reference_f1() };
-            let (m, s, log) = search_on(&slice, *max_f1_drop)?;
+            let (m, s, log) = search_on(&slice, search)?;
             (m, s, Some(log))
         }
-        Some(Search { max_f1_drop, golden: None, held_back }) => {
+        Some(search @ Search { golden: None, held_back, .. }) => {
             let (squad, all) = calibration_data.as_ref().ok_or_else(|| {
                 PipelineError::Request("the label-free search needs --calibration and --tokenizer".into())
             })?;
@@ -380,7 +391,7 @@ pub fn quantize(
             notes.push(format!("label-free search on {} held-back questions ({} features): F1 against the float artifact's own predictions", data.examples.len(), held.count));
             let (pseudo, reference_f1) = sensitivity::label_free(&model, &data, &held, options)?;
             let slice = EvaluationSlice { data: &pseudo, features: &held, reference_f1 };
-            let (m, s, log) = search_on(&slice, *max_f1_drop)?;
+            let (m, s, log) = search_on(&slice, search)?;
             (m, s, Some(log))
         }
     };
@@ -428,6 +439,10 @@ struct QuantizeReport<'a> {
     /// Scale migration's choice for each product group (absent without --smooth).
     #[serde(skip_serializing_if = "Option::is_none")]
     smoothing: Option<&'a [qaforge_quantize::smooth::GroupChoice]>,
+    /// The sensitivity search's ranking and steps, each with its size (absent without
+    /// --max-f1-drop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search: Option<&'a SearchLog>,
 }
 
 /// Writes `path` (JSON) and the same with the extension `.md` (a Markdown table of the products).
@@ -452,6 +467,7 @@ pub fn write_quantize_report(
         layers: &done.summary.layers,
         kept_float: &done.summary.kept_float,
         smoothing: done.smoothing.as_ref().map(|s| s.groups.as_slice()),
+        search: done.search.as_ref(),
     };
     let json = serde_json::to_string_pretty(&report)
         .map_err(|e| PipelineError::Request(format!("{}: {e}", path.display())))?;
@@ -488,6 +504,31 @@ pub fn write_quantize_report(
                 g.error_before,
                 g.error_after
             ));
+        }
+    }
+    if let Some(log) = &done.search {
+        let unit = log.unit.as_str();
+        let first_bytes = log.steps.first().map_or(0, |s| s.bytes);
+        md.push_str(&format!(
+            "\nSensitivity search, one {unit} at a time:\n\n| step | kept float | F1 drop | cosine | bytes | price |\n|---:|---|---:|---:|---:|---:|\n"
+        ));
+        for (i, step) in log.steps.iter().enumerate() {
+            md.push_str(&format!(
+                "| {i} | {} | {:.2} | {:.6} | {} | +{} |\n",
+                if step.kept_float.is_empty() { "nothing".to_string() } else { step.kept_float.join(", ") },
+                step.f1_drop,
+                step.cosine,
+                step.bytes,
+                step.bytes.saturating_sub(first_bytes)
+            ));
+        }
+        if !log.sensitivity.is_empty() {
+            md.push_str(&format!(
+                "\nEach {unit} quantized alone (logit MSE on calibration features, most harmful first):\n\n| {unit} | logit MSE |\n|---|---:|\n"
+            ));
+            for (name, mse) in &log.sensitivity {
+                md.push_str(&format!("| {name} | {mse:.3e} |\n"));
+            }
         }
     }
     qaforge_onnx::write_atomically(path, format!("{json}\n").as_bytes())?;

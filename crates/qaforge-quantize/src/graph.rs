@@ -90,7 +90,7 @@ impl std::fmt::Display for KeptFloat {
                 write!(f, "reads `{constant}`, a constant beyond float16's range (±65504)")
             }
             KeptFloat::SensitivitySearch(group) => {
-                write!(f, "kept float by the sensitivity search ({group} ranks among the most harmful groups)")
+                write!(f, "kept float by the sensitivity search ({group} ranks among the most harmful units)")
             }
         }
     }

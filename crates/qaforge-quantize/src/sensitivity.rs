@@ -1,12 +1,16 @@
-//! Sensitivity search: when the fully quantized graph loses more F1 than allowed, rank node groups
-//! (one per encoder layer, plus the embedding path) by the logit error that quantizing that group
-//! alone causes on calibration features, then keep the most harmful groups float, one at a time,
-//! until the F1 drop on the evaluation slice is within the limit and the logits' cosine with the
-//! float graph's stays above the precision's floor (the two checks `qaforge verify` applies; on a
-//! model whose F1 barely depends on its logits, the cosine is what catches a broken graph).
+//! Sensitivity search: when the fully quantized graph loses more F1 than allowed, rank units (one
+//! per encoder layer plus the embedding path, or one per weight product: [`SearchUnit`]) by the
+//! logit error that quantizing that unit alone causes on calibration features, then keep the most
+//! harmful units float, one at a time, until the F1 drop on the evaluation slice is within the
+//! limit and the logits' cosine with the float graph's stays above the precision's floor (the two
+//! checks `qaforge verify` applies; on a model whose F1 barely depends on its logits, the cosine is
+//! what catches a broken graph). Each step records the candidate's size: the price of what it keeps
+//! float.
 
 use std::collections::BTreeMap;
+use std::str::FromStr;
 
+use qaforge_provenance::{parse_named, Named};
 use qaforge_runtime::Engine;
 use qaforge_squad::{evaluate, predict_all, Features, PostprocessOptions, SquadFile};
 use tract_onnx::pb::ModelProto;
@@ -71,24 +75,132 @@ pub fn held_back(
     Some((data.questions(first..end), features.select(range.start, range.end, first)))
 }
 
+/// What the search keeps float at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchUnit {
+    /// An encoder layer (its nodes are named `layer.N.…`) or the embedding path: few units to
+    /// rank, but each kept float costs a whole layer's float weights.
+    #[default]
+    Layer,
+    /// One product by a constant weight, found by structure (any exporter's names): one forward
+    /// per product to rank, and each kept float costs only that product's float weights.
+    Product,
+}
+
+impl SearchUnit {
+    /// Every unit, in the order help texts list them.
+    pub const ALL: [SearchUnit; 2] = [SearchUnit::Layer, SearchUnit::Product];
+
+    /// The unit's name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchUnit::Layer => "layer",
+            SearchUnit::Product => "product",
+        }
+    }
+}
+
+impl Named for SearchUnit {
+    const ALL: &'static [Self] = &SearchUnit::ALL;
+
+    fn as_str(self) -> &'static str {
+        SearchUnit::as_str(self)
+    }
+}
+
+impl FromStr for SearchUnit {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_named(text, "search unit")
+    }
+}
+
+/// What the search must reach, and what it keeps float to get there.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchGoal {
+    /// The largest F1 drop on the evaluation slice accepted.
+    pub max_f1_drop: f64,
+    /// The smallest cosine of the logits with the float graph's accepted.
+    pub min_cosine: f64,
+    /// What is kept float at a time.
+    pub unit: SearchUnit,
+}
+
 /// One step of the search, for the report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SearchStep {
-    /// Groups kept float at this step.
+    /// Units kept float at this step.
     pub kept_float: Vec<String>,
     /// F1 drop on the evaluation slice.
     pub f1_drop: f64,
     /// Cosine of the candidate's logits with the float graph's on the evaluation slice.
     pub cosine: f64,
+    /// The candidate's size as written (ONNX bytes): against the first step's, the price of
+    /// what this step keeps float.
+    pub bytes: u64,
 }
 
 /// What the search did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SearchLog {
-    /// Mean squared logit error of quantizing each group alone, most harmful first.
+    /// What the search kept float at a time.
+    pub unit: SearchUnit,
+    /// Mean squared logit error of quantizing each unit alone, most harmful first.
     pub sensitivity: Vec<(String, f64)>,
     /// Each evaluated configuration.
     pub steps: Vec<SearchStep>,
+}
+
+/// A unit the search can keep float: its name and the `--exclude` pattern that keeps it float.
+struct Unit {
+    name: String,
+    pattern: String,
+}
+
+/// The units of `graph` the search ranks: those with a product the request quantizes (every
+/// layer's for fp16, which converts more than products). A product unit's pattern is its node's
+/// name, so products whose names a pattern cannot single out (empty, with `*`, or an op type's)
+/// are not offered; nor is a layer unit whose pattern would not reach its products (a product not
+/// named `layer.N.…` or `first.…`): keeping it "float" would change nothing.
+fn search_units(graph: &tract_onnx::pb::GraphProto, options: &QuantizeOptions, unit: SearchUnit) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut add = |name: String, pattern: String| {
+        if !units.iter().any(|u| u.name == name) {
+            units.push(Unit { name, pattern });
+        }
+    };
+    let reaches = |pattern: &str, node: &tract_onnx::pb::NodeProto| crate::graph::glob_match(pattern, &node.name);
+    let decisions = Selection::of(graph, &options.exclude, options.int8_qa_head);
+    let candidates = decisions
+        .decisions()
+        .iter()
+        .filter(|(_, d)| options.precision == Precision::Fp16 || !matches!(d, Decision::Float(_)))
+        .map(|(i, _)| &graph.node[*i]);
+    match (unit, options.precision) {
+        (SearchUnit::Layer, Precision::Fp16) => {
+            for g in graph.node.iter().map(|n| group_of(&n.name)).filter(|g| g.starts_with("layer.")) {
+                add(g.clone(), format!("{g}.*"));
+            }
+        }
+        (SearchUnit::Layer, _) => {
+            for node in candidates {
+                let (g, pattern) = (group_of(&node.name), format!("{}.*", group_of(&node.name)));
+                if reaches(&pattern, node) {
+                    add(g, pattern);
+                }
+            }
+        }
+        (SearchUnit::Product, _) => {
+            let singled_out =
+                |name: &str| !name.is_empty() && !name.contains('*') && !graph.node.iter().any(|n| n.op_type == name);
+            for node in candidates.filter(|n| singled_out(&n.name)) {
+                add(node.name.clone(), node.name.clone());
+            }
+        }
+    }
+    units
 }
 
 /// F1 (real tokens only, as verify scores) of a graph on a slice, with its logits.
@@ -151,16 +263,14 @@ fn logit_mse(a: &qaforge_runtime::Logits, b: &qaforge_runtime::Logits, features:
     sum / n.max(1) as f64
 }
 
-/// Quantizes `model` keeping as few groups float as needed for an F1 drop ≤ `max_f1_drop` and a
-/// logit cosine ≥ `min_cosine`.
-#[allow(clippy::too_many_arguments)]
+/// Quantizes `model` keeping as few units float as needed for an F1 drop ≤ `goal.max_f1_drop`
+/// and a logit cosine ≥ `goal.min_cosine`.
 pub fn search(
     model: &ModelProto,
     options: &QuantizeOptions,
     calibration: Option<&Features>,
     slice: &EvaluationSlice<'_>,
-    max_f1_drop: f64,
-    min_cosine: f64,
+    goal: SearchGoal,
     input_sha256: &str,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(ModelProto, QuantizeSummary, SearchLog), QuantizeError> {
@@ -169,82 +279,188 @@ pub fn search(
     let grams = crate::input_statistics(model, options, calibration, progress)?;
     let grams = grams.as_ref();
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-    let mut log = SearchLog::default();
-    let with_groups = |groups: &[String]| -> QuantizeOptions {
+    let mut log = SearchLog { unit: goal.unit, ..SearchLog::default() };
+    let units = search_units(graph, options, goal.unit);
+    let pattern_of = |name: &str| units.iter().find(|u| u.name == name).map(|u| u.pattern.clone());
+    let with_units = |names: &[String]| -> QuantizeOptions {
         let mut o = options.clone();
-        o.exclude.extend(groups.iter().map(|g| format!("{g}.*")));
+        o.exclude.extend(names.iter().filter_map(|n| pattern_of(n)));
         o
     };
     let mut kept: Vec<String> = Vec::new();
     let (_, float_eval) = f1_of(model, slice, options)?;
-    let measure = |candidate: &ModelProto| -> Result<(f64, f64), QuantizeError> {
+    let measure = |candidate: &ModelProto, kept: &[String]| -> Result<SearchStep, QuantizeError> {
         let (f1, logits) = f1_of(candidate, slice, options)?;
-        Ok((slice.reference_f1 - f1, cosine(&logits, &float_eval, slice.features)))
+        Ok(SearchStep {
+            kept_float: kept.to_vec(),
+            f1_drop: slice.reference_f1 - f1,
+            cosine: cosine(&logits, &float_eval, slice.features),
+            bytes: qaforge_onnx::encode(candidate).len() as u64,
+        })
     };
+    let passes = |step: &SearchStep| step.f1_drop <= goal.max_f1_drop && step.cosine >= goal.min_cosine;
     let (mut best, mut summary) = apply(model, options, ranges, grams, input_sha256)?;
-    let (mut drop, mut cos) = measure(&best)?;
-    log.steps.push(SearchStep { kept_float: vec![], f1_drop: drop, cosine: cos });
-    if drop <= max_f1_drop && cos >= min_cosine {
+    let mut step = measure(&best, &kept)?;
+    log.steps.push(step.clone());
+    if passes(&step) {
         return Ok((best, summary, log));
     }
 
-    // Rank groups by the logit error of quantizing each alone, on (at most 32) calibration
+    // Rank units by the logit error of quantizing each alone, on (at most 32) calibration
     // features, or on the evaluation features when there are no calibration features (dynamic, fp16).
     let probe = calibration.cloned().unwrap_or_else(|| slice.features.clone()).truncated(32);
     let float_logits =
         crate::tract_session(model, "float graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
-    let mut groups: Vec<String> = Vec::new();
-    for (i, decision) in Selection::of(graph, &options.exclude, options.int8_qa_head).decisions() {
-        let g = group_of(&graph.node[*i].name);
-        if !matches!(decision, Decision::Float(_)) && !groups.contains(&g) {
-            groups.push(g);
-        }
-    }
-    if options.precision == Precision::Fp16 {
-        groups.clear();
-        for g in graph.node.iter().map(|n| group_of(&n.name)).filter(|g| g.starts_with("layer.")) {
-            if !groups.contains(&g) {
-                groups.push(g);
-            }
-        }
-    }
-    for g in &groups {
-        let others: Vec<String> = groups.iter().filter(|o| *o != g).cloned().collect();
-        let (candidate, _) = apply(model, &with_groups(&others), ranges, grams, input_sha256)?;
+    for unit in &units {
+        let others: Vec<String> = units.iter().filter(|o| o.name != unit.name).map(|o| o.name.clone()).collect();
+        let (candidate, _) = apply(model, &with_units(&others), ranges, grams, input_sha256)?;
         let logits = crate::tract_session(&candidate, "candidate graph", options)?.run_features(
             &probe,
             8,
             options.threads,
             &|_| {},
         )?;
-        log.sensitivity.push((g.clone(), logit_mse(&logits, &float_logits, &probe)));
+        log.sensitivity.push((unit.name.clone(), logit_mse(&logits, &float_logits, &probe)));
     }
     log.sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 
-    for (g, _) in log.sensitivity.clone() {
-        kept.push(g);
-        let (candidate, mut s) = apply(model, &with_groups(&kept), ranges, grams, input_sha256)?;
+    for (name, _) in log.sensitivity.clone() {
+        kept.push(name);
+        let (candidate, mut s) = apply(model, &with_units(&kept), ranges, grams, input_sha256)?;
         for reason in s.kept_float.values_mut() {
-            let group = match reason {
+            let unit = match reason {
                 KeptFloat::Excluded(pattern) => {
-                    pattern.strip_suffix(".*").filter(|g| kept.iter().any(|k| k == g)).map(str::to_string)
+                    kept.iter().find(|k| pattern_of(k).as_deref() == Some(pattern.as_str())).cloned()
                 }
                 _ => None,
             };
-            if let Some(group) = group {
-                *reason = KeptFloat::SensitivitySearch(group);
+            if let Some(unit) = unit {
+                *reason = KeptFloat::SensitivitySearch(unit);
             }
         }
-        (drop, cos) = measure(&candidate)?;
-        log.steps.push(SearchStep { kept_float: kept.clone(), f1_drop: drop, cosine: cos });
+        step = measure(&candidate, &kept)?;
+        log.steps.push(step.clone());
         best = candidate;
         summary = s;
-        if drop <= max_f1_drop && cos >= min_cosine {
+        if passes(&step) {
             return Ok((best, summary, log));
         }
     }
     Err(QuantizeError::Graph(format!(
-        "F1 drop {drop:.2} (limit {max_f1_drop}), cosine {cos:.6} (floor {min_cosine}) with every group ({}) kept float",
+        "F1 drop {:.2} (limit {}), cosine {:.6} (floor {}) with every {} ({}) kept float",
+        step.f1_drop,
+        goal.max_f1_drop,
+        step.cosine,
+        goal.min_cosine,
+        goal.unit.as_str(),
         kept.join(", ")
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto, ValueInfoProto};
+
+    use super::*;
+
+    fn matmul(name: &str, input: &str, weight: &str, output: &str) -> NodeProto {
+        NodeProto {
+            name: name.into(),
+            op_type: "MatMul".into(),
+            input: vec![input.into(), weight.into()],
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// x → layer.0.query → (unnamed) → layer.1.output → Relu → `MatMul`-named product → head → logits.
+    fn graph() -> GraphProto {
+        let weight = |name: &str| TensorProto {
+            name: name.into(),
+            dims: vec![2, 2],
+            data_type: DataType::Float as i32,
+            float_data: vec![1.0, 0.5, -0.5, 1.0],
+            ..Default::default()
+        };
+        let relu = NodeProto {
+            name: "layer.1.act".into(),
+            op_type: "Relu".into(),
+            input: vec!["c".into()],
+            output: vec!["d".into()],
+            ..Default::default()
+        };
+        GraphProto {
+            node: vec![
+                matmul("layer.0.query", "x", "w0", "a"),
+                matmul("", "a", "w1", "b"),
+                matmul("layer.1.output", "b", "w2", "c"),
+                relu,
+                matmul("Relu", "d", "w3", "e"),
+                matmul("head", "e", "w4", "logits"),
+            ],
+            initializer: ["w0", "w1", "w2", "w3", "w4"].map(weight).to_vec(),
+            input: vec![ValueInfoProto { name: "x".into(), ..Default::default() }],
+            output: vec![ValueInfoProto { name: "logits".into(), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    fn options(precision: Precision, exclude: &[&str]) -> QuantizeOptions {
+        QuantizeOptions {
+            precision,
+            exclude: exclude.iter().map(|e| e.to_string()).collect(),
+            int8_qa_head: false,
+            target: crate::Target::Arm64,
+            weights: crate::WeightOptions::default(),
+            method: crate::CalibrationMethod::MinMax,
+            batch_size: 1,
+            threads: 1,
+            input_names: None,
+            calibration_engine: qaforge_runtime::EngineChoice::Tract,
+            calibration_fallback: None,
+            int4: Default::default(),
+        }
+    }
+
+    fn listed(units: &[Unit]) -> Vec<(&str, &str)> {
+        units.iter().map(|u| (u.name.as_str(), u.pattern.as_str())).collect()
+    }
+
+    #[test]
+    fn product_units_are_the_quantized_products_a_pattern_can_single_out() {
+        let g = graph();
+        let units = search_units(&g, &options(Precision::Int8Static, &[]), SearchUnit::Product);
+        // The unnamed product and the one named like an op type cannot be kept float alone by a
+        // pattern; the QA head is float already.
+        assert_eq!(listed(&units), [("layer.0.query", "layer.0.query"), ("layer.1.output", "layer.1.output")]);
+        // A product the user excluded is float already: not a unit.
+        let units = search_units(&g, &options(Precision::Int8Static, &["layer.0.*"]), SearchUnit::Product);
+        assert_eq!(listed(&units), [("layer.1.output", "layer.1.output")]);
+        // Each pattern keeps exactly its product float.
+        for unit in search_units(&g, &options(Precision::Int8Static, &[]), SearchUnit::Product) {
+            let selection = Selection::of(&g, std::slice::from_ref(&unit.pattern), false);
+            let float: Vec<&str> = selection
+                .decisions()
+                .iter()
+                .filter(|(_, d)| matches!(d, Decision::Float(KeptFloat::Excluded(_))))
+                .map(|(i, _)| g.node[*i].name.as_str())
+                .collect();
+            assert_eq!(float, [unit.name.as_str()]);
+        }
+    }
+
+    #[test]
+    fn layer_units_group_products_by_layer() {
+        let units = search_units(&graph(), &options(Precision::Int8Dynamic, &[]), SearchUnit::Layer);
+        // The unnamed product and `Relu` have no `layer.N.` or `first.` in their names to be kept
+        // float by: not units.
+        assert_eq!(listed(&units), [("layer.0", "layer.0.*"), ("layer.1", "layer.1.*")]);
+    }
+
+    #[test]
+    fn units_parse_from_their_names() {
+        assert_eq!("product".parse::<SearchUnit>(), Ok(SearchUnit::Product));
+        assert_eq!("layer".parse::<SearchUnit>(), Ok(SearchUnit::Layer));
+        assert_eq!("node".parse::<SearchUnit>().unwrap_err(), "unknown search unit `node` (known: layer, product)");
+    }
 }
