@@ -248,6 +248,19 @@ impl std::fmt::Display for QuantizeOutcome {
                     log.unit.as_str()
                 )?;
             }
+            if let Some(step) = log.chosen.and_then(|i| log.steps.get(i)) {
+                writeln!(
+                    f,
+                    "  search wrote    F1 drop {:+.2}, cosine {:.6}, {} (+{}) with {} {}(s) float, after {} step(s)",
+                    step.f1_drop,
+                    step.cosine,
+                    crate::human_bytes(step.bytes),
+                    crate::human_bytes(step.bytes.saturating_sub(first_bytes)),
+                    step.kept_float.len(),
+                    log.unit.as_str(),
+                    log.steps.len()
+                )?;
+            }
         }
         writeln!(f, "  sha256          {}", self.sha256)?;
         write!(f, "  time            {:.3} s", self.seconds)
@@ -510,11 +523,12 @@ pub fn write_quantize_report(
         let unit = log.unit.as_str();
         let first_bytes = log.steps.first().map_or(0, |s| s.bytes);
         md.push_str(&format!(
-            "\nSensitivity search, one {unit} at a time:\n\n| step | kept float | F1 drop | cosine | bytes | price |\n|---:|---|---:|---:|---:|---:|\n"
+            "\nSensitivity search, one {unit} at a time (prefixes of the ranking below, in the order measured; ✓ the one written):\n\n| step | kept float | F1 drop | cosine | bytes | price |\n|---:|---|---:|---:|---:|---:|\n"
         ));
         for (i, step) in log.steps.iter().enumerate() {
             md.push_str(&format!(
-                "| {i} | {} | {:.2} | {:.6} | {} | +{} |\n",
+                "| {i}{} | {} | {:.2} | {:.6} | {} | +{} |\n",
+                if log.chosen == Some(i) { " ✓" } else { "" },
                 if step.kept_float.is_empty() { "nothing".to_string() } else { step.kept_float.join(", ") },
                 step.f1_drop,
                 step.cosine,

@@ -149,8 +149,10 @@ pub struct SearchLog {
     pub unit: SearchUnit,
     /// Mean squared logit error of quantizing each unit alone, most harmful first.
     pub sensitivity: Vec<(String, f64)>,
-    /// Each evaluated configuration.
+    /// Each evaluated configuration, in the order measured.
     pub steps: Vec<SearchStep>,
+    /// The step written (an index into `steps`; the first when nothing had to be kept float).
+    pub chosen: Option<usize>,
 }
 
 /// A unit the search can keep float: its name and the `--exclude` pattern that keeps it float.
@@ -287,7 +289,6 @@ pub fn search(
         o.exclude.extend(names.iter().filter_map(|n| pattern_of(n)));
         o
     };
-    let mut kept: Vec<String> = Vec::new();
     let (_, float_eval) = f1_of(model, slice, options)?;
     let measure = |candidate: &ModelProto, kept: &[String]| -> Result<SearchStep, QuantizeError> {
         let (f1, logits) = f1_of(candidate, slice, options)?;
@@ -299,10 +300,11 @@ pub fn search(
         })
     };
     let passes = |step: &SearchStep| step.f1_drop <= goal.max_f1_drop && step.cosine >= goal.min_cosine;
-    let (mut best, mut summary) = apply(model, options, ranges, grams, input_sha256)?;
-    let mut step = measure(&best, &kept)?;
+    let (best, summary) = apply(model, options, ranges, grams, input_sha256)?;
+    let step = measure(&best, &[])?;
     log.steps.push(step.clone());
     if passes(&step) {
+        log.chosen = Some(0);
         return Ok((best, summary, log));
     }
 
@@ -324,9 +326,15 @@ pub fn search(
     }
     log.sensitivity.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 
-    for (name, _) in log.sensitivity.clone() {
-        kept.push(name);
-        let (candidate, mut s) = apply(model, &with_units(&kept), ranges, grams, input_sha256)?;
+    // Which prefix of the ranking to keep float: doubling, then bisection (see
+    // `smallest_passing_prefix`), so that a search over a few hundred products measures a dozen
+    // candidates, not hundreds.
+    let ranking: Vec<String> = log.sensitivity.iter().map(|(name, _)| name.clone()).collect();
+    let mut chosen: Option<(usize, ModelProto, QuantizeSummary)> = None;
+    let mut last = step;
+    let found = smallest_passing_prefix(ranking.len(), |k| {
+        let kept = &ranking[..k];
+        let (candidate, mut s) = apply(model, &with_units(kept), ranges, grams, input_sha256)?;
         for reason in s.kept_float.values_mut() {
             let unit = match reason {
                 KeptFloat::Excluded(pattern) => {
@@ -338,23 +346,58 @@ pub fn search(
                 *reason = KeptFloat::SensitivitySearch(unit);
             }
         }
-        step = measure(&candidate, &kept)?;
+        let step = measure(&candidate, kept)?;
+        let ok = passes(&step);
         log.steps.push(step.clone());
-        best = candidate;
-        summary = s;
-        if passes(&step) {
-            return Ok((best, summary, log));
+        if ok && chosen.as_ref().is_none_or(|(best, _, _)| k < *best) {
+            chosen = Some((k, candidate, s));
+        }
+        last = step;
+        Ok::<bool, QuantizeError>(ok)
+    })?;
+    match (found, chosen) {
+        (Some(k), Some((chosen_k, best, summary))) if k == chosen_k => {
+            log.chosen = log.steps.iter().rposition(|s| s.kept_float.len() == k);
+            Ok((best, summary, log))
+        }
+        _ => Err(QuantizeError::Graph(format!(
+            "F1 drop {:.2} (limit {}), cosine {:.6} (floor {}) with every {} ({}) kept float",
+            last.f1_drop,
+            goal.max_f1_drop,
+            last.cosine,
+            goal.min_cosine,
+            goal.unit.as_str(),
+            ranking.join(", ")
+        ))),
+    }
+}
+
+/// The smallest `k` in `1..=n` for which `passes(k)` holds, assuming that once a prefix of the
+/// ranking passes, longer ones do too: tries 1, 2, 4, … until one passes, then bisects between
+/// the longest failing and the shortest passing (about 2·log2(n) calls). The checks are measured,
+/// so a longer prefix can fail where a shorter one passed by luck; the answer then is a passing
+/// prefix, not necessarily the shortest. None when even `n` fails.
+fn smallest_passing_prefix<E>(n: usize, mut passes: impl FnMut(usize) -> Result<bool, E>) -> Result<Option<usize>, E> {
+    let (mut failing, mut k) = (0, 1);
+    let mut passing = loop {
+        if k > n {
+            return Ok(None);
+        }
+        if passes(k)? {
+            break k;
+        }
+        failing = k;
+        k = if k == n { n + 1 } else { (2 * k).min(n) };
+    };
+    while passing - failing > 1 {
+        let middle = failing + (passing - failing) / 2;
+        if passes(middle)? {
+            passing = middle;
+        } else {
+            failing = middle;
         }
     }
-    Err(QuantizeError::Graph(format!(
-        "F1 drop {:.2} (limit {}), cosine {:.6} (floor {}) with every {} ({}) kept float",
-        step.f1_drop,
-        goal.max_f1_drop,
-        step.cosine,
-        goal.min_cosine,
-        goal.unit.as_str(),
-        kept.join(", ")
-    )))
+    Ok(Some(passing))
 }
 
 #[cfg(test)]
@@ -455,6 +498,28 @@ mod tests {
         // The unnamed product and `Relu` have no `layer.N.` or `first.` in their names to be kept
         // float by: not units.
         assert_eq!(listed(&units), [("layer.0", "layer.0.*"), ("layer.1", "layer.1.*")]);
+    }
+
+    #[test]
+    fn the_smallest_passing_prefix_is_found_in_logarithmic_calls() {
+        for n in 1..=300 {
+            for smallest in 1..=n + 1 {
+                let mut calls = Vec::new();
+                let found = smallest_passing_prefix(n, |k| {
+                    assert!((1..=n).contains(&k), "{k} outside 1..={n}");
+                    calls.push(k);
+                    Ok::<bool, ()>(k >= smallest)
+                })
+                .unwrap();
+                assert_eq!(found, (smallest <= n).then_some(smallest), "n {n}, smallest {smallest}, calls {calls:?}");
+                let bound = 2 * (usize::BITS - n.leading_zeros()) as usize + 1;
+                assert!(calls.len() <= bound, "n {n}: {} calls {calls:?}", calls.len());
+            }
+        }
+        // A prefix that fails after a shorter one passed (measurement noise) still gives a
+        // passing prefix.
+        let found = smallest_passing_prefix(8, |k| Ok::<bool, ()>(k == 2 || k >= 6)).unwrap();
+        assert!(matches!(found, Some(2) | Some(6)), "{found:?}");
     }
 
     #[test]
