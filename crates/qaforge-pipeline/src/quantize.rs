@@ -227,19 +227,21 @@ impl std::fmt::Display for QuantizeOutcome {
             100.0 * after as f64 / before as f64
         )?;
         if let Some(log) = &self.search {
+            // One step as the summary prints it: its checks, its size and price, what it keeps.
             let first_bytes = log.steps.first().map_or(0, |s| s.bytes);
-            for step in &log.steps {
-                writeln!(
-                    f,
-                    "  search          F1 drop {:+.2}, cosine {:.6}, {} (+{}) with {} {}(s) float: {}",
+            let describe = |step: &qaforge_quantize::sensitivity::SearchStep| {
+                format!(
+                    "F1 drop {:+.2}, cosine {:.6}, {} (+{}) with {} {}(s) float",
                     step.f1_drop,
                     step.cosine,
                     crate::human_bytes(step.bytes),
                     crate::human_bytes(step.bytes.saturating_sub(first_bytes)),
                     step.kept_float.len(),
-                    log.unit.as_str(),
-                    step.kept_float.join(", ")
-                )?;
+                    log.unit.as_str()
+                )
+            };
+            for step in &log.steps {
+                writeln!(f, "  search          {}: {}", describe(step), step.kept_float.join(", "))?;
             }
             if let Some((worst, mse)) = log.sensitivity.first() {
                 writeln!(
@@ -249,17 +251,7 @@ impl std::fmt::Display for QuantizeOutcome {
                 )?;
             }
             if let Some(step) = log.chosen.and_then(|i| log.steps.get(i)) {
-                writeln!(
-                    f,
-                    "  search wrote    F1 drop {:+.2}, cosine {:.6}, {} (+{}) with {} {}(s) float, after {} step(s)",
-                    step.f1_drop,
-                    step.cosine,
-                    crate::human_bytes(step.bytes),
-                    crate::human_bytes(step.bytes.saturating_sub(first_bytes)),
-                    step.kept_float.len(),
-                    log.unit.as_str(),
-                    log.steps.len()
-                )?;
+                writeln!(f, "  search wrote    {}, after {} step(s)", describe(step), log.steps.len())?;
             }
         }
         writeln!(f, "  sha256          {}", self.sha256)?;

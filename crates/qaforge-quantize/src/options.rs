@@ -325,6 +325,27 @@ pub struct QuantizeOptions {
     pub calibration_fallback: Option<qaforge_runtime::EngineChoice>,
 }
 
+#[cfg(test)]
+impl QuantizeOptions {
+    /// Options for unit tests: `precision`, `exclude`, arm64 storage, minmax, one thread, tract.
+    pub(crate) fn for_tests(precision: Precision, exclude: &[&str]) -> Self {
+        QuantizeOptions {
+            precision,
+            exclude: exclude.iter().map(|e| e.to_string()).collect(),
+            int8_qa_head: false,
+            target: Target::Arm64,
+            weights: WeightOptions::default(),
+            int4: Int4Options::default(),
+            method: CalibrationMethod::MinMax,
+            batch_size: 1,
+            threads: 1,
+            input_names: None,
+            calibration_engine: qaforge_runtime::EngineChoice::Tract,
+            calibration_fallback: None,
+        }
+    }
+}
+
 /// `--max-size`: a size in bytes, a number optionally with kB, MB, GB (powers of 1000) or KiB,
 /// MiB, GiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {

@@ -448,23 +448,6 @@ mod tests {
         }
     }
 
-    fn options(precision: Precision, exclude: &[&str]) -> QuantizeOptions {
-        QuantizeOptions {
-            precision,
-            exclude: exclude.iter().map(|e| e.to_string()).collect(),
-            int8_qa_head: false,
-            target: crate::Target::Arm64,
-            weights: crate::WeightOptions::default(),
-            method: crate::CalibrationMethod::MinMax,
-            batch_size: 1,
-            threads: 1,
-            input_names: None,
-            calibration_engine: qaforge_runtime::EngineChoice::Tract,
-            calibration_fallback: None,
-            int4: Default::default(),
-        }
-    }
-
     fn listed(units: &[Unit]) -> Vec<(&str, &str)> {
         units.iter().map(|u| (u.name.as_str(), u.pattern.as_str())).collect()
     }
@@ -472,15 +455,16 @@ mod tests {
     #[test]
     fn product_units_are_the_quantized_products_a_pattern_can_single_out() {
         let g = graph();
-        let units = search_units(&g, &options(Precision::Int8Static, &[]), SearchUnit::Product);
+        let units = search_units(&g, &QuantizeOptions::for_tests(Precision::Int8Static, &[]), SearchUnit::Product);
         // The unnamed product and the one named like an op type cannot be kept float alone by a
         // pattern; the QA head is float already.
         assert_eq!(listed(&units), [("layer.0.query", "layer.0.query"), ("layer.1.output", "layer.1.output")]);
         // A product the user excluded is float already: not a unit.
-        let units = search_units(&g, &options(Precision::Int8Static, &["layer.0.*"]), SearchUnit::Product);
+        let units =
+            search_units(&g, &QuantizeOptions::for_tests(Precision::Int8Static, &["layer.0.*"]), SearchUnit::Product);
         assert_eq!(listed(&units), [("layer.1.output", "layer.1.output")]);
         // Each pattern keeps exactly its product float.
-        for unit in search_units(&g, &options(Precision::Int8Static, &[]), SearchUnit::Product) {
+        for unit in search_units(&g, &QuantizeOptions::for_tests(Precision::Int8Static, &[]), SearchUnit::Product) {
             let selection = Selection::of(&g, std::slice::from_ref(&unit.pattern), false);
             let float: Vec<&str> = selection
                 .decisions()
@@ -494,7 +478,7 @@ mod tests {
 
     #[test]
     fn layer_units_group_products_by_layer() {
-        let units = search_units(&graph(), &options(Precision::Int8Dynamic, &[]), SearchUnit::Layer);
+        let units = search_units(&graph(), &QuantizeOptions::for_tests(Precision::Int8Dynamic, &[]), SearchUnit::Layer);
         // The unnamed product and `Relu` have no `layer.N.` or `first.` in their names to be kept
         // float by: not units.
         assert_eq!(listed(&units), [("layer.0", "layer.0.*"), ("layer.1", "layer.1.*")]);

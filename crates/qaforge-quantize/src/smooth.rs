@@ -500,20 +500,7 @@ mod tests {
                 *m = m.max(v.abs());
             }
         }
-        let options = QuantizeOptions {
-            precision: Precision::Int8Dynamic,
-            exclude: vec![],
-            int8_qa_head: false,
-            target: crate::Target::Arm64,
-            weights: crate::WeightOptions::default(),
-            method: crate::CalibrationMethod::MinMax,
-            batch_size: 1,
-            threads: 1,
-            input_names: None,
-            calibration_engine: EngineChoice::Tract,
-            calibration_fallback: None,
-            int4: Default::default(),
-        };
+        let options = QuantizeOptions::for_tests(Precision::Int8Dynamic, &[]);
         let (choice, scales) = choose(&g, &[(w, n)], &maxima, &[&s], true, &options);
         assert!(choice.alpha.is_some(), "{choice:?}");
         assert!(choice.error_after < choice.error_before / 4.0, "{choice:?}");
