@@ -373,35 +373,32 @@ fn product_search_keeps_single_products_float_and_reports_their_price() {
     let dir = tempfile::tempdir().unwrap();
     let fp32 = convert("mobilebert-tiny", dir.path());
     let fixture = golden().join("mobilebert-tiny");
-    let searched = |unit: &str| {
-        let out = dir.path().join(format!("{unit}.onnx"));
-        let report = dir.path().join(format!("{unit}.quantize.json"));
-        let run = quantize(
-            &fp32,
-            &out,
-            "mobilebert-tiny",
-            &[
-                "--precision",
-                "int8-static",
-                "--method",
-                "percentile",
-                "--percentile",
-                "90",
-                "--max-f1-drop",
-                "0.5",
-                "--golden",
-                fixture.to_str().unwrap(),
-                "--search-unit",
-                unit,
-                "--report",
-                report.to_str().unwrap(),
-            ],
-        );
-        assert!(run.status.success(), "{}", text(&run));
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
-        (out, json, text(&run))
-    };
-    let (product, report, log) = searched("product");
+    let product = dir.path().join("product.onnx");
+    let report_path = dir.path().join("product.quantize.json");
+    let run = quantize(
+        &fp32,
+        &product,
+        "mobilebert-tiny",
+        &[
+            "--precision",
+            "int8-static",
+            "--method",
+            "percentile",
+            "--percentile",
+            "90",
+            "--max-f1-drop",
+            "0.5",
+            "--golden",
+            fixture.to_str().unwrap(),
+            "--search-unit",
+            "product",
+            "--report",
+            report_path.to_str().unwrap(),
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let log = text(&run);
     assert!(log.contains("product(s) float"), "{log}");
     let search = &report["search"];
     assert_eq!(search["unit"], "product");
