@@ -14,6 +14,7 @@ fn options(precision: Precision) -> QuantizeOptions {
         target: Target::Arm64,
         weights: WeightOptions::default(),
         method: CalibrationMethod::MinMax,
+        activation_scales: qaforge_quantize::ActivationScales::Tensor,
         batch_size: 2,
         threads: 1,
         input_names: None,

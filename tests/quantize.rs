@@ -297,6 +297,57 @@ fn bad_requests_are_clear_errors() {
     );
     assert_eq!(bad_percentile.status.code(), Some(2));
     assert!(text(&bad_percentile).contains("percentile 120"), "{}", text(&bad_percentile));
+
+    let token_static =
+        quantize(&fp32, &out, "mobilebert-tiny", &["--precision", "int8-static", "--activation-scales", "token"]);
+    assert_eq!(token_static.status.code(), Some(2));
+    assert!(text(&token_static).contains("int8-dynamic only"), "{}", text(&token_static));
+    assert!(!out.exists(), "no artifact is written on error");
+}
+
+#[test]
+fn per_token_activation_scales_follow_float_closer_and_do_not_couple_a_batch() {
+    // int8-dynamic with --activation-scales token quantizes each row of a product's input on its
+    // own range: no op takes a scale over the batch, so verify runs it in batches of 8 (per-tensor
+    // int8-dynamic: 1), `answer --batch` and `serve` batch it, and a feature's logits are the same
+    // whatever it is batched with (up to float rounding, as in fp32).
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let cosine = |r: &serde_json::Value| r["logits"]["cosine"].as_f64().unwrap();
+    // Per tensor, for contrast: verified alone (its default) and in batches of 8.
+    let tensor = dir.path().join("tensor.onnx");
+    assert!(quantize(&fp32, &tensor, "mobilebert-tiny", &["--precision", "int8-dynamic"]).status.success());
+    let (_, tensor_alone) = verify_report(&tensor, "mobilebert-tiny");
+    assert_eq!(tensor_alone["batch_size"], 1);
+    let (_, tensor_batched) = verify_report_with(&tensor, "mobilebert-tiny", &["--batch-size", "8"]);
+    let tensor_cosine = cosine(&tensor_alone);
+    let tensor_moved = (cosine(&tensor_batched) - tensor_cosine).abs();
+    for target in ["arm64", "x86-avx2"] {
+        let out = dir.path().join(format!("token.{target}.onnx"));
+        let args = ["--precision", "int8-dynamic", "--target", target, "--activation-scales", "token"];
+        let run = quantize(&fp32, &out, "mobilebert-tiny", &args);
+        assert!(run.status.success(), "{target}: {}", text(&run));
+        assert_eq!(metadata(&out)["qaforge.quantize.activation_scales"], "token");
+        let model = qaforge_onnx::read_model(&out).unwrap();
+        let ops: Vec<&str> = model.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.as_str()).collect();
+        assert!(!ops.contains(&"DynamicQuantizeLinear") && ops.contains(&"ReduceMax"), "{target}");
+        assert_eq!(qaforge_runtime::batch_coupling(&model), None, "{target}");
+        let again = dir.path().join(format!("token.{target}.again.onnx"));
+        assert!(quantize(&fp32, &again, "mobilebert-tiny", &args).status.success());
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap(), "{target}: same bytes");
+
+        let (verified, batched) = verify_report(&out, "mobilebert-tiny");
+        assert!(verified.status.success(), "{target}: {}", text(&verified));
+        assert_eq!(batched["batch_size"], 8, "{target}");
+        let (verified, alone) = verify_report_with(&out, "mobilebert-tiny", &["--batch-size", "1"]);
+        assert!(verified.status.success(), "{target}: {}", text(&verified));
+        // Batched beside other features, a feature's logits move only by float rounding (which
+        // can still flip a rounding step of its own grid): measured 1.3e-6 in cosine, against
+        // 3.4e-4 for the per-tensor artifact, whose one grid spans the batch.
+        let token_moved = (cosine(&batched) - cosine(&alone)).abs();
+        assert!(token_moved < 1e-5 && token_moved * 20.0 < tensor_moved, "{target}: {token_moved} vs {tensor_moved}");
+        assert!(cosine(&alone) > tensor_cosine, "{target}: per token {} vs per tensor {tensor_cosine}", cosine(&alone));
+    }
 }
 
 #[test]

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
             target: Target::default(),
             weights: WeightOptions::default(),
             method: CalibrationMethod::MinMax,
+            activation_scales: qaforge_quantize::ActivationScales::Tensor,
             batch_size: 1,
             threads: 1,
             input_names: None,

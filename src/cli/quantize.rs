@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use qaforge_pipeline::CalibrationEngine;
 use qaforge_quantize::sensitivity::SearchUnit;
-use qaforge_quantize::{MethodName, Precision, Rounding, TableBits, Target};
+use qaforge_quantize::{ActivationScales, MethodName, Precision, Rounding, TableBits, Target};
 
 use super::{named, named_of, FlavourArgs, InputNamesArg, OrtLibraryArg};
 
@@ -76,6 +76,12 @@ pub struct QuantizeArgs {
     /// on every CPU, one bit coarser.
     #[arg(long)]
     reduce_range: bool,
+    /// int8-dynamic: quantize each product's input at run time with one range per `tensor` (one
+    /// fused DynamicQuantizeLinear, as ONNX Runtime's quantize_dynamic) or per `token` (each
+    /// row its own range: closer to float, and a question's answer no longer depends on what it
+    /// is batched with; a few more element-wise ops per product).
+    #[arg(long, value_parser = named::<ActivationScales>(), default_value = ActivationScales::Tensor.as_str())]
+    activation_scales: ActivationScales,
     /// Before int8, migrate each product group's activation range partly into its weights
     /// (SmoothQuant), with the strength (none, α 0.5 or 0.75) that gives the group's int8
     /// products the least error on --calibration features; needs --calibration and --tokenizer,
@@ -136,6 +142,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
             max_size: args.max_size,
         },
         method: args.method.with_percentile(args.percentile),
+        activation_scales: args.activation_scales,
         batch_size: args.batch_size,
         threads: super::cores(),
         input_names: args.inputs.input_names,

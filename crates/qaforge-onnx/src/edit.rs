@@ -80,6 +80,16 @@ pub fn int_attribute(name: &str, value: i64) -> AttributeProto {
     AttributeProto { name: name.to_string(), r#type: AttributeType::Int as i32, i: value, ..Default::default() }
 }
 
+/// A list-of-integers attribute.
+pub fn ints_attribute(name: &str, values: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.to_string(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
 /// A float attribute.
 pub fn float_attribute(name: &str, value: f32) -> AttributeProto {
     AttributeProto { name: name.to_string(), r#type: AttributeType::Float as i32, f: value, ..Default::default() }

@@ -253,6 +253,7 @@ mod tests {
             target: qaforge_quantize::Target::Arm64,
             weights: qaforge_quantize::WeightOptions::default(),
             method: qaforge_quantize::CalibrationMethod::MinMax,
+            activation_scales: qaforge_quantize::ActivationScales::Tensor,
             batch_size: 1,
             threads: 1,
             input_names: None,

@@ -195,6 +195,17 @@ impl std::fmt::Display for QuantizeOutcome {
             writeln!(f, "  int8 tables     {}", summary.int8_tables.join(", "))?;
         } else {
             writeln!(f, "  int8 MatMuls    {}", summary.converted.len())?;
+            if precision == Precision::Int8Dynamic {
+                let scales = match options.activation_scales {
+                    qaforge_quantize::ActivationScales::Tensor => {
+                        "one range per tensor, at run time (DynamicQuantizeLinear)"
+                    }
+                    qaforge_quantize::ActivationScales::Token => {
+                        "one range per token, at run time (ReduceMin/ReduceMax)"
+                    }
+                };
+                writeln!(f, "  activations     {scales}")?;
+            }
             writeln!(f, "  int8 tables     {}", summary.int8_tables.join(", "))?;
         }
         if let Some(flavour) = &self.flavour {
@@ -287,6 +298,15 @@ pub fn quantize(
         return Err(PipelineError::Request(
             "--for onnxruntime is for the int8 modes: ONNX Runtime's CPU kernels compute float16 slower than float32 (use the portable fp16 artifact for GPUs and NNAPI/CoreML)".into(),
         ));
+    }
+    if options.activation_scales != qaforge_quantize::ActivationScales::Tensor
+        && options.precision != Precision::Int8Dynamic
+    {
+        return Err(PipelineError::Request(format!(
+            "--activation-scales {} is for int8-dynamic only: {} does not quantize activations at run time",
+            options.activation_scales.as_str(),
+            options.precision
+        )));
     }
     if request.smooth && !options.precision.is_int8() {
         return Err(PipelineError::Request(format!(

@@ -24,6 +24,7 @@ fn options() -> QuantizeOptions {
         target: Target::Arm64,
         weights: WeightOptions::default(),
         method: CalibrationMethod::MinMax,
+        activation_scales: qaforge_quantize::ActivationScales::Tensor,
         batch_size: 2,
         threads: 2,
         input_names: None,

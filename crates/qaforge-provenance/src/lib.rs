@@ -98,6 +98,8 @@ pub mod keys {
     pub const QUANTIZE_CALIBRATION_FALLBACK: &str = "qaforge.quantize.calibration_fallback";
     /// Scale migration ahead of int8 (`--smooth`): how many product groups took which strength.
     pub const QUANTIZE_SMOOTH: &str = "qaforge.quantize.smooth";
+    /// int8-dynamic: one activation range per `tensor` or per `token` (row).
+    pub const QUANTIZE_ACTIVATION_SCALES: &str = "qaforge.quantize.activation_scales";
 
     /// The engine an artifact is for: `onnxruntime` (absent: portable ONNX).
     pub const FLAVOUR: &str = "qaforge.flavour";
@@ -144,6 +146,7 @@ pub mod keys {
         QUANTIZE_CALIBRATION_KERNELS,
         QUANTIZE_CALIBRATION_FALLBACK,
         QUANTIZE_SMOOTH,
+        QUANTIZE_ACTIVATION_SCALES,
         FLAVOUR,
         ONNXRUNTIME_PASSES,
         PACKAGE_FORMAT,

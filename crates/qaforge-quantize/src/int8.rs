@@ -5,8 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use qaforge_onnx::edit::{element_count, f32_values, int_attribute, node, raw_tensor, GraphIndex, Prune, Rewrite};
-use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto};
+use qaforge_onnx::edit::{
+    element_count, f32_values, int_attribute, ints_attribute, node, raw_tensor, GraphIndex, Prune, Rewrite,
+};
+use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, NodeProto};
 
 use crate::calibrate::ActivationRange;
 use crate::graph::Reasons;
@@ -114,6 +116,63 @@ pub(crate) fn dequantized_weight(
     Ok((node("DequantizeLinear", &out, &[&q_name, &s_name, &z_name], &[&out], attributes), out))
 }
 
+/// Nodes (appended to `nodes`) quantizing `x` to uint8 with one range per row of its last axis,
+/// as DynamicQuantizeLinear does for a whole tensor: each row's range is widened to contain 0,
+/// its step is `(max − min) / 255` and its zero point `round(−min / step)`, and values round half
+/// to even. Returns the uint8 tensor, the steps (float, one per row) and the zero points (int32,
+/// one per row).
+///
+/// Hand-written from standard ops because ONNX has no per-row dynamic quantization:
+/// DynamicQuantizeLinear is per tensor, and QuantizeLinear's per-axis scales must be 1-D.
+fn per_token_quantized(rw: &mut Rewrite<'_>, x: &str, opset: i64, nodes: &mut Vec<NodeProto>) -> [String; 3] {
+    let mut scalar = |base: &str, v: f32| {
+        rw.add_initializer(
+            &format!("{x}.token_range.{base}"),
+            raw_tensor("", &[], DataType::Float, v.to_le_bytes().to_vec()),
+        )
+    };
+    let zero = scalar("zero", 0.0);
+    let levels = scalar("levels", 255.0);
+    // An all-zero row gets the smallest normal step instead of 0: its values quantize to its zero
+    // point, 0, instead of 0/0.
+    let least_step = scalar("least_step", f32::MIN_POSITIVE);
+    // ReduceMin/ReduceMax take their axes as an attribute up to opset 17, as an input from 18.
+    let mut reduce_inputs = vec![x.to_string()];
+    let mut reduce_attributes = vec![int_attribute("keepdims", 1)];
+    if opset >= 18 {
+        reduce_inputs.push(rw.add_initializer(
+            &format!("{x}.token_range.axes"),
+            raw_tensor("", &[1], DataType::Int64, (-1i64).to_le_bytes().to_vec()),
+        ));
+    } else {
+        reduce_attributes.push(ints_attribute("axes", &[-1]));
+    }
+    let mut add = |op: &str, suffix: &str, inputs: &[&str], attributes: Vec<AttributeProto>| {
+        let out = rw.names.fresh(&format!("{x}.token_range.{suffix}"));
+        nodes.push(node(op, &out, inputs, &[&out], attributes));
+        out
+    };
+    let reduce_inputs: Vec<&str> = reduce_inputs.iter().map(String::as_str).collect();
+    let row_min = add("ReduceMin", "row_min", &reduce_inputs, reduce_attributes.clone());
+    let row_max = add("ReduceMax", "row_max", &reduce_inputs, reduce_attributes);
+    let low = add("Min", "low", &[&row_min, &zero], vec![]);
+    let high = add("Max", "high", &[&row_max, &zero], vec![]);
+    let span = add("Sub", "span", &[&high, &low], vec![]);
+    let raw_step = add("Div", "raw_step", &[&span, &levels], vec![]);
+    let step = add("Max", "step", &[&raw_step, &least_step], vec![]);
+    let negated_low = add("Neg", "negated_low", &[&low], vec![]);
+    let zero_point_ratio = add("Div", "zero_point_ratio", &[&negated_low, &step], vec![]);
+    let zero_point = add("Round", "zero_point", &[&zero_point_ratio], vec![]);
+    let ratio = add("Div", "ratio", &[x, &step], vec![]);
+    let rounded = add("Round", "rounded", &[&ratio], vec![]);
+    let shifted = add("Add", "shifted", &[&rounded, &zero_point], vec![]);
+    let clipped = add("Clip", "clipped", &[&shifted, &zero, &levels], vec![]);
+    let to = |t: DataType| vec![int_attribute("to", t as i64)];
+    let quantized = add("Cast", "quantized", &[&clipped], to(DataType::Uint8));
+    let zero_point_int = add("Cast", "zero_point_int", &[&zero_point], to(DataType::Int32));
+    [quantized, step, zero_point_int]
+}
+
 /// Embedding tables: float matrices of at least [`MIN_TABLE_ELEMENTS`] that only Gathers or
 /// Slices read (as their data), each with the positions of its readers.
 pub(crate) fn embedding_tables(graph: &GraphProto) -> Vec<(String, Vec<usize>)> {
@@ -148,8 +207,15 @@ pub(crate) fn store_table_int8(rw: &mut Rewrite<'_>, table: &str, readers: &[usi
 
 /// How activations of quantized MatMuls are quantized.
 pub enum Activations<'a> {
-    /// At run time: DynamicQuantizeLinear + MatMulInteger.
+    /// At run time, one range per tensor: DynamicQuantizeLinear + MatMulInteger.
     Dynamic,
+    /// At run time, one range per token (row), written with standard ops (see
+    /// [`per_token_quantized`]); `opset` is the graph's default-domain opset, which decides how
+    /// ReduceMin/ReduceMax take their axes.
+    DynamicPerToken {
+        /// The graph's default-domain opset.
+        opset: i64,
+    },
     /// From calibrated ranges, by tensor name: QuantizeLinear → DequantizeLinear.
     Static(&'a BTreeMap<String, ActivationRange>),
 }
@@ -191,7 +257,7 @@ pub fn quantize(
             summary.kept_float.insert(name.clone(), reason.clone());
         }
         match (&activations, quantize_activation) {
-            (Activations::Dynamic, true) => {
+            (Activations::Dynamic | Activations::DynamicPerToken { .. }, true) => {
                 let init = rw.initializer(&w).ok_or_else(|| QuantizeError::Graph(format!("no initializer `{w}`")))?;
                 let (rows, cols) = (init.dims[0] as usize, init.dims[1] as usize);
                 let (q, scales) = quantize_symmetric(&f32_values(init)?, rows, cols, 1, weights);
@@ -211,6 +277,52 @@ pub fn quantize(
                     rw.add_initializer(&format!("{w}.zero_point"), raw_tensor("", &[], data_type, vec![zero_point]))
                 });
                 let mut nodes = vec![];
+                if let Activations::DynamicPerToken { opset } = activations {
+                    let [xq, step, zero_point] = match dynamic_inputs.get(&x) {
+                        Some(outs) => outs.clone(),
+                        None => {
+                            let outs = per_token_quantized(&mut rw, &x, opset, &mut nodes);
+                            dynamic_inputs.insert(x.clone(), outs.clone());
+                            outs
+                        }
+                    };
+                    // Σ_k (q_k − z)·w_kj = Σ_k q_k·w_kj − z·Σ_k w_kj: MatMulInteger with a zero
+                    // `a_zero_point`, then each row's zero point times the weight's column sums,
+                    // subtracted in int32 (exact).
+                    let column_sums: Vec<u8> = (0..cols)
+                        .map(|c| (0..rows).map(|r| q[r * cols + c] as i32).sum::<i32>())
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect();
+                    let sums = rw.add_initializer(
+                        &format!("{w}.column_sums"),
+                        raw_tensor("", &[cols as i64], DataType::Int32, column_sums),
+                    );
+                    let no_offset = rw
+                        .add_initializer(&format!("{x}.no_zero_point"), raw_tensor("", &[], DataType::Uint8, vec![0]));
+                    let product = rw.names.fresh(&format!("{name}.integer"));
+                    let mut inputs = vec![xq.as_str(), q_name.as_str(), no_offset.as_str()];
+                    inputs.extend(weight_zero_point.as_deref());
+                    nodes.push(node("MatMulInteger", &product, &inputs, &[&product], vec![]));
+                    let offset = rw.names.fresh(&format!("{name}.zero_point_offset"));
+                    nodes.push(node("Mul", &offset, &[&zero_point, &sums], &[&offset], vec![]));
+                    let centred = rw.names.fresh(&format!("{name}.integer.centred"));
+                    nodes.push(node("Sub", &centred, &[&product, &offset], &[&centred], vec![]));
+                    let cast = rw.names.fresh(&format!("{name}.integer.float"));
+                    nodes.push(node(
+                        "Cast",
+                        &cast,
+                        &[&centred],
+                        &[&cast],
+                        vec![int_attribute("to", DataType::Float as i64)],
+                    ));
+                    let scale = rw.names.fresh(&format!("{name}.output_scale"));
+                    nodes.push(node("Mul", &scale, &[&step, &s_name], &[&scale], vec![]));
+                    let output = rw.node(i).output[0].clone();
+                    nodes.push(node("Mul", &name, &[&cast, &scale], &[&output], vec![]));
+                    rw.replace(i, nodes);
+                    summary.quantized.push(name);
+                    continue;
+                }
                 let [xq, xs, xz] = match dynamic_inputs.get(&x) {
                     Some(outs) => outs.clone(),
                     None => {
@@ -299,6 +411,134 @@ pub fn quantize(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tract_onnx::pb::{type_proto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto};
+    use tract_onnx::prelude::*;
+
+    const K: usize = 8;
+    const N: usize = 6;
+
+    fn float_input(name: &str, dims: &[i64]) -> ValueInfoProto {
+        let dim = |d: i64| tract_onnx::pb::tensor_shape_proto::Dimension {
+            denotation: String::new(),
+            value: Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(d)),
+        };
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                denotation: String::new(),
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: DataType::Float as i32,
+                    shape: Some(TensorShapeProto { dim: dims.iter().map(|&d| dim(d)).collect() }),
+                })),
+            }),
+            doc_string: String::new(),
+        }
+    }
+
+    fn weights() -> Vec<f32> {
+        (0..K * N).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect()
+    }
+
+    /// One product `x [2, 3, K] · w [K, N]`, quantized as `activations` asks, in opset `opset`.
+    fn quantized_product(activations: Activations<'_>, storage: WeightStorage, opset: i64) -> ModelProto {
+        let w_bytes = weights().iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut graph = GraphProto {
+            node: vec![node("MatMul", "product", &["x", "w"], &["y"], vec![])],
+            name: "one_product".into(),
+            initializer: vec![raw_tensor("w", &[K as i64, N as i64], DataType::Float, w_bytes)],
+            input: vec![float_input("x", &[2, 3, K as i64])],
+            output: vec![float_input("y", &[2, 3, N as i64])],
+            ..Default::default()
+        };
+        let selection = Selection::of(&graph, &[], true);
+        let summary =
+            quantize(&mut graph, &selection, WeightOptions { per_tensor: false, storage }, activations).unwrap();
+        assert_eq!(summary.quantized, vec!["product".to_string()]);
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
+    fn run(model: &ModelProto, x: &[f32]) -> Vec<f32> {
+        let plan =
+            tract_onnx::onnx().model_for_proto_model(model).unwrap().into_optimized().unwrap().into_runnable().unwrap();
+        let input = Tensor::from_shape(&[2, 3, K], x).unwrap();
+        let out = plan.run(tvec![input.into_tvalue()]).unwrap();
+        out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect()
+    }
+
+    /// Six rows of very different ranges: one all-negative, one all-zero, one with an outlier.
+    fn rows() -> Vec<f32> {
+        (0..6 * K)
+            .map(|i| {
+                let (r, c) = (i / K, i % K);
+                let v = ((i * 13 % 17) as f32 - 8.0) / 3.0;
+                match r {
+                    1 => -v.abs() - 0.5,
+                    2 => 0.0,
+                    3 if c == 5 => 400.0,
+                    4 => v * 0.01,
+                    _ => v,
+                }
+            })
+            .collect()
+    }
+
+    /// Each row quantized on its own range as DynamicQuantizeLinear quantizes a tensor, times the
+    /// per-column int8 weights, in f64.
+    fn per_row_reference(x: &[f32]) -> Vec<f32> {
+        let (q, scales) = quantize_symmetric(&weights(), K, N, 1, WeightOptions::default());
+        let mut out = vec![];
+        for row in x.chunks_exact(K) {
+            let lo = row.iter().fold(0f32, |a, &v| a.min(v));
+            let hi = row.iter().fold(0f32, |a, &v| a.max(v));
+            let step = ((hi - lo) / 255.0).max(f32::MIN_POSITIVE);
+            let zero = (-lo / step).round_ties_even();
+            let xq: Vec<f64> = row
+                .iter()
+                .map(|&v| ((v / step).round_ties_even() + zero).clamp(0.0, 255.0) as f64 - zero as f64)
+                .collect();
+            for c in 0..N {
+                let acc: f64 = (0..K).map(|k| xq[k] * q[k * N + c] as f64).sum();
+                out.push((acc * step as f64 * scales[c] as f64) as f32);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn per_token_scales_quantize_each_row_on_its_own_range() {
+        let x = rows();
+        let expected = per_row_reference(&x);
+        for storage in [WeightStorage::Int8, WeightStorage::Uint8Offset] {
+            for opset in [17, 18] {
+                let got = run(&quantized_product(Activations::DynamicPerToken { opset }, storage, opset), &x);
+                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+                    assert!((g - e).abs() <= 1e-5 * e.abs().max(1.0), "{storage:?} opset {opset} [{i}]: {g} vs {e}");
+                }
+            }
+        }
+        // The all-zero row gives exactly zero.
+        assert!(expected[2 * N..3 * N].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn per_token_rows_do_not_depend_on_their_batch_where_per_tensor_rows_do() {
+        let x = rows();
+        let mut louder = x.clone();
+        louder[3 * K + 5] = 4000.0; // one outlier in row 3 grows tenfold
+        let token = quantized_product(Activations::DynamicPerToken { opset: 17 }, WeightStorage::Int8, 17);
+        let tensor = quantized_product(Activations::Dynamic, WeightStorage::Int8, 17);
+        let changed_rows = |model: &ModelProto| {
+            let (a, b) = (run(model, &x), run(model, &louder));
+            (0..6).filter(|&r| a[r * N..(r + 1) * N] != b[r * N..(r + 1) * N]).collect::<Vec<_>>()
+        };
+        assert_eq!(changed_rows(&token), vec![3]);
+        assert!(changed_rows(&tensor).len() > 2, "per-tensor rows should move with the outlier");
+    }
 
     #[test]
     fn symmetric_per_column_scales_cover_each_column() {

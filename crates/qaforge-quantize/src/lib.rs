@@ -56,8 +56,8 @@ pub use calibrate::{ActivationRange, CalibratedRanges};
 pub use gram::InputGrams;
 pub use graph::KeptFloat;
 pub use options::{
-    CalibrationMethod, Int4Options, MethodName, QuantizeOptions, Rounding, TableBits, Target, WeightOptions,
-    WeightStorage,
+    ActivationScales, CalibrationMethod, Int4Options, MethodName, QuantizeOptions, Rounding, TableBits, Target,
+    WeightOptions, WeightStorage,
 };
 /// The engines calibration can run in (see [`QuantizeOptions::calibration_engine`]).
 pub use qaforge_runtime::EngineChoice;
@@ -69,6 +69,9 @@ pub enum QuantizeError {
     /// The input graph is not something qaforge can quantize.
     #[error("cannot quantize this graph: {0}")]
     Graph(String),
+    /// The options ask for something that does not go together.
+    #[error("invalid quantize options: {0}")]
+    Options(String),
     /// Calibration failed or was not given what it needs.
     #[error("calibration: {0}")]
     Calibration(String),
@@ -165,6 +168,13 @@ struct Request<'a> {
 impl<'a> Request<'a> {
     fn new(model: &'a ModelProto, options: &'a QuantizeOptions) -> Result<Self, QuantizeError> {
         check_float_input(model)?;
+        if options.activation_scales != ActivationScales::Tensor && options.precision != Precision::Int8Dynamic {
+            return Err(QuantizeError::Options(format!(
+                "activation scales per {} apply to int8-dynamic only ({} fixes its activations otherwise)",
+                options.activation_scales.as_str(),
+                options.precision.as_str()
+            )));
+        }
         let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
         let selection = Selection::of(graph, &options.exclude, options.int8_qa_head);
         Ok(Request { model, graph, options, selection })
@@ -389,6 +399,9 @@ fn apply_plan(
                 summary.calibration_engine = Some(engine_name(&calibrated.engine));
                 summary.calibration_fallback = calibrated.fallback.clone();
                 int8::Activations::Static(&summary.ranges)
+            } else if options.activation_scales == ActivationScales::Token {
+                let opset = out.opset_import.iter().find(|o| o.domain.is_empty()).map_or(1, |o| o.version);
+                int8::Activations::DynamicPerToken { opset }
             } else {
                 int8::Activations::Dynamic
             };
@@ -452,6 +465,9 @@ fn apply_plan(
         );
         metadata.push((keys::QUANTIZE_TARGET.into(), options.target.as_str().into()));
         metadata.push((keys::QUANTIZE_WEIGHTS.into(), weights));
+    }
+    if options.precision == Precision::Int8Dynamic {
+        metadata.push((keys::QUANTIZE_ACTIVATION_SCALES.into(), options.activation_scales.as_str().into()));
     }
     if options.precision == Precision::Int8Static {
         metadata.push((keys::QUANTIZE_METHOD.into(), options.method.to_string()));

@@ -105,6 +105,51 @@ impl WeightOptions {
     }
 }
 
+/// How int8-dynamic quantizes a product's input at run time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ActivationScales {
+    /// One scale and zero point for the whole input tensor (DynamicQuantizeLinear, as ONNX
+    /// Runtime's quantize_dynamic writes): one fused op, but the range is the batch's, so one
+    /// token's outliers coarsen every token's grid and a feature's logits depend on what it is
+    /// batched with.
+    #[default]
+    Tensor,
+    /// One scale and zero point per token (row), from ReduceMin/ReduceMax over its channels:
+    /// each token quantized on its own range, so its logits do not depend on the batch. A few
+    /// more element-wise ops per product (the zero points are subtracted in int32 after
+    /// MatMulInteger, whose `a_zero_point` ONNX Runtime takes only as one scalar).
+    Token,
+}
+
+impl ActivationScales {
+    /// Every granularity, in the order help texts list them.
+    pub const ALL: [ActivationScales; 2] = [ActivationScales::Tensor, ActivationScales::Token];
+
+    /// The name on the command line and in provenance.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActivationScales::Tensor => "tensor",
+            ActivationScales::Token => "token",
+        }
+    }
+}
+
+impl Named for ActivationScales {
+    const ALL: &'static [Self] = &ActivationScales::ALL;
+
+    fn as_str(self) -> &'static str {
+        ActivationScales::as_str(self)
+    }
+}
+
+impl FromStr for ActivationScales {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_named(text, "activation scales")
+    }
+}
+
 /// How embedding tables are stored in an int4 artifact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum TableBits {
@@ -309,6 +354,8 @@ pub struct QuantizeOptions {
     pub int4: Int4Options,
     /// Calibration method (int8-static).
     pub method: CalibrationMethod,
+    /// How int8-dynamic scales its activations at run time: per tensor or per token.
+    pub activation_scales: ActivationScales,
     /// Features per calibration batch.
     pub batch_size: usize,
     /// Threads running calibration batches.
@@ -337,6 +384,7 @@ impl QuantizeOptions {
             weights: WeightOptions::default(),
             int4: Int4Options::default(),
             method: CalibrationMethod::MinMax,
+            activation_scales: ActivationScales::Tensor,
             batch_size: 1,
             threads: 1,
             input_names: None,
@@ -381,6 +429,9 @@ mod tests {
         }
         for r in Rounding::ALL {
             assert_eq!(r.as_str().parse::<Rounding>(), Ok(r));
+        }
+        for a in ActivationScales::ALL {
+            assert_eq!(a.as_str().parse::<ActivationScales>(), Ok(a));
         }
         for b in TableBits::ALL {
             assert_eq!(b.as_str().parse::<TableBits>(), Ok(b));

@@ -32,7 +32,7 @@ use tract_onnx::pb::{tensor_proto::DataType, ModelProto, StringStringEntryProto}
 use crate::calibrate::{calibration_session, in_calibration_engine, sweep};
 use crate::int8::quantize_symmetric;
 use crate::selection::{Decision, Selection};
-use crate::{EngineChoice, Precision, QuantizeError, QuantizeOptions};
+use crate::{ActivationScales, EngineChoice, Precision, QuantizeError, QuantizeOptions};
 
 /// The migration strengths tried for every group (besides none), multiples of 1/4 (the scales
 /// are computed from square roots, the same bits on every CPU). Measured on the trained fixture
@@ -223,7 +223,11 @@ pub fn migrate(
             return Err(QuantizeError::Calibration(format!("`{}` is not finite on the calibration features", g.input)));
         }
     }
-    let dynamic = options.precision == Precision::Int8Dynamic;
+    let range_over = match (options.precision, options.activation_scales) {
+        (Precision::Int8Dynamic, ActivationScales::Token) => RangeOver::EachRow,
+        (Precision::Int8Dynamic, ActivationScales::Tensor) => RangeOver::EachFeature,
+        _ => RangeOver::AllFeatures,
+    };
     let chosen = qaforge_runtime::for_each_batch(
         groups.len(),
         1,
@@ -240,7 +244,7 @@ pub fn migrate(
                 })
                 .collect::<Result<_, qaforge_onnx::edit::GraphError>>()?;
             let group_samples: Vec<&Sample> = samples.get(s).map(|v| v.iter().collect()).unwrap_or_default();
-            let (choice, scales) = choose(g, &weights, &channel_max[s], &group_samples, dynamic, options);
+            let (choice, scales) = choose(g, &weights, &channel_max[s], &group_samples, range_over, options);
             let products = g.products.iter().map(|&p| graph.node[p].name.clone()).collect();
             acc.push((s, GroupChoice { products, ..choice }, scales));
             Ok::<(), QuantizeError>(())
@@ -346,7 +350,7 @@ fn choose(
     weights: &[(Vec<f32>, usize)],
     activation_max: &[f32],
     samples: &[&Sample],
-    dynamic: bool,
+    range_over: RangeOver,
     options: &QuantizeOptions,
 ) -> (GroupChoice, Option<Vec<f32>>) {
     let k = g.k;
@@ -369,11 +373,24 @@ fn choose(
             })
             .collect();
         // int8-static quantizes with one range for every feature: the judged features' together.
-        let shared = (!dynamic).then(|| activation_range(samples.iter().copied(), scales));
+        let shared = (range_over == RangeOver::AllFeatures).then(|| activation_range(samples.iter().copied(), scales));
         let (mut err, mut total) = (0f64, 0f64);
         for (s, refs) in samples.iter().zip(&references) {
-            let (lo, hi) = shared.unwrap_or_else(|| activation_range(std::iter::once(*s), scales));
-            let x = quantize_activation(&s.rows, scales, lo, hi);
+            let x = if range_over == RangeOver::EachRow {
+                s.rows
+                    .chunks_exact(k)
+                    .flat_map(|row| {
+                        let (lo, hi) = row
+                            .iter()
+                            .zip(scales)
+                            .fold((0f32, 0f32), |(lo, hi), (&v, &sc)| (lo.min(v / sc), hi.max(v / sc)));
+                        quantize_activation(row, scales, lo, hi)
+                    })
+                    .collect()
+            } else {
+                let (lo, hi) = shared.unwrap_or_else(|| activation_range(std::iter::once(*s), scales));
+                quantize_activation(&s.rows, scales, lo, hi)
+            };
             for ((_, n), (reference, q)) in weights.iter().zip(refs.iter().zip(&quantized)) {
                 let y = matmul(&x, k, q, *n);
                 for (a, b) in y.iter().zip(reference) {
@@ -405,6 +422,17 @@ fn choose(
         error_after: best.0,
     };
     (choice, best.2)
+}
+
+/// Over which values the artifact takes one activation range, which the judgement mimics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeOver {
+    /// int8-static: one calibrated range for every feature.
+    AllFeatures,
+    /// int8-dynamic per tensor: one range per run, and verification runs one feature at a time.
+    EachFeature,
+    /// int8-dynamic per token: one range per row.
+    EachRow,
 }
 
 /// The asymmetric uint8 range (containing 0) of the samples' activations divided by `scales`.
@@ -501,7 +529,7 @@ mod tests {
             }
         }
         let options = QuantizeOptions::for_tests(Precision::Int8Dynamic, &[]);
-        let (choice, scales) = choose(&g, &[(w, n)], &maxima, &[&s], true, &options);
+        let (choice, scales) = choose(&g, &[(w, n)], &maxima, &[&s], RangeOver::EachFeature, &options);
         assert!(choice.alpha.is_some(), "{choice:?}");
         assert!(choice.error_after < choice.error_before / 4.0, "{choice:?}");
         assert!(scales.is_some_and(|s| s[0] > s[1]));

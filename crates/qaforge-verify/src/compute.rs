@@ -11,15 +11,17 @@ use crate::bundle::Bundle;
 use crate::report::Shard;
 use crate::VerifyError;
 
-/// The batch size verify runs an artifact of `precision` at unless told otherwise: 1 for
-/// int8-dynamic, 8 for the rest. An int8-dynamic artifact quantizes each activation with a scale
-/// taken over the whole batch, padding included, so its logits depend on which features share its
-/// batch; an app runs one question at a time, and batch 1 gives the logits it will see. The other
-/// precisions compute each feature alone, and batches only make verify faster.
-pub fn default_batch_size(precision: Precision) -> usize {
+/// The batch size verify runs an artifact of `precision` (graph `model`) at unless told
+/// otherwise: 1 for int8-dynamic whose rows are coupled, 8 for the rest. An int8-dynamic artifact
+/// with per-tensor activation scales (DynamicQuantizeLinear) quantizes each activation with a
+/// scale taken over the whole batch, padding included, so its logits depend on which features
+/// share its batch; an app runs one question at a time, and batch 1 gives the logits it will see.
+/// Per-token scales ([`qaforge_runtime::batch_coupling`] finds none) and the other precisions
+/// compute each feature alone, and batches only make verify faster.
+pub fn default_batch_size(precision: Precision, model: &tract_onnx::pb::ModelProto) -> usize {
     match precision {
-        Precision::Int8Dynamic => 1,
-        Precision::Fp32 | Precision::Fp16 | Precision::Int8Static | Precision::Int4 => 8,
+        Precision::Int8Dynamic if qaforge_runtime::batch_coupling(model).is_some() => 1,
+        Precision::Fp32 | Precision::Fp16 | Precision::Int8Dynamic | Precision::Int8Static | Precision::Int4 => 8,
     }
 }
 
@@ -77,7 +79,7 @@ pub fn compute_logits(
     let owned = features.range_of_questions(run.shard.questions(bundle.data.examples.len()));
     // The global batches the shard's features fall in: the same batches, padded to the same
     // lengths, as an unsharded run computes.
-    let batch = run.batch_size.unwrap_or_else(|| default_batch_size(artifact.precision)).max(1);
+    let batch = run.batch_size.unwrap_or_else(|| default_batch_size(artifact.precision, &artifact.model)).max(1);
     let computed = (owned.start / batch * batch)..(owned.end.div_ceil(batch) * batch).min(features.count);
     let first_example = features.example_index.get(computed.start).copied().unwrap_or(0);
     let slice = features.select(computed.start, computed.end, first_example);
@@ -114,10 +116,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn int8_dynamic_is_verified_one_feature_at_a_time() {
-        assert_eq!(default_batch_size(Precision::Int8Dynamic), 1);
+    fn int8_dynamic_with_per_tensor_scales_is_verified_one_feature_at_a_time() {
+        use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
+        let model = |op: &str| ModelProto {
+            graph: Some(GraphProto {
+                node: vec![NodeProto { op_type: op.into(), ..Default::default() }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(default_batch_size(Precision::Int8Dynamic, &model("DynamicQuantizeLinear")), 1);
+        // Per-token scales: ReduceMin/ReduceMax per row, no op taking a scale over the batch.
+        assert_eq!(default_batch_size(Precision::Int8Dynamic, &model("ReduceMax")), 8);
         for precision in [Precision::Fp32, Precision::Fp16, Precision::Int8Static, Precision::Int4] {
-            assert_eq!(default_batch_size(precision), 8, "{precision}");
+            assert_eq!(default_batch_size(precision, &model("MatMul")), 8, "{precision}");
         }
     }
 }
