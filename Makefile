@@ -86,6 +86,7 @@ test-onnx: $(CHECK_VENV)/.installed build qemu web-deps
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-dynamic.onnx --precision int8-dynamic > /dev/null || exit 1; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-static.onnx --precision int8-static $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-dynamic.x86-avx2.onnx --precision int8-dynamic --target x86-avx2 > /dev/null || exit 1; \
+	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-dynamic.token.x86-avx2.onnx --precision int8-dynamic --target x86-avx2 --activation-scales token > /dev/null || exit 1; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int8-static.x86-avx2.onnx --precision int8-static --target x86-avx2 $(CALIBRATE) --tokenizer golden/$$f > /dev/null || exit 1; \
 	  $(QAFORGE) quantize $$a.onnx -o $$a.int4.onnx --precision int4 > /dev/null || exit 1; \
 	done

@@ -347,12 +347,15 @@ def onnxruntime_artifacts(args, table, py, limit, fp32, features):
             "ORT quantize_dynamic": stem + ".ort-dynamic.onnx",
             "qaforge int8-dynamic": stem + ".int8-dynamic.onnx",
             "qaforge int8-dynamic --for onnxruntime": stem + ".int8-dynamic.ort.onnx",
+            "qaforge int8-dynamic --activation-scales token --for onnxruntime": stem + ".int8-dynamic-token.ort.onnx",
             "ORT quantize_static (QDQ, MinMax)": stem + ".ort-static.onnx",
             "qaforge int8-static --for onnxruntime": stem + ".int8-static.ort.onnx",
         }
         run_process([QAFORGE, "convert", model, "-o", artifacts["qaforge fp32 --for onnxruntime"]] + flavour, 2**40, 600)
         run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts["qaforge int8-dynamic"], "--precision", "int8-dynamic"], 2**40, 600)
         run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts["qaforge int8-dynamic --for onnxruntime"], "--precision", "int8-dynamic"] + flavour, 2**40, 600)
+        run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts["qaforge int8-dynamic --activation-scales token --for onnxruntime"], "--precision", "int8-dynamic",
+                     "--activation-scales", "token"] + flavour, 2**40, 600)
         run_process([QAFORGE, "quantize", qa_fp32, "-o", artifacts["qaforge int8-static --for onnxruntime"], "--precision", "int8-static", "--method", "percentile"] + calib + flavour, 2**40, args.timeout)
         run_process([py, PEERS, "quantize-dynamic", torch_export, artifacts["ORT quantize_dynamic"]], limit, args.timeout)
         run_process([py, PEERS, "quantize-static", torch_export, artifacts["ORT quantize_static (QDQ, MinMax)"], features, "minmax-bounded"], limit, args.timeout)
@@ -424,6 +427,10 @@ def speed_rows(args, table, py, label, artifacts, features, threads):
             ("int8-dynamic", "qaforge int8-dynamic --for onnxruntime", "qaforge int8-dynamic"),
             ("int8-dynamic", "qaforge int8-dynamic --for onnxruntime", "qaforge fp32"),
             ("int8-dynamic", "qaforge int8-dynamic --for onnxruntime", "qaforge fp32 --for onnxruntime"),
+            # Per-token activation scales: what their fidelity costs in speed.
+            ("int8-dynamic", "qaforge int8-dynamic --activation-scales token --for onnxruntime", "qaforge int8-dynamic --for onnxruntime"),
+            ("int8-dynamic", "qaforge int8-dynamic --activation-scales token --for onnxruntime", "ORT quantize_dynamic"),
+            ("int8-dynamic", "qaforge int8-dynamic --activation-scales token --for onnxruntime", "qaforge fp32 --for onnxruntime"),
             ("int8-static", "qaforge int8-static --for onnxruntime", "ORT quantize_static (QDQ, MinMax)"),
             ("int8-static", "qaforge int8-static --for onnxruntime", "qaforge fp32"),
             ("int8-static", "qaforge int8-static --for onnxruntime", "qaforge fp32 --for onnxruntime")]
@@ -465,6 +472,8 @@ def fidelity(args, table, py, limit, features, int8_features):
             "qaforge int8-static percentile": ["--method", "percentile"] + calib, "qaforge int8-static mse": ["--method", "mse"] + calib,
             # Scale migration (quantize --smooth, docs/commands.md).
             "qaforge int8-dynamic --smooth": ["--smooth"] + calib,
+            # One activation range per token (quantize --activation-scales token).
+            "qaforge int8-dynamic --activation-scales token": ["--activation-scales", "token"],
             "qaforge int8-static minmax --smooth": ["--method", "minmax", "--smooth"] + calib}
     artifacts = {}
     for name, extra in ours.items():
@@ -504,7 +513,7 @@ def fidelity(args, table, py, limit, features, int8_features):
                             "batch_size": r.get("batch_size"), "bytes": r["size_bytes"]}
             log(f"  {name}: agreement F1 {judged[name]['agreement']:.2f}, ΔF1 {judged[name]['delta_f1']:+.2f}, "
                 f"cosine {judged[name]['cosine']:.5f}")
-    where = (f"trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime, batch 1 for int8-dynamic, "
+    where = (f"trained fixture minilm-l6-squad2, 251 questions, ONNX Runtime, batch 1 for per-tensor int8-dynamic, "
              f"qaforge target {'arm64 (VNNI CPU)' if vnni else 'x86-avx2 (no VNNI)'}")
     for ours_name in ours:
         kind = "quantize_dynamic" if "dynamic" in ours_name else "quantize_static"

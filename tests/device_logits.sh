@@ -31,13 +31,16 @@ for f in "$@"; do
   "$QAFORGE" quantize "$a.onnx" -o "$a.int8-static.onnx" --precision int8-static --calibration golden/squad/calibration.json --samples 16 --tokenizer "golden/$f" > /dev/null
   "$QAFORGE" quantize "$a.onnx" -o "$a.int8-dynamic.x86-avx2.onnx" --precision int8-dynamic --target x86-avx2 > /dev/null
   "$QAFORGE" quantize "$a.onnx" -o "$a.int8-int4.onnx" --precision int4 > /dev/null
+  # Per-token activation scales (ReduceMin/ReduceMax, MatMulInteger with its zero point taken out
+  # in int32): the ARM kernels' u8 x s8 products, as the per-tensor artifact's.
+  "$QAFORGE" quantize "$a.onnx" -o "$a.int8-dynamic-token.onnx" --precision int8-dynamic --activation-scales token > /dev/null
   for p in int8-dynamic int8-static; do
     "$QAFORGE" package "$a.$p.onnx" --format ort -o "$a.$p.ort" --operators-config "$a.$p.config" --ort-library "$ORT" > /dev/null
     artifacts+=("$a.$p.onnx" "$a.$p.ort")
   done
   # int4 (MatMulNBits, GatherBlockQuantized): ONNX Runtime's float kernels on the phone. Named
   # int8-int4 so that ${x%%.int8-*} finds its bundle like the others.
-  artifacts+=("$a.int8-int4.onnx")
+  artifacts+=("$a.int8-int4.onnx" "$a.int8-dynamic-token.onnx")
 done
 
 # One process per CPU model runs every artifact (importing onnxruntime takes seconds emulated).

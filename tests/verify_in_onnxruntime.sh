@@ -12,7 +12,7 @@ qaforge=$1 dir=$2 golden=$3 ort=$4
 shift 4
 status=0
 for f in "$@"; do
-  for p in "" .fp16 .int8-dynamic .int8-static .int8-dynamic.x86-avx2 .int8-static.x86-avx2 .int4; do
+  for p in "" .fp16 .int8-dynamic .int8-static .int8-dynamic.x86-avx2 .int8-dynamic.token.x86-avx2 .int8-static.x86-avx2 .int4; do
     a=$dir/$f$p.onnx
     # Random-weight fixtures (F1 about 6) flip answers under any perturbation, and one changed answer
     # of 251 moves F1 by up to 0.4. Measured here and under qemu as Haswell (tests/qaforge-as-cpu),

@@ -534,4 +534,24 @@ mod tests {
         assert!(choice.error_after < choice.error_before / 4.0, "{choice:?}");
         assert!(scales.is_some_and(|s| s[0] > s[1]));
     }
+
+    #[test]
+    fn per_row_grids_are_judged_per_row() {
+        // One token (row 5) reaches 50 in every channel; the others stay within 1. One grid for
+        // the feature is set by that token; per-row grids leave the others their own, so the
+        // judged error is far lower per row, and the choice can only keep or lower it.
+        let k = 8;
+        let n = 4;
+        let rows: Vec<f32> =
+            (0..64 * k).map(|i| if i / k == 5 { 50.0 } else { ((i * 7919 % 97) as f32 / 48.5) - 1.0 }).collect();
+        let w: Vec<f32> = (0..k * n).map(|i| ((i * 31 % 17) as f32 - 8.0) / 40.0).collect();
+        let g = Group { input: "x".into(), products: vec![0], weights: vec![0], k };
+        let s = sample(&rows, k);
+        let maxima = vec![50f32; k];
+        let options = QuantizeOptions::for_tests(Precision::Int8Dynamic, &[]);
+        let (per_feature, _) = choose(&g, &[(w.clone(), n)], &maxima, &[&s], RangeOver::EachFeature, &options);
+        let (per_row, _) = choose(&g, &[(w, n)], &maxima, &[&s], RangeOver::EachRow, &options);
+        assert!(per_row.error_before * 20.0 < per_feature.error_before, "{per_row:?} vs {per_feature:?}");
+        assert!(per_row.error_after <= per_row.error_before);
+    }
 }
