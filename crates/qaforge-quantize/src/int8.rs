@@ -119,12 +119,12 @@ pub(crate) fn dequantized_weight(
 /// Nodes (appended to `nodes`) quantizing `x` to uint8 with one range per row of its last axis,
 /// as DynamicQuantizeLinear does for a whole tensor: each row's range is widened to contain 0,
 /// its step is `(max − min) / 255` and its zero point `round(−min / step)`, and values round half
-/// to even. Returns the uint8 tensor, the steps (float, one per row) and the zero points (int32,
-/// one per row).
+/// to even. Returns the uint8 tensor, the steps (float, one per row), the zero points (int32,
+/// one per row), and a uint8 zero for MatMulInteger's `a_zero_point`.
 ///
 /// Hand-written from standard ops because ONNX has no per-row dynamic quantization:
 /// DynamicQuantizeLinear is per tensor, and QuantizeLinear's per-axis scales must be 1-D.
-fn per_token_quantized(rw: &mut Rewrite<'_>, x: &str, opset: i64, nodes: &mut Vec<NodeProto>) -> [String; 3] {
+fn per_token_quantized(rw: &mut Rewrite<'_>, x: &str, opset: i64, nodes: &mut Vec<NodeProto>) -> [String; 4] {
     let mut scalar = |base: &str, v: f32| {
         rw.add_initializer(
             &format!("{x}.token_range.{base}"),
@@ -170,7 +170,8 @@ fn per_token_quantized(rw: &mut Rewrite<'_>, x: &str, opset: i64, nodes: &mut Ve
     let to = |t: DataType| vec![int_attribute("to", t as i64)];
     let quantized = add("Cast", "quantized", &[&clipped], to(DataType::Uint8));
     let zero_point_int = add("Cast", "zero_point_int", &[&zero_point], to(DataType::Int32));
-    [quantized, step, zero_point_int]
+    let no_offset = rw.add_initializer(&format!("{x}.no_zero_point"), raw_tensor("", &[], DataType::Uint8, vec![0]));
+    [quantized, step, zero_point_int, no_offset]
 }
 
 /// Embedding tables: float matrices of at least [`MIN_TABLE_ELEMENTS`] that only Gathers or
@@ -209,9 +210,9 @@ pub(crate) fn store_table_int8(rw: &mut Rewrite<'_>, table: &str, readers: &[usi
 pub enum Activations<'a> {
     /// At run time, one range per tensor: DynamicQuantizeLinear + MatMulInteger.
     Dynamic,
-    /// At run time, one range per token (row), written with standard ops (see
-    /// [`per_token_quantized`]); `opset` is the graph's default-domain opset, which decides how
-    /// ReduceMin/ReduceMax take their axes.
+    /// At run time, one range per token (row), written with standard ops (ReduceMin/ReduceMax
+    /// per row, MatMulInteger, each row's zero point taken out in int32); `opset` is the graph's
+    /// default-domain opset, which decides how ReduceMin/ReduceMax take their axes.
     DynamicPerToken {
         /// The graph's default-domain opset.
         opset: i64,
@@ -242,6 +243,7 @@ pub fn quantize(
     let mut rw = Rewrite::new(graph);
     let mut activation_qdq: HashMap<String, String> = HashMap::new();
     let mut dynamic_inputs: HashMap<String, [String; 3]> = HashMap::new();
+    let mut per_token_inputs: HashMap<String, [String; 4]> = HashMap::new();
 
     for (i, decision) in selection.decisions().iter().cloned() {
         let (x, w, name) = {
@@ -278,11 +280,11 @@ pub fn quantize(
                 });
                 let mut nodes = vec![];
                 if let Activations::DynamicPerToken { opset } = activations {
-                    let [xq, step, zero_point] = match dynamic_inputs.get(&x) {
+                    let [xq, step, zero_point, no_offset] = match per_token_inputs.get(&x) {
                         Some(outs) => outs.clone(),
                         None => {
                             let outs = per_token_quantized(&mut rw, &x, opset, &mut nodes);
-                            dynamic_inputs.insert(x.clone(), outs.clone());
+                            per_token_inputs.insert(x.clone(), outs.clone());
                             outs
                         }
                     };
@@ -297,8 +299,6 @@ pub fn quantize(
                         &format!("{w}.column_sums"),
                         raw_tensor("", &[cols as i64], DataType::Int32, column_sums),
                     );
-                    let no_offset = rw
-                        .add_initializer(&format!("{x}.no_zero_point"), raw_tensor("", &[], DataType::Uint8, vec![0]));
                     let product = rw.names.fresh(&format!("{name}.integer"));
                     let mut inputs = vec![xq.as_str(), q_name.as_str(), no_offset.as_str()];
                     inputs.extend(weight_zero_point.as_deref());

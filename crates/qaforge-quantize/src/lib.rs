@@ -170,7 +170,7 @@ impl<'a> Request<'a> {
         check_float_input(model)?;
         if options.activation_scales != ActivationScales::Tensor && options.precision != Precision::Int8Dynamic {
             return Err(QuantizeError::Options(format!(
-                "activation scales per {} apply to int8-dynamic only ({} fixes its activations otherwise)",
+                "activation scales per {} are for int8-dynamic only, not {}",
                 options.activation_scales.as_str(),
                 options.precision.as_str()
             )));
