@@ -87,6 +87,10 @@ for x in "${artifacts[@]}"; do
   # int4 on random weights: cosine 0.948 to 0.994 (see verify_in_onnxruntime.sh). On a bundle of 8
   # questions one answer moves F1 by 12.5 points, so the cosine judges int4 here, not ΔF1.
   [[ $x == *.int8-int4.onnx ]] && engine+=(--min-cosine 0.94 --max-f1-drop 100)
+  # Per-token int8-dynamic: the same. distilbert-tiny's changes one answer of 8 (F1 4.98 -> 3.59, a
+  # near tie of the random model) in tract on x86 exactly as on every ARM model, at cosine 0.99996:
+  # the quantization's flip, not the kernels'. int8's cosine floor (0.99) still applies.
+  [[ $x == *.int8-dynamic-token.onnx ]] && engine+=(--max-f1-drop 100)
   for cpu in "${judged[@]}"; do
     runs_on "$cpu" "$x" || continue
     if ! out=$("$QAFORGE" verify "$x" --golden "${x%%.int8-*}.bundle" --logits "$x.$cpu.logits" "${engine[@]}" --report "$x.$cpu.json" 2>&1); then
