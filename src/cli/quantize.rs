@@ -78,8 +78,8 @@ pub struct QuantizeArgs {
     reduce_range: bool,
     /// int8-dynamic: quantize each product's input at run time with one range per `tensor` (one
     /// fused DynamicQuantizeLinear, as ONNX Runtime's quantize_dynamic) or per `token` (each
-    /// row its own range: closer to float, and a question's answer no longer depends on what it
-    /// is batched with; a few more element-wise ops per product).
+    /// row its own range: closer to float, and what a question is batched with moves its logits
+    /// by float rounding only; slower: more element-wise ops per product).
     #[arg(long, value_parser = named::<ActivationScales>(), default_value = ActivationScales::Tensor.as_str())]
     activation_scales: ActivationScales,
     /// Before int8, migrate each product group's activation range partly into its weights
