@@ -279,7 +279,8 @@ pub fn quantize(
                     rw.add_initializer(&format!("{w}.zero_point"), raw_tensor("", &[], data_type, vec![zero_point]))
                 });
                 let mut nodes = vec![];
-                if let Activations::DynamicPerToken { opset } = activations {
+                // The integer product and the activation's scale (per tensor, or one per row).
+                let (integer, activation_scale) = if let Activations::DynamicPerToken { opset } = activations {
                     let [xq, step, zero_point, no_offset] = match per_token_inputs.get(&x) {
                         Some(outs) => outs.clone(),
                         None => {
@@ -307,56 +308,44 @@ pub fn quantize(
                     nodes.push(node("Mul", &offset, &[&zero_point, &sums], &[&offset], vec![]));
                     let centred = rw.names.fresh(&format!("{name}.integer.centred"));
                     nodes.push(node("Sub", &centred, &[&product, &offset], &[&centred], vec![]));
-                    let cast = rw.names.fresh(&format!("{name}.integer.float"));
-                    nodes.push(node(
-                        "Cast",
-                        &cast,
-                        &[&centred],
-                        &[&cast],
-                        vec![int_attribute("to", DataType::Float as i64)],
-                    ));
-                    let scale = rw.names.fresh(&format!("{name}.output_scale"));
-                    nodes.push(node("Mul", &scale, &[&step, &s_name], &[&scale], vec![]));
-                    let output = rw.node(i).output[0].clone();
-                    nodes.push(node("Mul", &name, &[&cast, &scale], &[&output], vec![]));
-                    rw.replace(i, nodes);
-                    summary.quantized.push(name);
-                    continue;
-                }
-                let [xq, xs, xz] = match dynamic_inputs.get(&x) {
-                    Some(outs) => outs.clone(),
-                    None => {
-                        let base = rw.names.fresh(&format!("{x}.quantize_dynamic"));
-                        let outs = [
-                            base.clone(),
-                            rw.names.fresh(&format!("{base}.scale")),
-                            rw.names.fresh(&format!("{base}.zero_point")),
-                        ];
-                        nodes.push(node(
-                            "DynamicQuantizeLinear",
-                            &base,
-                            &[&x],
-                            &[&outs[0], &outs[1], &outs[2]],
-                            vec![],
-                        ));
-                        dynamic_inputs.insert(x.clone(), outs.clone());
-                        outs
-                    }
+                    (centred, step)
+                } else {
+                    let [xq, xs, xz] = match dynamic_inputs.get(&x) {
+                        Some(outs) => outs.clone(),
+                        None => {
+                            let base = rw.names.fresh(&format!("{x}.quantize_dynamic"));
+                            let outs = [
+                                base.clone(),
+                                rw.names.fresh(&format!("{base}.scale")),
+                                rw.names.fresh(&format!("{base}.zero_point")),
+                            ];
+                            nodes.push(node(
+                                "DynamicQuantizeLinear",
+                                &base,
+                                &[&x],
+                                &[&outs[0], &outs[1], &outs[2]],
+                                vec![],
+                            ));
+                            dynamic_inputs.insert(x.clone(), outs.clone());
+                            outs
+                        }
+                    };
+                    let product = rw.names.fresh(&format!("{name}.integer"));
+                    let mut inputs = vec![xq.as_str(), q_name.as_str(), xz.as_str()];
+                    inputs.extend(weight_zero_point.as_deref());
+                    nodes.push(node("MatMulInteger", &product, &inputs, &[&product], vec![]));
+                    (product, xs)
                 };
-                let product = rw.names.fresh(&format!("{name}.integer"));
-                let mut inputs = vec![xq.as_str(), q_name.as_str(), xz.as_str()];
-                inputs.extend(weight_zero_point.as_deref());
-                nodes.push(node("MatMulInteger", &product, &inputs, &[&product], vec![]));
                 let cast = rw.names.fresh(&format!("{name}.integer.float"));
                 nodes.push(node(
                     "Cast",
                     &cast,
-                    &[&product],
+                    &[&integer],
                     &[&cast],
                     vec![int_attribute("to", DataType::Float as i64)],
                 ));
                 let scale = rw.names.fresh(&format!("{name}.output_scale"));
-                nodes.push(node("Mul", &scale, &[&xs, &s_name], &[&scale], vec![]));
+                nodes.push(node("Mul", &scale, &[&activation_scale, &s_name], &[&scale], vec![]));
                 // The last node keeps the MatMul's name and output, so the rest of the graph is untouched.
                 let output = rw.node(i).output[0].clone();
                 nodes.push(node("Mul", &name, &[&cast, &scale], &[&output], vec![]));
