@@ -10,6 +10,7 @@ fn options(precision: Precision) -> QuantizeOptions {
     QuantizeOptions {
         precision,
         exclude: vec![],
+        float_activations: vec![],
         int8_qa_head: false,
         target: Target::Arm64,
         weights: WeightOptions::default(),

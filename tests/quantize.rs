@@ -486,6 +486,118 @@ fn product_search_keeps_single_products_float_and_reports_their_price() {
 }
 
 #[test]
+fn float_activations_keep_int8_weights_at_the_int8_size_and_the_search_can_keep_them() {
+    // The harmful clipping of the search tests (percentile 90), with layer 0's products given
+    // float activations by hand, then chosen by the search: int8 weights everywhere, so the
+    // artifacts keep the plain int8 size where `--exclude` pays each product's float weights.
+    let dir = tempfile::tempdir().unwrap();
+    let fp32 = convert("mobilebert-tiny", dir.path());
+    let clipped = ["--precision", "int8-static", "--method", "percentile", "--percentile", "90"];
+    let plain = dir.path().join("plain.onnx");
+    assert!(quantize(&fp32, &plain, "mobilebert-tiny", &clipped).status.success());
+    let by_hand = dir.path().join("by-hand.onnx");
+    let run =
+        quantize(&fp32, &by_hand, "mobilebert-tiny", &[&clipped[..], &["--float-activations", "layer.0.*"]].concat());
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("int8 weights, float activations (--float-activations layer.0.*)"), "{}", text(&run));
+    assert_eq!(metadata(&by_hand)["qaforge.quantize.float_activations"], "layer.0.*");
+    // Every product of layer 0 reads its input as it is and its weights from a DequantizeLinear of
+    // an 8-bit initializer; every other layer's products still read quantized activations.
+    let model = qaforge_onnx::read_model(&by_hand).unwrap();
+    let graph = model.graph.as_ref().unwrap();
+    let producer = |tensor: &str| graph.node.iter().find(|n| n.output.iter().any(|o| o == tensor));
+    let products: Vec<_> =
+        graph.node.iter().filter(|n| n.op_type == "MatMul" && n.name.starts_with("layer.")).collect();
+    let mut layer0 = 0;
+    for n in &products {
+        let weight = producer(&n.input[1]);
+        let input_op = producer(&n.input[0]).map(|p| p.op_type.as_str());
+        if n.name.ends_with(".scores") || n.name.ends_with(".context") {
+            continue;
+        }
+        assert_eq!(weight.map(|w| w.op_type.as_str()), Some("DequantizeLinear"), "{}", n.name);
+        let stored = &weight.unwrap().input[0];
+        let t = graph.initializer.iter().find(|t| &t.name == stored).unwrap_or_else(|| panic!("{stored}"));
+        assert_eq!(t.raw_data.len() as i64, t.dims.iter().product::<i64>(), "{stored}: one byte a weight");
+        if n.name.starts_with("layer.0.") {
+            layer0 += 1;
+            assert_ne!(input_op, Some("DequantizeLinear"), "{}: float input", n.name);
+        } else {
+            assert_eq!(input_op, Some("DequantizeLinear"), "{}: quantized input", n.name);
+        }
+    }
+    assert!(layer0 >= 6, "{layer0} products of layer 0");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    let excluded = dir.path().join("excluded.onnx");
+    assert!(quantize(&fp32, &excluded, "mobilebert-tiny", &[&clipped[..], &["--exclude", "layer.0.*"]].concat())
+        .status
+        .success());
+    // Keeping layer 0 float costs its float weights (4.5% of this embedding-heavy model); keeping
+    // its activations float costs nothing (it saves the quantize/dequantize nodes it drops; the
+    // weights stay int8).
+    let (float_price, activations_price) = (size(&excluded) - size(&plain), size(&by_hand) - size(&plain));
+    assert!(float_price > 0.03 * size(&plain), "{float_price}");
+    assert!(activations_price.abs() < 0.02 * size(&plain), "{activations_price} vs {float_price}");
+    // The 90th-percentile clipping hurts every layer (verify fails with or without layer 0's
+    // activations float); layer 0's alone already bring the logits nearer the float model's.
+    let (_, report) = verify_report(&by_hand, "mobilebert-tiny");
+    let (_, plain_report) = verify_report(&plain, "mobilebert-tiny");
+    let cosine = |r: &serde_json::Value| r["logits"]["cosine"].as_f64().unwrap();
+    assert!(cosine(&report) > cosine(&plain_report), "{} vs {}", cosine(&report), cosine(&plain_report));
+
+    // The search, keeping activations: every step the plain int8 size, the written one passes.
+    let searched = dir.path().join("searched.onnx");
+    let report_path = dir.path().join("searched.quantize.json");
+    let fixture = golden().join("mobilebert-tiny");
+    let search = [
+        "--max-f1-drop",
+        "0.5",
+        "--golden",
+        fixture.to_str().unwrap(),
+        "--search-unit",
+        "product",
+        "--search-keep",
+        "activations",
+        "--report",
+        report_path.to_str().unwrap(),
+    ];
+    let run = quantize(&fp32, &searched, "mobilebert-tiny", &[&clipped[..], &search[..]].concat());
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(text(&run).contains("product(s) with float activations"), "{}", text(&run));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(report["search"]["keep"], "activations");
+    let steps = report["search"]["steps"].as_array().unwrap();
+    assert!(steps.len() >= 2, "{}", report["search"]);
+    for step in steps {
+        let bytes = step["bytes"].as_u64().unwrap() as f64;
+        // Never larger than the plain artifact (each kept product drops its quantize/dequantize
+        // nodes: 1.8% smaller with every product kept here), never far below it (int8 weights).
+        assert!(bytes <= size(&plain) * 1.005 && bytes > size(&plain) * 0.95, "{step}: no size price");
+    }
+    let chosen = &steps[report["search"]["chosen"].as_u64().unwrap() as usize];
+    let kept: Vec<&str> = chosen["kept_float"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    let recorded = metadata(&searched)["qaforge.quantize.float_activations"].clone();
+    assert!(kept.iter().all(|k| recorded.split(',').any(|r| r == *k)), "{kept:?} vs {recorded}");
+    assert!(
+        !metadata(&searched).contains_key("qaforge.quantize.exclude")
+            || metadata(&searched)["qaforge.quantize.exclude"].is_empty()
+    );
+    let (verified, verify) = verify_report(&searched, "mobilebert-tiny");
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(verify["squad"]["f1_drop"].as_f64().unwrap() <= 0.5);
+
+    // Float activations are an int8 choice: fp16 and int4 refuse them, and write nothing.
+    for precision in ["fp16", "int4"] {
+        let out = dir.path().join(format!("{precision}.onnx"));
+        let refused =
+            quantize(&fp32, &out, "mobilebert-tiny", &["--precision", precision, "--float-activations", "layer.0.*"]);
+        assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+        assert!(text(&refused).contains("--float-activations"), "{}", text(&refused));
+        assert!(!out.exists());
+    }
+}
+
+#[test]
 fn label_free_search_needs_no_gold_answers() {
     // The same harmful clipping, searched without a golden bundle: the float artifact's own
     // predictions on calibration questions held back from calibration are the answers. A random

@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let options = QuantizeOptions {
             precision,
             exclude: vec!["layer.1.*".into()],
+            float_activations: vec![],
             int8_qa_head: false,
             target: Target::default(),
             weights: WeightOptions::default(),

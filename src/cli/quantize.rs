@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use qaforge_pipeline::CalibrationEngine;
-use qaforge_quantize::sensitivity::SearchUnit;
+use qaforge_quantize::sensitivity::{SearchKeep, SearchUnit};
 use qaforge_quantize::{ActivationScales, MethodName, Precision, Rounding, TableBits, Target};
 
 use super::{named, named_of, FlavourArgs, InputNamesArg, OrtLibraryArg};
@@ -60,6 +60,11 @@ pub struct QuantizeArgs {
     /// Keep nodes float whose name or op type matches (`*` wildcards; repeatable).
     #[arg(long)]
     exclude: Vec<String>,
+    /// int8 modes: products whose name or op type matches (`*` wildcards; repeatable) keep
+    /// int8 weights but float activations: no size price, the activation grid's error gone for
+    /// them (those products run in float on dequantized weights).
+    #[arg(long)]
+    float_activations: Vec<String>,
     /// Quantize the QA head too (int8 modes). It stays float by default: it decides every
     /// answer and holds 2 × hidden weights (docs/commands.md: what each default costs and buys).
     #[arg(long)]
@@ -98,6 +103,11 @@ pub struct QuantizeArgs {
     /// weight product (one forward each to rank; a smaller size price per step).
     #[arg(long, value_parser = named::<SearchUnit>(), default_value = SearchUnit::Layer.as_str(), requires = "max_f1_drop")]
     search_unit: SearchUnit,
+    /// What the search keeps for each unit it keeps: `float` (weights and activations: the
+    /// unit's float weights are the size price) or `activations` (int8 modes: int8 weights,
+    /// float activations; no size price, a speed price).
+    #[arg(long, value_parser = named::<SearchKeep>(), default_value = SearchKeep::Float.as_str(), requires = "max_f1_drop")]
+    search_keep: SearchKeep,
     /// Questions of --calibration held back for the label-free search.
     #[arg(long, default_value_t = 200)]
     held_back: usize,
@@ -132,6 +142,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
     let options = qaforge_quantize::QuantizeOptions {
         precision: args.precision,
         exclude: args.exclude,
+        float_activations: args.float_activations,
         int8_qa_head: args.int8_qa_head,
         target: args.target,
         weights: qaforge_quantize::WeightOptions::for_target(args.target, args.per_tensor, args.reduce_range),
@@ -161,6 +172,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<ExitCode> {
         search: args.max_f1_drop.map(|max_f1_drop| qaforge_pipeline::Search {
             max_f1_drop,
             unit: args.search_unit,
+            keep: args.search_keep,
             golden: args.golden,
             held_back: args.held_back,
         }),

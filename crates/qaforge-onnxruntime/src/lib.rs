@@ -249,6 +249,7 @@ mod tests {
         let options = qaforge_quantize::QuantizeOptions {
             precision: qaforge_quantize::Precision::Int8Dynamic,
             exclude: vec![],
+            float_activations: vec![],
             int8_qa_head: false,
             target: qaforge_quantize::Target::Arm64,
             weights: qaforge_quantize::WeightOptions::default(),

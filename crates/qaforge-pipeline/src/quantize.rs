@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use qaforge_provenance::Named;
-use qaforge_quantize::sensitivity::{self, EvaluationSlice, SearchGoal, SearchLog, SearchUnit};
+use qaforge_quantize::sensitivity::{self, EvaluationSlice, SearchGoal, SearchKeep, SearchLog, SearchUnit};
 use qaforge_quantize::{Precision, QuantizeOptions};
 
 use crate::{check_loads_in_onnxruntime, describe_flavour, EngineChoice, Flavour, PipelineError};
@@ -71,6 +71,9 @@ pub struct Search {
     pub max_f1_drop: f64,
     /// What is kept float at a time: a layer or a single product.
     pub unit: SearchUnit,
+    /// What a kept unit keeps: float weights and activations, or float activations with int8
+    /// weights (no size price).
+    pub keep: SearchKeep,
     /// A golden bundle to measure F1 on; without one the search is label-free.
     pub golden: Option<PathBuf>,
     /// Questions of the calibration file held back for the label-free search.
@@ -242,13 +245,14 @@ impl std::fmt::Display for QuantizeOutcome {
             let first_bytes = log.steps.first().map_or(0, |s| s.bytes);
             let describe = |step: &qaforge_quantize::sensitivity::SearchStep| {
                 format!(
-                    "F1 drop {:+.2}, cosine {:.6}, {} (+{}) with {} {}(s) float",
+                    "F1 drop {:+.2}, cosine {:.6}, {} (+{}) with {} {}(s) {}",
                     step.f1_drop,
                     step.cosine,
                     crate::human_bytes(step.bytes),
                     crate::human_bytes(step.bytes.saturating_sub(first_bytes)),
                     step.kept_float.len(),
-                    log.unit.as_str()
+                    log.unit.as_str(),
+                    kept_words(log.keep)
                 )
             };
             for step in &log.steps {
@@ -305,6 +309,18 @@ pub fn quantize(
         return Err(PipelineError::Request(format!(
             "--activation-scales {} is for int8-dynamic only: {} does not quantize activations at run time",
             options.activation_scales.as_str(),
+            options.precision
+        )));
+    }
+    if !options.float_activations.is_empty() && !options.precision.is_int8() {
+        return Err(PipelineError::Request(format!(
+            "--float-activations keeps int8 weights with float activations (int8-dynamic, int8-static), not for {}",
+            options.precision
+        )));
+    }
+    if request.search.as_ref().is_some_and(|s| s.keep == SearchKeep::Activations) && !options.precision.is_int8() {
+        return Err(PipelineError::Request(format!(
+            "--search-keep activations keeps int8 weights with float activations (int8-dynamic, int8-static), not for {}",
             options.precision
         )));
     }
@@ -391,7 +407,7 @@ pub fn quantize(
     // verify applies to this precision.
     let min_cosine = qaforge_verify::Tolerances::for_precision(options.precision).min_cosine.unwrap_or(0.0);
     let search_on = |slice: &EvaluationSlice<'_>, search: &Search| {
-        let goal = SearchGoal { max_f1_drop: search.max_f1_drop, min_cosine, unit: search.unit };
+        let goal = SearchGoal { max_f1_drop: search.max_f1_drop, min_cosine, unit: search.unit, keep: search.keep };
         sensitivity::search(&model, options, features.as_ref(), slice, goal, &input_sha256, &advance)
     };
     let (mut quantized, summary, search_log) = match &request.search {
@@ -534,8 +550,9 @@ pub fn write_quantize_report(
     if let Some(log) = &done.search {
         let unit = log.unit.as_str();
         let first_bytes = log.steps.first().map_or(0, |s| s.bytes);
+        let kept = kept_words(log.keep);
         md.push_str(&format!(
-            "\nSensitivity search, one {unit} at a time (prefixes of the ranking below, in the order measured; ✓ the one written):\n\n| step | kept float | F1 drop | cosine | bytes | price |\n|---:|---|---:|---:|---:|---:|\n"
+            "\nSensitivity search, one {unit} at a time (prefixes of the ranking below, in the order measured; ✓ the one written):\n\n| step | kept {kept} | F1 drop | cosine | bytes | price |\n|---:|---|---:|---:|---:|---:|\n"
         ));
         for (i, step) in log.steps.iter().enumerate() {
             md.push_str(&format!(
@@ -560,4 +577,12 @@ pub fn write_quantize_report(
     qaforge_onnx::write_atomically(path, format!("{json}\n").as_bytes())?;
     qaforge_onnx::write_atomically(&path.with_extension("md"), md.as_bytes())?;
     Ok(())
+}
+
+/// What the search's kept units keep, in the words the summary and the report print.
+fn kept_words(keep: SearchKeep) -> &'static str {
+    match keep {
+        SearchKeep::Float => "float",
+        SearchKeep::Activations => "with float activations",
+    }
 }

@@ -20,6 +20,7 @@ fn options() -> QuantizeOptions {
     QuantizeOptions {
         precision: Precision::Int8Dynamic,
         exclude: vec![],
+        float_activations: vec![],
         int8_qa_head: false,
         target: Target::Arm64,
         weights: WeightOptions::default(),

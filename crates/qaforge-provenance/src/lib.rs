@@ -75,6 +75,9 @@ pub mod keys {
     pub const QUANTIZE_INPUT_SHA256: &str = "qaforge.quantize.input_sha256";
     /// The `--exclude` patterns, comma-separated.
     pub const QUANTIZE_EXCLUDE: &str = "qaforge.quantize.exclude";
+    /// The `--float-activations` patterns (products with int8 weights and float activations),
+    /// comma-separated (absent: none).
+    pub const QUANTIZE_FLOAT_ACTIVATIONS: &str = "qaforge.quantize.float_activations";
     /// `int8` when the QA head was quantized too (absent: it stayed float).
     pub const QUANTIZE_QA_HEAD: &str = "qaforge.quantize.qa_head";
     /// The CPUs an int8 artifact is for (`arm64`, `x86-vnni`, `x86-avx2`).
@@ -136,6 +139,7 @@ pub mod keys {
         QUANTIZE_TOOL,
         QUANTIZE_INPUT_SHA256,
         QUANTIZE_EXCLUDE,
+        QUANTIZE_FLOAT_ACTIVATIONS,
         QUANTIZE_QA_HEAD,
         QUANTIZE_TARGET,
         QUANTIZE_WEIGHTS,

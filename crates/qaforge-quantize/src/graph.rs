@@ -45,6 +45,9 @@ pub enum KeptFloat {
     QaHeadInt8Weights,
     /// A node an `--exclude` pattern (this one) matches.
     Excluded(String),
+    /// A product a `--float-activations` pattern (this one) matches: int8 weights, float
+    /// activations.
+    FloatActivations(String),
     /// A product on the embedding path (int8 precisions): int8 weights, float activations.
     EmbeddingPath,
     /// A product on the embedding path (int4): int8 weights, float activations.
@@ -63,6 +66,8 @@ pub enum KeptFloat {
     BeyondHalf(String),
     /// The sensitivity search kept this group (`layer.N`, the embedding path) float.
     SensitivitySearch(String),
+    /// The sensitivity search kept this unit's activations float (its weights int8).
+    SensitivitySearchActivations(String),
 }
 
 impl std::fmt::Display for KeptFloat {
@@ -73,6 +78,9 @@ impl std::fmt::Display for KeptFloat {
             }
             KeptFloat::QaHeadInt8Weights => f.write_str("QA head: int8 weights (--int8-qa-head), float activations"),
             KeptFloat::Excluded(pattern) => write!(f, "excluded by --exclude {pattern}"),
+            KeptFloat::FloatActivations(pattern) => {
+                write!(f, "int8 weights, float activations (--float-activations {pattern})")
+            }
             KeptFloat::EmbeddingPath => {
                 f.write_str("embedding path: activations stay float (default), weights stored int8")
             }
@@ -92,6 +100,10 @@ impl std::fmt::Display for KeptFloat {
             KeptFloat::SensitivitySearch(group) => {
                 write!(f, "kept float by the sensitivity search ({group} ranks among the most harmful units)")
             }
+            KeptFloat::SensitivitySearchActivations(unit) => write!(
+                f,
+                "int8 weights, float activations: kept by the sensitivity search ({unit} ranks among the most harmful units)"
+            ),
         }
     }
 }

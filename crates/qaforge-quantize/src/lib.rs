@@ -175,8 +175,14 @@ impl<'a> Request<'a> {
                 options.precision.as_str()
             )));
         }
+        if !options.float_activations.is_empty() && !options.precision.is_int8() {
+            return Err(QuantizeError::Options(format!(
+                "float activations with int8 weights are for the int8 modes, not {}",
+                options.precision.as_str()
+            )));
+        }
         let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-        let selection = Selection::of(graph, &options.exclude, options.int8_qa_head);
+        let selection = Selection::for_request(graph, options);
         Ok(Request { model, graph, options, selection })
     }
 
@@ -464,6 +470,9 @@ fn apply_plan(
             options.weights.storage.describe()
         );
         metadata.push((keys::QUANTIZE_TARGET.into(), options.target.as_str().into()));
+        if !options.float_activations.is_empty() {
+            metadata.push((keys::QUANTIZE_FLOAT_ACTIVATIONS.into(), options.float_activations.join(",")));
+        }
         metadata.push((keys::QUANTIZE_WEIGHTS.into(), weights));
     }
     if options.precision == Precision::Int8Dynamic {

@@ -344,6 +344,10 @@ pub struct QuantizeOptions {
     pub precision: Precision,
     /// Node name or op type patterns (`*` wildcards) kept float.
     pub exclude: Vec<String>,
+    /// Node name or op type patterns (`*` wildcards) of products that keep float activations
+    /// with int8 weights (int8 modes): the artifact stays int8-sized, the product's input is
+    /// not quantized. `exclude` wins where both match.
+    pub float_activations: Vec<String>,
     /// Quantize the QA head too (int8 modes): float by default, as it decides every answer.
     pub int8_qa_head: bool,
     /// The CPUs the artifact is for (int8 modes; recorded in its provenance).
@@ -379,6 +383,7 @@ impl QuantizeOptions {
         QuantizeOptions {
             precision,
             exclude: exclude.iter().map(|e| e.to_string()).collect(),
+            float_activations: Vec::new(),
             int8_qa_head: false,
             target: Target::Arm64,
             weights: WeightOptions::default(),

@@ -74,6 +74,23 @@ impl Selection {
         Selection { decisions, heads }
     }
 
+    /// The selection of one quantize request: [`Selection::of`] with its `--exclude` patterns
+    /// and QA head choice, then every product still to quantize whose name or op type a
+    /// `--float-activations` pattern matches keeps float activations with int8 weights
+    /// (`--exclude` wins where both match: it keeps more float).
+    pub fn for_request(graph: &GraphProto, options: &crate::QuantizeOptions) -> Self {
+        let mut selection = Selection::of(graph, &options.exclude, options.int8_qa_head);
+        for (i, decision) in &mut selection.decisions {
+            if *decision != Decision::Quantize {
+                continue;
+            }
+            if let Some(p) = matching_pattern(&options.float_activations, &graph.node[*i]) {
+                *decision = Decision::WeightOnly(KeptFloat::FloatActivations(p.to_string()));
+            }
+        }
+        selection
+    }
+
     /// Every product by a constant weight with its decision, in graph order.
     pub fn decisions(&self) -> &[(usize, Decision)] {
         &self.decisions
@@ -209,4 +226,65 @@ pub fn activation_matmuls(graph: &GraphProto) -> Reasons {
         .filter(|n| n.op_type == "MatMul" && n.input.len() == 2 && !index.initializers.contains_key(&n.input[1]))
         .map(|n| (n.name.clone(), KeptFloat::ActivationProduct))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::pb::{NodeProto, TensorProto, ValueInfoProto};
+
+    use super::*;
+    use crate::{Precision, QuantizeOptions};
+
+    /// x → layer.0.query → layer.0.output → head → logits, every weight 2 × 2.
+    fn graph() -> GraphProto {
+        let matmul = |name: &str, input: &str, weight: &str, output: &str| NodeProto {
+            name: name.into(),
+            op_type: "MatMul".into(),
+            input: vec![input.into(), weight.into()],
+            output: vec![output.into()],
+            ..Default::default()
+        };
+        let weight = |name: &str| TensorProto {
+            name: name.into(),
+            dims: vec![2, 2],
+            data_type: DataType::Float as i32,
+            float_data: vec![1.0, 0.5, -0.5, 1.0],
+            ..Default::default()
+        };
+        GraphProto {
+            node: vec![
+                matmul("layer.0.query", "x", "w0", "a"),
+                matmul("layer.0.output", "a", "w1", "b"),
+                matmul("head", "b", "w2", "logits"),
+            ],
+            initializer: ["w0", "w1", "w2"].map(weight).to_vec(),
+            input: vec![ValueInfoProto { name: "x".into(), ..Default::default() }],
+            output: vec![ValueInfoProto { name: "logits".into(), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn float_activation_patterns_keep_int8_weights_and_exclusions_win() {
+        let g = graph();
+        let mut options = QuantizeOptions::for_tests(Precision::Int8Static, &["layer.0.query"]);
+        options.float_activations = vec!["layer.0.*".into()];
+        let selection = Selection::for_request(&g, &options);
+        assert_eq!(
+            selection.decisions(),
+            [
+                (0, Decision::Float(KeptFloat::Excluded("layer.0.query".into()))),
+                (1, Decision::WeightOnly(KeptFloat::FloatActivations("layer.0.*".into()))),
+                (2, Decision::Float(KeptFloat::QaHead)),
+            ]
+        );
+        // Only quantized products' inputs are calibrated: none is left here.
+        assert!(selection.calibration_tensors(&g).is_empty());
+        // Without the pattern the request's selection is `of`'s.
+        options.float_activations.clear();
+        assert_eq!(
+            Selection::for_request(&g, &options).decisions(),
+            Selection::of(&g, &options.exclude, false).decisions()
+        );
+    }
 }

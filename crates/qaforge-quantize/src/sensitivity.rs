@@ -5,7 +5,9 @@
 //! limit and the logits' cosine with the float graph's stays above the precision's floor (the two
 //! checks `qaforge verify` applies; on a model whose F1 barely depends on its logits, the cosine is
 //! what catches a broken graph). Each step records the candidate's size: the price of what it keeps
-//! float.
+//! float. In the int8 modes a kept unit can instead keep only its activations float
+//! ([`SearchKeep::Activations`]): its weights stay int8, so the size price is nil and the price is
+//! the speed of a float product.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -117,6 +119,49 @@ impl FromStr for SearchUnit {
     }
 }
 
+/// What the search keeps in higher precision for a unit it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchKeep {
+    /// Weights and activations float (`--exclude`): the unit's float weights are the price.
+    #[default]
+    Float,
+    /// int8 weights, float activations (`--float-activations`, int8 modes): the artifact keeps
+    /// its int8 size, the unit's product runs in float on dequantized weights (its speed is the
+    /// price). Where the error is the activation grid's, as with BERT's outlier activations,
+    /// this keeps most of what `Float` buys.
+    Activations,
+}
+
+impl SearchKeep {
+    /// Every choice, in the order help texts list them.
+    pub const ALL: [SearchKeep; 2] = [SearchKeep::Float, SearchKeep::Activations];
+
+    /// The name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchKeep::Float => "float",
+            SearchKeep::Activations => "activations",
+        }
+    }
+}
+
+impl Named for SearchKeep {
+    const ALL: &'static [Self] = &SearchKeep::ALL;
+
+    fn as_str(self) -> &'static str {
+        SearchKeep::as_str(self)
+    }
+}
+
+impl FromStr for SearchKeep {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        parse_named(text, "search keep")
+    }
+}
+
 /// What the search must reach, and what it keeps float to get there.
 #[derive(Debug, Clone, Copy)]
 pub struct SearchGoal {
@@ -126,6 +171,8 @@ pub struct SearchGoal {
     pub min_cosine: f64,
     /// What is kept float at a time.
     pub unit: SearchUnit,
+    /// What keeping a unit keeps in higher precision.
+    pub keep: SearchKeep,
 }
 
 /// One step of the search, for the report.
@@ -147,6 +194,8 @@ pub struct SearchStep {
 pub struct SearchLog {
     /// What the search kept float at a time.
     pub unit: SearchUnit,
+    /// What keeping a unit kept in higher precision.
+    pub keep: SearchKeep,
     /// Mean squared logit error of quantizing each unit alone, most harmful first.
     pub sensitivity: Vec<(String, f64)>,
     /// Each evaluated configuration, in the order measured.
@@ -166,7 +215,12 @@ struct Unit {
 /// name, so products whose names a pattern cannot single out (empty, with `*`, or an op type's)
 /// are not offered; nor is a layer unit whose pattern would not reach its products (a product not
 /// named `layer.N.…` or `first.…`): keeping it "float" would change nothing.
-fn search_units(graph: &tract_onnx::pb::GraphProto, options: &QuantizeOptions, unit: SearchUnit) -> Vec<Unit> {
+fn search_units(
+    graph: &tract_onnx::pb::GraphProto,
+    options: &QuantizeOptions,
+    unit: SearchUnit,
+    keep: SearchKeep,
+) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut add = |name: String, pattern: String| {
         if !units.iter().any(|u| u.name == name) {
@@ -174,11 +228,15 @@ fn search_units(graph: &tract_onnx::pb::GraphProto, options: &QuantizeOptions, u
         }
     };
     let reaches = |pattern: &str, node: &tract_onnx::pb::NodeProto| crate::graph::glob_match(pattern, &node.name);
-    let decisions = Selection::of(graph, &options.exclude, options.int8_qa_head);
+    let decisions = Selection::for_request(graph, options);
     let candidates = decisions
         .decisions()
         .iter()
-        .filter(|(_, d)| options.precision == Precision::Fp16 || !matches!(d, Decision::Float(_)))
+        .filter(|(_, d)| match keep {
+            _ if options.precision == Precision::Fp16 => true,
+            SearchKeep::Float => !matches!(d, Decision::Float(_)),
+            SearchKeep::Activations => *d == Decision::Quantize,
+        })
         .map(|(i, _)| &graph.node[*i]);
     match (unit, options.precision) {
         (SearchUnit::Layer, Precision::Fp16) => {
@@ -281,12 +339,29 @@ pub fn search(
     let grams = crate::input_statistics(model, options, calibration, progress)?;
     let grams = grams.as_ref();
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-    let mut log = SearchLog { unit: goal.unit, ..SearchLog::default() };
-    let units = search_units(graph, options, goal.unit);
+    if goal.keep == SearchKeep::Activations && !options.precision.is_int8() {
+        return Err(QuantizeError::Options(format!(
+            "the search keeps float activations with int8 weights in the int8 modes only, not {}",
+            options.precision.as_str()
+        )));
+    }
+    let mut log = SearchLog { unit: goal.unit, keep: goal.keep, ..SearchLog::default() };
+    let units = search_units(graph, options, goal.unit, goal.keep);
     let pattern_of = |name: &str| units.iter().find(|u| u.name == name).map(|u| u.pattern.clone());
-    let with_units = |names: &[String]| -> QuantizeOptions {
+    // Ranking quantizes one unit with every other unit float; the prefix steps keep units as
+    // `goal.keep` says.
+    let with_float = |names: &[String]| -> QuantizeOptions {
         let mut o = options.clone();
         o.exclude.extend(names.iter().filter_map(|n| pattern_of(n)));
+        o
+    };
+    let with_kept = |names: &[String]| -> QuantizeOptions {
+        let mut o = options.clone();
+        let patterns = names.iter().filter_map(|n| pattern_of(n));
+        match goal.keep {
+            SearchKeep::Float => o.exclude.extend(patterns),
+            SearchKeep::Activations => o.float_activations.extend(patterns),
+        }
         o
     };
     let (_, float_eval) = f1_of(model, slice, options)?;
@@ -315,7 +390,7 @@ pub fn search(
         crate::tract_session(model, "float graph", options)?.run_features(&probe, 8, options.threads, &|_| {})?;
     for unit in &units {
         let others: Vec<String> = units.iter().filter(|o| o.name != unit.name).map(|o| o.name.clone()).collect();
-        let (candidate, _) = apply(model, &with_units(&others), ranges, grams, input_sha256)?;
+        let (candidate, _) = apply(model, &with_float(&others), ranges, grams, input_sha256)?;
         let logits = crate::tract_session(&candidate, "candidate graph", options)?.run_features(
             &probe,
             8,
@@ -334,16 +409,16 @@ pub fn search(
     let mut last = step;
     let found = smallest_passing_prefix(ranking.len(), |k| {
         let kept = &ranking[..k];
-        let (candidate, mut s) = apply(model, &with_units(kept), ranges, grams, input_sha256)?;
+        let (candidate, mut s) = apply(model, &with_kept(kept), ranges, grams, input_sha256)?;
+        let unit_of = |pattern: &str| kept.iter().find(|k| pattern_of(k).as_deref() == Some(pattern)).cloned();
         for reason in s.kept_float.values_mut() {
-            let unit = match reason {
-                KeptFloat::Excluded(pattern) => {
-                    kept.iter().find(|k| pattern_of(k).as_deref() == Some(pattern.as_str())).cloned()
-                }
+            let searched = match reason {
+                KeptFloat::Excluded(pattern) => unit_of(pattern).map(KeptFloat::SensitivitySearch),
+                KeptFloat::FloatActivations(pattern) => unit_of(pattern).map(KeptFloat::SensitivitySearchActivations),
                 _ => None,
             };
-            if let Some(unit) = unit {
-                *reason = KeptFloat::SensitivitySearch(unit);
+            if let Some(searched) = searched {
+                *reason = searched;
             }
         }
         let step = measure(&candidate, kept)?;
@@ -361,13 +436,17 @@ pub fn search(
             Ok((best, summary, log))
         }
         _ => Err(QuantizeError::Graph(format!(
-            "F1 drop {:.2} (limit {}), cosine {:.6} (floor {}) with every {} ({}) kept float",
+            "F1 drop {:.2} (limit {}), cosine {:.6} (floor {}) with every {} ({}) kept {}",
             last.f1_drop,
             goal.max_f1_drop,
             last.cosine,
             goal.min_cosine,
             goal.unit.as_str(),
-            ranking.join(", ")
+            ranking.join(", "),
+            match goal.keep {
+                SearchKeep::Float => "float",
+                SearchKeep::Activations => "with float activations",
+            }
         ))),
     }
 }
@@ -455,16 +534,30 @@ mod tests {
     #[test]
     fn product_units_are_the_quantized_products_a_pattern_can_single_out() {
         let g = graph();
-        let units = search_units(&g, &QuantizeOptions::for_tests(Precision::Int8Static, &[]), SearchUnit::Product);
+        let units = search_units(
+            &g,
+            &QuantizeOptions::for_tests(Precision::Int8Static, &[]),
+            SearchUnit::Product,
+            SearchKeep::Float,
+        );
         // The unnamed product and the one named like an op type cannot be kept float alone by a
         // pattern; the QA head is float already.
         assert_eq!(listed(&units), [("layer.0.query", "layer.0.query"), ("layer.1.output", "layer.1.output")]);
         // A product the user excluded is float already: not a unit.
-        let units =
-            search_units(&g, &QuantizeOptions::for_tests(Precision::Int8Static, &["layer.0.*"]), SearchUnit::Product);
+        let units = search_units(
+            &g,
+            &QuantizeOptions::for_tests(Precision::Int8Static, &["layer.0.*"]),
+            SearchUnit::Product,
+            SearchKeep::Float,
+        );
         assert_eq!(listed(&units), [("layer.1.output", "layer.1.output")]);
         // Each pattern keeps exactly its product float.
-        for unit in search_units(&g, &QuantizeOptions::for_tests(Precision::Int8Static, &[]), SearchUnit::Product) {
+        for unit in search_units(
+            &g,
+            &QuantizeOptions::for_tests(Precision::Int8Static, &[]),
+            SearchUnit::Product,
+            SearchKeep::Float,
+        ) {
             let selection = Selection::of(&g, std::slice::from_ref(&unit.pattern), false);
             let float: Vec<&str> = selection
                 .decisions()
@@ -477,8 +570,28 @@ mod tests {
     }
 
     #[test]
+    fn units_that_keep_float_activations_are_products_still_quantized() {
+        let g = graph();
+        let mut options = QuantizeOptions::for_tests(Precision::Int8Static, &[]);
+        options.float_activations = vec!["layer.0.query".into()];
+        // Kept float, a product with float activations could still lose its int8 weights; kept
+        // with float activations, it has nothing left to keep.
+        let float = search_units(&g, &options, SearchUnit::Product, SearchKeep::Float);
+        assert_eq!(listed(&float), [("layer.0.query", "layer.0.query"), ("layer.1.output", "layer.1.output")]);
+        let activations = search_units(&g, &options, SearchUnit::Product, SearchKeep::Activations);
+        assert_eq!(listed(&activations), [("layer.1.output", "layer.1.output")]);
+        assert_eq!("activations".parse::<SearchKeep>(), Ok(SearchKeep::Activations));
+        assert_eq!("float".parse::<SearchKeep>(), Ok(SearchKeep::Float));
+    }
+
+    #[test]
     fn layer_units_group_products_by_layer() {
-        let units = search_units(&graph(), &QuantizeOptions::for_tests(Precision::Int8Dynamic, &[]), SearchUnit::Layer);
+        let units = search_units(
+            &graph(),
+            &QuantizeOptions::for_tests(Precision::Int8Dynamic, &[]),
+            SearchUnit::Layer,
+            SearchKeep::Float,
+        );
         // The unnamed product and `Relu` have no `layer.N.` or `first.` in their names to be kept
         // float by: not units.
         assert_eq!(listed(&units), [("layer.0", "layer.0.*"), ("layer.1", "layer.1.*")]);

@@ -171,7 +171,7 @@ pub fn migrate(
     }
     crate::check_float_input(model)?;
     let graph = model.graph.as_ref().ok_or_else(|| QuantizeError::Graph("no graph".into()))?;
-    let selection = Selection::of(graph, &options.exclude, options.int8_qa_head);
+    let selection = Selection::for_request(graph, options);
     let groups = groups(graph, &selection);
     let inputs: Vec<String> = groups.iter().map(|g| g.input.clone()).collect();
     let widths: Vec<usize> = groups.iter().map(|g| g.k).collect();
