@@ -474,7 +474,11 @@ def fidelity(args, table, py, limit, features, int8_features):
             "qaforge int8-dynamic --smooth": ["--smooth"] + calib,
             # One activation range per token (quantize --activation-scales token).
             "qaforge int8-dynamic --activation-scales token": ["--activation-scales", "token"],
-            "qaforge int8-static minmax --smooth": ["--method", "minmax", "--smooth"] + calib}
+            "qaforge int8-static minmax --smooth": ["--method", "minmax", "--smooth"] + calib,
+            # The four products the sensitivity ranking names first with float activations and
+            # int8 weights (quantize --float-activations): the plain int8 size.
+            "qaforge int8-static minmax --smooth --float-activations": ["--method", "minmax", "--smooth"] + calib
+            + [a for n in range(4) for a in ("--float-activations", f"layer.{n}.output")]}
     artifacts = {}
     for name, extra in ours.items():
         artifacts[name] = f"{stem}.{name.split(' ', 1)[1].replace(' --', '-').replace(' ', '-')}.onnx"
