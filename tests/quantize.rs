@@ -545,7 +545,8 @@ fn float_activations_keep_int8_weights_at_the_int8_size_and_the_search_can_keep_
     let cosine = |r: &serde_json::Value| r["logits"]["cosine"].as_f64().unwrap();
     assert!(cosine(&report) > cosine(&plain_report), "{} vs {}", cosine(&report), cosine(&plain_report));
 
-    // The search, keeping activations: every step the plain int8 size, the written one passes.
+    // The search, keeping activations (a layer at a time: few units to rank, so the test stays
+    // short): every step the plain int8 size, the written one passes.
     let searched = dir.path().join("searched.onnx");
     let report_path = dir.path().join("searched.quantize.json");
     let fixture = golden().join("mobilebert-tiny");
@@ -555,7 +556,7 @@ fn float_activations_keep_int8_weights_at_the_int8_size_and_the_search_can_keep_
         "--golden",
         fixture.to_str().unwrap(),
         "--search-unit",
-        "product",
+        "layer",
         "--search-keep",
         "activations",
         "--report",
@@ -563,7 +564,7 @@ fn float_activations_keep_int8_weights_at_the_int8_size_and_the_search_can_keep_
     ];
     let run = quantize(&fp32, &searched, "mobilebert-tiny", &[&clipped[..], &search[..]].concat());
     assert!(run.status.success(), "{}", text(&run));
-    assert!(text(&run).contains("product(s) with float activations"), "{}", text(&run));
+    assert!(text(&run).contains("layer(s) with float activations"), "{}", text(&run));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report["search"]["keep"], "activations");
     let steps = report["search"]["steps"].as_array().unwrap();
@@ -571,13 +572,16 @@ fn float_activations_keep_int8_weights_at_the_int8_size_and_the_search_can_keep_
     for step in steps {
         let bytes = step["bytes"].as_u64().unwrap() as f64;
         // Never larger than the plain artifact (each kept product drops its quantize/dequantize
-        // nodes: 1.8% smaller with every product kept here), never far below it (int8 weights).
+        // nodes: 1.8% smaller with every product kept), never far below it (int8 weights).
         assert!(bytes <= size(&plain) * 1.005 && bytes > size(&plain) * 0.95, "{step}: no size price");
     }
     let chosen = &steps[report["search"]["chosen"].as_u64().unwrap() as usize];
     let kept: Vec<&str> = chosen["kept_float"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
     let recorded = metadata(&searched)["qaforge.quantize.float_activations"].clone();
-    assert!(kept.iter().all(|k| recorded.split(',').any(|r| r == *k)), "{kept:?} vs {recorded}");
+    assert!(
+        !kept.is_empty() && kept.iter().all(|k| recorded.split(',').any(|r| r == format!("{k}.*"))),
+        "{kept:?} vs {recorded}"
+    );
     assert!(
         !metadata(&searched).contains_key("qaforge.quantize.exclude")
             || metadata(&searched)["qaforge.quantize.exclude"].is_empty()
