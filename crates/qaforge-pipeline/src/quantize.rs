@@ -252,7 +252,7 @@ impl std::fmt::Display for QuantizeOutcome {
                     crate::human_bytes(step.bytes.saturating_sub(first_bytes)),
                     step.kept_float.len(),
                     log.unit.as_str(),
-                    kept_words(log.keep)
+                    log.keep.words()
                 )
             };
             for step in &log.steps {
@@ -550,7 +550,7 @@ pub fn write_quantize_report(
     if let Some(log) = &done.search {
         let unit = log.unit.as_str();
         let first_bytes = log.steps.first().map_or(0, |s| s.bytes);
-        let kept = kept_words(log.keep);
+        let kept = log.keep.words();
         md.push_str(&format!(
             "\nSensitivity search, one {unit} at a time (prefixes of the ranking below, in the order measured; ✓ the one written):\n\n| step | kept {kept} | F1 drop | cosine | bytes | price |\n|---:|---|---:|---:|---:|---:|\n"
         ));
@@ -577,12 +577,4 @@ pub fn write_quantize_report(
     qaforge_onnx::write_atomically(path, format!("{json}\n").as_bytes())?;
     qaforge_onnx::write_atomically(&path.with_extension("md"), md.as_bytes())?;
     Ok(())
-}
-
-/// What the search's kept units keep, in the words the summary and the report print.
-fn kept_words(keep: SearchKeep) -> &'static str {
-    match keep {
-        SearchKeep::Float => "float",
-        SearchKeep::Activations => "with float activations",
-    }
 }

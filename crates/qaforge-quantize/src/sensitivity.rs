@@ -144,6 +144,15 @@ impl SearchKeep {
             SearchKeep::Activations => "activations",
         }
     }
+
+    /// How a kept unit is kept, in the words summaries, reports and errors print ("2 products
+    /// float", "… with float activations").
+    pub fn words(self) -> &'static str {
+        match self {
+            SearchKeep::Float => "float",
+            SearchKeep::Activations => "with float activations",
+        }
+    }
 }
 
 impl Named for SearchKeep {
@@ -443,10 +452,7 @@ pub fn search(
             goal.min_cosine,
             goal.unit.as_str(),
             ranking.join(", "),
-            match goal.keep {
-                SearchKeep::Float => "float",
-                SearchKeep::Activations => "with float activations",
-            }
+            goal.keep.words()
         ))),
     }
 }
