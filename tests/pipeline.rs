@@ -139,9 +139,12 @@ fn product_rules_refuse_with_their_reason() {
 fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show() {
     // ONNX Runtime's quantize_dynamic/quantize_static write no qaforge metadata: qaforge's own
     // artifacts with their metadata stripped stand in for them here (make test verifies ONNX
-    // Runtime's real outputs in tests/exports.sh).
+    // Runtime's real outputs in tests/exports.sh). Of qaforge's fp32 artifact they write its
+    // metadata, copied: `qaforge.precision = fp32` on a quantized graph, which must not be
+    // believed (the same artifacts carrying the fp32 file's metadata stand in for those).
     let dir = tempfile::tempdir().unwrap();
     let fp32 = crate::common::convert("mobilebert-tiny", dir.path());
+    let fp32_metadata = qaforge_onnx::read_model(&fp32).unwrap().metadata_props;
     let bundle_dir = golden().join("mobilebert-tiny");
     for (precision, flags) in [
         ("int8-dynamic", vec![]),
@@ -218,5 +221,48 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
             "{}",
             crate::common::text(&again)
         );
+
+        // The same graph with the fp32 file's metadata copied onto it: judged, and refused as
+        // quantize's input, at the precision its operators show, and the report says the key
+        // was contradicted (a quarter of the bundle: what is checked is the precision).
+        model.metadata_props = fp32_metadata.clone();
+        let copied = dir.path().join(format!("{precision}.copied-metadata.onnx"));
+        std::fs::write(&copied, qaforge_onnx::encode(&model)).unwrap();
+        let report = dir.path().join(format!("{precision}.copied-metadata.json"));
+        let run = crate::common::qaforge(&[
+            "verify",
+            copied.to_str().unwrap(),
+            "--golden",
+            bundle_dir.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "--shard",
+            "1/4",
+        ]);
+        assert!(run.status.success(), "{precision}: {}", crate::common::text(&run));
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(json["precision"], precision);
+        let source = json["precision_source"].as_str().unwrap();
+        assert!(
+            source.starts_with("inferred from its operators")
+                && source.contains("says fp32, which its operators contradict"),
+            "{source}"
+        );
+        let again = crate::common::qaforge(&[
+            "quantize",
+            copied.to_str().unwrap(),
+            "-o",
+            dir.path().join("again.onnx").to_str().unwrap(),
+            "--precision",
+            "int8-dynamic",
+        ]);
+        assert_eq!(again.status.code(), Some(2), "{}", crate::common::text(&again));
+        assert!(
+            crate::common::text(&again)
+                .contains(&format!("the input is already {precision} (inferred from its operators")),
+            "{}",
+            crate::common::text(&again)
+        );
     }
+    assert!(!dir.path().join("again.onnx").exists());
 }

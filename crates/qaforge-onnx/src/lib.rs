@@ -19,7 +19,7 @@ mod mobilebert;
 mod precision;
 mod types;
 
-pub use precision::infer_precision;
+pub use precision::{artifact_precision, infer_precision};
 pub use types::{check_types, declared_elem_type, element_types};
 
 use std::io::Write;

@@ -1,8 +1,11 @@
 //! The precision of an artifact that records none (ONNX Runtime's quantize_dynamic or
 //! quantize_static output, another tool's fp16 conversion), read from its operators, so that
-//! verify judges it with its own precision's tolerances instead of fp32's.
+//! verify judges it with its own precision's tolerances instead of fp32's; and of one whose
+//! recorded precision its operators contradict: other tools copy their input's metadata_props
+//! (ONNX Runtime's quantize_dynamic of qaforge's fp32 artifact still says
+//! `qaforge.precision = fp32`), so the key alone is not evidence.
 
-use qaforge_provenance::Precision;
+use qaforge_provenance::{keys, Precision};
 
 use crate::edit::{int_attr, tensor_attr};
 use crate::pb::{tensor_proto::DataType, ModelProto};
@@ -46,6 +49,31 @@ pub fn infer_precision(model: &ModelProto) -> Result<(Precision, String), String
         return Ok((Precision::Fp16, "inferred from its operators (float16 weights or casts)".into()));
     }
     Ok((Precision::Fp32, "inferred from its operators (no quantized or float16 tensors)".into()))
+}
+
+/// The precision an artifact is judged and treated at, and where it comes from, in words: its
+/// `qaforge.precision` metadata, unless the operators show a lossier precision (a quantized or
+/// float16 graph carrying a float model's copied metadata), or the operators where it records
+/// none. A recorded precision lossier than the operators show is kept: it only loosens the
+/// tolerances its maker chose. `Err` names a value that is no precision, or a precision qaforge
+/// does not judge yet.
+pub fn artifact_precision(model: &ModelProto) -> Result<(Precision, String), String> {
+    let recorded = model.metadata_props.iter().find(|p| p.key == keys::PRECISION).map(|p| p.value.as_str());
+    let Some(name) = recorded else {
+        return infer_precision(model).map_err(|why| format!("records no {} and {why}", keys::PRECISION));
+    };
+    let recorded: Precision = name.parse().map_err(|e| format!("metadata {}: {e}", keys::PRECISION))?;
+    match infer_precision(model) {
+        Ok((shown, why)) if shown.loss_rank() > recorded.loss_rank() => Ok((
+            shown,
+            format!(
+                "{why}; its metadata {} says {recorded}, which its operators contradict (metadata copied from \
+                 its input by the tool that made it?)",
+                keys::PRECISION
+            ),
+        )),
+        _ => Ok((recorded, format!("from metadata {}", keys::PRECISION))),
+    }
 }
 
 #[cfg(test)]
@@ -97,5 +125,38 @@ mod tests {
             Ok(Precision::Int4)
         );
         assert_eq!(of(&model(vec![], vec![raw_tensor("w", &[2], DataType::Int4, vec![0])])), Ok(Precision::Int4));
+    }
+
+    #[test]
+    fn recorded_precision_stands_unless_the_operators_contradict_it() {
+        let with =
+            |nodes: Vec<crate::pb::NodeProto>, recorded: Option<&str>| {
+                let mut m = model(nodes, vec![]);
+                m.metadata_props.extend(recorded.map(|value| crate::pb::StringStringEntryProto {
+                    key: keys::PRECISION.into(),
+                    value: value.into(),
+                }));
+                artifact_precision(&m)
+            };
+        let dynamic = || vec![node("DynamicQuantizeLinear", "q", &["x"], &["a", "b", "c"], vec![])];
+        let matmul = || vec![node("MatMul", "m", &["x", "w"], &["y"], vec![])];
+        // Recorded and consistent: the metadata says it.
+        let (p, why) = with(dynamic(), Some("int8-dynamic")).unwrap();
+        assert_eq!((p, why.as_str()), (Precision::Int8Dynamic, "from metadata qaforge.precision"));
+        // A float model's metadata on a quantized graph (ONNX Runtime's quantize_dynamic of
+        // qaforge's fp32 artifact): the operators win, and the report says why.
+        let (p, why) = with(dynamic(), Some("fp32")).unwrap();
+        assert_eq!(p, Precision::Int8Dynamic);
+        assert!(
+            why.contains("DynamicQuantizeLinear") && why.contains("says fp32, which its operators contradict"),
+            "{why}"
+        );
+        let fp16_cast = vec![node("Cast", "c", &["x"], &["y"], vec![int_attribute("to", DataType::Float16 as i64)])];
+        assert_eq!(with(fp16_cast, Some("fp32")).unwrap().0, Precision::Fp16);
+        // A lossier record than the operators show only loosens the tolerances: kept.
+        assert_eq!(with(matmul(), Some("int4")).unwrap().0, Precision::Int4);
+        // None recorded: the operators; a value that is no precision: an error naming the key.
+        assert_eq!(with(matmul(), None).unwrap().0, Precision::Fp32);
+        assert!(with(matmul(), Some("int7")).unwrap_err().contains("metadata qaforge.precision"));
     }
 }

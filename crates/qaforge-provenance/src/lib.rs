@@ -206,6 +206,18 @@ impl Precision {
     pub fn is_int8(self) -> bool {
         matches!(self, Precision::Int8Dynamic | Precision::Int8Static)
     }
+
+    /// How far its numbers stray from float32's: 0 for fp32, 1 for fp16, 2 for both int8 modes,
+    /// 3 for int4. Verify's tolerances loosen in this order; a graph whose operators show a
+    /// higher rank than its metadata records cannot be what the metadata says.
+    pub fn loss_rank(self) -> u8 {
+        match self {
+            Precision::Fp32 => 0,
+            Precision::Fp16 => 1,
+            Precision::Int8Dynamic | Precision::Int8Static => 2,
+            Precision::Int4 => 3,
+        }
+    }
 }
 
 impl Named for Precision {

@@ -137,20 +137,14 @@ pub struct QuantizeSummary {
 }
 
 fn check_float_input(model: &ModelProto) -> Result<(), QuantizeError> {
-    let precision = model.metadata_props.iter().find(|p| p.key == keys::PRECISION).map(|p| p.value.as_str());
-    match precision {
-        // A graph from another tool: its operators say whether it is quantized already.
-        None => match qaforge_onnx::infer_precision(model) {
-            Ok((Precision::Fp32, _)) => Ok(()),
-            Ok((other, why)) => Err(QuantizeError::Graph(format!(
-                "the input is already {other} ({why}); quantize the fp32 model instead"
-            ))),
-            Err(why) => Err(QuantizeError::Graph(format!("the input is already quantized: {why}"))),
-        },
-        Some(name) if name == Precision::Fp32.as_str() => Ok(()),
-        Some(other) => {
-            Err(QuantizeError::Graph(format!("the input is already {other}; quantize the fp32 artifact instead")))
+    // The operators are read even where the metadata says fp32: a quantized graph from another
+    // tool may carry its float input's metadata.
+    match qaforge_onnx::artifact_precision(model) {
+        Ok((Precision::Fp32, _)) => Ok(()),
+        Ok((other, why)) => {
+            Err(QuantizeError::Graph(format!("the input is already {other} ({why}); quantize the fp32 model instead")))
         }
+        Err(why) => Err(QuantizeError::Graph(format!("the input is not an fp32 model: {why}"))),
     }
 }
 

@@ -65,7 +65,8 @@ pub struct Artifact {
     pub model: tract_onnx::pb::ModelProto,
     /// Its metadata_props.
     pub metadata: BTreeMap<String, String>,
-    /// Its precision: recorded in its metadata, else inferred from its operators.
+    /// Its precision: recorded in its metadata unless its operators contradict that, else
+    /// inferred from its operators ([`qaforge_onnx::artifact_precision`]).
     pub precision: Precision,
     /// Where [`Artifact::precision`] comes from, in words.
     pub precision_source: String,
@@ -95,17 +96,8 @@ impl Artifact {
         };
         let metadata: BTreeMap<String, String> =
             model.metadata_props.iter().map(|p| (p.key.clone(), p.value.clone())).collect();
-        let (precision, precision_source) = match metadata.get(keys::PRECISION) {
-            None => qaforge_onnx::infer_precision(&model).map_err(|why| {
-                VerifyError::Artifact(format!("{}: records no {} and {why}", path.display(), keys::PRECISION))
-            })?,
-            Some(name) => (
-                name.parse().map_err(|e| {
-                    VerifyError::Artifact(format!("{}: metadata {}: {e}", path.display(), keys::PRECISION))
-                })?,
-                format!("from metadata {}", keys::PRECISION),
-            ),
-        };
+        let (precision, precision_source) = qaforge_onnx::artifact_precision(&model)
+            .map_err(|why| VerifyError::Artifact(format!("{}: {why}", path.display())))?;
         let mut provenance = check_provenance(&metadata, bundle, allow_other_checkpoint)?;
         // The artifact's sha256 covers the model file only; the weights it keeps beside it are
         // named with theirs, and the engine is given the model with their bytes inline.

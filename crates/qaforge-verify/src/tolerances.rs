@@ -96,6 +96,14 @@ mod tests {
             (Tolerances::for_precision(Precision::Fp16), Tolerances::for_precision(Precision::Int8Dynamic));
         assert!(fp16.max_f1_drop < int8.max_f1_drop && fp16.min_cosine > int8.min_cosine);
         assert_eq!(Tolerances::for_precision(Precision::Int8Static), int8);
+        // Precision::loss_rank, which decides when the operators overrule a recorded precision,
+        // orders the lossy rows as their bounds do.
+        for p in Precision::ALL.into_iter().filter(|&p| p != Precision::Fp32) {
+            for q in Precision::ALL.into_iter().filter(|&q| q.loss_rank() > p.loss_rank()) {
+                let (tp, tq) = (Tolerances::for_precision(p), Tolerances::for_precision(q));
+                assert!(tp.max_f1_drop < tq.max_f1_drop && tp.min_cosine > tq.min_cosine, "{p} vs {q}");
+            }
+        }
     }
 
     #[test]
