@@ -18,15 +18,19 @@ inside them) are held out whole and scored at the end.
 
 Cost. Measured before choosing (README of golden/, "The trained fixture"): features of 256 tokens
 with a stride of 128 instead of run_qa.py's 384 (SQuAD windows are mostly far shorter), each batch
-padded only to its longest window, windows sorted by length within a look-ahead of --lookahead
-windows (the batches are then shuffled, so lengths do not drift through the run), bfloat16
-autocast only where the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16; float32 elsewhere,
-where autocast is slower), torch's threads set to the cores, the tokenization done once and cached
-in --state. The learning-rate schedule fits the steps the budget allows: a fixed warm-up, then the
-number of steps is planned from the throughput measured over the warm-up (--steps fixes it instead,
-to repeat a run), and the rate decays linearly to zero at the planned step; if the machine turns
-slower than planned, the schedule follows elapsed time instead, so the run always ends inside the
-budget with its schedule complete.
+padded only to its longest window (with bfloat16, rounded up to a multiple of 32), windows sorted by
+length within a look-ahead of --lookahead windows (the batches are then shuffled, so lengths do not
+drift through the run), bfloat16 autocast only where the CPU has bfloat16 instructions (avx512_bf16
+or amx_bf16; float32 elsewhere, where autocast is slower), torch's threads set to the cores, the
+tokenization done once and cached in --state. The rounding is for bfloat16 on the CPU: with every
+length from 20 to 256 a run's memory grew and its speed fell (an AMX Xeon, bfloat16 autocast: 10
+windows/s over the first 60 steps, 3 by step 150, resident memory 4.9 to 7.2 GB); with lengths
+rounded to 32 the memory stayed flat and so did the speed (golden/README.md); kernels built and kept
+per shape are the likely cause, not proven. The learning-rate schedule fits the steps the budget
+allows: a fixed warm-up, then the number of steps is planned from the throughput measured over the
+warm-up (--steps fixes it instead, to repeat a run), and the rate decays linearly to zero at the
+planned step; if the machine turns slower than planned, the schedule follows elapsed time instead,
+so the run always ends inside the budget with its schedule complete.
 
 Robustness. The state (weights, optimizer, step, plan, seconds used) is saved every --save-minutes
 to --state atomically; a rerun with the same recipe resumes there, and the budget counts the
@@ -198,8 +202,11 @@ class Stream:
         return self.chunk(c)[k]
 
 
-def collate(windows):
+def collate(windows, multiple=1):
+    """One batch as tensors, padded to its longest window rounded up to `multiple`, with its real
+    and padded token counts."""
     longest = max(len(w[0]) for w in windows)
+    longest += -longest % multiple
     ids = np.zeros((len(windows), longest), dtype=np.int64)
     types = np.zeros_like(ids)
     mask = np.zeros_like(ids)
@@ -315,6 +322,9 @@ def main():
     p.add_argument("--warmup-steps", type=int, default=60)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--stride", type=int, default=128)
+    p.add_argument("--pad-multiple", type=int, default=0,
+                   help="batches padded to a multiple of this length (0: 32 with bfloat16, whose speed fell "
+                        "with every length its own shape; 1 in float32, which kept its speed)")
     p.add_argument("--lookahead", type=int, default=2048, help="windows sorted by length together")
     p.add_argument("--dev-share", type=float, default=0.2, help="share of each batch from the SQuAD v2 dev training articles")
     p.add_argument("--unanswerable-fraction", type=float, default=0.5,
@@ -331,6 +341,8 @@ def main():
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_bf16())
+    if args.pad_multiple <= 0:
+        args.pad_multiple = 32 if bf16 else 1
     os.makedirs(args.state, exist_ok=True)
 
     recipe = {k: v for k, v in vars(args).items() if k not in ("out", "state", "threads", "save_minutes", "eval")}
@@ -441,7 +453,7 @@ def main():
         lr = args.lr * rate_at(step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        (ids, mask, types, starts, ends), real, padded = collate(stream.batch_at(step))
+        (ids, mask, types, starts, ends), real, padded = collate(stream.batch_at(step), args.pad_multiple)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, start_positions=starts, end_positions=ends)
         out.loss.backward()
