@@ -27,10 +27,10 @@ length from 20 to 256 a run's memory grew and its speed fell (an AMX Xeon, bfloa
 windows/s over the first 60 steps, 3 by step 150, resident memory 4.9 to 7.2 GB); with lengths
 rounded to 32 the memory stayed flat and so did the speed (golden/README.md); kernels built and kept
 per shape are the likely cause, not proven. The learning-rate schedule fits the steps the budget
-allows: a fixed warm-up, then the number of steps is planned from the throughput measured over the
-warm-up (--steps fixes it instead, to repeat a run), and the rate decays linearly to zero at the
-planned step; if the machine turns slower than planned, the schedule follows elapsed time instead,
-so the run always ends inside the budget with its schedule complete.
+allows: a fixed warm-up, then the rate decays linearly with the clock to zero at the end of the
+training budget, however the speed changes through the run (--steps fixes the number of steps
+instead, to repeat a run: the rate then decays by steps, or by the clock where that is further), so
+the run always ends inside the budget with its schedule complete.
 
 Robustness. The state (weights, optimizer, step, plan, seconds used) is saved every --save-minutes
 to --state atomically; a rerun with the same recipe resumes there, and the budget counts the
@@ -315,7 +315,7 @@ def main():
     p.add_argument("--minutes", type=float, default=150, help="wall-clock budget of the whole run, evaluation included")
     p.add_argument("--eval-minutes", type=float, default=10,
                    help="of the budget, kept for the held-out evaluation and saving (about 5 on 2 cores)")
-    p.add_argument("--steps", type=int, default=0, help="the planned steps (0: from the throughput measured in the warm-up)")
+    p.add_argument("--steps", type=int, default=0, help="a fixed number of steps, the decay by steps (0: as many as the budget allows, the decay by the clock)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--batch", type=int, default=32)
@@ -340,6 +340,9 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # Deterministic mode also fills every new tensor with NaN (a debugging aid, not determinism):
+    # a profile of a bfloat16 step spent about a tenth of its time there.
+    torch.utils.deterministic.fill_uninitialized_memory = False
     bf16 = args.precision == "bf16" or (args.precision == "auto" and cpu_has_bf16())
     if args.pad_multiple <= 0:
         args.pad_multiple = 32 if bf16 else 1
@@ -430,11 +433,15 @@ def main():
     def rate_at(step):
         if step < args.warmup_steps:
             return (step + 1) / args.warmup_steps
-        if plan is None:
-            return 1.0
-        by_steps = (step - args.warmup_steps) / max(1, plan - args.warmup_steps)
-        # The machine may turn slower than planned: then the schedule follows the clock instead.
         by_time = (elapsed() - warm_seconds) / max(1.0, train_budget - warm_seconds) if warm_seconds is not None else 0.0
+        if not args.steps:
+            # Unless --steps fixes the steps, the decay follows the clock: a run's speed can change
+            # after the warm-up (bfloat16 on an AMX Xeon: 6-8 windows/s over the first 40 steps,
+            # 9-10 later, in a probe), and a decay by steps planned from the warm-up would end a
+            # run that turns faster long before its budget.
+            return max(0.0, 1.0 - by_time)
+        by_steps = (step - args.warmup_steps) / max(1, plan - args.warmup_steps)
+        # The machine may turn slower than the fixed steps allow: then the clock decides.
         return max(0.0, 1.0 - max(by_steps, by_time))
 
     warm_seconds = curve[0]["warm_seconds"] if curve and "warm_seconds" in curve[0] else None
@@ -444,7 +451,7 @@ def main():
     losses = []
     model.train()
     while True:
-        if plan is not None and step >= plan:
+        if args.steps and step >= plan:
             break
         if elapsed() >= train_budget:
             log(f"budget reached at step {step}")
@@ -473,7 +480,7 @@ def main():
                 timed = window_time[len(window_time) // 3:]
                 per_step = sum(t for t, _ in timed) / len(timed)
                 plan = step + int((train_budget - elapsed()) / per_step * 0.97)
-                log(f"plan: {plan} steps ({per_step:.2f} s a step over the warm-up)")
+                log(f"estimate: {plan} steps ({per_step:.2f} s a step over the warm-up; the decay follows the clock)")
             curve.append({"step": step, "warm_seconds": warm_seconds})
         if step % 25 == 0:
             curve.append({"step": step, "seconds": round(elapsed(), 1), "loss": round(float(np.mean(losses[-25:])), 4), "lr": lr})
