@@ -269,6 +269,7 @@ fn answers_under_concurrency_are_qaforge_answers_in_every_precision() {
             assert_eq!(info["batching"]["mode"], "dynamic", "{info}");
         }
         assert_eq!(info["precision"], precision, "{info}");
+        assert_eq!(info["precision_source"], "from metadata qaforge.precision", "{info}");
         assert_eq!(server.terminate().code(), Some(0));
     }
 }

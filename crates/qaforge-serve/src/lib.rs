@@ -222,11 +222,18 @@ fn load(options: &ServeOptions, metrics: &Arc<Metrics>) -> Result<Model, ServeEr
     )
     .map_err(|source| ServeError::Io { what: "starting the batcher's threads".into(), source })?;
     let max_positions = max_positions(&artifact);
+    // The precision verify would judge it at: the recorded key unless the operators contradict it
+    // (a quantized graph carrying its float input's copied metadata).
+    let (precision, precision_source) = match qaforge_onnx::artifact_precision(&artifact.model) {
+        Ok((precision, source)) => (Some(precision.as_str()), source),
+        Err(why) => (None, why),
+    };
     let info = serde_json::json!({
         "qaforge": env!("CARGO_PKG_VERSION"),
         "artifact": options.artifact.display().to_string(),
         "sha256": artifact.sha256,
-        "precision": artifact.metadata(qaforge_provenance::keys::PRECISION),
+        "precision": precision,
+        "precision_source": precision_source,
         "provenance": artifact.model.metadata_props.iter().map(|p| (p.key.clone(), serde_json::Value::from(p.value.as_str()))).collect::<serde_json::Map<_, _>>(),
         "tokenizer": options.tokenizer.display().to_string(),
         "engine": engines[0].description(),
