@@ -180,7 +180,8 @@ golden:
 ## v1.1 train (../shared/data/squad-v1.1), unanswerable questions made from it and the SQuAD v2 dev
 ## articles no evaluation touches, then generate.py rebuilds the fixture and its PyTorch goldens.
 ## Its state is saved every few minutes in golden/.train/state: run it again after an interruption
-## and it resumes (TRAIN_FRESH=1 starts over). TRAIN_STEPS=N repeats a run's plan exactly.
+## and it resumes (TRAIN_FRESH=1 starts over). TRAIN_STEPS=N fixes the steps (the decay then goes by
+## steps, not the clock) to repeat a run.
 TRAIN_DIR := golden/.train
 TRAIN_MINUTES ?= 150
 TRAIN_STEPS ?= 0
