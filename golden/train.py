@@ -25,12 +25,13 @@ or amx_bf16; float32 elsewhere, where autocast is slower), torch's threads set t
 tokenization done once and cached in --state. The rounding is for bfloat16 on the CPU: with every
 length from 20 to 256 a run's memory grew and its speed fell (an AMX Xeon, bfloat16 autocast: 10
 windows/s over the first 60 steps, 3 by step 150, resident memory 4.9 to 7.2 GB); with lengths
-rounded to 32 the memory stayed flat and so did the speed (golden/README.md); kernels built and kept
-per shape are the likely cause, not proven. The learning-rate schedule fits the steps the budget
-allows: a fixed warm-up, then the rate decays linearly with the clock to zero at the end of the
-training budget, however the speed changes through the run (--steps fixes the number of steps
-instead, to repeat a run: the rate then decays by steps, or by the clock where that is further), so
-the run always ends inside the budget with its schedule complete.
+rounded to 32 the memory stayed flat, and so did the speed of a probe run beside it
+(golden/README.md: the machine's own speed varied within the day); the cause is not proven. The
+learning-rate schedule fits the steps the budget allows: a fixed warm-up, then the rate decays
+linearly with the clock to zero at the end of the training budget, however the speed changes through
+the run (--steps fixes the number of steps instead, to repeat a run: the rate then decays by steps,
+or by the clock where that is further), so the run always ends inside the budget with its schedule
+complete.
 
 Robustness. The state (weights, optimizer, step, plan, seconds used) is saved every --save-minutes
 to --state atomically; a rerun with the same recipe resumes there, and the budget counts the
