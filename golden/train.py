@@ -445,7 +445,9 @@ def main():
         # The machine may turn slower than the fixed steps allow: then the clock decides.
         return max(0.0, 1.0 - max(by_steps, by_time))
 
-    warm_seconds = curve[0]["warm_seconds"] if curve and "warm_seconds" in curve[0] else None
+    # The warm-up's end, where the clock's decay starts: kept in the curve (after its step-25 and
+    # step-50 points), so a resumed run decays from where it stopped instead of restarting at full rate.
+    warm_seconds = next((point["warm_seconds"] for point in curve if "warm_seconds" in point), None)
     log(f"training: {'bfloat16 autocast' if bf16 else 'float32'}, {args.threads} threads, batch {args.batch}, "
         f"lr {args.lr}, budget {args.minutes} min ({args.eval_minutes} kept for evaluation)")
     last_save, last_print, window_time = time.time(), time.time(), []
