@@ -206,21 +206,7 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
             assert_eq!(run.status.code(), Some(1), "{}", crate::common::text(&run));
         }
         // And quantize refuses to quantize it again.
-        let again = crate::common::qaforge(&[
-            "quantize",
-            bare.to_str().unwrap(),
-            "-o",
-            dir.path().join("again.onnx").to_str().unwrap(),
-            "--precision",
-            "int8-dynamic",
-        ]);
-        assert_eq!(again.status.code(), Some(2), "{}", crate::common::text(&again));
-        assert!(
-            crate::common::text(&again)
-                .contains(&format!("the input is already {precision} (inferred from its operators")),
-            "{}",
-            crate::common::text(&again)
-        );
+        refused_as_quantized(&bare, precision);
 
         // The same graph with the fp32 file's metadata copied onto it: judged, and refused as
         // quantize's input, at the precision its operators show, and the report says the key
@@ -248,21 +234,24 @@ fn artifacts_without_metadata_are_judged_at_the_precision_their_operators_show()
                 && source.contains("says fp32, which its operators contradict"),
             "{source}"
         );
-        let again = crate::common::qaforge(&[
-            "quantize",
-            copied.to_str().unwrap(),
-            "-o",
-            dir.path().join("again.onnx").to_str().unwrap(),
-            "--precision",
-            "int8-dynamic",
-        ]);
-        assert_eq!(again.status.code(), Some(2), "{}", crate::common::text(&again));
-        assert!(
-            crate::common::text(&again)
-                .contains(&format!("the input is already {precision} (inferred from its operators")),
-            "{}",
-            crate::common::text(&again)
-        );
+        refused_as_quantized(&copied, precision);
     }
-    assert!(!dir.path().join("again.onnx").exists());
+}
+
+/// `quantize` refuses `artifact` as its input (exit 2, nothing written), naming the precision its
+/// operators show.
+fn refused_as_quantized(artifact: &std::path::Path, precision: &str) {
+    let out = artifact.with_extension("again.onnx");
+    let again = crate::common::qaforge(&[
+        "quantize",
+        artifact.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--precision",
+        "int8-dynamic",
+    ]);
+    let text = crate::common::text(&again);
+    assert_eq!(again.status.code(), Some(2), "{text}");
+    assert!(text.contains(&format!("the input is already {precision} (inferred from its operators")), "{text}");
+    assert!(!out.exists(), "{}", out.display());
 }
