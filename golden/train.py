@@ -40,8 +40,10 @@ seconds already used. Progress lines give windows/s, the loss and the time left.
 Writes --out/model.safetensors (float16, BertForQuestionAnswering names), config.json and
 train-report.json (recipe, plan, seconds, examples and windows seen, throughput, loss curve, scores
 on the held-out articles and on eval.json with the float16 weights: EM, F1, HasAns/NoAns F1, the
-best threshold, and the share of questions whose null score and best span score lie within 1 of
-each other, the near ties that make agreement between two computations of the model noisy).
+best threshold, the share of questions whose null score and best span score lie within 1 of
+each other, the near ties that make agreement between two computations of the model noisy, and
+where F1 is lost: HasAns F1 had the model never abstained, the AUC of its null odds between
+answerable and unanswerable questions, and F1 had it abstained on exactly the unanswerable ones).
 golden/generate.py --trained turns --out into the fixture and its PyTorch goldens.
 """
 
@@ -246,7 +248,9 @@ def eval_features(vocab_dir, articles):
 
 def predict(model, examples, feats, batch=32):
     """Logits (each batch padded to its longest feature, features sorted by length), then
-    run_qa.py's postprocess_qa_predictions (version 2): id → (text at threshold 0, null odds)."""
+    run_qa.py's postprocess_qa_predictions (version 2): id → text at threshold 0, id → null odds,
+    and id → the best span's text whatever the null score (what the model would answer if it never
+    abstained)."""
     model.eval()
     order = sorted(range(len(feats)), key=lambda i: len(feats[i][1]))
     logits = [None] * len(feats)
@@ -270,7 +274,7 @@ def predict(model, examples, feats, batch=32):
     per_example = collections.defaultdict(list)
     for i, f in enumerate(feats):
         per_example[f[0]].append(i)
-    predictions, null_odds = {}, {}
+    predictions, null_odds, best_spans = {}, {}, {}
     for ei, example in enumerate(examples):
         null, best = None, None
         for fi in per_example[ei]:
@@ -285,20 +289,44 @@ def predict(model, examples, feats, batch=32):
                     if best is None or cand > best[0]:
                         best = (cand, offsets[s][0], offsets[e][1])
         odds = float(null - best[0]) if best is not None else float("inf")
-        predictions[example["id"]] = example["context"][best[1]:best[2]] if odds <= 0.0 else ""
+        best_spans[example["id"]] = example["context"][best[1]:best[2]] if best is not None else ""
+        predictions[example["id"]] = best_spans[example["id"]] if odds <= 0.0 else ""
         null_odds[example["id"]] = odds
-    return predictions, null_odds
+    return predictions, null_odds, best_spans
 
 
-def score(articles, predictions, null_odds):
+def null_odds_auc(null_odds, answerable):
+    """The chance that an unanswerable question's null odds exceed an answerable one's (ties count
+    half): how well the model tells them apart, whatever threshold is chosen. None where either kind
+    is missing."""
+    unanswerable = np.array([v for k, v in null_odds.items() if not answerable[k]], dtype=np.float64)
+    answered = np.array([v for k, v in null_odds.items() if answerable[k]], dtype=np.float64)
+    if not len(unanswerable) or not len(answered):
+        return None
+    below = np.searchsorted(np.sort(answered), unanswerable, side="left")
+    ties = np.searchsorted(np.sort(answered), unanswerable, side="right") - below
+    return float((below + ties / 2).sum() / (len(unanswerable) * len(answered)))
+
+
+def score(articles, predictions, null_odds, best_spans):
+    """The official SQuAD v2 metrics at threshold 0 and at the best threshold, the near-tie share,
+    always-no-answer's F1, and where F1 is lost: HasAns F1 had the model never abstained, the AUC of
+    its null odds (answerable against unanswerable), and F1 had it abstained exactly on the
+    unanswerable questions."""
     squad = {"version": "v2.0", "data": articles}
     m = squad_v2_evaluate(squad, predictions, na_probs=null_odds)
     no_answer = squad_v2_evaluate(squad, {k: "" for k in predictions})
+    answerable = {qa["id"]: bool(qa["answers"]) for a in articles for p in a["paragraphs"] for qa in p["qas"]}
+    never_abstaining = squad_v2_evaluate(squad, best_spans)
+    perfect_abstention = squad_v2_evaluate(squad, {k: v if answerable[k] else "" for k, v in best_spans.items()})
     near = sum(1 for v in null_odds.values() if abs(v) < NEAR_TIE)
     keys = ("exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1",
             "NoAns_total", "best_f1", "best_f1_thresh")
     return {k: m[k] for k in keys if k in m} | {"near_tie_share": near / max(1, len(null_odds)),
-                                               "always_no_answer_f1": no_answer["f1"]}
+                                               "always_no_answer_f1": no_answer["f1"],
+                                               "never_abstaining_HasAns_f1": never_abstaining.get("HasAns_f1"),
+                                               "null_odds_auc": null_odds_auc(null_odds, answerable),
+                                               "perfect_abstention_f1": perfect_abstention["f1"]}
 
 
 def save_state(path, state):
@@ -531,12 +559,14 @@ def main():
     for name, articles in (("held-out articles", held), ("eval.json", eval_slice)):
         t0 = time.time()
         examples, feats = eval_features(vocab_dir, articles)
-        predictions, null_odds = predict(model, examples, feats)
-        report[name] = score(articles, predictions, null_odds) | {"seconds": round(time.time() - t0, 1), "features": len(feats)}
+        predictions, null_odds, best_spans = predict(model, examples, feats)
+        report[name] = score(articles, predictions, null_odds, best_spans) | {"seconds": round(time.time() - t0, 1), "features": len(feats)}
         r = report[name]
         log(f"{name}: {r['total']} questions, EM {r['exact']:.2f} F1 {r['f1']:.2f} HasAns F1 {r.get('HasAns_f1', 0):.2f} "
             f"NoAns F1 {r.get('NoAns_f1', 0):.2f}, best F1 {r['best_f1']:.2f} at {r['best_f1_thresh']:.2f}, "
-            f"near ties {100 * r['near_tie_share']:.1f}% (always-no-answer F1 {r['always_no_answer_f1']:.2f}; {r['seconds']} s)")
+            f"near ties {100 * r['near_tie_share']:.1f}% (always-no-answer F1 {r['always_no_answer_f1']:.2f}; {r['seconds']} s); "
+            f"never abstaining HasAns F1 {r.get('never_abstaining_HasAns_f1') or 0:.2f}, null odds AUC {r['null_odds_auc'] or 0:.3f}, "
+            f"perfect abstention F1 {r['perfect_abstention_f1']:.2f}")
     report["eval_seconds"] = round(time.time() - eval_started, 1)
     report["seconds"] = round(elapsed(), 1)
     report["cpu"] = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") if os.path.exists("/proc/cpuinfo") else "?"
