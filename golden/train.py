@@ -64,7 +64,7 @@ from tokenizers import Tokenizer
 from transformers import BertConfig, BertForQuestionAnswering
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from squad_v2_eval import evaluate as squad_v2_evaluate  # noqa: E402
+from squad_v2_eval import evaluate as squad_v2_evaluate, make_qid_to_has_ans  # noqa: E402
 
 # Evaluation features are run_qa.py's (the fixture's goldens and qaforge use these).
 EVAL_LENGTH = 384
@@ -316,7 +316,7 @@ def score(articles, predictions, null_odds, best_spans):
     squad = {"version": "v2.0", "data": articles}
     m = squad_v2_evaluate(squad, predictions, na_probs=null_odds)
     no_answer = squad_v2_evaluate(squad, {k: "" for k in predictions})
-    answerable = {qa["id"]: bool(qa["answers"]) for a in articles for p in a["paragraphs"] for qa in p["qas"]}
+    answerable = make_qid_to_has_ans(articles)
     never_abstaining = squad_v2_evaluate(squad, best_spans)
     perfect_abstention = squad_v2_evaluate(squad, {k: v if answerable[k] else "" for k, v in best_spans.items()})
     near = sum(1 for v in null_odds.values() if abs(v) < NEAR_TIE)
