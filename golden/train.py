@@ -300,11 +300,11 @@ def null_odds_auc(null_odds, answerable):
     half): how well the model tells them apart, whatever threshold is chosen. None where either kind
     is missing."""
     unanswerable = np.array([v for k, v in null_odds.items() if not answerable[k]], dtype=np.float64)
-    answered = np.array([v for k, v in null_odds.items() if answerable[k]], dtype=np.float64)
+    answered = np.sort(np.array([v for k, v in null_odds.items() if answerable[k]], dtype=np.float64))
     if not len(unanswerable) or not len(answered):
         return None
-    below = np.searchsorted(np.sort(answered), unanswerable, side="left")
-    ties = np.searchsorted(np.sort(answered), unanswerable, side="right") - below
+    below = np.searchsorted(answered, unanswerable, side="left")
+    ties = np.searchsorted(answered, unanswerable, side="right") - below
     return float((below + ties / 2).sum() / (len(unanswerable) * len(answered)))
 
 
