@@ -11,7 +11,8 @@ Data. SQuAD v1.1 train (../shared/data/squad-v1.1, 87,599 questions, articles di
 with unanswerable questions made from it: half of its questions are also asked of the paragraph of
 the same article that shares most words with the question and holds none of its answers (a
 plausible distractor, as SQuAD v2's unanswerables are written to be), so a third of those examples
-have no answer. Beside it, the SQuAD v2 dev articles that no evaluation touches (dev articles 19 to
+have no answer (--answer-removed-share asks a share of them instead of their own paragraph with the
+sentences holding the answer taken out: a question still on the paragraph's subject). Beside it, the SQuAD v2 dev articles that no evaluation touches (dev articles 19 to
 35: their real, adversarially written unanswerables teach abstention best) make a fixed share of
 every batch (--dev-share). The first 18 dev articles (5,975 questions; golden/squad/eval.json lies
 inside them) are held out whole and scored at the end.
@@ -53,6 +54,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -97,21 +99,55 @@ def words_of(text):
     return {w for w in "".join(c.lower() if c.isalnum() else " " for c in text).split() if w not in STOPWORDS}
 
 
-def with_unanswerable(articles, fraction, seed):
+# Where one sentence ends and the next begins: after . ! or ? (a closing quote or bracket may
+# follow), before whitespace and a capital, digit or opening quote. Hand-written: SQuAD's contexts
+# are edited prose, and a sentence splitter from PyPI (nltk's punkt) would add a model download.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
+
+
+def without_answer_sentences(context, qa):
+    """The paragraph with every sentence that holds one of the question's answers taken out, or
+    None when nothing sensible is left: the answers' text still appears in what remains (the
+    question might still be answered), or less than two sentences' worth of text remains."""
+    cuts = [0] + [m.end() for m in SENTENCE_END.finditer(context)] + [len(context)]
+    spans = [(a["answer_start"], a["answer_start"] + len(a["text"])) for a in qa["answers"]]
+    kept = [context[b:e].strip() for b, e in zip(cuts, cuts[1:])
+            if e > b and not any(a0 < e and a1 > b for a0, a1 in spans)]
+    rest = " ".join(k for k in kept if k)
+    if len(kept) < 2 or any(a["text"].lower() in rest.lower() for a in qa["answers"]):
+        return None
+    return rest
+
+
+def with_unanswerable(articles, fraction, seed, answer_removed_share=0.0):
     """SQuAD v1.1 articles plus unanswerable questions made from them: a share `fraction` of the
-    questions is also asked of the paragraph of the same article that shares most question words
-    and contains none of its answers."""
+    questions is also asked, unanswerable, of one of two paragraphs. By default the paragraph of the
+    same article that shares most question words and contains none of its answers; for a share
+    `answer_removed_share` of them, their own paragraph with the sentences holding the answer taken
+    out (the question stays on the paragraph's subject, as SQuAD v2's crowd-written unanswerables do,
+    where an unrelated paragraph only teaches to notice a change of subject). Returns the articles
+    and the count made of each kind."""
     rng = np.random.default_rng(seed)
-    out, made = [], 0
+    out, made = [], {"other_paragraph": 0, "answer_removed": 0}
     for article in articles:
         paragraphs = [{"context": p["context"], "qas": [dict(qa) for qa in p["qas"]]} for p in article["paragraphs"]]
         lowered = [p["context"].lower() for p in paragraphs]
         vocab = [words_of(p["context"]) for p in paragraphs]
         extra = [[] for _ in paragraphs]
+        removed = []
         for pi, paragraph in enumerate(paragraphs):
             for qa in paragraph["qas"]:
                 if rng.random() >= fraction:
                     continue
+                # The second draw only where the share is set, so that the default recipe's
+                # data stay those of the committed fixture's run.
+                if answer_removed_share > 0 and rng.random() < answer_removed_share:
+                    rest = without_answer_sentences(paragraph["context"], qa)
+                    if rest is not None:
+                        removed.append({"context": rest, "qas": [{"id": qa["id"] + "-answer-removed",
+                                                                  "question": qa["question"], "answers": []}]})
+                        made["answer_removed"] += 1
+                        continue
                 answers = {a["text"].lower() for a in qa["answers"]}
                 others = [oi for oi in range(len(paragraphs)) if oi != pi and not any(a in lowered[oi] for a in answers)]
                 if not others:
@@ -119,10 +155,10 @@ def with_unanswerable(articles, fraction, seed):
                 q = words_of(qa["question"])
                 other = max(others, key=lambda oi: (len(q & vocab[oi]), -oi))
                 extra[other].append({"id": qa["id"] + "-unanswerable", "question": qa["question"], "answers": []})
-                made += 1
+                made["other_paragraph"] += 1
         for paragraph, qas in zip(paragraphs, extra):
             paragraph["qas"].extend(qas)
-        out.append({"title": article["title"], "paragraphs": paragraphs})
+        out.append({"title": article["title"], "paragraphs": paragraphs + removed})
     return out, made
 
 
@@ -358,6 +394,9 @@ def main():
     p.add_argument("--dev-share", type=float, default=0.2, help="share of each batch from the SQuAD v2 dev training articles")
     p.add_argument("--unanswerable-fraction", type=float, default=0.5,
                    help="share of SQuAD v1.1 questions also asked, unanswerable, of another paragraph of their article")
+    p.add_argument("--answer-removed-share", type=float, default=0.0,
+                   help="of those unanswerable questions, the share asked instead of their own paragraph with "
+                        "the sentences holding their answer taken out")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bfloat16 autocast where the CPU has bfloat16 instructions, float32 elsewhere")
     p.add_argument("--save-minutes", type=float, default=5)
@@ -380,8 +419,11 @@ def main():
     recipe = {k: v for k, v in vars(args).items() if k not in ("out", "state", "threads", "save_minutes", "eval")}
     recipe["base"] = os.path.basename(os.path.normpath(args.base))
     recipe["shared"] = "../shared/data"
-    data_key = hashlib.sha256(json.dumps({k: recipe[k] for k in ("max_length", "stride", "unanswerable_fraction", "seed",
-                                                                 "limit_v1_articles")}, sort_keys=True).encode()).hexdigest()[:16]
+    data_keys = ["max_length", "stride", "unanswerable_fraction", "seed", "limit_v1_articles"]
+    if args.answer_removed_share:
+        # Only where set, so that the default recipe keeps its features cache's name.
+        data_keys.append("answer_removed_share")
+    data_key = hashlib.sha256(json.dumps({k: recipe[k] for k in data_keys}, sort_keys=True).encode()).hexdigest()[:16]
 
     with open(os.path.join(args.shared, "squad-v2", "dev-v2.0.json")) as f:
         dev = json.load(f)["data"]
@@ -402,11 +444,13 @@ def main():
             v1 = json.load(f)["data"]
         if args.limit_v1_articles:
             v1 = v1[:args.limit_v1_articles]
-        v1, made = with_unanswerable(v1, args.unanswerable_fraction, args.seed)
+        v1, made_by_kind = with_unanswerable(v1, args.unanswerable_fraction, args.seed, args.answer_removed_share)
+        made = sum(made_by_kind.values())
         tok = tokenizer_for(vocab_dir, args.max_length, args.stride)
         v1_windows, v1_questions = train_windows(tok, v1)
         dev_windows, dev_questions = train_windows(tok, dev_training)
         data = {"squad_v1_articles": len(v1), "squad_v1_questions": v1_questions - made, "unanswerable_made": made,
+                **({"unanswerable_made_answer_removed": made_by_kind["answer_removed"]} if args.answer_removed_share else {}),
                 "squad_v1_windows": len(v1_windows), "dev_articles": len(dev_training), "dev_questions": dev_questions,
                 "dev_windows": len(dev_windows),
                 "unanswerable_windows": sum(1 for w in v1_windows + dev_windows if w[2] == 0),
