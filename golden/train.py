@@ -12,9 +12,10 @@ with unanswerable questions made from it: half of its questions are also asked o
 the same article that shares most words with the question and holds none of its answers (a
 plausible distractor, as SQuAD v2's unanswerables are written to be), so a third of those examples
 have no answer (--answer-removed-share asks a share of them instead of their own paragraph with the
-sentences holding the answer taken out: a question still on the paragraph's subject). Beside it, the SQuAD v2 dev articles that no evaluation touches (dev articles 19 to
-35: their real, adversarially written unanswerables teach abstention best) make a fixed share of
-every batch (--dev-share). The first 18 dev articles (5,975 questions; golden/squad/eval.json lies
+sentences holding the answer taken out: a question still on the paragraph's subject). Beside it,
+the SQuAD v2 dev articles that no evaluation touches (dev articles 19 to 35: their real,
+adversarially written unanswerables teach abstention best) make a fixed share of every batch
+(--dev-share). The first 18 dev articles (5,975 questions; golden/squad/eval.json lies
 inside them) are held out whole and scored at the end.
 
 Cost. Measured before choosing (README of golden/, "The trained fixture"): features of 256 tokens
@@ -108,12 +109,13 @@ SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
 def without_answer_sentences(context, qa):
     """The paragraph with every sentence that holds one of the question's answers taken out, or
     None when nothing sensible is left: the answers' text still appears in what remains (the
-    question might still be answered), or less than two sentences' worth of text remains."""
+    question might still be answered), or fewer than two sentences remain."""
     cuts = [0] + [m.end() for m in SENTENCE_END.finditer(context)] + [len(context)]
     spans = [(a["answer_start"], a["answer_start"] + len(a["text"])) for a in qa["answers"]]
     kept = [context[b:e].strip() for b, e in zip(cuts, cuts[1:])
             if e > b and not any(a0 < e and a1 > b for a0, a1 in spans)]
-    rest = " ".join(k for k in kept if k)
+    # Each piece is non-empty: a cut falls before a non-space character.
+    rest = " ".join(kept)
     if len(kept) < 2 or any(a["text"].lower() in rest.lower() for a in qa["answers"]):
         return None
     return rest
